@@ -1,0 +1,47 @@
+"""Gymnasium environments of ssrl: DeepMind Control from pixels and our manipulation scenes.
+
+All of them render through one renderer (:mod:`ssrl.envs.render`) and report the ground-truth
+physical state in ``info["state"]``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from .dmc import PLANET_TASKS, DMCEnv, default_action_repeat, suite_tasks
+from .distractors import DistractorSpec
+from .render import FreeCamera, Renderer
+
+NAMESPACE = "ssrl"
+
+
+def dmc_id(domain: str, task: str) -> str:
+    """The Gymnasium id of a suite task, e.g. ``ssrl/cartpole-swingup-v0``."""
+    return f"{NAMESPACE}/{domain}-{task}-v0"
+
+
+def make_dmc(domain: str, task: str, **options) -> DMCEnv:
+    """Any DeepMind Control suite task from pixels; ``options`` are those of :class:`DMCEnv`."""
+    return DMCEnv(domain, task, **options)
+
+
+def _register() -> None:
+    for domain, task in suite_tasks():
+        env_id = dmc_id(domain, task)
+        if env_id not in gym.registry:
+            # No max_episode_steps: dm_control's own time limit ends episodes (as truncations).
+            gym.register(env_id, entry_point="ssrl.envs.dmc:DMCEnv", kwargs={"domain": domain, "task": task})
+
+
+_register()
+
+__all__ = [
+    "DMCEnv",
+    "DistractorSpec",
+    "FreeCamera",
+    "PLANET_TASKS",
+    "Renderer",
+    "default_action_repeat",
+    "dmc_id",
+    "make_dmc",
+]

@@ -1,0 +1,122 @@
+"""Pixel observations shared by every env of the suite: cameras, frame stack, distractors.
+
+An env owns its physics; a :class:`PixelObserver` turns the physics state into the observation:
+it renders all requested cameras in one call (same instant), composites a distracting
+background where nothing was drawn, and keeps a stack of the last ``frame_stack`` frames per
+camera, channels-first and oldest first (the newest frame is ``obs[-3:]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from .distractors import Background, DistractorSpec
+from .render import CameraSpec, Quality, Renderer
+
+
+def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``84`` or ``(height, width)`` -> ``(height, width)``, both positive."""
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        height = width = int(size)
+    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
+        height, width = (int(s) for s in size)
+    else:
+        raise ValueError(f"size must be an int or (height, width), got {size!r}")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {size!r}")
+    return height, width
+
+
+def plane_geoms(model: mujoco.MjModel) -> list[int]:
+    """Ids of the plane geoms (floors): what the distractor mode may hide."""
+    return [i for i in range(model.ngeom) if model.geom_type[i] == mujoco.mjtGeom.mjGEOM_PLANE]
+
+
+class PixelObserver:
+    """Renders, composites and stacks frames for one env.
+
+    Args:
+        model: the env's ``MjModel`` (the renderer may adjust its visual settings).
+        size: ``(height, width)``.
+        cameras: one or more camera specs; with more than one the observation is a dict keyed
+            by camera name.
+        frame_stack: frames per observation (>= 1).
+        quality: ``"fast"`` or ``"faithful"`` rendering.
+        distractor: background replacement, or ``None``.
+        floor_geoms: geoms hidden (replaced by the background) when the distractor asks for it.
+    """
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        size: tuple[int, int],
+        cameras: Sequence[CameraSpec],
+        frame_stack: int,
+        quality: Quality = "fast",
+        distractor: DistractorSpec | None = None,
+        floor_geoms: Sequence[int] = (),
+    ) -> None:
+        if isinstance(frame_stack, bool) or not isinstance(frame_stack, (int, np.integer)) or frame_stack < 1:
+            raise ValueError(f"frame_stack must be a positive integer, got {frame_stack!r}")
+        self.height, self.width = size
+        self.frame_stack = int(frame_stack)
+        self.renderer = Renderer(
+            model, self.height, self.width, cameras, quality, hidden_geoms=floor_geoms if distractor else ()
+        )
+        labels = self.renderer.camera_labels
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"cameras must be distinct, got {labels}")
+        self.camera_labels = labels
+        self.background: Background | None = distractor.build(self.height, self.width) if distractor else None
+        self._frames = np.empty((len(labels), self.height, self.width, 3), np.uint8)
+        self._stack = np.zeros((len(labels), 3 * self.frame_stack, self.height, self.width), np.uint8)
+
+    @property
+    def multi_view(self) -> bool:
+        return len(self.camera_labels) > 1
+
+    def observation_space(self) -> gym.Space:
+        box = gym.spaces.Box(0, 255, (3 * self.frame_stack, self.height, self.width), np.uint8)
+        if self.multi_view:
+            return gym.spaces.Dict({label: box for label in self.camera_labels})
+        return box
+
+    def _render(self, data: mujoco.MjData) -> np.ndarray:
+        """Render all cameras into ``self._frames`` (n, H, W, 3) with the background composited."""
+        if self.background is None:
+            return self.renderer.render(data, out=self._frames)
+        frames, mask = self.renderer.render(data, out=self._frames, depth=True)
+        backdrop = self.background.next_frame()
+        for i in range(len(frames)):
+            frames[i][mask[i]] = backdrop[mask[i]]
+        return frames
+
+    def reset(self, data: mujoco.MjData, rng: np.random.Generator) -> np.ndarray | dict[str, np.ndarray]:
+        """Start a new episode: new background, stack filled with copies of the first frame."""
+        if self.background is not None:
+            self.background.reset(rng)
+        frames = self._render(data).transpose(0, 3, 1, 2)
+        self._stack[:] = np.tile(frames, (1, self.frame_stack, 1, 1))
+        return self._observation()
+
+    def step(self, data: mujoco.MjData) -> np.ndarray | dict[str, np.ndarray]:
+        frames = self._render(data).transpose(0, 3, 1, 2)
+        self._stack[:, :-3] = self._stack[:, 3:]
+        self._stack[:, -3:] = frames
+        return self._observation()
+
+    def latest_frames(self) -> np.ndarray:
+        """The newest frame of every camera, (n_cameras, H, W, 3)."""
+        return self._frames.copy()
+
+    def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
+        if self.multi_view:
+            return {label: self._stack[i].copy() for i, label in enumerate(self.camera_labels)}
+        return self._stack[0].copy()
+
+    def close(self) -> None:
+        self.renderer.close()

@@ -1,0 +1,217 @@
+"""DeepMind Control from pixels: API conformance, determinism, repeats, views, distractors."""
+
+import numpy as np
+import pytest
+import gymnasium as gym
+from gymnasium.utils.env_checker import check_env
+
+import ssrl.envs as envs
+from ssrl.envs import DMCEnv, FreeCamera, dmc_id, make_dmc
+
+
+def rollout(env, seed, n, action_seed=0):
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(action_seed)
+    out = [(obs, 0.0, info["state"])]
+    for _ in range(n):
+        obs, reward, terminated, truncated, info = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        out.append((obs, reward, info["state"]))
+    return out
+
+
+@pytest.mark.parametrize("domain,task", envs.suite_tasks())
+def test_check_env_passes_for_every_registered_id(domain, task):
+    env = gym.make(dmc_id(domain, task))
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    assert info["state"].dtype == np.float32
+    env.close()
+
+
+def test_planet_tasks_registered_with_default_shapes_and_repeats():
+    expected_repeat = {"cartpole": 8, "finger": 2, "walker": 2, "reacher": 4, "cheetah": 4, "ball_in_cup": 4}
+    for domain, task in envs.PLANET_TASKS:
+        env = gym.make(dmc_id(domain, task))
+        obs, info = env.reset(seed=0)
+        assert obs.shape == (9, 84, 84) and obs.dtype == np.uint8
+        assert env.observation_space == gym.spaces.Box(0, 255, (9, 84, 84), np.uint8)
+        assert env.unwrapped.action_repeat == expected_repeat[domain]
+        assert env.action_space.low.min() == -1 and env.action_space.high.max() == 1
+        physics = env.unwrapped.physics
+        assert info["state"].shape == (physics.model.nq + physics.model.nv + physics.model.na,)
+        env.close()
+
+
+def test_options_size_stack_camera_and_state_observations():
+    env = gym.make("ssrl/cheetah-run-v0", size=(64, 48), frame_stack=2, camera="back")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (6, 64, 48)
+    env.close()
+    env = gym.make("ssrl/cheetah-run-v0", from_pixels=False)
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32 and obs.shape == (17,)  # position 8 + velocity 9
+    assert env.unwrapped.action_repeat == 1  # state observations: no action repeat by default
+    env.close()
+
+
+def test_reset_with_seed_is_deterministic_and_seeds_differ():
+    a = rollout(make_dmc("walker", "walk"), seed=3, n=5)
+    b = rollout(make_dmc("walker", "walk"), seed=3, n=5)
+    c = rollout(make_dmc("walker", "walk"), seed=4, n=5)
+    for (oa, ra, sa), (ob, rb, sb) in zip(a, b):
+        np.testing.assert_array_equal(oa, ob)
+        np.testing.assert_array_equal(sa, sb)
+        assert ra == rb
+    assert not np.array_equal(a[0][2], c[0][2])
+
+
+def test_action_repeat_sums_rewards_over_physics_steps():
+    repeated = make_dmc("cartpole", "swingup", action_repeat=4, from_pixels=False)
+    single = make_dmc("cartpole", "swingup", action_repeat=1, from_pixels=False)
+    repeated.reset(seed=7)
+    single.reset(seed=7)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        action = rng.uniform(-1, 1, 1)
+        _, r4, *_ , info4 = repeated.step(action)
+        total = 0.0
+        for _ in range(4):
+            _, r1, *_, info1 = single.step(action)
+            total += r1
+        assert r4 == pytest.approx(total, rel=1e-9, abs=1e-12)
+        np.testing.assert_array_equal(info4["state"], info1["state"])
+    assert total > 0  # swingup's reward is positive almost everywhere
+
+
+def test_time_limit_is_truncation_not_termination():
+    env = make_dmc("cartpole", "swingup", from_pixels=False, action_repeat=8)
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        *_, terminated, truncated, _ = env.step(np.zeros(1))
+        steps += 1
+        if terminated or truncated:
+            break
+    assert (terminated, truncated) == (False, True)
+    assert steps == env.max_episode_steps == 125
+
+
+def test_frame_stack_keeps_newest_frame_last():
+    env = make_dmc("cartpole", "swingup")
+    obs0, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs0[:3], obs0[6:])  # reset fills the stack with the first frame
+    obs1, *_ = env.step(np.ones(1))
+    np.testing.assert_array_equal(obs1[:6], obs0[3:])
+    np.testing.assert_array_equal(obs1[6:], env._observer.latest_frames()[0].transpose(2, 0, 1))
+    assert not np.array_equal(obs1[6:], obs0[6:])
+
+
+def test_several_cameras_show_the_same_instant():
+    multi = make_dmc("cheetah", "run", cameras=["side", "back"])
+    side = make_dmc("cheetah", "run", camera="side")
+    back = make_dmc("cheetah", "run", camera="back")
+    assert set(multi.observation_space.spaces) == {"side", "back"}
+    for (om, *_), (os_, *_), (ob, *_) in zip(rollout(multi, 2, 6), rollout(side, 2, 6), rollout(back, 2, 6)):
+        np.testing.assert_array_equal(om["side"], os_)
+        np.testing.assert_array_equal(om["back"], ob)
+    # A free camera adds a view the model does not define.
+    extra = make_dmc("cheetah", "run", cameras=["side", FreeCamera(distance=4, azimuth=45, track_body="torso", name="orbit")])
+    obs, _ = extra.reset(seed=0)
+    assert set(obs) == {"side", "orbit"} and not np.array_equal(obs["side"], obs["orbit"])
+
+
+def test_faithful_mode_matches_dm_control_render_exactly():
+    env = make_dmc("walker", "walk", quality="faithful", frame_stack=1)
+    env.reset(seed=0)
+    obs, *_ = env.step(np.zeros(6))
+    reference = env.physics.render(84, 84, camera_id=0)
+    np.testing.assert_array_equal(obs.transpose(1, 2, 0), reference)
+    fast_obs = make_dmc("walker", "walk", frame_stack=1)
+    assert fast_obs.reset(seed=0)[0].shape == obs.shape
+
+
+def _write_clip(path, n=12):
+    import imageio.v2 as imageio
+
+    frames = [np.full((32, 40, 3), (20 * i, 255 - 20 * i, 128), np.uint8) for i in range(n)]
+    imageio.mimwrite(path, frames, fps=10, macro_block_size=1)
+
+
+@pytest.mark.parametrize("kind", ["color", "noise", "video", "folder"])
+def test_distractors_change_pixels_but_not_state(kind, tmp_path):
+    spec = kind
+    if kind == "folder":
+        _write_clip(tmp_path / "clip.mp4")
+        spec = f"folder:{tmp_path}"
+    plain = rollout(make_dmc("cartpole", "swingup"), seed=5, n=4)
+    noisy = rollout(make_dmc("cartpole", "swingup", distractor=spec), seed=5, n=4)
+    changed = 0
+    for (op, rp, sp), (on, rn, sn) in zip(plain, noisy):
+        np.testing.assert_array_equal(sp, sn)
+        assert rp == rn
+        changed += np.mean(op != on)
+    assert changed / len(plain) > 0.2  # the background is most of a cartpole frame
+    # A new episode draws a new background (colour and video change per episode).
+    if kind in ("color", "video"):
+        env = make_dmc("cartpole", "swingup", distractor=spec)
+        first, _ = env.reset(seed=1)
+        second, _ = env.reset()
+        assert not np.array_equal(first, second)
+
+
+def test_distractor_keeps_the_robot_pixels():
+    env = make_dmc("cheetah", "run", distractor="noise", frame_stack=1)
+    base = make_dmc("cheetah", "run", frame_stack=1)
+    noisy, _ = env.reset(seed=0)
+    clean, _ = base.reset(seed=0)
+    _, mask = env._observer.renderer.render(env.physics.data.ptr, depth=True)
+    foreground = ~mask[0]
+    assert foreground.mean() > 0.02
+    np.testing.assert_array_equal(noisy.transpose(1, 2, 0)[foreground], clean.transpose(1, 2, 0)[foreground])
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(domain="cartpol", task="swingup"), "known domains"),
+        (dict(domain="cartpole", task="swingdown"), "balance"),
+        (dict(domain="cartpole", task="swingup", camera="nope"), "fixed"),
+        (dict(domain="cartpole", task="swingup", camera=7), "out of range"),
+        (dict(domain="cartpole", task="swingup", size=0), "positive"),
+        (dict(domain="cartpole", task="swingup", size=(84, -1)), "positive"),
+        (dict(domain="cartpole", task="swingup", frame_stack=0), "frame_stack"),
+        (dict(domain="cartpole", task="swingup", action_repeat=0), "action_repeat"),
+        (dict(domain="cartpole", task="swingup", distractor="rain"), "color"),
+        (dict(domain="cartpole", task="swingup", distractor="folder:/does/not/exist"), "does not exist"),
+        (dict(domain="cartpole", task="swingup", quality="ultra"), "fast"),
+        (dict(domain="cartpole", task="swingup", cameras=["fixed", "fixed"]), "distinct"),
+    ],
+)
+def test_bad_configuration_names_the_problem(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        DMCEnv(**kwargs)
+
+
+def test_bad_actions_are_rejected():
+    env = make_dmc("walker", "walk")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(6,\)"):
+        env.step(np.zeros(5))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([0, 0, np.nan, 0, 0, 0]))
+
+
+def test_unknown_id_through_gym_make():
+    with pytest.raises(gym.error.Error):
+        gym.make("ssrl/cartpole-swingdown-v0")
+
+
+def test_render_rgb_array():
+    env = gym.make("ssrl/reacher-easy-v0", render_mode="rgb_array", render_size=128)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    env = gym.make("ssrl/reacher-easy-v0", render_mode="rgb_array")
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(env.render(), obs[6:].transpose(1, 2, 0))

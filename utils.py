@@ -1,0 +1,91 @@
+"""Small shared helpers: atomic writes, videos, run metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import pathlib
+import platform
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    A reader never sees a half-written file, and a crash mid-write leaves the old file intact.
+    ``suffix`` keeps the extension for writers that look at it (imageio, torch does not care).
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = pathlib.Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return pathlib.Path(path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, pathlib.Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 30) -> pathlib.Path:
+    """Write (H, W, 3) uint8 frames to an mp4 (H.264), atomically."""
+    import imageio.v2 as imageio
+
+    path = pathlib.Path(path)
+    frames = [np.asarray(f) for f in frames]
+    if not frames:
+        raise ValueError("no frames to write")
+    # H.264 wants even sizes; pad by one row/column where needed.
+    h, w = frames[0].shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        with imageio.get_writer(tmp, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG") as writer:
+            for frame in frames:
+                writer.append_data(np.pad(frame, pad) if any(p[1] for p in pad) else frame)
+    return path
+
+
+def machine_info() -> dict[str, Any]:
+    """What a result file records about where it was measured."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "mujoco", "dm-control", "gymnasium", "stable-baselines3", "numpy"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
