@@ -41,6 +41,41 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_options(pairs: Sequence[str]) -> dict:
+    """``["size=64", "distractor=video"]`` -> ``{"size": 64, "distractor": "video"}`` (YAML values)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"option {pair!r} is not KEY=VALUE")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+def _collect(args: argparse.Namespace) -> int:
+    import ssrl  # noqa: F401
+    from ssrl.envs.rollouts import collect
+
+    dataset = collect(
+        args.env,
+        policy=args.policy,
+        episodes=args.episodes,
+        out=args.out,
+        cameras=[c for c in args.cameras.split(",") if c] or None,
+        size=args.size,
+        seed=args.seed,
+        env_kwargs=parse_options(args.env_option),
+        max_steps=args.max_steps,
+        append=args.append,
+        compress=args.compress,
+    )
+    info = dataset.summary()
+    print(f"{info['episodes']} episodes, {info['steps']} steps, cameras {info['cameras']} in {dataset.path}")
+    return 0
+
+
 def _tile(frames):
     import numpy as np
 
@@ -59,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="outputs/demo.mp4")
     demo.set_defaults(func=_demo)
+
+    col = sub.add_parser("collect", help="run a policy in an env and write its rollouts to a data set")
+    col.add_argument("env", help="environment id, e.g. ssrl/cartpole-swingup-v0")
+    col.add_argument("--policy", default="random")
+    col.add_argument("--episodes", type=int, default=10)
+    col.add_argument("--cameras", default="", help="comma-separated cameras to record (default: the env's)")
+    col.add_argument("--size", type=int, default=84)
+    col.add_argument("--seed", type=int, default=0)
+    col.add_argument("--max-steps", type=int, default=None, help="cap on agent steps per episode")
+    col.add_argument("--out", required=True, help="data set folder")
+    col.add_argument("--append", action="store_true", help="add episodes to an existing data set")
+    col.add_argument("--compress", action="store_true", help="zip-compress episode files (smaller, slower to read)")
+    col.add_argument("--env-option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                     help="env option, e.g. -o distractor=video -o action_repeat=4")
+    col.set_defaults(func=_collect)
     return parser
 
 

@@ -9,8 +9,9 @@ Conventions (those of the PlaNet benchmark and of SAC-AE, CURL, DrQ and DBC):
 * observation: uint8, channels-first, the last ``frame_stack`` RGB frames (default 3 at 84x84,
   shape ``(9, 84, 84)``); with several cameras, a dict of such stacks keyed by camera name;
   ``from_pixels=False`` gives dm_control's state observation flattened to float32 instead;
-* action repeat: PlaNet's per-task value for pixels (cartpole 8, finger 2, walker 2, others 4),
-  1 for states (the SAC-State baselines use none); rewards are summed over the repeats;
+* action repeat: PlaNet's per-task value (cartpole 8, finger 2, walker 2, others 4), for state
+  observations too (pass ``action_repeat=1`` for the published SAC-State setting, which uses
+  none); rewards are summed over the repeats;
 * actions in [-1, 1], rescaled to the task's bounds;
 * dm_control's 1000-step time limit ends an episode with ``truncated=True``; ``terminated`` is
   only ever True where the task itself ends with discount 0;
@@ -54,10 +55,8 @@ def suite_tasks() -> list[tuple[str, str]]:
     return list(suite.ALL_TASKS)
 
 
-def default_action_repeat(domain: str, from_pixels: bool = True) -> int:
-    """PlaNet's action repeat for pixel observations, 1 for state observations."""
-    if not from_pixels:
-        return 1
+def default_action_repeat(domain: str) -> int:
+    """PlaNet's action repeat for a domain."""
     return PLANET_ACTION_REPEAT.get(domain, DEFAULT_ACTION_REPEAT)
 
 
@@ -132,7 +131,7 @@ class DMCEnv(gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
         if action_repeat is None:
-            action_repeat = default_action_repeat(domain, from_pixels)
+            action_repeat = default_action_repeat(domain)
         if isinstance(action_repeat, bool) or not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
             raise ValueError(f"action_repeat must be a positive integer, got {action_repeat!r}")
         if frame_stack is None:
@@ -162,13 +161,10 @@ class DMCEnv(gym.Env):
         self.size = parse_size(size)
         self._observer: PixelObserver | None = None
         if cameras is None:
-            cameras = [DEFAULT_CAMERA.get(domain, 0) if camera is None else camera]
+            cameras = self.default_cameras() if camera is None else [camera]
         self._cameras = list(cameras)
         if self.from_pixels:
-            floors = plane_geoms(self._model) if self.distractor and self.distractor.floor_replaced(domain) else ()
-            self._observer = PixelObserver(
-                self._model, self.size, list(cameras), self.frame_stack, quality, self.distractor, floors
-            )
+            self._observer = self.make_observer(self.size, self._cameras, self.frame_stack, quality, self.distractor)
             self.observation_space = self._observer.observation_space()
         else:
             if self.distractor is not None:
@@ -232,6 +228,34 @@ class DMCEnv(gym.Env):
         super().close()
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def default_cameras(self) -> list[CameraSpec]:
+        return [DEFAULT_CAMERA.get(self.domain, 0)]
+
+    def make_observer(
+        self,
+        size: int | Sequence[int] = 84,
+        cameras: Sequence[CameraSpec] | None = None,
+        frame_stack: int = 1,
+        quality: Quality = "fast",
+        distractor: str | dict | DistractorSpec | None = None,
+    ) -> PixelObserver:
+        """A pixel observer over this env's physics (the env's own observation uses one; data
+        collection makes another with the cameras it records)."""
+        spec = DistractorSpec.parse(distractor)
+        floors = plane_geoms(self._model) if spec and spec.floor_replaced(self.domain) else ()
+        cameras = list(cameras) if cameras else self.default_cameras()
+        return PixelObserver(self._model, parse_size(size), cameras, frame_stack, quality, spec, floors)
+
+    @property
+    def model(self):
+        """MuJoCo's ``MjModel`` of the task."""
+        return self._model
+
+    @property
+    def data(self):
+        """MuJoCo's ``MjData`` of the task."""
+        return self._data
 
     @property
     def physics(self):

@@ -51,7 +51,7 @@ def test_options_size_stack_camera_and_state_observations():
     env = gym.make("ssrl/cheetah-run-v0", from_pixels=False)
     obs, info = env.reset(seed=0)
     assert obs.dtype == np.float32 and obs.shape == (17,)  # position 8 + velocity 9
-    assert env.unwrapped.action_repeat == 1  # state observations: no action repeat by default
+    assert env.unwrapped.action_repeat == 4  # PlaNet default for states too
     env.close()
 
 

@@ -1,0 +1,334 @@
+"""The rollout data set format of ssrl, its writer and reader, and ``collect``.
+
+A data set is a folder::
+
+    DATASET/
+      meta.json                 what was collected: env id and options, cameras, image size,
+                                policy, seed, format version (written once, checked on append)
+      episodes/ep_000000.npz    one file per finished episode, written atomically
+      episodes/ep_000001.npz
+      ...
+
+Each episode file is a plain ``numpy.savez`` archive with T steps:
+
+====================  =====================  ==================================================
+key                   shape, dtype           meaning
+====================  =====================  ==================================================
+``frames/<camera>``   (T+1, 3, H, W) uint8   one frame per camera per instant, channels-first;
+                                             index 0 is the reset frame. All cameras of an
+                                             index show the same instant.
+``action``            (T, A) float32         action taken at step t
+``reward``            (T,) float32           reward of step t
+``terminated``        (T,) bool              the episode ended in a terminal state at step t
+``truncated``         (T,) bool              the episode was cut at step t (time limit)
+``state``             (T+1, S) float32       ground-truth physical state at each instant
+``info/<key>``        (T, ...)               per-step extras an env declares (``record_keys``),
+                                             e.g. the grasp triplets of ``ssrl/Grasp-v0``
+====================  =====================  ==================================================
+
+Frames are single frames: frame stacks are rebuilt by whoever samples them. Because an episode
+file appears only once it is complete (temp file + rename), a killed collection leaves every
+episode already written readable, and ``collect(..., append=True)`` continues the numbering.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import zipfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ssrl.utils import atomic_path, write_json
+
+FORMAT_VERSION = 1
+_EPISODE_GLOB = "ep_*.npz"
+
+
+class DatasetError(ValueError):
+    """A data set folder that is missing, corrupt, or does not match what was asked."""
+
+
+@dataclasses.dataclass
+class Episode:
+    """One episode of a data set, loaded in memory."""
+
+    frames: dict[str, np.ndarray]
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    state: np.ndarray
+    info: dict[str, np.ndarray]
+    path: pathlib.Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+    def validate(self) -> None:
+        t = len(self.action)
+        where = f"episode {self.path}" if self.path else "episode"
+        checks = {
+            "reward": (self.reward.shape[:1], (t,)),
+            "terminated": (self.terminated.shape[:1], (t,)),
+            "truncated": (self.truncated.shape[:1], (t,)),
+            "state": (self.state.shape[:1], (t + 1,)),
+        }
+        checks.update({f"frames/{c}": (f.shape[:1], (t + 1,)) for c, f in self.frames.items()})
+        checks.update({f"info/{k}": (v.shape[:1], (t,)) for k, v in self.info.items()})
+        for key, (got, want) in checks.items():
+            if got != want:
+                raise DatasetError(f"{where}: {key} has {got[0] if got else 0} entries, expected {want[0]}")
+        for camera, frames in self.frames.items():
+            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+                raise DatasetError(f"{where}: frames/{camera} must be uint8 (T+1, 3, H, W), got {frames.dtype} {frames.shape}")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"frames/{c}": f for c, f in self.frames.items()}
+        arrays.update(action=self.action, reward=self.reward, terminated=self.terminated, truncated=self.truncated, state=self.state)
+        arrays.update({f"info/{k}": v for k, v in self.info.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], path: pathlib.Path | None = None) -> "Episode":
+        missing = [k for k in ("action", "reward", "terminated", "truncated", "state") if k not in arrays]
+        if missing:
+            raise DatasetError(f"episode {path}: missing {', '.join(missing)}")
+        episode = cls(
+            frames={k.split("/", 1)[1]: arrays[k] for k in arrays if k.startswith("frames/")},
+            action=arrays["action"],
+            reward=arrays["reward"],
+            terminated=arrays["terminated"],
+            truncated=arrays["truncated"],
+            state=arrays["state"],
+            info={k.split("/", 1)[1]: arrays[k] for k in arrays if k.startswith("info/")},
+            path=path,
+        )
+        episode.validate()
+        return episode
+
+
+class EpisodeRecorder:
+    """Accumulates one episode step by step; ``finish()`` returns an :class:`Episode`."""
+
+    def __init__(self, frames: dict[str, np.ndarray], state: np.ndarray) -> None:
+        self._frames = {c: [f] for c, f in frames.items()}
+        self._state = [state]
+        self._action: list[np.ndarray] = []
+        self._reward: list[float] = []
+        self._terminated: list[bool] = []
+        self._truncated: list[bool] = []
+        self._info: dict[str, list[Any]] = {}
+
+    def add(self, action, reward, terminated, truncated, frames: dict[str, np.ndarray], state, info: dict[str, Any] | None = None) -> None:
+        self._action.append(np.asarray(action, np.float32))
+        self._reward.append(float(reward))
+        self._terminated.append(bool(terminated))
+        self._truncated.append(bool(truncated))
+        for camera, frame in frames.items():
+            self._frames[camera].append(frame)
+        self._state.append(state)
+        for key, value in (info or {}).items():
+            self._info.setdefault(key, []).append(value)
+
+    def finish(self) -> Episode:
+        return Episode(
+            frames={c: np.stack(f).astype(np.uint8, copy=False) for c, f in self._frames.items()},
+            action=np.stack(self._action) if self._action else np.zeros((0, 0), np.float32),
+            reward=np.asarray(self._reward, np.float32),
+            terminated=np.asarray(self._terminated, bool),
+            truncated=np.asarray(self._truncated, bool),
+            state=np.stack(self._state).astype(np.float32),
+            info={k: np.stack([np.asarray(x) for x in v]) for k, v in self._info.items()},
+        )
+
+
+class RolloutDataset:
+    """Reads a data set folder written by :func:`collect` (or :class:`RolloutWriter`).
+
+    ``len(ds)`` is the number of episodes; ``ds[i]`` loads episode ``i``; iterating loads them
+    in order. ``ds.meta`` is the parsed ``meta.json``.
+    """
+
+    def __init__(self, path: str | pathlib.Path) -> None:
+        self.path = pathlib.Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.is_file():
+            raise DatasetError(f"{self.path} is not an ssrl data set: no meta.json (make one with `ssrl collect`)")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{meta_path} is corrupt: {err}") from err
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise DatasetError(f"{self.path}: format version {self.meta.get('format_version')!r}, this ssrl reads {FORMAT_VERSION}")
+        self.files = sorted((self.path / "episodes").glob(_EPISODE_GLOB))
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self.meta["cameras"])
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Episode:
+        path = self.files[index]
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+            raise DatasetError(f"episode file {path} is corrupt or unreadable: {err}") from err
+        return Episode.from_arrays(arrays, path)
+
+    def __iter__(self) -> Iterator[Episode]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def load(self, max_episodes: int | None = None) -> list[Episode]:
+        n = len(self) if max_episodes is None else min(max_episodes, len(self))
+        return [self[i] for i in range(n)]
+
+    def summary(self) -> dict[str, Any]:
+        steps = 0
+        for path in self.files:
+            with np.load(path, allow_pickle=False) as archive:
+                steps += len(archive["reward"])
+        return {"episodes": len(self), "steps": steps, "cameras": self.cameras, "env_id": self.meta.get("env_id")}
+
+
+class RolloutWriter:
+    """Writes episodes into a data set folder, one atomic file each.
+
+    ``meta`` describes the collection; when the folder already holds a data set, ``append=True``
+    continues it (the meta must agree on env, cameras and image size) and ``append=False``
+    refuses to touch it.
+    """
+
+    def __init__(self, path: str | pathlib.Path, meta: dict[str, Any], append: bool = False, compress: bool = False) -> None:
+        self.path = pathlib.Path(path)
+        self.compress = compress
+        meta = dict(meta, format_version=FORMAT_VERSION)
+        meta_path = self.path / "meta.json"
+        if meta_path.exists():
+            if not append:
+                raise FileExistsError(f"{self.path} already holds a data set; pass --append to add episodes, or choose another --out")
+            existing = RolloutDataset(self.path).meta
+            for key in ("env_id", "env_kwargs", "cameras", "size"):
+                if existing.get(key) != meta.get(key):
+                    raise DatasetError(
+                        f"cannot append to {self.path}: its {key} is {existing.get(key)!r}, this collection's is {meta.get(key)!r}"
+                    )
+        else:
+            if self.path.exists() and any(self.path.iterdir()):
+                raise FileExistsError(f"{self.path} exists and is not an ssrl data set; choose an empty or new folder")
+            write_json(meta_path, meta)
+        (self.path / "episodes").mkdir(parents=True, exist_ok=True)
+        self.meta = meta
+
+    def next_index(self) -> int:
+        files = sorted((self.path / "episodes").glob(_EPISODE_GLOB))
+        return int(files[-1].stem.split("_")[1]) + 1 if files else 0
+
+    def write(self, episode: Episode) -> pathlib.Path:
+        episode.validate()
+        path = self.path / "episodes" / f"ep_{self.next_index():06d}.npz"
+        save = np.savez_compressed if self.compress else np.savez
+        with atomic_path(path, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                save(fh, **episode.to_arrays())
+        return path
+
+
+def collect(
+    env_id: str,
+    policy: str = "random",
+    episodes: int = 10,
+    out: str | pathlib.Path = "data",
+    cameras: Sequence[str] | None = None,
+    size: int = 84,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    max_steps: int | None = None,
+    append: bool = False,
+    compress: bool = False,
+    progress: bool = True,
+) -> RolloutDataset:
+    """Run ``policy`` in ``env_id`` for ``episodes`` episodes and write them to ``out``.
+
+    The env runs on state observations; the frames of every requested camera are rendered at
+    each instant by a separate observer over the same physics, so they are synchronised and
+    their cost does not double with the env's own observation. ``max_steps`` caps an episode.
+    Episode ``i`` of a collection resets with seed ``seed + i`` (appends continue the count).
+    """
+    import gymnasium as gym
+    from tqdm import tqdm
+
+    from ssrl.envs.policies import make_policy
+
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **_state_mode_kwargs(env_id, env_kwargs))
+    base = env.unwrapped
+    cameras = list(cameras) if cameras else base.default_cameras()
+    observer = base.make_observer(size=size, cameras=cameras, quality=env_kwargs.get("quality", "fast"),
+                                  distractor=env_kwargs.get("distractor"))
+    labels = observer.camera_labels
+    record_keys = tuple(getattr(base, "record_keys", ()))
+    writer = RolloutWriter(
+        out,
+        meta={
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "cameras": labels,
+            "size": [observer.height, observer.width],
+            "policy": policy,
+            "seed": seed,
+            "max_steps": max_steps,
+            "action_repeat": getattr(base, "action_repeat", 1),
+            "record_keys": list(record_keys),
+        },
+        append=append,
+        compress=compress,
+    )
+    first = writer.next_index()
+    agent = make_policy(policy, env)
+    bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress)
+    for i in range(first, first + episodes):
+        obs, info = env.reset(seed=seed + i)
+        agent.reset(seed + i)
+        recorder = EpisodeRecorder(_frames(observer.reset(base.data, base.np_random), labels), info["state"])
+        steps = 0
+        while True:
+            action = agent(obs, info)
+            obs, reward, terminated, truncated, info = env.step(action)
+            steps += 1
+            cut = max_steps is not None and steps >= max_steps
+            recorder.add(
+                action, reward, terminated, truncated or cut, _frames(observer.step(base.data), labels),
+                info["state"], {k: info[k] for k in record_keys},
+            )
+            if terminated or truncated or cut:
+                break
+        writer.write(recorder.finish())
+        bar.update(1)
+        bar.set_postfix(steps=steps)
+    bar.close()
+    observer.close()
+    env.close()
+    return RolloutDataset(out)
+
+
+def _state_mode_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The env's own observation is not stored (the observer renders the frames), so ask for
+    its cheapest form: state observations. Pixel options go to the observer instead."""
+    pixel_options = ("quality", "distractor", "camera", "cameras", "size", "frame_stack")
+    kwargs = {k: v for k, v in env_kwargs.items() if k not in pixel_options}
+    kwargs["from_pixels"] = False
+    return kwargs
+
+
+def _frames(obs, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    if isinstance(obs, dict):
+        return {label: obs[label] for label in labels}
+    return {labels[0]: obs}
