@@ -76,6 +76,26 @@ def _collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from ssrl.agents import TrainingDiverged
+    from ssrl.agents.run import train_run
+
+    out = args.out or f"runs/{args.env.split('/')[-1]}-{args.algo}{'-' + args.aux if args.aux else ''}-s{args.seed}"
+    try:
+        summary = train_run(
+            out, args.env, algo=args.algo, env_steps=args.env_steps, seed=args.seed,
+            env_kwargs=parse_options(args.env_option), hyperparams=parse_options(args.set),
+            encoder=args.encoder, aux=args.aux, aux_kwargs=parse_options(args.aux_option),
+            eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+            video=args.video, overwrite=args.overwrite, device=args.device,
+        )
+    except TrainingDiverged as err:
+        print(f"ssrl train: training diverged: {err}\nthe last good checkpoint is in {out}/checkpoint", file=sys.stderr)
+        return 3
+    print(f"{summary['env_steps']} env steps, last evaluation return {summary['last_eval_return']:.1f}; run in {out}")
+    return 0
+
+
 def _tile(frames):
     import numpy as np
 
@@ -109,6 +129,25 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--env-option", "-o", action="append", default=[], metavar="KEY=VALUE",
                      help="env option, e.g. -o distractor=video -o action_repeat=4")
     col.set_defaults(func=_collect)
+
+    tr = sub.add_parser("train", help="train SAC or TD3 in a run folder (resumes a killed run)")
+    tr.add_argument("--env", required=True, help="environment id, e.g. ssrl/cartpole-swingup-v0")
+    tr.add_argument("--algo", default="sac", choices=["sac", "td3"])
+    tr.add_argument("--env-steps", type=int, default=100_000, help="budget in env steps (agent steps x action repeat)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--encoder", default=None, help="a pretrained representation checkpoint: train on its frozen latents")
+    tr.add_argument("--aux", default=None, help="auxiliary objective trained jointly with the encoder (dbc, deepmdp)")
+    tr.add_argument("--aux-option", action="append", default=[], metavar="KEY=VALUE")
+    tr.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
+    tr.add_argument("--eval-episodes", type=int, default=10)
+    tr.add_argument("--checkpoint-every", type=int, default=None, help="env steps between checkpoints (default: eval-every)")
+    tr.add_argument("--video", action="store_true", help="record an eval episode to mp4 at each evaluation")
+    tr.add_argument("--out", default=None, help="run folder (default runs/ENV-ALGO-sSEED)")
+    tr.add_argument("--overwrite", action="store_true", help="start again even if the run folder holds a finished run")
+    tr.add_argument("--device", default="auto")
+    tr.add_argument("--env-option", "-o", action="append", default=[], metavar="KEY=VALUE", help="env option, e.g. -o action_repeat=1")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent hyper-parameter, e.g. --set batch_size=512")
+    tr.set_defaults(func=_train)
     return parser
 
 

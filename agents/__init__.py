@@ -1,0 +1,18 @@
+"""Agents: SAC and TD3 of our own, from states, latents or pixels, with one training loop.
+
+``SAC(env, **hyperparams)`` / ``TD3(env, ...)``, ``.learn(env_steps)``, ``.predict(obs)``,
+``.save(path)``, ``SAC.load(path, env)``: the surface of Stable-Baselines3. See
+:mod:`ssrl.agents.base` for the pixel path and the ``aux`` hook, :mod:`ssrl.agents.trainer` for
+runs with evaluation, logs, checkpoints and resume.
+"""
+
+from .base import AuxInputs, OffPolicyAgent, TrainingDiverged, read_checkpoint
+from .replay import Batch, ReplayBuffer
+from .sac import SAC, SACConfig
+from .td3 import TD3, TD3Config
+from .trainer import Trainer, evaluate
+
+ALGOS = {"sac": SAC, "td3": TD3}
+
+__all__ = ["ALGOS", "AuxInputs", "Batch", "OffPolicyAgent", "ReplayBuffer", "SAC", "SACConfig", "TD3", "TD3Config",
+           "Trainer", "TrainingDiverged", "evaluate", "read_checkpoint"]

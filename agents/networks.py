@@ -1,0 +1,119 @@
+"""Actor and critic networks of SAC and TD3.
+
+The twin critics are one *ensemble* MLP: each layer holds the weights of both Q networks as a
+``(2, in, out)`` tensor and runs them in one batched matmul (``baddbmm``). Same maths as two
+separate MLPs, half the kernel launches and Python calls, which on a CPU is a good part of an
+update's cost (see ``benchmarks/agent_speed.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class EnsembleLinear(nn.Module):
+    """``n`` independent linear layers applied at once: (n, B, in) -> (n, B, out)."""
+
+    def __init__(self, n: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(n, 1, out_features))
+        for i in range(n):  # orthogonal, like each layer of SAC-AE's MLPs
+            nn.init.orthogonal_(self.weight.data[i].T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """``n`` MLPs with the same shape evaluated together; input (B, in) or (n, B, in)."""
+
+    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
+        super().__init__()
+        self.n = n
+        dims = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n, *x.shape)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = F.relu(x)
+        return x
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+class TwinQ(nn.Module):
+    """Two Q functions Q_i(h, a); ``forward`` returns both, shape (2, B)."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.q = EnsembleMLP(2, feature_dim + action_dim, hidden, 1)
+
+    def forward(self, h: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.q(torch.cat([h, action], dim=-1)).squeeze(-1).float()
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC's policy: a Gaussian squashed by tanh, with the change-of-variables log-density.
+
+    ``log_std`` is squashed into ``[log_std_min, log_std_max]`` with tanh (SAC-AE, DrQ).
+    Sampling takes an explicit ``torch.Generator`` so a run's randomness can be saved and resumed.
+    """
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int], log_std_bounds=(-10.0, 2.0)) -> None:
+        super().__init__()
+        self.net = mlp(feature_dim, hidden, 2 * action_dim)
+        self.log_std_min, self.log_std_max = log_std_bounds
+
+    def forward(self, h: torch.Tensor, generator: torch.Generator | None = None, deterministic: bool = False):
+        """Returns ``(action, log_prob)``; ``log_prob`` is None when deterministic."""
+        mu, log_std = self.net(h).float().chunk(2, dim=-1)
+        if deterministic:
+            return torch.tanh(mu), None
+        log_std = torch.tanh(log_std)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        u = mu + log_std.exp() * eps
+        action = torch.tanh(u)
+        # log N(u; mu, std) - sum log(1 - tanh(u)^2), the latter written stably as
+        # 2 (log 2 - u - softplus(-2u)).
+        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return action, log_prob
+
+
+class DeterministicActor(nn.Module):
+    """TD3's policy: tanh(MLP(h))."""
+
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = mlp(feature_dim, hidden, action_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(h).float())
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau source, in one fused op over all parameters."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

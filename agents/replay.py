@@ -1,0 +1,287 @@
+"""Replay buffer that stores every observation once.
+
+A pixel observation of a DMC env is a stack of the last k frames, and transition t's next
+observation is transition t+1's observation. Storing ``(obs, next_obs)`` per transition, as
+Stable-Baselines3 does, keeps each frame 2k times (127 kB per transition at 84x84x9). Here the
+buffer keeps a circular array of *slots*, one per instant of an episode (the reset observation
+and every next observation), each holding only the newest frame. Transition ``a`` is the pair of
+slots ``(a, a + 1)`` of the same episode; its frame stacks are rebuilt at sample time from the
+slots ``a - k + 1 .. a + 1``, clamped at the episode's first slot (the env fills a reset stack
+with copies of the first frame, and so does this). Memory per transition is one frame plus one
+frame per episode plus a few bytes.
+
+Episodes cut by a time limit keep their final observation, so the last transition bootstraps
+from it (only ``terminated`` stops bootstrapping). For goal envs (dict observations with
+``achieved_goal`` and ``desired_goal``), ``her_ratio`` of every batch gets the "future" strategy
+of hindsight experience replay: the goal is replaced by the achieved goal of a later instant of
+the same episode and the reward recomputed with the env's ``compute_reward``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from ssrl.utils import atomic_path, write_json
+
+GOAL_KEYS = ("achieved_goal", "desired_goal")
+
+
+@dataclasses.dataclass
+class Batch:
+    """A sampled batch (numpy arrays; the agent moves them to its device)."""
+
+    obs: np.ndarray | dict[str, np.ndarray]
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray | dict[str, np.ndarray]
+    discount: np.ndarray  # 0 where the transition ended in a terminal state, else 1
+
+
+class ReplayBuffer:
+    """Circular replay of observation slots.
+
+    Args:
+        capacity: number of slots (about the number of transitions kept).
+        observation_space: a ``Box`` (a frame stack of ``frame_stack`` frames along axis 0, or a
+            plain vector/image with ``frame_stack=1``) or a ``Dict`` of Boxes (goal envs).
+        action_space: a ``Box``.
+        frame_stack: frames per observation; only the newest is stored.
+        reward_fn: ``compute_reward(achieved, desired, info)`` of a goal env, for HER.
+        her_ratio: fraction of each batch relabelled with future achieved goals (goal envs only;
+            SB3's ``n_sampled_goal=4`` is 0.8).
+        seed: seed of the sampling generator.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_space: gym.Space,
+        action_space: gym.spaces.Box,
+        frame_stack: int = 1,
+        reward_fn: Callable | None = None,
+        her_ratio: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if capacity < 2:
+            raise ValueError(f"replay capacity must be at least 2, got {capacity}")
+        self.capacity = int(capacity)
+        self.frame_stack = int(frame_stack)
+        self.is_dict = isinstance(observation_space, gym.spaces.Dict)
+        spaces = dict(observation_space.spaces) if self.is_dict else {"obs": observation_space}
+        if self.is_dict and self.frame_stack != 1:
+            raise ValueError("frame stacks of dict observations are not supported; use frame_stack=1")
+        self.goal_env = self.is_dict and all(k in spaces for k in GOAL_KEYS)
+        if her_ratio and not self.goal_env:
+            raise ValueError("hindsight relabelling needs a goal env (dict observation with achieved_goal and desired_goal)")
+        if her_ratio and reward_fn is None:
+            raise ValueError("hindsight relabelling needs the env's compute_reward as reward_fn")
+        if not 0.0 <= her_ratio < 1.0:
+            raise ValueError(f"her_ratio must be in [0, 1), got {her_ratio}")
+        self.reward_fn = reward_fn
+        self.her_ratio = float(her_ratio)
+
+        self.frame_shapes: dict[str, tuple[int, ...]] = {}
+        self.obs_shapes: dict[str, tuple[int, ...]] = {}
+        self.store: dict[str, np.ndarray] = {}
+        for key, space in spaces.items():
+            if not isinstance(space, gym.spaces.Box):
+                raise ValueError(f"observation {key!r} is a {type(space).__name__}; the replay stores Box observations")
+            shape = tuple(space.shape)
+            if shape[0] % self.frame_stack:
+                raise ValueError(f"observation of shape {shape} is not a stack of {self.frame_stack} frames along axis 0")
+            frame = (shape[0] // self.frame_stack, *shape[1:])
+            self.obs_shapes[key] = shape
+            self.frame_shapes[key] = frame
+            self.store[key] = np.zeros((self.capacity, *frame), space.dtype)
+        self.action = np.zeros((self.capacity, *action_space.shape), np.float32)
+        self.reward = np.zeros(self.capacity, np.float32)
+        self.terminated = np.zeros(self.capacity, bool)
+        self.has_next = np.zeros(self.capacity, bool)  # slot is the first of a stored transition
+        self.ep_pos = np.zeros(self.capacity, np.int64)  # index of the slot within its episode
+        self.ep_end = np.full(self.capacity, -1, np.int64)  # absolute index of the episode's last slot
+        self.total = 0  # slots ever written (absolute index of the next slot)
+        self._episode_start: int | None = None
+        self._saved = 0  # slots already persisted by save()
+        self.rng = np.random.default_rng(seed)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def start_episode(self, obs) -> None:
+        """Store the reset observation of a new episode."""
+        if self._episode_start is not None:
+            self.end_episode()
+        self._episode_start = self.total
+        self._write_slot(obs, ep_pos=0, check_stack=False)
+
+    def add(self, action, reward: float, terminated: bool, next_obs) -> None:
+        """Store one step: ``action`` taken in the latest observation, and what followed."""
+        if self._episode_start is None:
+            raise RuntimeError("call start_episode(obs) before add()")
+        slot = (self.total - 1) % self.capacity
+        self.action[slot] = action
+        self.reward[slot] = reward
+        self.terminated[slot] = terminated
+        self.has_next[slot] = True
+        self._write_slot(next_obs, ep_pos=int(self.ep_pos[slot]) + 1, check_stack=True)
+
+    def end_episode(self) -> None:
+        """Close the running episode (its slots learn where it ends, for HER)."""
+        if self._episode_start is None:
+            return
+        slots = np.arange(max(self._episode_start, self.total - self.capacity), self.total) % self.capacity
+        self.ep_end[slots] = self.total - 1
+        self._episode_start = None
+
+    def _write_slot(self, obs, ep_pos: int, check_stack: bool) -> None:
+        slot = self.total % self.capacity
+        items = obs.items() if self.is_dict else (("obs", obs),)
+        for key, value in items:
+            value = np.asarray(value)
+            if value.shape != self.obs_shapes[key]:
+                raise ValueError(f"observation {key!r} of shape {value.shape}, the buffer stores {self.obs_shapes[key]}")
+            frames = value.reshape(self.frame_stack, *self.frame_shapes[key])
+            if check_stack and self.frame_stack > 1:
+                # The new stack must be the previous one shifted by a frame, else frames would be
+                # rebuilt wrongly at sample time.
+                prev = self._stack_at(self.total - 1, key)
+                if not np.array_equal(frames[:-1], prev[1:]):
+                    raise ValueError(
+                        f"observations are not stacks of {self.frame_stack} frames with the newest last; "
+                        "build the replay with frame_stack=1 for this env"
+                    )
+            self.store[key][slot] = frames[-1]
+        self.has_next[slot] = False
+        self.terminated[slot] = False
+        self.ep_pos[slot] = ep_pos
+        self.ep_end[slot] = -1
+        self.total += 1
+
+    def _stack_at(self, a: int, key: str) -> np.ndarray:
+        start = a - int(self.ep_pos[a % self.capacity])
+        idx = np.maximum(a - np.arange(self.frame_stack - 1, -1, -1), start) % self.capacity
+        return self.store[key][idx]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Transitions available to sample."""
+        lo = self._lowest_valid()
+        if self.total - 1 <= lo:
+            return 0
+        idx = np.arange(lo, self.total - 1) % self.capacity
+        return int(self.has_next[idx].sum())
+
+    def _lowest_valid(self) -> int:
+        # A transition's stack reaches k-1 slots back; those must not have been overwritten.
+        return max(0, self.total - self.capacity + self.frame_stack - 1)
+
+    def sample(self, batch_size: int) -> Batch:
+        lo, hi = self._lowest_valid(), self.total - 1  # transitions a in [lo, hi)
+        if hi - lo <= 0 or not self.has_next[np.arange(lo, hi) % self.capacity].any():
+            raise RuntimeError("the replay buffer holds no complete transition yet")
+        chosen: list[np.ndarray] = []
+        need = batch_size
+        while need > 0:
+            cand = self.rng.integers(lo, hi, size=max(2 * need, 16))
+            cand = cand[self.has_next[cand % self.capacity]]
+            chosen.append(cand[:need])
+            need -= len(chosen[-1])
+        a = np.concatenate(chosen)
+        slots = a % self.capacity
+        start = a - self.ep_pos[slots]
+        # Slots a+1-k .. a+1, clamped to the episode's first slot: obs uses the first k,
+        # next_obs the last k.
+        offsets = np.arange(self.frame_stack, -1, -1)
+        idx = np.maximum(a[:, None] + 1 - offsets[None, :], start[:, None]) % self.capacity
+        obs, next_obs = {}, {}
+        for key, store in self.store.items():
+            frames = store[idx]  # (B, k+1, *frame)
+            shape = (len(a), *self.obs_shapes[key])
+            obs[key] = frames[:, :-1].reshape(shape)
+            next_obs[key] = frames[:, 1:].reshape(shape)
+        reward = self.reward[slots].copy()
+        if self.her_ratio:
+            reward = self._relabel(a, obs, next_obs, reward)
+        discount = 1.0 - self.terminated[slots].astype(np.float32)
+        if not self.is_dict:
+            obs, next_obs = obs["obs"], next_obs["obs"]
+        return Batch(obs=obs, action=self.action[slots].copy(), reward=reward, next_obs=next_obs, discount=discount)
+
+    def _relabel(self, a: np.ndarray, obs: dict, next_obs: dict, reward: np.ndarray) -> np.ndarray:
+        """HER "future": goal <- achieved goal of a uniformly drawn later instant (next included)."""
+        n = int(round(self.her_ratio * len(a)))
+        rows = np.arange(n)
+        end = self.ep_end[a[rows] % self.capacity]
+        end = np.where(end < 0, self.total - 1, end)  # the running episode ends (for now) at the newest slot
+        future = self.rng.integers(a[rows] + 1, end + 1)
+        new_goal = self.store["achieved_goal"][future % self.capacity]
+        obs["desired_goal"][rows] = new_goal
+        next_obs["desired_goal"][rows] = new_goal
+        achieved = next_obs["achieved_goal"][rows]
+        reward = reward.copy()
+        reward[rows] = np.asarray(self.reward_fn(achieved, new_goal, [{}] * n), np.float32).reshape(n)
+        return reward
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [*self.store.values(), self.action, self.reward, self.terminated, self.has_next, self.ep_pos, self.ep_end]
+        return int(sum(a.nbytes for a in arrays))
+
+    def bytes_per_transition(self) -> float:
+        """Memory per transition when full (episodes of typical length add one slot each)."""
+        return self.nbytes / self.capacity
+
+    # -- persistence (for resumable runs) ------------------------------------------------------
+
+    _PER_SLOT = ("action", "reward", "terminated", "has_next", "ep_pos", "ep_end")
+
+    def save(self, folder: str | pathlib.Path) -> None:
+        """Persist the slots written since the last save, as one more chunk file.
+
+        Call between episodes. Chunks are written atomically and a meta file last, so a crash
+        leaves the previous save intact; chunks entirely older than the capacity are removed.
+        """
+        if self._episode_start is not None:
+            raise RuntimeError("save the replay buffer between episodes (call end_episode first)")
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        first, last = max(self._saved, self.total - self.capacity), self.total
+        if last > first:
+            idx = np.arange(first, last) % self.capacity
+            arrays = {f"obs/{k}": v[idx] for k, v in self.store.items()}
+            arrays.update({name: getattr(self, name)[idx] for name in self._PER_SLOT})
+            with atomic_path(folder / f"chunk_{first:012d}_{last:012d}.npz", suffix=".npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **arrays)
+        self._saved = last
+        write_json(folder / "replay.json", {"total": self.total, "rng": self.rng.bit_generator.state})
+        for chunk in folder.glob("chunk_*.npz"):
+            if int(chunk.stem.split("_")[2]) <= self.total - self.capacity:
+                chunk.unlink()
+
+    def load(self, folder: str | pathlib.Path) -> None:
+        """Restore the state of the last :meth:`save` into this (empty) buffer."""
+        folder = pathlib.Path(folder)
+        meta = json.loads((folder / "replay.json").read_text())
+        total = int(meta["total"])
+        chunks = sorted(folder.glob("chunk_*.npz"))
+        for chunk in chunks:
+            first, last = (int(x) for x in chunk.stem.split("_")[1:])
+            if last > total:
+                chunk.unlink()  # written after the meta file we trust (a crash mid-save)
+                continue
+            with np.load(chunk) as data:
+                idx = np.arange(first, last) % self.capacity
+                for key in self.store:
+                    self.store[key][idx] = data[f"obs/{key}"]
+                for name in self._PER_SLOT:
+                    getattr(self, name)[idx] = data[name]
+        self.total = self._saved = total
+        self._episode_start = None
+        self.rng.bit_generator.state = meta["rng"]

@@ -1,0 +1,123 @@
+"""``ssrl train``: a training run in a folder, resumable, never overwritten by accident.
+
+A run folder holds ``run.json`` (what was asked: env, options, algorithm, hyper-parameters,
+seed), the trainer's logs and checkpoints (see :mod:`ssrl.agents.trainer`) and, once the budget
+is reached, ``final.json``. Calling :func:`train_run` on a folder with a checkpoint resumes it;
+on a finished run it refuses unless ``overwrite=True``; with a different configuration it
+refuses always.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+from typing import Any
+
+import gymnasium as gym
+
+from ssrl.utils import write_json
+
+from . import ALGOS
+from .trainer import Trainer
+
+# Keys of run.json that must match for a resume (the budget may grow).
+_IDENTITY = ("env_id", "env_kwargs", "algo", "hyperparams", "seed", "encoder", "aux", "aux_kwargs")
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False) -> gym.Env:
+    """The env of a run: ``env_id`` with its options, wrapped by a frozen encoder if given."""
+    import ssrl  # noqa: F401  (registers the envs)
+
+    kwargs = dict(env_kwargs)
+    if render:
+        kwargs["render_mode"] = "rgb_array"
+    env = gym.make(env_id, **kwargs)
+    if encoder is not None:
+        from ssrl.representations import EncodedObservation, load_representation
+
+        env = EncodedObservation(env, load_representation(encoder).encoder)
+    return env
+
+
+def make_aux(name: str | None, agent_env: gym.Env, kwargs: dict[str, Any], **agent_info):
+    if name is None:
+        return None
+    from ssrl.representations import make_aux_objective
+
+    return make_aux_objective(name, agent_env, **kwargs, **agent_info)
+
+
+def train_run(
+    out: str | pathlib.Path,
+    env_id: str,
+    algo: str = "sac",
+    env_steps: int = 100_000,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    hyperparams: dict[str, Any] | None = None,
+    encoder: str | None = None,
+    aux: str | None = None,
+    aux_kwargs: dict[str, Any] | None = None,
+    eval_every: int = 10_000,
+    eval_episodes: int = 10,
+    checkpoint_every: int | None = None,
+    video: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    tensorboard: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) one run in ``out``; returns the trainer's summary."""
+    if algo not in ALGOS:
+        raise ValueError(f"unknown algorithm {algo!r}; use one of {sorted(ALGOS)}")
+    out = pathlib.Path(out)
+    spec = {
+        "env_id": env_id,
+        "env_kwargs": dict(env_kwargs or {}),
+        "algo": algo,
+        "hyperparams": dict(hyperparams or {}),
+        "seed": int(seed),
+        "encoder": str(encoder) if encoder else None,
+        "aux": aux,
+        "aux_kwargs": dict(aux_kwargs or {}),
+    }
+    if (out / "run.json").exists():
+        previous = json.loads((out / "run.json").read_text())
+        if (out / "final.json").exists() and not overwrite:
+            done = json.loads((out / "final.json").read_text())["env_steps"]
+            if done >= env_steps:
+                raise FileExistsError(
+                    f"the run in {out} is finished ({done} env steps); pass --overwrite to start it again, or choose another --out"
+                )
+        if overwrite:
+            shutil.rmtree(out)
+        else:
+            diff = [k for k in _IDENTITY if previous.get(k) != spec[k]]
+            if diff:
+                raise FileExistsError(
+                    f"{out} holds a different run (differs in {', '.join(diff)}); choose another --out or pass --overwrite"
+                )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "run.json", dict(spec, env_steps=int(env_steps)))
+
+    env = make_env(env_id, spec["env_kwargs"], encoder)
+    eval_env = make_env(env_id, spec["env_kwargs"], encoder, render=video) if eval_episodes > 0 else None
+    agent_cls = ALGOS[algo]
+    checkpoint = out / "checkpoint" / "agent.pt"
+    aux_obj = make_aux(aux, env, spec["aux_kwargs"])
+    if checkpoint.exists():
+        agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj)
+        agent.replay.load(out / "checkpoint" / "replay")
+        if progress:
+            print(f"resuming {out} from {agent.num_env_steps} env steps")
+    else:
+        agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **spec["hyperparams"])
+    trainer = Trainer(agent, env, eval_env, eval_every=eval_every, eval_episodes=eval_episodes, run_dir=out,
+                      checkpoint_every=checkpoint_every, video=video, progress=progress, tensorboard=tensorboard)
+    try:
+        return trainer.train(env_steps)
+    finally:
+        env.close()
+        if eval_env is not None:
+            eval_env.close()

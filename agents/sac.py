@@ -1,0 +1,165 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018), from states, latents or pixels.
+
+Twin Q networks with Polyak-averaged targets, a tanh-Gaussian policy, and the temperature
+tuned automatically toward the target entropy -|A|. From pixels it is SAC-AE/DrQ's variant
+(see :mod:`ssrl.agents.base`): the critic trains the conv encoder, the actor reads it detached,
+random shifts augment observations. Every hyper-parameter is a field of :class:`SACConfig`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from .base import OffPolicyAgent
+from .networks import TanhGaussianActor, TwinQ, soft_update
+from .replay import Batch
+
+
+@dataclasses.dataclass
+class SACConfig:
+    """Defaults for state/latent observations follow SB3 and CleanRL; ``PIXEL_PRESET`` replaces
+    some of them for pixels with DrQ's (``shared/reference/dmc_reps.md`` section 3.3)."""
+
+    gamma: float = 0.99
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    learning_starts: int = 5000  # agent steps of uniform random actions before the first update
+    updates_per_step: int = 1
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4  # also the encoder's (the critic optimiser trains it)
+    alpha_lr: float = 3e-4
+    alpha_beta1: float = 0.9
+    init_alpha: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    tau: float = 0.005
+    actor_update_freq: int = 1
+    target_update_freq: int = 1
+    hidden_dims: tuple[int, ...] = (256, 256)
+    log_std_bounds: tuple[float, float] = (-5.0, 2.0)
+    her_ratio: float = 0.8  # goal envs: SB3's n_sampled_goal=4
+    aux_lr: float = 1e-3
+    precision: str = "fp32"  # "bf16": matmuls and convs in bfloat16 (weights, Adam, losses stay fp32)
+    # pixels only
+    encoder_arch: str = "dmc"
+    feature_dim: int = 50
+    encoder_tanh: bool = True
+    encoder_tau: float = 0.05
+    augment: str | None = "shift"
+    shift_pad: int = 4
+
+    PIXEL_PRESET: ClassVar[dict] = dict(
+        batch_size=128, buffer_size=100_000, learning_starts=1000, actor_lr=1e-3, critic_lr=1e-3,
+        alpha_lr=1e-4, alpha_beta1=0.5, init_alpha=0.1, tau=0.01, actor_update_freq=2, target_update_freq=2,
+        hidden_dims=(1024, 1024), log_std_bounds=(-10.0, 2.0),
+    )
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(self.hidden_dims)
+        self.log_std_bounds = tuple(self.log_std_bounds)
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.augment not in (None, "shift"):
+            raise ValueError(f"augment must be None or 'shift', got {self.augment!r}")
+        for name in ("batch_size", "buffer_size", "actor_update_freq", "target_update_freq", "updates_per_step"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SACConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+class SAC(OffPolicyAgent):
+    """Soft Actor-Critic. ``SAC(env, **hyperparams)``; see :class:`SACConfig` for the options.
+
+    >>> agent = SAC(env, batch_size=512)
+    >>> agent.learn(100_000)            # env steps
+    >>> action, _ = agent.predict(obs)  # deterministic
+    >>> agent.save("sac.pt"); SAC.load("sac.pt", env)
+    """
+
+    algo = "sac"
+    config_cls = SACConfig
+
+    def build_networks(self) -> None:
+        c = self.config
+        self.actor = TanhGaussianActor(self.feature_dim, self.action_dim, c.hidden_dims, c.log_std_bounds).to(self.device)
+        self.critic = TwinQ(self.feature_dim, self.action_dim, c.hidden_dims).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(torch.tensor(c.init_alpha).log()), device=self.device, requires_grad=True)
+        self.target_entropy = -float(self.action_dim) if c.target_entropy is None else float(c.target_entropy)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic_parameters(self.critic), lr=c.critic_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr, betas=(c.alpha_beta1, 0.999))
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp()
+
+    def policy(self, h: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.actor(h, self.generator, deterministic=deterministic)[0]
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        with self.autocast():
+            return self._update(batch)
+
+    def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        c = self.config
+        obs, next_obs, h, h_next, action, reward, discount = self.prepare(batch)
+        alpha = self.alpha.detach()
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor(h_next, self.generator)
+            next_q = self.critic_target(h_next, next_action).min(0).values - alpha * next_log_prob
+            target_q = reward + discount * c.gamma * next_q
+        q = self.critic(h, action)
+        critic_loss = (q - target_q).pow(2).mean(1).sum()  # MSE of each Q, summed (SAC-AE, DrQ)
+        metrics = self.critic_step(critic_loss, self.aux_inputs(obs, next_obs, h, h_next, action, reward, discount))
+        metrics["q"] = q.detach().mean()
+
+        if self.num_updates % c.actor_update_freq == 0:
+            h_detached = h.detach()  # the actor's gradient stops at the encoder
+            self.critic.requires_grad_(False)  # no use computing critic weight gradients here
+            pi_action, log_prob = self.actor(h_detached, self.generator)
+            actor_loss = (alpha * log_prob - self.critic(h_detached, pi_action).min(0).values).mean()
+            self.check_finite(actor_loss, "actor loss")
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            self.critic.requires_grad_(True)
+            alpha_loss = (self.alpha * (-log_prob.detach() - self.target_entropy)).mean()
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+            metrics.update(actor_loss=actor_loss.detach(), alpha=alpha, entropy=-log_prob.detach().mean())
+
+        if self.num_updates % c.target_update_freq == 0:
+            soft_update(self.critic_target, self.critic, c.tau)
+            if self.pixels:
+                soft_update(self.encoder_target, self.encoder, c.encoder_tau)
+        self.num_updates += 1
+        return metrics
+
+    def modules(self):
+        modules = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
+                   "log_alpha": _ParameterHolder(self.log_alpha)}
+        if self.pixels:
+            modules.update(encoder=self.encoder, encoder_target=self.encoder_target)
+        return modules
+
+    def optimizers(self):
+        return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}
+
+
+class _ParameterHolder(torch.nn.Module):
+    """Lets a bare tensor (log alpha) be saved and loaded like a module's state."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        super().__init__()
+        self.tensor = tensor
+
+    def state_dict(self, *args, **kwargs):
+        return {"value": self.tensor.detach().clone()}
+
+    def load_state_dict(self, state, strict: bool = True):
+        with torch.no_grad():
+            self.tensor.copy_(state["value"])

@@ -1,0 +1,297 @@
+"""The training loop of every agent, with evaluation, logging, checkpoints and resume.
+
+One loop serves SAC and TD3, from states, latents or pixels, with or without an auxiliary
+objective. Counting follows the PlaNet benchmark: an *env step* is one step of the underlying
+simulator, so an agent step with action repeat R counts R env steps.
+
+With a ``run_dir`` the loop writes::
+
+    run_dir/metrics.jsonl        one JSON record per evaluation ("eval") and per log interval ("train")
+    run_dir/eval.csv             env_steps, mean return, std, success rate, wall time
+    run_dir/tb/                  TensorBoard scalars
+    run_dir/videos/              an mp4 of the first evaluation episode at each evaluation (if asked)
+    run_dir/checkpoint/agent.pt  weights, optimisers, counters, RNG states (atomic)
+    run_dir/checkpoint/replay/   the replay buffer, saved incrementally
+    run_dir/final.json           written when the run reaches its budget
+
+Checkpoints are taken at episode boundaries, where the whole state of the run is the agent, its
+replay and its RNGs (each episode is reset with a seed drawn from the agent's generator), so a
+killed run resumed from its last checkpoint continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import pathlib
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ssrl.utils import write_json, write_video
+
+from .base import OffPolicyAgent, TrainingDiverged
+
+EVAL_SEED_BASE = 1_000_000  # eval episodes use their own seeds, never the training stream's
+
+
+def action_repeat_of(env: gym.Env) -> int:
+    return int(getattr(env.unwrapped, "action_repeat", 1))
+
+
+def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, record_video: bool = False):
+    """Run the deterministic policy for ``episodes`` episodes; returns (returns, successes, frames)."""
+    returns, successes, frames = [], [], []
+    for e in range(episodes):
+        obs, info = env.reset(seed=seed + e)
+        total, success, done = 0.0, None, False
+        recording = record_video and e == 0
+        if recording:
+            frames.append(env.render())
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
+            total += float(reward)
+            done = terminated or truncated
+            if "is_success" in info:
+                success = bool(info["is_success"])
+            if recording:
+                frames.append(env.render())
+        returns.append(total)
+        if success is not None:
+            successes.append(success)
+    return returns, successes, frames
+
+
+class Logger:
+    """JSONL + CSV + TensorBoard, all appended as the run goes."""
+
+    def __init__(self, run_dir: pathlib.Path, tensorboard: bool = True) -> None:
+        self.run_dir = run_dir
+        self.jsonl = run_dir / "metrics.jsonl"
+        self.csv = run_dir / "eval.csv"
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+
+    def truncate_after(self, env_steps: int) -> None:
+        """Drop records written after a checkpoint (a resumed run writes them again)."""
+        if self.jsonl.exists():
+            keep = [line for line in self.jsonl.read_text().splitlines() if json.loads(line)["env_steps"] <= env_steps]
+            self.jsonl.write_text("".join(line + "\n" for line in keep))
+        if self.csv.exists():
+            rows = list(csv.reader(self.csv.open()))
+            keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= env_steps]
+            with self.csv.open("w", newline="") as fh:
+                csv.writer(fh).writerows(keep)
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.jsonl.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if record["kind"] == "eval":
+            new = not self.csv.exists()
+            with self.csv.open("a", newline="") as fh:
+                writer = csv.writer(fh)
+                if new:
+                    writer.writerow(["env_steps", "return_mean", "return_std", "success_rate", "wall_time"])
+                writer.writerow([record["env_steps"], record["return_mean"], record["return_std"],
+                                 record.get("success_rate", ""), record["wall_time"]])
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "env_steps":
+                    self.tb.add_scalar(f"{record['kind']}/{key}", value, record["env_steps"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Trainer:
+    """Runs an agent in an env until a budget of env steps.
+
+    Args:
+        agent, env: the agent and its training env.
+        eval_env: env for evaluation (deterministic policy); ``None`` skips evaluation.
+        eval_every: env steps between evaluations (and at step 0).
+        eval_episodes: episodes per evaluation.
+        run_dir: where logs and checkpoints go; ``None`` keeps nothing on disk.
+        checkpoint_every: env steps between checkpoints (taken at the next episode end).
+        log_every: env steps between "train" records.
+        video: record the first evaluation episode (needs ``eval_env`` with render_mode="rgb_array").
+        progress: show a progress bar.
+        tensorboard: also write TensorBoard scalars.
+    """
+
+    def __init__(
+        self,
+        agent: OffPolicyAgent,
+        env: gym.Env,
+        eval_env: gym.Env | None = None,
+        eval_every: int = 10_000,
+        eval_episodes: int = 10,
+        run_dir: str | pathlib.Path | None = None,
+        checkpoint_every: int | None = None,
+        log_every: int = 1000,
+        video: bool = False,
+        progress: bool = True,
+        tensorboard: bool = True,
+    ) -> None:
+        self.agent, self.env, self.eval_env = agent, env, eval_env
+        self.eval_every, self.eval_episodes = int(eval_every), int(eval_episodes)
+        self.run_dir = pathlib.Path(run_dir) if run_dir is not None else None
+        self.checkpoint_every = int(checkpoint_every or eval_every)
+        self.log_every = int(log_every)
+        self.video = video
+        self.progress = progress
+        self.action_repeat = action_repeat_of(env)
+        self.logger = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.logger = Logger(self.run_dir, tensorboard)
+            self.logger.truncate_after(agent.num_env_steps)
+        self.last_return = math.nan
+        self.last_eval = math.nan
+        self._start_time = time.perf_counter()
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> pathlib.Path:
+        return self.run_dir / "checkpoint" / "agent.pt"
+
+    @property
+    def replay_dir(self) -> pathlib.Path:
+        return self.run_dir / "checkpoint" / "replay"
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def train(self, total_env_steps: int) -> dict[str, Any]:
+        agent, env = self.agent, self.env
+        c = agent.config
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            import sys
+
+            bar = tqdm(total=total_env_steps, initial=agent.num_env_steps, unit="env step", dynamic_ncols=True,
+                       mininterval=1.0 if sys.stderr.isatty() else 60.0)
+        next_eval = self._next_multiple(agent.num_env_steps, self.eval_every, include_current=agent.num_env_steps == 0)
+        next_ckpt = self._next_multiple(agent.num_env_steps, self.checkpoint_every)
+        next_log = self._next_multiple(agent.num_env_steps, self.log_every)
+        metrics: dict[str, Any] = {}
+        window_start, window_steps = time.perf_counter(), 0
+        try:
+            if self.eval_env is not None and agent.num_env_steps >= next_eval:
+                self._evaluate()
+                next_eval += self.eval_every
+            while agent.num_env_steps < total_env_steps:
+                obs, info = env.reset(seed=int(agent.rng.integers(2**31)))
+                agent.check_observation(obs)
+                agent.replay.start_episode(obs)
+                episode_return, done = 0.0, False
+                while not done:
+                    if agent.num_agent_steps < c.learning_starts:
+                        action = agent.random_action()
+                    else:
+                        action = agent.act(obs)
+                    next_obs, reward, terminated, truncated, info = env.step(action)
+                    agent.check_observation(next_obs)
+                    if not np.isfinite(reward):
+                        raise TrainingDiverged(f"the env returned reward {reward} at env step {agent.num_env_steps}")
+                    agent.replay.add(agent.to_unit(action), reward, terminated, next_obs)
+                    obs, done = next_obs, terminated or truncated
+                    episode_return += float(reward)
+                    agent.num_agent_steps += 1
+                    agent.num_env_steps += self.action_repeat
+                    window_steps += self.action_repeat
+                    if bar is not None:
+                        bar.update(self.action_repeat)
+                    if agent.num_agent_steps >= c.learning_starts:
+                        for _ in range(c.updates_per_step):
+                            metrics = agent.update(agent.replay.sample(c.batch_size))
+                    if self.eval_env is not None and agent.num_env_steps >= next_eval:
+                        self._evaluate()
+                        next_eval += self.eval_every
+                        if bar is not None:
+                            bar.set_postfix(eval_return=f"{self.last_eval:.1f}", episode_return=f"{self.last_return:.1f}")
+                    if agent.num_env_steps >= next_log and self.logger is not None:
+                        elapsed = time.perf_counter() - window_start
+                        self._log_train(metrics, window_steps / max(elapsed, 1e-9))
+                        window_start, window_steps = time.perf_counter(), 0
+                        next_log += self.log_every
+                    if agent.num_env_steps >= total_env_steps:
+                        break  # the budget ends mid-episode; the last transitions are in the replay
+                agent.replay.end_episode()
+                agent.num_episodes += 1
+                self.last_return = episode_return
+                if bar is not None:
+                    bar.set_postfix(eval_return=f"{self.last_eval:.1f}", episode_return=f"{episode_return:.1f}")
+                if self.run_dir is not None and agent.num_env_steps >= next_ckpt:
+                    self.checkpoint()
+                    next_ckpt = self._next_multiple(agent.num_env_steps, self.checkpoint_every)
+        finally:
+            if bar is not None:
+                bar.close()
+            if self.logger is not None:
+                self.logger.close()
+        summary = {"env_steps": agent.num_env_steps, "agent_steps": agent.num_agent_steps, "updates": agent.num_updates,
+                   "episodes": agent.num_episodes, "last_eval_return": self.last_eval,
+                   "wall_time": time.perf_counter() - self._start_time}
+        if self.run_dir is not None:
+            self.checkpoint()
+            write_json(self.run_dir / "final.json", summary)
+        return summary
+
+    @staticmethod
+    def _next_multiple(value: int, every: int, include_current: bool = False) -> int:
+        if every <= 0:
+            return math.inf
+        if include_current and value % every == 0:
+            return value
+        return (value // every + 1) * every
+
+    def checkpoint(self) -> None:
+        """Save agent and replay (between episodes). The replay goes first: the agent file is
+        what marks a checkpoint as complete."""
+        self.agent.replay.save(self.replay_dir)
+        self.agent.save(self.checkpoint_path)
+
+    def _evaluate(self) -> None:
+        agent = self.agent
+        index = agent.num_env_steps // max(self.eval_every, 1)
+        returns, successes, frames = evaluate(
+            agent, self.eval_env, self.eval_episodes, EVAL_SEED_BASE + index * self.eval_episodes,
+            record_video=self.video and self.run_dir is not None,
+        )
+        self.last_eval = float(np.mean(returns))
+        record = {
+            "kind": "eval",
+            "env_steps": agent.num_env_steps,
+            "agent_steps": agent.num_agent_steps,
+            "return_mean": self.last_eval,
+            "return_std": float(np.std(returns)),
+            "returns": returns,
+            "wall_time": time.perf_counter() - self._start_time,
+        }
+        if successes:
+            record["success_rate"] = float(np.mean(successes))
+        if self.logger is not None:
+            self.logger.write(record)
+        if frames:
+            write_video(self.run_dir / "videos" / f"eval_{agent.num_env_steps:09d}.mp4", frames,
+                        fps=self.eval_env.metadata.get("render_fps", 30))
+
+    def _log_train(self, metrics: dict[str, Any], env_steps_per_s: float) -> None:
+        agent = self.agent
+        record = {"kind": "train", "env_steps": agent.num_env_steps, "agent_steps": agent.num_agent_steps,
+                  "updates": agent.num_updates, "episode_return": self.last_return,
+                  "env_steps_per_s": env_steps_per_s, "replay_bytes": agent.replay.nbytes,
+                  "wall_time": time.perf_counter() - self._start_time}
+        record.update({k: float(v) for k, v in metrics.items()})
+        self.logger.write(record)
