@@ -1,0 +1,186 @@
+"""What the manipulation envs share with :class:`~ssrl.envs.dmc.DMCEnv`: pixels, cameras, options.
+
+A :class:`ManipulationEnv` owns a :class:`~ssrl.envs.manipulation.scene.Scene` (the physics) and,
+in pixel mode, a :class:`~ssrl.envs.pixels.PixelObserver` over it. The options and methods are
+those of ``DMCEnv``: ``from_pixels``, ``size``, ``camera``/``cameras``, ``frame_stack``,
+``quality``, ``distractor``, ``render_mode``; ``model``, ``data``, ``default_cameras()``,
+``make_observer()``, ``action_repeat`` and ``info["state"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ..distractors import DistractorSpec
+from ..pixels import PixelObserver, parse_size, plane_geoms
+from ..render import QUALITIES, CameraSpec, FreeCamera, Quality, Renderer, camera_names
+from .scene import Scene
+
+DOMAIN = "manipulation"  # for DistractorSpec.floor_replaced: the floor is kept unless asked
+
+
+def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer option in ``[minimum, maximum]``, or a ValueError that says so."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+class ManipulationEnv(gym.Env):
+    """Base of the tabletop envs: the scene, the pixel observer, and the shared options.
+
+    Subclasses build ``self.scene`` before calling :meth:`_setup_pixels`, and implement
+    ``reset``/``step``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
+    action_repeat = 1
+    default_camera: str = "front"
+    record_keys: tuple[str, ...] = ()
+
+    def _setup_pixels(
+        self,
+        scene: Scene,
+        *,
+        from_pixels: bool,
+        size: int | Sequence[int],
+        camera: CameraSpec | None,
+        cameras: Sequence[CameraSpec] | None,
+        frame_stack: int,
+        quality: Quality,
+        distractor: str | dict | DistractorSpec | None,
+        render_mode: str | None,
+        render_size: int | Sequence[int] | None,
+    ) -> None:
+        if camera is not None and cameras is not None:
+            raise ValueError("give either camera= or cameras=, not both")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
+        if quality not in QUALITIES:
+            raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
+        self.frame_stack = check_count("frame_stack", frame_stack)
+        self.scene = scene
+        self.from_pixels = bool(from_pixels)
+        self.size = parse_size(size)
+        self.render_mode = render_mode
+        self.distractor = DistractorSpec.parse(distractor)
+        if self.distractor is not None and not self.from_pixels:
+            raise ValueError("a distractor applies to pixel observations only (from_pixels=True)")
+        if cameras is None:
+            cameras = self.default_cameras() if camera is None else [camera]
+        self._cameras = list(cameras)
+        self.check_cameras(self._cameras)
+        self._quality = quality
+        self._render_size = parse_size(render_size) if render_size is not None else None
+        self._render_renderer: Renderer | None = None
+        self._observer: PixelObserver | None = None
+        if self.from_pixels:
+            self._observer = self.make_observer(self.size, self._cameras, self.frame_stack, quality, self.distractor)
+        self.camera_labels = self._observer.camera_labels if self._observer else []
+
+    # -- cameras and pixels ---------------------------------------------------------------------
+
+    def camera_names(self) -> list[str]:
+        """The cameras of this scene, by name."""
+        return camera_names(self.scene.model)
+
+    def check_cameras(self, cameras: Sequence[CameraSpec]) -> None:
+        """Raise a ValueError naming the scene's cameras for any camera it does not have."""
+        names = self.camera_names()
+        if len(cameras) == 0:
+            raise ValueError(f"at least one camera is needed; this scene has cameras {names}")
+        for cam in cameras:
+            if isinstance(cam, str) and cam not in names:
+                raise ValueError(f"unknown camera {cam!r}; this scene has cameras {names}")
+            if isinstance(cam, (int, np.integer)) and not isinstance(cam, bool) and not 0 <= cam < len(names):
+                raise ValueError(f"camera id {cam} out of range; this scene has cameras {names} (ids 0..{len(names) - 1})")
+            if not isinstance(cam, (str, int, np.integer, FreeCamera)) or isinstance(cam, bool):
+                raise ValueError(f"a camera is a name, an id or a FreeCamera, not {cam!r}; this scene has cameras {names}")
+
+    def default_cameras(self) -> list[CameraSpec]:
+        return [self.default_camera]
+
+    def make_observer(
+        self,
+        size: int | Sequence[int] = 84,
+        cameras: Sequence[CameraSpec] | None = None,
+        frame_stack: int = 1,
+        quality: Quality = "fast",
+        distractor: str | dict | DistractorSpec | None = None,
+    ) -> PixelObserver:
+        """A pixel observer over this env's physics (the env's own observation uses one; data
+        collection makes another with the cameras it records)."""
+        spec = DistractorSpec.parse(distractor)
+        cameras = list(cameras) if cameras else self.default_cameras()
+        self.check_cameras(cameras)
+        floors = plane_geoms(self.scene.model) if spec and spec.floor_replaced(DOMAIN) else ()
+        return PixelObserver(self.scene.model, parse_size(size), cameras, frame_stack, quality, spec, floors)
+
+    def _render_aside(self, observer: PixelObserver) -> np.ndarray:
+        """Render ``observer``'s cameras now, channels-first ``(n_cameras, 3, H, W)``, without
+        touching its frame stack or its latest frames (goal images are rendered this way)."""
+        saved = observer._frames.copy()
+        try:
+            frames = observer._render(self.scene.data).transpose(0, 3, 1, 2).copy()
+        finally:
+            observer._frames[:] = saved
+        return frames
+
+    @staticmethod
+    def _flatten_views(obs: np.ndarray | dict[str, np.ndarray], labels: Sequence[str]) -> np.ndarray:
+        """A multi-camera observation as one array: the cameras' stacks concatenated on channels."""
+        if isinstance(obs, dict):
+            return np.concatenate([obs[label] for label in labels], axis=0)
+        return obs
+
+    # -- shared API -----------------------------------------------------------------------------
+
+    @property
+    def model(self):
+        """MuJoCo's ``MjModel`` of the scene."""
+        return self.scene.model
+
+    @property
+    def data(self):
+        """MuJoCo's ``MjData`` of the scene."""
+        return self.scene.data
+
+    def state(self) -> np.ndarray:
+        """Ground truth: ``[qpos, qvel]`` of gripper and objects, float32 (see Scene.ground_truth)."""
+        return self.scene.ground_truth()
+
+    def render(self):
+        if self.render_mode is None:
+            raise ValueError('render() needs render_mode="rgb_array" at construction')
+        if self._render_size is None and self._observer is not None:
+            return self._observer.latest_frames()[0]
+        if self._render_renderer is None:
+            size = self._render_size or self.size
+            self._render_renderer = Renderer(self.scene.model, *size, self._cameras[:1], self._quality)
+        return self._render_renderer.render(self.scene.data)[0]
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.close()
+            self._observer = None
+        if self._render_renderer is not None:
+            self._render_renderer.close()
+            self._render_renderer = None
+        super().close()
+
+    def _check_action(self, action) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"action of shape {action.shape} for {type(self).__name__}, which takes shape {self.action_space.shape}"
+            )
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        return np.clip(action, -1.0, 1.0)
