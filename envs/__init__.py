@@ -35,6 +35,10 @@ def _register() -> None:
 
 _register()
 
+from .manipulation import register as _register_manipulation  # noqa: E402
+
+_register_manipulation()
+
 __all__ = [
     "DMCEnv",
     "DistractorSpec",
