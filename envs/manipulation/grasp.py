@@ -1,0 +1,417 @@
+"""Grasping from a bin, grasp2vec style: ``ssrl/Grasp-v0`` and ``ssrl/GraspGoal-v0``.
+
+The task half of the grasping envs (the scene is :mod:`ssrl.envs.manipulation.scene`). A bin on
+the table holds ``n_objects`` objects (default 6) whose shapes, sizes and colours are drawn anew
+every episode. One env step is one grasp attempt:
+
+* action ``[x, y, yaw]`` in ``[-1, 1]``: the grasp centre, uniform over the bin's inner floor
+  (``x, y`` scaled by its half-size), and the gripper's yaw (scaled by pi/2; a parallel gripper is
+  symmetric under a half turn);
+* the primitive, all of it simulated: the open hand is put above the grasp point, clear of every
+  object and wall (a free-space move, the only one not simulated), descends to 6 mm above the bin
+  floor, closes its fingers (position control, squeezing up to 12 N), and lifts 45 cm, out of the
+  ``bin`` camera's view, then holds for 50 ms. An object is *lifted* if it is then more than
+  20 cm above the floor: friction between pads and object is all that holds it;
+* the grasp2vec record of the attempt, in ``info``: ``s_pre`` (the ``bin`` camera before the
+  grasp), ``s_post`` (after, the lifted object out of view), ``o`` (the ``object`` camera,
+  mounted on the hand and looking between the fingers: the lifted object held up to a camera at a
+  fixed pose relative to the gripper), ``object_id`` (the lifted object, ``-1`` for none; if
+  several were lifted, the one nearest the grasp centre), ``grasp_success`` and ``lifted`` (a
+  mask over the objects). Images are channels-first ``(3, T, T)`` uint8 at ``triplet_size``;
+* after the record, a lifted object is put back in the bin at a random free spot, at rest (the
+  robot dropping it back, not simulated, which saves the fall and the settling); the hand waits at
+  the lift height;
+* reward: 1 for a successful grasp, else 0 (``Grasp-v0``); episodes are truncated after
+  ``max_attempts`` attempts (10).
+
+Goal-conditioned mode (``ssrl/GraspGoal-v0``, or ``goal_conditioned=True``): at reset one object
+is the goal; ``desired_goal`` is an image of it: with ``goal_view="object"`` (default) the
+``object`` camera's view of it held between the fingers (the distribution of ``o``, rendered by
+placing it there and restoring the state), with ``goal_view="bin"`` the ``bin`` camera's view of
+the bin with that object alone in it. ``achieved_goal`` is the newest ``o`` (zeros before any
+lift). Success, reward 1 and ``terminated`` mean the goal object was lifted. In state mode the
+goals are one-hot object masks and ``compute_reward`` works on them; in pixel mode it needs the
+ids in ``info`` (relabel image goals with a learned embedding, as grasp2vec does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ..distractors import DistractorSpec
+from ..pixels import parse_size
+from ..render import CameraSpec, Quality, Renderer
+from .base import ManipulationEnv, check_count
+from .scene import (
+    FINGER_CLOSED_CTRL,
+    FINGER_RANGE,
+    SHAPES,
+    BinSpec,
+    CameraDef,
+    Scene,
+    check_shapes,
+    quat_yaw,
+    random_object,
+)
+
+BIN_CAMERA = CameraDef("bin", pos=(0.0, -0.34, 0.46), target=(0.0, 0.0, 0.0), fovy=45)
+# On the hand, beside the fingers, looking between them along the hand's x axis.
+OBJECT_CAMERA = CameraDef("object", pos=(-0.17, 0.0, 0.045), target=(0.0, 0.0, 0.03), fovy=45, body="hand")
+MAX_OBJECTS = 15
+GOAL_VIEWS = ("object", "bin")
+
+
+class GraspEnv(ManipulationEnv):
+    """Top-down grasps in a bin of random objects (see the module docstring).
+
+    Args:
+        n_objects: objects in the bin (1-15, default 6).
+        object_shapes: the shapes objects are drawn from.
+        max_attempts: grasp attempts per episode (truncation).
+        goal_conditioned: one object per episode is the goal (``ssrl/GraspGoal-v0``).
+        goal_view: ``"object"`` or ``"bin"``: how the goal image shows the goal object.
+        triplet_size: size of ``s_pre``, ``s_post``, ``o`` and goal images (default: ``size``).
+        record_triplets: render ``s_pre``/``s_post``/``o`` into ``info`` (on by default, in state
+            mode too: data collection runs the env on states).
+        lift_height: where the hand lifts to (its fingertips, metres above the table).
+        from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
+        render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``bin``, frame stack 1).
+    """
+
+    default_camera = "bin"
+    record_keys = ("s_pre", "s_post", "o", "object_id", "grasp_success")
+    grasp_clearance = 0.006  # fingertips above the bin floor at the bottom of the descent
+    lift_threshold = 0.20  # an object this far above the bin floor after the lift was lifted
+    descend_speed = 0.8  # m/s
+    close_time = 0.1  # s
+    lift_time = 0.35  # s
+    hold_time = 0.05  # s
+    settle_time = 0.02  # s, after the attempt (and at reset)
+
+    def __init__(
+        self,
+        *,
+        n_objects: int = 6,
+        object_shapes: Sequence[str] = SHAPES,
+        max_attempts: int = 10,
+        goal_conditioned: bool = False,
+        goal_view: str = "object",
+        triplet_size: int | Sequence[int] | None = None,
+        record_triplets: bool = True,
+        lift_height: float = 0.45,
+        bin_half_size: float = 0.13,
+        from_pixels: bool = True,
+        size: int | Sequence[int] = 84,
+        camera: CameraSpec | None = None,
+        cameras: Sequence[CameraSpec] | None = None,
+        frame_stack: int = 1,
+        quality: Quality = "fast",
+        distractor: str | dict | DistractorSpec | None = None,
+        render_mode: str | None = None,
+        render_size: int | Sequence[int] | None = None,
+    ) -> None:
+        self.n_objects = check_count("n_objects", n_objects, 1, MAX_OBJECTS)
+        self.max_attempts = check_count("max_attempts", max_attempts)
+        self.object_shapes = check_shapes(object_shapes)
+        if goal_view not in GOAL_VIEWS:
+            raise ValueError(f"unknown goal_view {goal_view!r}; use one of {GOAL_VIEWS}")
+        self.goal_conditioned = bool(goal_conditioned)
+        self.goal_view = goal_view
+        self.record_triplets = bool(record_triplets)
+        self.lift_height = float(lift_height)
+        self.bin = BinSpec(half_size=float(bin_half_size))
+        scene = Scene(self.n_objects, self.bin, [BIN_CAMERA, OBJECT_CAMERA])
+        self._setup_pixels(scene, from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
+                           frame_stack=frame_stack, quality=quality, distractor=distractor,
+                           render_mode=render_mode, render_size=render_size)
+        self.metadata = dict(self.metadata, render_fps=2)
+        self.triplet_size = parse_size(triplet_size) if triplet_size is not None else self.size
+        self._bin_renderer: Renderer | None = None
+        self._object_renderer: Renderer | None = None
+        if self.record_triplets or (self.goal_conditioned and self.from_pixels):
+            self._bin_renderer = Renderer(scene.model, *self.triplet_size, ["bin"], quality)
+            self._object_renderer = Renderer(scene.model, *self.triplet_size, ["object"], quality)
+
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        state_dim = 3 + 10 * self.n_objects
+        if self.from_pixels:
+            scene_space = self._observer.observation_space()
+        else:
+            scene_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
+        if self.goal_conditioned:
+            if self.from_pixels:
+                if isinstance(scene_space, gym.spaces.Dict):
+                    raise ValueError("GraspGoal in pixel mode takes one camera (its observation is a goal dict)")
+                goal = gym.spaces.Box(0, 255, (3, *self.triplet_size), np.uint8)
+            else:
+                goal = gym.spaces.Box(0.0, 1.0, (self.n_objects,), np.float32)
+            self.observation_space = gym.spaces.Dict(observation=scene_space, achieved_goal=goal, desired_goal=goal)
+        else:
+            self.observation_space = scene_space
+        self.state_space = gym.spaces.Box(-np.inf, np.inf, scene.ground_truth().shape, np.float32)
+        self.goal_id = -1
+        self._goal_image: np.ndarray | None = None
+        self._last_o: np.ndarray | None = None
+        self._lifted = np.zeros(self.n_objects, bool)
+        self._pre: np.ndarray | None = None
+        self._attempts = 0
+        self.attempts_total = 0  # grasp attempts since construction (for benchmarks)
+
+    # -- geometry -------------------------------------------------------------------------------
+
+    @property
+    def floor_z(self) -> float:
+        return self.bin.floor_z
+
+    def action_to_grasp(self, action) -> tuple[float, float, float]:
+        """``[x, y, yaw]`` in ``[-1, 1]`` -> grasp centre (metres) and yaw (radians)."""
+        a = np.clip(np.asarray(action, float), -1, 1)
+        h = self.bin.half_size
+        return float(a[0] * h), float(a[1] * h), float(a[2] * math.pi / 2)
+
+    def grasp_to_action(self, x: float, y: float, yaw: float = 0.0) -> np.ndarray:
+        """Inverse of :meth:`action_to_grasp` (yaw wrapped into [-pi/2, pi/2))."""
+        yaw = (yaw + math.pi / 2) % math.pi - math.pi / 2
+        h = self.bin.half_size
+        return np.clip(np.array([x / h, y / h, yaw / (math.pi / 2)]), -1, 1).astype(np.float32)
+
+    def object_positions(self) -> np.ndarray:
+        return self.scene.object_pos()
+
+    @property
+    def object_specs(self):
+        return list(self.scene.specs)
+
+    def _home(self) -> tuple[float, float, float]:
+        return (0.0, 0.0, self.floor_z + self.lift_height)
+
+    # -- placement ------------------------------------------------------------------------------
+
+    def _free_spot(self, rng, i: int, others: Sequence[int], gap: float = 0.004, tries: int = 200):
+        """A spot in the bin where object ``i`` rests without touching ``others``, or None."""
+        spec = self.scene.specs[i]
+        r = spec.radius
+        lim = self.bin.half_size - r - 0.002
+        if lim <= 0:
+            return None
+        centres = [self.scene.object_pos(j)[:2] for j in others]
+        radii = [self.scene.specs[j].radius for j in others]
+        for _ in range(tries):
+            xy = rng.uniform(-lim, lim, 2)
+            if all(np.linalg.norm(xy - c) > r + rj + gap for c, rj in zip(centres, radii)):
+                return xy
+        return None
+
+    def _put_in_bin(self, rng, i: int, others: Sequence[int]) -> bool:
+        """Object ``i`` at rest at a free spot; if the bin is too full, dropped from above a random
+        spot (returns True then: the scene needs time to settle)."""
+        yaw = rng.uniform(-math.pi, math.pi)
+        xy = self._free_spot(rng, i, others)
+        if xy is not None:
+            self.scene.place_object(i, xy, yaw, self.floor_z)
+            return False
+        lim = self.bin.half_size - self.scene.specs[i].radius
+        xy = rng.uniform(-lim, lim, 2)
+        tops = [self.scene.object_pos(j)[2] + self.scene.specs[j].half_height for j in others] or [self.floor_z]
+        self.scene.place_object(i, xy, yaw, max(tops) + 0.01)
+        return True
+
+    # -- the grasp primitive ----------------------------------------------------------------------
+
+    def _approach_height(self) -> float:
+        """Fingertip height clear of every object and of the bin's walls."""
+        tops = [p[2] + float(np.linalg.norm(s.half_extents)) for p, s in zip(self.scene.object_pos(), self.scene.specs)]
+        return max(self.floor_z + self.bin.wall_height, *tops) + 0.02
+
+    def execute_grasp(self, x: float, y: float, yaw: float) -> np.ndarray:
+        """Run the primitive; returns the mask of lifted objects. Physics only, no rendering."""
+        scene = self.scene
+        z_top = self._approach_height()
+        z_grasp = self.floor_z + self.grasp_clearance
+        scene.teleport_hand((x, y, z_top), yaw, FINGER_RANGE)  # free space: nothing is touched
+        scene.forward()
+        scene.move_hand((x, y, z_grasp), max(0.04, (z_top - z_grasp) / self.descend_speed))
+        scene.set_fingers(FINGER_CLOSED_CTRL)
+        scene.step(int(round(self.close_time / scene.dt)), sync=False)
+        scene.move_hand((x, y, self.floor_z + self.lift_height), self.lift_time)
+        scene.step(int(round(self.hold_time / scene.dt)))
+        heights = scene.object_pos()[:, 2] - self.floor_z
+        self.attempts_total += 1
+        return heights > self.lift_threshold
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def _render_bin(self) -> np.ndarray:
+        return self._bin_renderer.render(self.scene.data)[0].transpose(2, 0, 1).copy()
+
+    def _render_object_view(self) -> np.ndarray:
+        return self._object_renderer.render(self.scene.data)[0].transpose(2, 0, 1).copy()
+
+    def render_goal_image(self, goal_id: int | None = None) -> np.ndarray:
+        """An image of object ``goal_id`` (default: the episode's goal), ``(3, T, T)``: held
+        between the fingers in front of the ``object`` camera (``goal_view="object"``) or alone
+        in the bin (``"bin"``). The physics state is restored exactly afterwards."""
+        i = self.goal_id if goal_id is None else int(goal_id)
+        if not 0 <= i < self.n_objects:
+            raise ValueError(f"goal_id must be an object index in 0..{self.n_objects - 1}, got {i}")
+        if self._bin_renderer is None:
+            raise ValueError("goal images need the triplet renderers (record_triplets=True or pixel mode)")
+        scene = self.scene
+        saved = scene.get_state()
+        try:
+            if self.goal_view == "bin":
+                for j in range(self.n_objects):
+                    if j != i:
+                        scene.park_object(j)
+                scene.forward()
+                return self._render_bin()
+            spec = scene.specs[i]
+            ex, ey, _ = spec.half_extents
+            hand = scene.hand_pos
+            hand_yaw = quat_yaw(scene.data.qpos[scene.hand_qpos][3:])
+            # The object's narrower horizontal side between the pads, its bottom at the
+            # fingertips' height less the grasp clearance: how a grasp from the floor holds it.
+            body_yaw = hand_yaw + (math.pi / 2 if ex < ey else 0.0)
+            scene.data.qpos[scene.finger_qpos] = min(ex, ey)
+            scene.place_object(i, hand[:2], body_yaw, hand[2] - self.grasp_clearance)
+            scene.forward()
+            return self._render_object_view()
+        finally:
+            scene.set_state(saved)
+
+    # -- Gymnasium API --------------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"goal_id"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}; Grasp takes 'goal_id' (goal mode)")
+        rng = self.np_random
+        scene = self.scene
+        scene.reset()
+        for i in range(self.n_objects):
+            scene.set_object(i, random_object(rng, self.object_shapes))
+        scene.commit_objects()
+        # Bigger objects first: they are the hardest to fit.
+        order = np.argsort([-s.radius for s in scene.specs])
+        dropped = False
+        for k, i in enumerate(order):
+            dropped |= self._put_in_bin(rng, int(i), [int(j) for j in order[:k]])
+        scene.teleport_hand(self._home(), 0.0, FINGER_RANGE)
+        scene.forward()
+        scene.step(int(round((0.3 if dropped else self.settle_time) / scene.dt)))
+        self._attempts = 0
+        self._lifted = np.zeros(self.n_objects, bool)
+        self._last_o = None
+        if self.goal_conditioned:
+            goal_id = options.get("goal_id")
+            self.goal_id = int(rng.integers(self.n_objects)) if goal_id is None else int(goal_id)
+            if not 0 <= self.goal_id < self.n_objects:
+                raise ValueError(f"goal_id must be in 0..{self.n_objects - 1}, got {self.goal_id}")
+            if self.from_pixels:
+                self._goal_image = self.render_goal_image()
+        scene_obs = self._scene_obs(reset=True)
+        self._pre = self._render_bin() if self.record_triplets else None
+        info = {"state": self.state()}
+        if self.goal_conditioned:
+            info["goal_id"] = self.goal_id
+        return self._observation(scene_obs), info
+
+    def step(self, action):
+        action = self._check_action(action)
+        x, y, yaw = self.action_to_grasp(action)
+        scene = self.scene
+        lifted = self.execute_grasp(x, y, yaw)
+        ids = np.flatnonzero(lifted)
+        if len(ids) == 0:
+            object_id = -1
+        else:
+            d = np.linalg.norm(scene.object_pos()[ids, :2] - (x, y), axis=1)
+            object_id = int(ids[np.argmin(d)])
+        info: dict[str, Any] = {"object_id": object_id, "grasp_success": bool(len(ids)), "lifted": lifted}
+        need_o = self.record_triplets or (self.goal_conditioned and self.from_pixels)
+        o = self._render_object_view() if need_o else None
+        if self.record_triplets:
+            info["s_pre"] = self._pre
+            info["s_post"] = self._render_bin()
+            info["o"] = o
+        # Put lifted objects back in the bin, open the fingers, let the scene settle.
+        rng = self.np_random
+        scene.set_fingers(FINGER_RANGE)
+        resting = [j for j in range(self.n_objects) if not lifted[j]]
+        dropped = False
+        for j in ids:
+            dropped |= self._put_in_bin(rng, int(j), resting)
+            resting.append(int(j))
+        scene.forward()
+        scene.step(int(round((0.3 if dropped else self.settle_time) / scene.dt)))
+        self._attempts += 1
+        self._lifted = lifted
+        if len(ids):
+            self._last_o = o
+        scene_obs = self._scene_obs(reset=False)
+        if self.record_triplets:
+            self._pre = self._render_bin()
+        info["state"] = self.state()
+        truncated = self._attempts >= self.max_attempts
+        if self.goal_conditioned:
+            info["goal_id"] = self.goal_id
+            success = bool(lifted[self.goal_id])
+            info["is_success"] = success
+            obs = self._observation(scene_obs)
+            reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+            return obs, reward, success, truncated, info
+        return scene_obs, float(len(ids) > 0), False, truncated, info
+
+    def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
+        """1 where the goal object was lifted, else 0; vectorised. In state mode the goals are
+        object masks and suffice; in pixel mode the ids come from ``info`` (a dict, or a sequence
+        of dicts, with ``lifted`` and ``goal_id``): images alone cannot say which object it is."""
+        if not self.from_pixels:
+            a = np.asarray(achieved_goal, np.float64)
+            d = np.asarray(desired_goal, np.float64)
+            return (np.sum(a * d, axis=-1) > 0.5).astype(np.float64)
+        infos = [info] if isinstance(info, dict) else list(info) if info is not None else []
+        if not infos or not all(isinstance(i, dict) and "lifted" in i and "goal_id" in i for i in infos):
+            raise ValueError(
+                "in pixel mode GraspGoal's compute_reward needs info with 'lifted' and 'goal_id' (one dict per "
+                "goal); image goals cannot be compared exactly, relabel them with a learned embedding"
+            )
+        rewards = np.array([float(np.asarray(i["lifted"])[int(i["goal_id"])]) for i in infos])
+        return rewards[0] if isinstance(info, dict) else rewards
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _scene_obs(self, reset: bool):
+        if self._observer is not None:
+            if reset:
+                return self._observer.reset(self.scene.data, self.np_random)
+            return self._observer.step(self.scene.data)
+        parts = [self.scene.hand_pos]
+        for i, spec in enumerate(self.scene.specs):
+            a = self.scene.object_qpos[i]
+            parts += [self.scene.data.qpos[a : a + 7], spec.half_extents]
+        return np.concatenate(parts).astype(np.float32)
+
+    def _observation(self, scene_obs):
+        if not self.goal_conditioned:
+            return scene_obs
+        if self.from_pixels:
+            achieved = self._last_o if self._last_o is not None else np.zeros((3, *self.triplet_size), np.uint8)
+            return {"observation": scene_obs, "achieved_goal": achieved.copy(), "desired_goal": self._goal_image.copy()}
+        desired = np.zeros(self.n_objects, np.float32)
+        desired[self.goal_id] = 1.0
+        return {"observation": scene_obs, "achieved_goal": self._lifted.astype(np.float32), "desired_goal": desired}
+
+    def close(self) -> None:
+        for r in (self._bin_renderer, self._object_renderer):
+            if r is not None:
+                r.close()
+        self._bin_renderer = self._object_renderer = None
+        super().close()
