@@ -7,6 +7,7 @@ at each episode, so a collection is reproducible. ``make_policy(name, env)`` bui
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -46,3 +47,155 @@ def make_policy(name: str, env: gym.Env) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))}")
     return POLICIES[name](env)
+
+
+# -- manipulation (ssrl/Push-*, ssrl/Grasp*) ------------------------------------------------------
+
+
+class PushExpert:
+    """Pushes every object to its goal, one after the other, then moves the hand to its goal.
+
+    For the object being pushed (direction ``u`` from object to goal): once the hand is behind
+    the object on the line to the goal, it pushes along that line (aiming up to 3 cm past the
+    contact point, so it slows down near the goal); otherwise it heads for the point behind the
+    object. Its way there and to the hand goal goes round any object in the way by orbiting it
+    (a 45-degree step at a time, always in the direction of the shorter arc, so it cannot dither).
+    Reads the ground truth from the env (``scene`` and ``state_desired_goal``); ``noise`` adds
+    Gaussian action noise for more varied demonstrations.
+    """
+
+    hand_radius = 0.022  # the closed fingers seen from above: 3.6 x 2 cm
+    done_tolerance = 0.02  # an object this close to its goal is left alone
+
+    def __init__(self, env: gym.Env, noise: float = 0.0) -> None:
+        self.env = env.unwrapped
+        self.noise = float(noise)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.current: int | None = None
+
+    def _choose(self, centres, goals, radii) -> int | None:
+        """The object to push: the current one until it is done; else the first one not at its
+        goal whose goal spot no other object covers (else the first one not at its goal)."""
+        todo = [i for i in range(len(centres)) if np.linalg.norm(goals[i] - centres[i]) >= self.done_tolerance]
+        if self.current in todo:
+            return self.current
+        for i in todo:
+            if all(np.linalg.norm(goals[i] - centres[j]) > radii[i] + radii[j] for j in range(len(centres)) if j != i):
+                return i
+        return todo[0] if todo else None
+
+    def target(self) -> np.ndarray:
+        """Where the hand should go next (xy)."""
+        env = self.env
+        hand = env.scene.hand_pos[:2]
+        goal = env.state_desired_goal
+        centres = [env.scene.object_pos(i)[:2] for i in range(env.n_objects)]
+        goals = [goal[2 + 2 * i : 4 + 2 * i] for i in range(env.n_objects)]
+        radii = [env.scene.specs[i].radius for i in range(env.n_objects)]
+        obstacles = [(c, r + self.hand_radius) for c, r in zip(centres, radii)]
+        self.current = i = self._choose(centres, goals, radii)
+        if i is not None:
+            p, contact = obstacles[i]
+            g = goals[i]
+            dist = float(np.linalg.norm(g - p))
+            u = (g - p) / dist
+            v = hand - p
+            along = float(v @ u)
+            lateral = float(np.linalg.norm(v - along * u))
+            if along < -0.6 * contact and lateral < 0.3 * contact:
+                # Behind and on the line: push through the object towards the goal.
+                return p - u * (contact - min(dist, 0.03))
+            return self._route(hand, p - u * (contact + 0.01), obstacles)
+        return self._route(hand, goal[:2], obstacles)
+
+    @staticmethod
+    def _route(hand: np.ndarray, dest: np.ndarray, obstacles) -> np.ndarray:
+        """``dest``, or a step round the nearest object on the straight way there."""
+        blocking = [(float(np.linalg.norm(c - hand)), c, r) for c, r in obstacles if PushExpert._blocked(hand, dest, c, r)]
+        if not blocking:
+            return dest
+        _, c, r = min(blocking, key=lambda b: b[0])
+        radius = r + 0.025
+        a_hand = math.atan2(hand[1] - c[1], hand[0] - c[0])
+        a_dest = math.atan2(dest[1] - c[1], dest[0] - c[0])
+        turn = (a_dest - a_hand + math.pi) % (2 * math.pi) - math.pi
+        a = a_hand + math.copysign(min(abs(turn), math.pi / 4), turn)
+        return c + radius * np.array([math.cos(a), math.sin(a)])
+
+    @staticmethod
+    def _blocked(a: np.ndarray, b: np.ndarray, centre: np.ndarray, radius: float) -> bool:
+        """Does the segment a-b pass within ``radius`` of ``centre``?"""
+        ab = b - a
+        t = np.clip(((centre - a) @ ab) / max(float(ab @ ab), 1e-12), 0.0, 1.0)
+        return float(np.linalg.norm(a + t * ab - centre)) < radius
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        env = self.env
+        delta = (self.target() - env.scene.hand_pos[:2]) / env.action_scale
+        if self.noise:
+            delta = delta + self.rng.normal(0.0, self.noise, 2)
+        return np.clip(delta, -1.0, 1.0).astype(np.float32)
+
+
+class PushExplore:
+    """Exploration for pushing data (RIG's VAE needs images where the objects moved): the hand
+    heads for random waypoints, half of them through a random object, with action noise."""
+
+    def __init__(self, env: gym.Env, noise: float = 0.3) -> None:
+        self.env = env.unwrapped
+        self.noise = float(noise)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.waypoint: np.ndarray | None = None
+        self.left = 0
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        env, rng = self.env, self.rng
+        if self.waypoint is None or self.left <= 0:
+            if rng.uniform() < 0.5:
+                p = env.scene.object_pos(int(rng.integers(env.n_objects)))[:2]
+                self.waypoint = p + rng.uniform(-0.06, 0.06, 2)
+            else:
+                self.waypoint = rng.uniform(env.hand_low, env.hand_high)
+            self.left = int(rng.integers(5, 16))
+        self.left -= 1
+        delta = (self.waypoint - env.scene.hand_pos[:2]) / env.action_scale + rng.normal(0.0, self.noise, 2)
+        return np.clip(delta, -1.0, 1.0).astype(np.float32)
+
+
+class RandomGrasp(RandomPolicy):
+    """Grasps uniform over the bin floor with a uniform yaw (grasp2vec's random grasping)."""
+
+
+class CentredGrasp:
+    """Grasps at the centre of a random object in the bin, at a random yaw (``target="goal"``:
+    always the goal object of ``ssrl/GraspGoal-v0``, an oracle for goal-conditioned grasping)."""
+
+    def __init__(self, env: gym.Env, target: str = "random") -> None:
+        self.env = env.unwrapped
+        self.target = target
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        env = self.env
+        if self.target == "goal":
+            i = env.goal_id
+        else:
+            i = int(self.rng.integers(env.n_objects))
+        x, y, _ = env.object_positions()[i]
+        return env.grasp_to_action(x, y, self.rng.uniform(-np.pi / 2, np.pi / 2))
+
+
+register("push_expert", PushExpert)
+register("push_explore", PushExplore)
+register("random_grasp", RandomGrasp)
+register("centred_grasp", CentredGrasp)
+register("goal_grasp", lambda env: CentredGrasp(env, target="goal"))
