@@ -1,0 +1,382 @@
+"""Manipulation scenes: goal-env API, goal images, real grasps, triplets, policies, data, errors."""
+
+import math
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from ssrl.envs.manipulation import ENVS, GraspEnv, PushEnv
+from ssrl.envs.manipulation.scene import SHAPES
+from ssrl.envs.policies import make_policy
+from ssrl.envs.rollouts import collect
+
+
+def run_policy(env, policy, seed, steps=None):
+    obs, info = env.reset(seed=seed)
+    policy.reset(seed)
+    out = [(obs, None, info)]
+    for _ in range(steps or 10**9):
+        obs, reward, terminated, truncated, info = env.step(policy(obs, info))
+        out.append((obs, reward, info))
+        if terminated or truncated:
+            break
+    return out
+
+
+def red_centroid(image):
+    """Pixel centroid (row, col) of the red puck in a (3, H, W) image."""
+    r, g, b = image.astype(int)
+    mask = (r > 120) & (g < 70) & (b < 70)
+    assert mask.sum() > 5, "no puck pixels"
+    rows, cols = np.nonzero(mask)
+    return np.array([rows.mean(), cols.mean()])
+
+
+def project(env, camera, point, size):
+    """Pixel (row, col) where ``point`` appears in ``camera`` at ``size`` x ``size``."""
+    model, data = env.model, env.data
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    rel = data.cam_xmat[cam].reshape(3, 3).T @ (np.asarray(point) - data.cam_xpos[cam])
+    f = 0.5 * size / math.tan(math.radians(model.cam_fovy[cam]) / 2)
+    return np.array([size / 2 - f * rel[1] / -rel[2], size / 2 + f * rel[0] / -rel[2]])
+
+
+# -- API ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("from_pixels", [True, False])
+@pytest.mark.parametrize("env_id", list(ENVS))
+def test_check_env_passes_for_every_id(env_id, from_pixels):
+    env = gym.make(env_id, from_pixels=from_pixels)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    assert info["state"].dtype == np.float32 and info["state"].shape == env.unwrapped.state_space.shape
+    env.close()
+
+
+def test_push_spaces_and_info():
+    env = gym.make("ssrl/Push-v0")
+    obs, info = env.reset(seed=0)
+    assert set(obs) == {"observation", "achieved_goal", "desired_goal"}
+    for key in obs:
+        assert obs[key].shape == (3, 84, 84) and obs[key].dtype == np.uint8
+    assert env.action_space.shape == (2,) and env.unwrapped.action_repeat == 1
+    obs, reward, terminated, truncated, info = env.step(np.zeros(2))
+    np.testing.assert_array_equal(obs["achieved_goal"], obs["observation"][-3:])
+    for key in ("hand_distance", "puck_distance", "is_success", "state", "state_achieved_goal", "state_desired_goal"):
+        assert key in info
+    assert info["state"].dtype == np.float32 and not terminated and not truncated
+    assert info["state_desired_goal"].shape == (4,)
+    state = gym.make("ssrl/PushMultiObject-v0", from_pixels=False)
+    obs, info = state.reset(seed=0)
+    assert obs["observation"].shape == (16,) and obs["desired_goal"].shape == (8,)
+    assert info["object_distances"].shape == (3,)
+    multi = gym.make("ssrl/Push-v0", cameras=["push", "front"], frame_stack=2)
+    obs, _ = multi.reset(seed=0)
+    assert obs["observation"].shape == (12, 84, 84) and obs["desired_goal"].shape == (6, 84, 84)
+    np.testing.assert_array_equal(obs["achieved_goal"][:3], obs["observation"][3:6])
+    np.testing.assert_array_equal(obs["achieved_goal"][3:], obs["observation"][9:12])
+
+
+def test_reset_is_deterministic_and_episodes_differ():
+    for env_id, action in (("ssrl/PushRandomObject-v0", np.array([0.5, -0.5])), ("ssrl/Grasp-v0", np.array([0.1, 0.2, 0.3]))):
+        a, b = gym.make(env_id), gym.make(env_id)
+        obs_a, info_a = a.reset(seed=7)
+        obs_b, info_b = b.reset(seed=7)
+        np.testing.assert_array_equal(info_a["state"], info_b["state"])
+        step_a, step_b = a.step(action), b.step(action)
+        np.testing.assert_array_equal(step_a[4]["state"], step_b[4]["state"])
+        first = obs_a["desired_goal"] if isinstance(obs_a, dict) else obs_a
+        _, info_c = a.reset(seed=8)
+        assert not np.array_equal(info_a["state"], info_c["state"])
+        assert first.std() > 5  # a real image, not a blank one
+
+
+def test_pixel_and_state_modes_follow_the_same_physics():
+    """Rendering goal images (teleport, render, restore) leaves the physics untouched."""
+    pixels, states = PushEnv(from_pixels=True), PushEnv(from_pixels=False)
+    _, ip = pixels.reset(seed=3)
+    _, is_ = states.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        action = rng.uniform(-1, 1, 2)
+        *_, ip = pixels.step(action)
+        *_, is_ = states.step(action)
+    np.testing.assert_array_equal(ip["state"], is_["state"])
+    assert ip["hand_distance"] == is_["hand_distance"]
+
+
+# -- rewards and goals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "from_pixels,reward_type",
+    [(False, "dense"), (False, "object_dense"), (False, "sparse"), (True, "image_distance"), (True, "image_sparse")],
+)
+def test_compute_reward_is_vectorised_and_equals_step_reward(from_pixels, reward_type):
+    env = PushEnv(from_pixels=from_pixels, reward_type=reward_type, n_objects=2, randomize_objects=True)
+    expert = make_policy("push_expert", env)
+    steps = run_policy(env, expert, seed=2, steps=25)
+    achieved = np.stack([o["achieved_goal"] for o, _, _ in steps[1:]])
+    desired = np.stack([o["desired_goal"] for o, _, _ in steps[1:]])
+    rewards = np.array([r for _, r, _ in steps[1:]])
+    batch = env.compute_reward(achieved, desired, None)
+    assert batch.shape == (len(rewards),)
+    np.testing.assert_array_equal(batch, rewards)
+    # Leading axes broadcast: a (2, T/2) batch gives (2, T/2) rewards.
+    half = len(rewards) // 2 * 2
+    grid = env.compute_reward(achieved[:half].reshape(2, half // 2, *achieved.shape[1:]),
+                              desired[:half].reshape(2, half // 2, *desired.shape[1:]), None)
+    np.testing.assert_array_equal(grid.ravel(), rewards[:half])
+    assert len(np.unique(rewards)) > 1 or reward_type.endswith("sparse")
+
+
+def test_goal_image_shows_the_goal_configuration():
+    env = PushEnv(size=84)
+    goal_a = np.array([0.0, 0.15, -0.08, -0.02])
+    goal_b = np.array([0.0, 0.15, 0.08, -0.02])
+    obs_a, info = env.reset(seed=0, options={"goal": goal_a})
+    state = info["state"]
+    # The goal image is exactly what the camera sees with the scene put in the goal configuration.
+    saved = env.scene.get_state()
+    env.set_to_goal(goal_a)
+    np.testing.assert_array_equal(env.make_observer(84, ["push"]).reset(env.data, env.np_random), obs_a["desired_goal"])
+    env.scene.set_state(saved)
+    # The puck's pixels sit where the goal puck projects, and move when the goal moves.
+    centroid_a = red_centroid(obs_a["desired_goal"])
+    np.testing.assert_allclose(centroid_a, project(env, "push", [-0.08, -0.02, 0.02], 84), atol=2.5)
+    obs_b, info_b = env.reset(seed=0, options={"goal": goal_b})
+    np.testing.assert_array_equal(info_b["state"], state)  # same episode, other goal
+    centroid_b = red_centroid(obs_b["desired_goal"])
+    np.testing.assert_allclose(centroid_b, project(env, "push", [0.08, -0.02, 0.02], 84), atol=2.5)
+    assert centroid_b[1] - centroid_a[1] > 15  # 16 cm to the right is about 20 pixels
+    # The observation shows the puck at its start, not at the goal.
+    start = env.scene.object_pos(0)
+    np.testing.assert_allclose(red_centroid(obs_b["observation"]), project(env, "push", start, 84), atol=2.5)
+
+
+def test_sb3_her_accepts_push_and_relabels_with_compute_reward():
+    from stable_baselines3 import SAC, HerReplayBuffer
+
+    env = gym.make("ssrl/Push-v0", from_pixels=False, reward_type="sparse")
+    model = SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
+                replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future"),
+                learning_starts=100, batch_size=32, policy_kwargs=dict(net_arch=[16, 16]), seed=0)
+    model.learn(250)
+    buffer = model.replay_buffer
+    sample = buffer.sample(256)
+    achieved = sample.next_observations["achieved_goal"].numpy()
+    desired = sample.observations["desired_goal"].numpy()
+    np.testing.assert_array_equal(sample.rewards.numpy().ravel(),
+                                  env.unwrapped.compute_reward(achieved, desired, None).astype(np.float32))
+    episode_goals = buffer.observations["desired_goal"][: buffer.pos, 0]
+    relabelled = [not np.any(np.all(episode_goals == d, axis=1)) for d in desired]
+    assert 0.6 < np.mean(relabelled) < 0.95  # her_ratio 0.8 with k=4
+
+
+# -- objects --------------------------------------------------------------------------------------
+
+
+def test_objects_change_per_episode_and_rest_on_the_table():
+    env = PushEnv(randomize_objects=True, from_pixels=False)
+    seen, colours = set(), set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        spec = env.object_specs[0]
+        seen.add(spec.shape)
+        colours.add(spec.rgba)
+        for _ in range(5):
+            env.step(np.zeros(2))
+        # Collision geometry follows the runtime change of shape and size: it rests at its height.
+        assert env.scene.object_pos(0)[2] == pytest.approx(spec.half_height, abs=2e-3)
+        assert env.model.body_mass[env.scene.object_bodies[0]] == pytest.approx(400 * spec.volume)
+    assert len(seen) >= 4 and len(colours) == 12
+
+
+# -- grasping -------------------------------------------------------------------------------------
+
+
+def narrow_yaw(env, i):
+    """Gripper yaw that closes across the object's narrower side."""
+    from ssrl.envs.manipulation.scene import quat_yaw
+
+    ex, ey, _ = env.object_specs[i].half_extents
+    return quat_yaw(env.scene.object_quat(i)) + (0.0 if ey <= ex else math.pi / 2)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_grasp_on_an_object_centre_lifts_it_by_friction(shape):
+    env = GraspEnv(n_objects=1, object_shapes=[shape], from_pixels=False)
+    env.reset(seed=4)
+    x, y, _ = env.object_positions()[0]
+    action = env.grasp_to_action(x, y, narrow_yaw(env, 0))
+    state = env.scene.get_state()
+    lifted = env.execute_grasp(*env.action_to_grasp(action))
+    assert lifted[0]
+    # Held by the pads: both touch it, and it hangs between them, 40 cm up.
+    pads = env.scene.pad_geoms
+    assert env.scene.touching(pads[:1], env.scene.object_geoms[0]) and env.scene.touching(pads[1:], env.scene.object_geoms[0])
+    assert env.scene.object_pos(0)[2] > 0.35
+    # Without friction on the pads the same grasp lifts nothing: no teleporting.
+    env.scene.set_state(state)
+    env.model.geom_friction[pads] = 0.0
+    assert not env.execute_grasp(*env.action_to_grasp(action)).any()
+
+
+def test_grasp_step_records_triplet_and_empty_space_lifts_nothing():
+    env = GraspEnv(n_objects=4, from_pixels=False)
+    env.reset(seed=0)
+    centres = env.object_positions()[:, :2]
+    # The floor point farthest from every object.
+    grid = np.stack(np.meshgrid(np.linspace(-0.12, 0.12, 25), np.linspace(-0.12, 0.12, 25)), -1).reshape(-1, 2)
+    empty = grid[np.argmax(np.min(np.linalg.norm(grid[:, None] - centres[None], axis=2), axis=1))]
+    assert np.min(np.linalg.norm(centres - empty, axis=1)) > 0.07
+    obs, reward, terminated, truncated, info = env.step(env.grasp_to_action(*empty, 0.0))
+    assert (info["object_id"], info["grasp_success"], reward) == (-1, False, 0.0)
+    assert np.abs(info["s_pre"].astype(int) - info["s_post"]).mean() < 1.0  # nothing moved
+    empty_hand = info["o"]
+    i = 2
+    x, y, _ = env.object_positions()[i]
+    obs, reward, terminated, truncated, info = env.step(env.grasp_to_action(x, y, narrow_yaw(env, i)))
+    assert (info["object_id"], info["grasp_success"], reward) == (i, True, 1.0)
+    for key in ("s_pre", "s_post", "o"):
+        assert info[key].shape == (3, 84, 84) and info[key].dtype == np.uint8
+    # s_post lacks the object where s_pre shows it: the change is around its projection.
+    changed = np.abs(info["s_pre"].astype(int) - info["s_post"]).sum(0) > 30
+    assert changed.sum() > 10
+    rows, cols = np.nonzero(changed)
+    np.testing.assert_allclose([rows.mean(), cols.mean()], project(env, "bin", [x, y, 0.02], 84), atol=6)
+    assert np.abs(info["o"].astype(int) - empty_hand).mean() > 5  # the object shows in o
+    assert info["lifted"].sum() == 1
+    # Afterwards the object is back in the bin, at rest.
+    assert env.object_positions()[i][2] < 0.08 and np.all(np.abs(env.object_positions()[i][:2]) < 0.13)
+
+
+def test_grasp_success_rates_on_a_full_bin():
+    env = gym.make("ssrl/Grasp-v0", from_pixels=False, record_triplets=False)
+    rates = {}
+    for name in ("centred_grasp", "random_grasp"):
+        policy = make_policy(name, env)
+        hits = n = 0
+        for seed in range(4):
+            for _, _, info in run_policy(env, policy, seed)[1:]:
+                hits += info["grasp_success"]
+                n += 1
+        rates[name] = hits / n
+    assert n == 40
+    assert rates["centred_grasp"] >= 0.5 and rates["random_grasp"] >= 0.1
+    assert rates["centred_grasp"] > rates["random_grasp"] + 0.2
+
+
+def test_goal_conditioned_grasping():
+    env = gym.make("ssrl/GraspGoal-v0")
+    obs, info = env.reset(seed=1, options={"goal_id": 0})
+    base = env.unwrapped
+    assert obs["desired_goal"].shape == (3, 84, 84) and not obs["achieved_goal"].any()
+    # The goal image is the object camera's view of that object: other goals look different.
+    assert np.abs(base.render_goal_image(1).astype(int) - obs["desired_goal"]).mean() > 2
+    bin_view = GraspEnv(goal_conditioned=True, goal_view="bin")
+    o, _ = bin_view.reset(seed=1, options={"goal_id": 0})
+    assert 0 < np.abs(o["desired_goal"].astype(int) - o["observation"]).mean()
+    # Lifting another object is no success; lifting the goal object is, and ends the episode.
+    other = next(j for j in range(base.n_objects) if j != 0)
+    for target, expected in ((other, 0.0), (0, 1.0)):
+        x, y, _ = base.object_positions()[target]
+        obs, reward, terminated, truncated, info = env.step(base.grasp_to_action(x, y, narrow_yaw(base, target)))
+        assert info["object_id"] == target  # grasps aligned on a centre lift (seeded)
+        assert reward == expected and terminated == bool(expected) and info["is_success"] == bool(expected)
+        assert reward == base.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
+        np.testing.assert_array_equal(obs["achieved_goal"], info["o"])  # the newest lifted object
+    state = GraspEnv(goal_conditioned=True, from_pixels=False, record_triplets=False)
+    obs, _ = state.reset(seed=2)
+    oracle = make_policy("goal_grasp", state)
+    for _ in range(5):
+        obs, reward, terminated, *_ = state.step(oracle(obs, {}))
+        assert reward == state.compute_reward(obs["achieved_goal"], obs["desired_goal"], None)
+        if terminated:
+            break
+    assert terminated and reward == 1.0 and obs["desired_goal"].argmax() == state.goal_id
+
+
+# -- policies and data ----------------------------------------------------------------------------
+
+
+def test_push_expert_moves_the_puck_to_the_goal():
+    env = gym.make("ssrl/Push-v0", from_pixels=False)
+    expert = make_policy("push_expert", env)
+    finals = [run_policy(env, expert, seed)[-1][2] for seed in range(5)]
+    assert sum(f["is_success"] for f in finals) >= 4
+    explore = make_policy("push_explore", env)
+    moved = [np.linalg.norm(s[-1][2]["state"][9:11] - s[0][2]["state"][9:11]) for s in (run_policy(env, explore, k) for k in range(3))]
+    assert max(moved) > 0.02  # exploration does push the puck around
+
+
+def test_collect_round_trips_push_and_grasp(tmp_path):
+    ds = collect("ssrl/Push-v0", policy="push_expert", episodes=2, out=tmp_path / "push", cameras=["push", "front"],
+                 max_steps=8, seed=5, progress=False)
+    ep = ds[1]
+    assert ep.frames["push"].shape == (9, 3, 84, 84) and ep.action.shape == (8, 2)
+    assert ep.info["state_desired_goal"].shape == (8, 4) and ep.info["is_success"].dtype == bool
+    env = PushEnv(cameras=["push", "front"])
+    obs, _ = env.reset(seed=6)
+    np.testing.assert_array_equal(obs["observation"][:3], ep.frames["push"][0])
+    for t in range(len(ep)):
+        obs, reward, _, _, info = env.step(ep.action[t])
+        np.testing.assert_array_equal(obs["observation"][3:], ep.frames["front"][t + 1])
+        np.testing.assert_array_equal(info["state"], ep.state[t + 1])
+    ds = collect("ssrl/Grasp-v0", policy="centred_grasp", episodes=1, out=tmp_path / "grasp", cameras=["bin", "object"],
+                 max_steps=3, seed=0, progress=False)
+    ep = ds[0]
+    assert ds.meta["record_keys"] == ["s_pre", "s_post", "o", "object_id", "grasp_success"]
+    assert ep.info["s_pre"].shape == ep.info["o"].shape == (3, 3, 84, 84) and ep.info["s_post"].dtype == np.uint8
+    np.testing.assert_array_equal(ep.info["grasp_success"], ep.info["object_id"] >= 0)
+    np.testing.assert_array_equal(ep.reward, ep.info["grasp_success"].astype(np.float32))
+    np.testing.assert_array_equal(ep.info["s_pre"][0], ep.frames["bin"][0])  # the same camera, same instant
+    np.testing.assert_array_equal(ep.info["s_pre"][1:], ep.frames["bin"][1:-1])
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "factory,kwargs,needle",
+    [
+        (PushEnv, dict(camera="nope"), r"unknown camera 'nope'.*push"),
+        (GraspEnv, dict(cameras=["bin", "wrist"]), r"unknown camera 'wrist'.*object"),
+        (GraspEnv, dict(n_objects=0), "n_objects must be between 1 and 15"),
+        (GraspEnv, dict(n_objects=-3), "n_objects"),
+        (GraspEnv, dict(n_objects=2.5), "integer"),
+        (PushEnv, dict(n_objects=9), "n_objects"),
+        (PushEnv, dict(reward_type="dense"), "image_distance"),
+        (PushEnv, dict(from_pixels=False, reward_type="image_distance"), "sparse"),
+        (PushEnv, dict(object_shapes=["torus"]), "sphere"),
+        (GraspEnv, dict(goal_view="side"), "object"),
+        (PushEnv, dict(from_pixels=False, distractor="color"), "pixel"),
+        (PushEnv, dict(frame_stack=0), "frame_stack"),
+        (PushEnv, dict(quality="ultra"), "fast"),
+    ],
+)
+def test_bad_configuration_names_the_problem(factory, kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        factory(**kwargs)
+
+
+def test_bad_actions_and_cameras_are_rejected(tmp_path):
+    env = PushEnv(from_pixels=False)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([0.0, np.nan]))
+    grasp = GraspEnv(n_objects=2, from_pixels=False, record_triplets=False)
+    grasp.reset(seed=0)
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        grasp.step(np.zeros(2))
+    with pytest.raises(ValueError, match="goal_id"):
+        grasp.render_goal_image(5)
+    with pytest.raises(ValueError, match="front"):
+        collect("ssrl/Push-v0", episodes=1, out=tmp_path / "x", cameras=["fornt"], progress=False)
