@@ -228,7 +228,7 @@ class PushEnv(ManipulationEnv):
         scene = self.scene
         scene.reset()
         if self.randomize_objects:
-            specs = [random_object(rng, self.object_shapes) for _ in range(self.n_objects)]
+            specs = [self._pushable(random_object(rng, self.object_shapes, scale=1.3)) for _ in range(self.n_objects)]
         else:
             specs = [ObjectSpec(PUCK.shape, PUCK.size, FIXED_COLOURS[i]) for i in range(self.n_objects)]
         if specs != self._specs_set:
@@ -316,6 +316,19 @@ class PushEnv(ManipulationEnv):
             "state_achieved_goal": achieved.astype(np.float32),
             "state_desired_goal": goal.astype(np.float32),
         }
+
+    @staticmethod
+    def _pushable(spec: ObjectSpec) -> ObjectSpec:
+        """At most 6 cm tall, so the object passes under the palm (7.5 cm up) and meets the pads.
+        (Push objects are drawn 1.3 times the grasping sizes: bigger in the 84-pixel images.)"""
+        size = list(spec.size)
+        if spec.shape in ("box", "ellipsoid"):
+            size[2] = min(size[2], 0.03)
+        elif spec.shape == "cylinder":
+            size[1] = min(size[1], 0.03)
+        elif spec.shape in ("sphere", "capsule"):
+            size[0] = min(size[0], 0.03)
+        return ObjectSpec(spec.shape, tuple(size), spec.rgba)
 
     def _object_yaw(self, i: int) -> float:
         return quat_yaw(self.scene.object_quat(i))
