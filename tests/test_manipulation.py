@@ -178,6 +178,21 @@ def test_sb3_her_accepts_push_and_relabels_with_compute_reward():
     assert 0.6 < np.mean(relabelled) < 0.95  # her_ratio 0.8 with k=4
 
 
+def test_distractor_replaces_the_table_but_not_the_physics():
+    plain, noisy = PushEnv(), PushEnv(distractor="color")
+    obs_p, info_p = plain.reset(seed=4)
+    obs_n, info_n = noisy.reset(seed=4)
+    for _ in range(3):
+        *_, info_p = plain.step(np.ones(2))
+        obs_n, _, _, _, info_n = noisy.step(np.ones(2))
+    np.testing.assert_array_equal(info_p["state"], info_n["state"])
+    obs_p = plain.step(np.zeros(2))[0]
+    obs_n = noisy.step(np.zeros(2))[0]
+    assert (obs_p["observation"] != obs_n["observation"]).mean() > 0.5  # the table fills the view
+    assert (obs_p["desired_goal"] != obs_n["desired_goal"]).mean() > 0.5
+    np.testing.assert_allclose(red_centroid(obs_n["observation"]), red_centroid(obs_p["observation"]), atol=1.0)
+
+
 # -- objects --------------------------------------------------------------------------------------
 
 

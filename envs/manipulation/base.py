@@ -13,15 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from ..distractors import DistractorSpec
 from ..pixels import PixelObserver, parse_size, plane_geoms
 from ..render import QUALITIES, CameraSpec, FreeCamera, Quality, Renderer, camera_names
 from .scene import Scene
-
-DOMAIN = "manipulation"  # for DistractorSpec.floor_replaced: the floor is kept unless asked
-
 
 def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
     """An integer option in ``[minimum, maximum]``, or a ValueError that says so."""
@@ -120,8 +118,15 @@ class ManipulationEnv(gym.Env):
         spec = DistractorSpec.parse(distractor)
         cameras = list(cameras) if cameras else self.default_cameras()
         self.check_cameras(cameras)
-        floors = plane_geoms(self.scene.model) if spec and spec.floor_replaced(DOMAIN) else ()
+        floors = self.surface_geoms() if spec and spec.replace_floor is not False else ()
         return PixelObserver(self.scene.model, parse_size(size), cameras, frame_stack, quality, spec, floors)
+
+    def surface_geoms(self) -> list[int]:
+        """What a distractor replaces unless ``replace_floor=False``: the floor and the table
+        top. The task cameras look down at the table, so the sky alone would leave their images
+        unchanged. (The renderer hides these geoms from every camera of the model.)"""
+        table = mujoco.mj_name2id(self.scene.model, mujoco.mjtObj.mjOBJ_GEOM, "table_top")
+        return plane_geoms(self.scene.model) + [table]
 
     def _render_aside(self, observer: PixelObserver) -> np.ndarray:
         """Render ``observer``'s cameras now, channels-first ``(n_cameras, 3, H, W)``, without

@@ -29,7 +29,8 @@ is the goal; ``desired_goal`` is an image of it: with ``goal_view="object"`` (de
 ``object`` camera's view of it held between the fingers (the distribution of ``o``, rendered by
 placing it there and restoring the state), with ``goal_view="bin"`` the ``bin`` camera's view of
 the bin with that object alone in it. ``achieved_goal`` is the newest ``o`` (zeros before any
-lift). Success, reward 1 and ``terminated`` mean the goal object was lifted. In state mode the
+lift); with several cameras, ``observation`` concatenates their frames on the channel axis.
+Success, reward 1 and ``terminated`` mean the goal object was lifted. In state mode the
 goals are one-hot object masks and ``compute_reward`` works on them; in pixel mode it needs the
 ids in ``info`` (relabel image goals with a learned embedding, as grasp2vec does).
 """
@@ -81,6 +82,8 @@ class GraspEnv(ManipulationEnv):
         lift_height: where the hand lifts to (its fingertips, metres above the table).
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``bin``, frame stack 1).
+            A distractor replaces the table top and floor in the observation; the triplet and
+            goal images are not composited, so those surfaces show black there.
     """
 
     default_camera = "bin"
@@ -145,8 +148,10 @@ class GraspEnv(ManipulationEnv):
             scene_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
         if self.goal_conditioned:
             if self.from_pixels:
-                if isinstance(scene_space, gym.spaces.Dict):
-                    raise ValueError("GraspGoal in pixel mode takes one camera (its observation is a goal dict)")
+                # Several cameras are concatenated on the channel axis, in order (as in Push):
+                # a goal dict holds no nested dicts.
+                h, w = self.size
+                scene_space = gym.spaces.Box(0, 255, (3 * self.frame_stack * len(self.camera_labels), h, w), np.uint8)
                 goal = gym.spaces.Box(0, 255, (3, *self.triplet_size), np.uint8)
             else:
                 goal = gym.spaces.Box(0.0, 1.0, (self.n_objects,), np.float32)
@@ -404,7 +409,8 @@ class GraspEnv(ManipulationEnv):
             return scene_obs
         if self.from_pixels:
             achieved = self._last_o if self._last_o is not None else np.zeros((3, *self.triplet_size), np.uint8)
-            return {"observation": scene_obs, "achieved_goal": achieved.copy(), "desired_goal": self._goal_image.copy()}
+            observation = self._flatten_views(scene_obs, self.camera_labels)
+            return {"observation": observation, "achieved_goal": achieved.copy(), "desired_goal": self._goal_image.copy()}
         desired = np.zeros(self.n_objects, np.float32)
         desired[self.goal_id] = 1.0
         return {"observation": scene_obs, "achieved_goal": self._lifted.astype(np.float32), "desired_goal": desired}

@@ -72,7 +72,8 @@ class PushEnv(ManipulationEnv):
         fixed_start: objects always start at the same place (else uniformly in their range).
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``push``, frame stack 1;
-        with several cameras the images are concatenated on the channel axis, in order).
+        with several cameras the images are concatenated on the channel axis, in order; a
+        distractor replaces the table top and the floor unless ``replace_floor=False``).
     """
 
     default_camera = "push"
