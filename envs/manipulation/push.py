@@ -5,7 +5,8 @@ multiworld's ``SawyerPushAndReachXYEasyEnv`` used by RIG and Skew-Fit:
 
 * action: 2-D hand displacement in the table plane, ``[-1, 1]`` scaled by ``action_scale``
   (2 cm) from where the hand is, clipped to the hand's workspace; the hand stays at a fixed height
-  with its fingers closed; ``n_substeps`` physics steps (10 x 2 ms) per action;
+  with its fingers closed; the mocap glides there over ``n_substeps`` physics steps (25 x 2 ms,
+  so the hand moves at up to 0.4 m/s);
 * Gymnasium goal-env observation: a dict with ``observation``, ``achieved_goal`` and
   ``desired_goal``. State goals are ``[hand_xy, object_xy...]`` (multiworld's 4-D goal for one
   puck). In pixel mode (``from_pixels=True``, the default) ``observation`` is the camera's frame
