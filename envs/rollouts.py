@@ -22,6 +22,9 @@ key                   shape, dtype           meaning
 ``terminated``        (T,) bool              the episode ended in a terminal state at step t
 ``truncated``         (T,) bool              the episode was cut at step t (time limit)
 ``state``             (T+1, S) float32       ground-truth physical state at each instant
+``features``          (T+1, F) float32       the env's state *observation* (what state SAC sees:
+                                             e.g. dm_control's features, with angles as cos/sin);
+                                             the usual target of probes
 ``info/<key>``        (T, ...)               per-step extras an env declares (``record_keys``),
                                              e.g. the grasp triplets of ``ssrl/Grasp-v0``
 ====================  =====================  ==================================================
@@ -64,6 +67,7 @@ class Episode:
     state: np.ndarray
     info: dict[str, np.ndarray]
     path: pathlib.Path | None = None
+    features: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.action)
@@ -77,6 +81,8 @@ class Episode:
             "truncated": (self.truncated.shape[:1], (t,)),
             "state": (self.state.shape[:1], (t + 1,)),
         }
+        if self.features is not None:
+            checks["features"] = (self.features.shape[:1], (t + 1,))
         checks.update({f"frames/{c}": (f.shape[:1], (t + 1,)) for c, f in self.frames.items()})
         checks.update({f"info/{k}": (v.shape[:1], (t,)) for k, v in self.info.items()})
         for key, (got, want) in checks.items():
@@ -90,6 +96,8 @@ class Episode:
         arrays = {f"frames/{c}": f for c, f in self.frames.items()}
         arrays.update(action=self.action, reward=self.reward, terminated=self.terminated, truncated=self.truncated, state=self.state)
         arrays.update({f"info/{k}": v for k, v in self.info.items()})
+        if self.features is not None:
+            arrays["features"] = self.features
         return arrays
 
     @classmethod
@@ -106,6 +114,7 @@ class Episode:
             state=arrays["state"],
             info={k.split("/", 1)[1]: arrays[k] for k in arrays if k.startswith("info/")},
             path=path,
+            features=arrays.get("features"),
         )
         episode.validate()
         return episode
@@ -114,16 +123,18 @@ class Episode:
 class EpisodeRecorder:
     """Accumulates one episode step by step; ``finish()`` returns an :class:`Episode`."""
 
-    def __init__(self, frames: dict[str, np.ndarray], state: np.ndarray) -> None:
+    def __init__(self, frames: dict[str, np.ndarray], state: np.ndarray, features: np.ndarray | None = None) -> None:
         self._frames = {c: [f] for c, f in frames.items()}
         self._state = [state]
+        self._features = None if features is None else [features]
         self._action: list[np.ndarray] = []
         self._reward: list[float] = []
         self._terminated: list[bool] = []
         self._truncated: list[bool] = []
         self._info: dict[str, list[Any]] = {}
 
-    def add(self, action, reward, terminated, truncated, frames: dict[str, np.ndarray], state, info: dict[str, Any] | None = None) -> None:
+    def add(self, action, reward, terminated, truncated, frames: dict[str, np.ndarray], state,
+            info: dict[str, Any] | None = None, features: np.ndarray | None = None) -> None:
         self._action.append(np.asarray(action, np.float32))
         self._reward.append(float(reward))
         self._terminated.append(bool(terminated))
@@ -131,6 +142,8 @@ class EpisodeRecorder:
         for camera, frame in frames.items():
             self._frames[camera].append(frame)
         self._state.append(state)
+        if self._features is not None:
+            self._features.append(features)
         for key, value in (info or {}).items():
             self._info.setdefault(key, []).append(value)
 
@@ -143,6 +156,7 @@ class EpisodeRecorder:
             truncated=np.asarray(self._truncated, bool),
             state=np.stack(self._state).astype(np.float32),
             info={k: np.stack([np.asarray(x) for x in v]) for k, v in self._info.items()},
+            features=None if self._features is None else np.stack(self._features).astype(np.float32),
         )
 
 
@@ -297,7 +311,7 @@ def collect(
     for i in range(first, first + episodes):
         obs, info = env.reset(seed=seed + i)
         agent.reset(seed + i)
-        recorder = EpisodeRecorder(_frames(observer.reset(base.data, base.np_random), labels), info["state"])
+        recorder = EpisodeRecorder(_frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs))
         steps = 0
         while True:
             action = agent(obs, info)
@@ -306,7 +320,7 @@ def collect(
             cut = max_steps is not None and steps >= max_steps
             recorder.add(
                 action, reward, terminated, truncated or cut, _frames(observer.step(base.data), labels),
-                info["state"], {k: info[k] for k in record_keys},
+                info["state"], {k: info[k] for k in record_keys}, _features(obs),
             )
             if terminated or truncated or cut:
                 break
@@ -326,6 +340,13 @@ def _state_mode_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any
     kwargs = {k: v for k, v in env_kwargs.items() if k not in pixel_options}
     kwargs["from_pixels"] = False
     return kwargs
+
+
+def _features(obs) -> np.ndarray:
+    """The env's state observation as a flat float vector (a goal env's ``observation`` entry)."""
+    if isinstance(obs, dict):
+        obs = obs["observation"]
+    return np.asarray(obs, np.float32).ravel()
 
 
 def _frames(obs, labels: Sequence[str]) -> dict[str, np.ndarray]:

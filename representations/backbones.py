@@ -126,6 +126,23 @@ def _conv_trunk(config: EncoderConfig) -> nn.Sequential:
     )
 
 
+class ConvTrunk(nn.Module):
+    """The conv part of an encoder: image (uint8 or float) -> feature map ``output_shape``."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.input_shape = (config.in_channels, *config.image_size)
+        self.net = _conv_trunk(config).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            self.output_shape = tuple(self.net(torch.zeros(1, *self.input_shape)).shape[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-3:]) != self.input_shape:
+            raise ValueError(f"encoder expects images of shape {self.input_shape}, got {tuple(x.shape[-3:])}")
+        return self.net(to_float_image(x).contiguous(memory_format=torch.channels_last))
+
+
 class ConvEncoder(nn.Module):
     """Image -> ``feature_dim`` vector: a conv trunk and a Linear + LayerNorm head.
 
@@ -138,23 +155,16 @@ class ConvEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.feature_dim = config.feature_dim
-        self.trunk = _conv_trunk(config).to(memory_format=torch.channels_last)
-        with torch.no_grad():
-            probe = torch.zeros(1, config.in_channels, *config.image_size)
-            shape = self.trunk(probe).shape
-        self.spatial_shape = tuple(shape[1:])
+        self.trunk = ConvTrunk(config)
+        self.input_shape = self.trunk.input_shape
+        self.spatial_shape = self.trunk.output_shape
         self.pool = config.arch == "resnet"
-        flat = shape[1] if self.pool else shape[1] * shape[2] * shape[3]
-        self.fc = nn.Linear(flat, config.feature_dim)
+        c, h, w = self.spatial_shape
+        self.fc = nn.Linear(c if self.pool else c * h * w, config.feature_dim)
         self.norm = nn.LayerNorm(config.feature_dim)
         self.apply(orthogonal_init)
 
     def spatial(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-3:] != (self.config.in_channels, *self.config.image_size):
-            raise ValueError(
-                f"encoder expects images of shape {(self.config.in_channels, *self.config.image_size)}, got {tuple(x.shape[-3:])}"
-            )
-        x = to_float_image(x).contiguous(memory_format=torch.channels_last)
         return self.trunk(x)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
@@ -163,7 +173,7 @@ class ConvEncoder(nn.Module):
         return torch.tanh(out) if self.config.output_tanh else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.spatial(x))
+        return self.head(self.trunk(x))
 
 
 def make_encoder(
@@ -180,3 +190,45 @@ def make_encoder(
 
 def encoder_from_config(config: dict | EncoderConfig) -> ConvEncoder:
     return ConvEncoder(config if isinstance(config, EncoderConfig) else EncoderConfig(**config))
+
+
+class TemporalEncoder(nn.Module):
+    """Clip -> embedding: the family's conv trunk on every frame, then a temporal head.
+
+    The input is a frame stack of ``span = (n_frames - 1) * stride + 1`` RGB frames, oldest
+    first (what an env with that frame stack gives); the encoder takes every ``stride``-th frame
+    ending at the newest, runs the per-frame trunk (shared weights), stacks the feature maps in
+    time and aggregates them with a 3-D convolution over (time, height, width), then the same
+    Linear + LayerNorm head as :class:`ConvEncoder`. This is mfTCN's architecture (per-frame CNN,
+    3-D temporal convolutions, then fully connected layers).
+    """
+
+    def __init__(self, arch: str = "dmc", n_frames: int = 3, stride: int = 1, image_size=84, feature_dim: int = 50,
+                 num_filters: int = 32) -> None:
+        super().__init__()
+        if n_frames < 1 or stride < 1:
+            raise ValueError(f"n_frames and stride must be >= 1, got {n_frames}, {stride}")
+        self.n_frames, self.stride = n_frames, stride
+        span = (n_frames - 1) * stride + 1
+        self.config = EncoderConfig(arch, 3 * span, image_size, feature_dim, num_filters)
+        self.input_shape = (3 * span, *self.config.image_size)
+        self.feature_dim = feature_dim
+        self.trunk = ConvTrunk(dataclasses.replace(self.config, in_channels=3))
+        c, h, w = self.trunk.output_shape
+        self.temporal = nn.Conv3d(c, c, kernel_size=(n_frames, 3, 3), stride=(1, 2, 2))
+        with torch.no_grad():
+            flat = self.temporal(torch.zeros(1, c, n_frames, h, w)).numel()
+        self.fc = nn.Linear(flat, feature_dim)
+        self.norm = nn.LayerNorm(feature_dim)
+        self._frames = [span - 1 - stride * (n_frames - 1 - i) for i in range(n_frames)]
+        self.apply(orthogonal_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-3:]) != self.input_shape:
+            raise ValueError(f"encoder expects clips of shape {self.input_shape}, got {tuple(x.shape[-3:])}")
+        b = x.shape[0]
+        x = x.reshape(b, -1, 3, *x.shape[-2:])[:, self._frames]  # (B, n, 3, H, W)
+        features = self.trunk(x.reshape(b * self.n_frames, 3, *x.shape[-2:]))
+        features = features.reshape(b, self.n_frames, *features.shape[1:]).transpose(1, 2)  # (B, C, n, H', W')
+        out = torch.relu(self.temporal(features.contiguous()))
+        return self.norm(self.fc(out.flatten(1)).float())

@@ -1,0 +1,123 @@
+"""grasp2vec: object-centric embeddings from grasping (Jang, Devin et al. 2018).
+
+From a grasp's triplet (s_pre: the bin before, s_post: the bin after, o: the lifted object held
+up to a camera), the scene embedding's difference should equal the object's embedding:
+
+    L = NPair(phi_s(s_pre) - phi_s(s_post), phi_o(o)) + NPair(phi_o(o), phi_s(s_pre) - phi_s(s_post))
+    NPair(a, p) = mean_i -log softmax_j(a_i . p_j)[i] + lambda (||a_i||^2 + ||p_i||^2)
+
+phi_s (scene, shared by pre and post images) and phi_o (object) are separate networks of the
+suite's backbone family, each ending as in the paper: the spatial feature map, ReLU, then a
+spatial mean pool, so embeddings are non-negative and "subtraction" removes an object. A 1x1
+convolution sets the channels of the map to ``latent_dim``. Only successful grasps are used.
+
+Downstream: ``encoder`` is phi_s (a scene -> vector); ``heatmap(o, s_pre)`` is the paper's
+localisation map phi_o(o)^T phi_s_spatial(s_pre) (softmax over positions); ``reward(g, o)`` is
+phi_o(g) . phi_o(o), the goal-conditioned grasping reward. ``retrieval_acc`` in the metrics is the
+fraction of a batch whose pre-minus-post embedding is nearest (by dot product) to its own object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..backbones import ConvTrunk, EncoderConfig, orthogonal_init
+from ..core import BaseConfig, Need, Representation, register
+from ..losses import npairs
+
+
+@dataclasses.dataclass
+class Grasp2VecConfig(BaseConfig):
+    frame_stack: int = 1  # single images: the triplets are single frames
+    reg: float = 0.002
+    lr: float = 3e-4
+    batch_size: int = 32
+
+
+class SpatialEmbedding(nn.Module):
+    """Image -> (spatial map (B, D, H', W'), embedding (B, D)): trunk, 1x1 conv, ReLU, mean pool."""
+
+    def __init__(self, arch: str, in_shape, dim: int) -> None:
+        super().__init__()
+        self.trunk = ConvTrunk(EncoderConfig(arch, in_shape[0], tuple(in_shape[1:]), dim))
+        self.project = nn.Conv2d(self.trunk.output_shape[0], dim, 1)
+        self.input_shape = tuple(in_shape)
+        self.apply(orthogonal_init)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.project(self.trunk(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(x).mean(dim=(2, 3))
+
+
+@register
+class Grasp2Vec(Representation):
+    name = "grasp2vec"
+    needs = Need.GRASPS
+    Config = Grasp2VecConfig
+
+    def __init__(self, config: Grasp2VecConfig, obs_shape) -> None:
+        super().__init__(config, obs_shape)
+        self.scene = SpatialEmbedding(config.arch, obs_shape, config.latent_dim)
+        self.object = SpatialEmbedding(config.arch, obs_shape, config.latent_dim)
+        self.encoder = self.scene
+
+    def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        success = np.flatnonzero(data.info["grasp_success"])
+        if len(success) < 2:
+            raise ValueError("grasp2vec needs at least 2 successful grasps in the data")
+        # Distinct grasps, so no pair is its own negative.
+        rows = rng.choice(success, size=min(batch_size, len(success)), replace=False)
+        return {"pre": data.info["s_pre"][rows], "post": data.info["s_post"][rows], "object": data.info["o"][rows]}
+
+    def embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        pre_post = torch.cat([batch["pre"], batch["post"]])
+        phi = self.scene(pre_post)
+        diff = phi[: len(batch["pre"])] - phi[len(batch["pre"]):]
+        return diff, self.object(batch["object"])
+
+    def loss(self, batch):
+        diff, obj = self.embeddings(batch)
+        reg = self.config.reg
+        loss = npairs(diff, obj, reg) + npairs(obj, diff, reg)
+        with torch.no_grad():
+            acc = ((diff @ obj.T).argmax(1) == torch.arange(len(obj), device=obj.device)).float().mean()
+        return loss, {"retrieval_acc": acc}
+
+    @torch.no_grad()
+    def heatmap(self, obj: torch.Tensor, scene: torch.Tensor) -> torch.Tensor:
+        """Where the object is in the scene: softmax over positions of phi_o(o) . phi_s(s)[h, w]."""
+        query = self.object(obj)  # (B, D)
+        spatial = self.scene.spatial(scene)  # (B, D, H, W)
+        logits = torch.einsum("bd,bdhw->bhw", query, spatial)
+        return torch.softmax(logits.flatten(1), dim=1).reshape(logits.shape)
+
+    @torch.no_grad()
+    def reward(self, goal: torch.Tensor, achieved: torch.Tensor) -> torch.Tensor:
+        """The grasping reward phi_o(g) . phi_o(o) of a goal image and a lifted object's image."""
+        return (self.object(goal) * self.object(achieved)).sum(-1)
+
+
+@torch.no_grad()
+def retrieval_accuracy(rep: Grasp2Vec, data, max_grasps: int = 512, batch: int = 32, seed: int = 0) -> float:
+    """Top-1 object retrieval within batches of held-out successful grasps (the paper's metric):
+    the fraction whose pre-minus-post embedding is closest to its own object among the batch."""
+    rng = np.random.default_rng(seed)
+    success = np.flatnonzero(data.info["grasp_success"])
+    rows = rng.permutation(success)[:max_grasps]
+    hits, total = 0, 0
+    rep.eval()
+    for start in range(0, len(rows) - 1, batch):
+        chunk = rows[start:start + batch]
+        if len(chunk) < 2:
+            break
+        b = rep.to_batch({"pre": data.info["s_pre"][chunk], "post": data.info["s_post"][chunk], "object": data.info["o"][chunk]})
+        diff, obj = rep.embeddings(b)
+        hits += int(((diff @ obj.T).argmax(1) == torch.arange(len(chunk), device=obj.device)).sum())
+        total += len(chunk)
+    return hits / max(total, 1)

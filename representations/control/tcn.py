@@ -1,0 +1,153 @@
+"""TCN: Time-Contrastive Networks (Sermanet et al. 2018).
+
+Multi-view (the default): the same instant seen from two synchronised cameras should embed
+together, other instants apart, even from the same camera. With the triplet loss
+
+    L = mean_i max(0, ||f(a_i) - f(p_i)||^2 - ||f(a_i) - f(n_i)||^2 + margin)
+
+the anchor a_i and positive p_i are frame stacks at time t_i from two different cameras, and the
+negative n_i is the anchor's camera at another time of the same episode, at least
+``negative_margin`` frames away. Embeddings are L2-normalised inside the triplet loss, as in the
+TCN code (margin 0.2). With ``loss="npairs"`` the B (anchor, positive) pairs of a batch come
+from B distinct instants of one episode and every other positive is a negative (the TCN
+"pouring" configuration; no normalisation, L2 penalty ``reg``).
+
+Single-view (``single_view=True``): the positive is the same camera within ``positive_window``
+frames of the anchor, the negative further than ``negative_margin`` frames.
+
+``alignment_error`` measures how well two views line up in embedding space: for every frame of
+view i, the nearest frame of view j in embedding distance, and the mean |t_i - t_nn| divided by
+the episode length (0 is perfect alignment; random is about 1/3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..backbones import make_encoder
+from ..core import BaseConfig, Need, Representation, register
+from ..losses import npairs, triplet
+
+
+@dataclasses.dataclass
+class TCNConfig(BaseConfig):
+    loss: str = "triplet"  # or "npairs"
+    margin: float = 0.2
+    reg: float = 0.002
+    single_view: bool = False
+    views: tuple[str, ...] | None = None  # cameras to pair (default: all of the data's)
+    positive_window: int = 2  # single view: |t_p - t_a| <= window
+    negative_margin: int = 8  # |t_n - t_a| > margin frames
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in ("triplet", "npairs"):
+            raise ValueError(f"TCN loss must be 'triplet' or 'npairs', got {self.loss!r}")
+        if self.views is not None:
+            self.views = tuple(self.views)
+
+
+@register
+class TCN(Representation):
+    name = "tcn"
+    needs = Need.FRAMES | Need.VIEWS
+    Config = TCNConfig
+
+    def __init__(self, config: TCNConfig, obs_shape) -> None:
+        super().__init__(config, obs_shape)
+        self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
+
+    def check_data(self, data) -> None:
+        data.require(Need.FRAMES if self.config.single_view else self.needs, method="multi-view TCN")
+
+    def _views(self, data) -> list[str]:
+        views = list(self.config.views or data.cameras)
+        if not self.config.single_view and len(views) < 2:
+            raise ValueError(f"multi-view TCN needs at least 2 cameras, the data has {data.cameras}; "
+                             "collect with --cameras a,b or use single_view=True")
+        return views
+
+    def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        c, k = self.config, self.config.frame_stack
+        views = self._views(data)
+        if c.loss == "npairs":
+            # B distinct instants of one episode: every other pair is a hard, same-scene negative.
+            ep = rng.integers(data.num_episodes)
+            n_frames = data.ep_len[ep] + 1
+            t = rng.choice(n_frames, size=min(batch_size, n_frames), replace=False)
+            idx = data.ep_start[ep] + t
+        else:
+            idx = data.sample_frames(batch_size, rng)
+        b = len(idx)
+        if c.single_view:
+            view = views[0]
+            anchor = data.stack(idx, view, k)
+            positive = data.stack(self._offset(data, idx, 1, c.positive_window, rng), view, k)
+            negative = data.stack(self._offset(data, idx, c.negative_margin + 1, None, rng), view, k)
+            return {"anchor": anchor, "positive": positive, "negative": negative}
+        pairs = np.array([rng.choice(len(views), 2, replace=False) for _ in range(b)])
+        anchor = np.empty((b, *self.obs_shape), np.uint8)
+        positive = np.empty_like(anchor)
+        negative = np.empty_like(anchor)
+        neg_idx = self._offset(data, idx, c.negative_margin + 1, None, rng)
+        for v in range(len(views)):
+            rows = pairs[:, 0] == v
+            anchor[rows] = data.stack(idx[rows], views[v], k)
+            negative[rows] = data.stack(neg_idx[rows], views[v], k)
+            rows = pairs[:, 1] == v
+            positive[rows] = data.stack(idx[rows], views[v], k)
+        batch = {"anchor": anchor, "positive": positive}
+        if c.loss == "triplet":
+            batch["negative"] = negative
+        return batch
+
+    @staticmethod
+    def _offset(data, idx, min_gap: int, max_gap: int | None, rng) -> np.ndarray:
+        """Another frame of the same episode, ``min_gap <= |dt| <= max_gap`` frames away when the
+        episode allows (else the farthest frame)."""
+        ep = data.frame_episode[idx]
+        start, n = data.ep_start[ep], data.ep_len[ep] + 1
+        t = idx - start
+        out = np.empty_like(idx)
+        for i in range(len(idx)):
+            candidates = np.arange(n[i])
+            gap = np.abs(candidates - t[i])
+            ok = (gap >= min_gap) & (gap <= (max_gap if max_gap is not None else n[i]))
+            if not ok.any():
+                ok = gap == gap.max()
+            out[i] = start[i] + rng.choice(candidates[ok])
+        return out
+
+    def loss(self, batch):
+        c = self.config
+        a, p = self.encoder(batch["anchor"]), self.encoder(batch["positive"])
+        if c.loss == "npairs":
+            loss = npairs(a, p, c.reg)
+            with torch.no_grad():
+                acc = ((a @ p.T).argmax(1) == torch.arange(len(a), device=a.device)).float().mean()
+            return loss, {"retrieval_acc": acc}
+        n = self.encoder(batch["negative"])
+        a, p, n = (F.normalize(x, dim=-1) for x in (a, p, n))
+        loss = triplet(a, p, n, c.margin)
+        with torch.no_grad():
+            ok = ((a - p).pow(2).sum(-1) < (a - n).pow(2).sum(-1)).float().mean()
+        return loss, {"triplet_acc": ok}
+
+
+def alignment_error(rep: Representation, data, views: tuple[str, str] | None = None, max_episodes: int = 10) -> float:
+    """Mean normalised |t_i - t_nn| of cross-view nearest neighbours (TCN's alignment metric)."""
+    views = views or tuple(data.cameras[:2])
+    k = rep.obs_shape[0] // 3
+    errors = []
+    for ep in range(min(data.num_episodes, max_episodes)):
+        idx = data.ep_start[ep] + np.arange(data.ep_len[ep] + 1)
+        za = rep.embed(data.stack(idx, views[0], k))
+        zb = rep.embed(data.stack(idx, views[1], k))
+        d = (za * za).sum(1)[:, None] + (zb * zb).sum(1)[None, :] - 2 * za @ zb.T
+        nearest = d.argmin(1)
+        errors.append(np.abs(nearest - np.arange(len(idx))).mean() / len(idx))
+    return float(np.mean(errors))

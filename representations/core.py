@@ -1,0 +1,192 @@
+"""The ``Representation`` base class, the registry, and checkpoints.
+
+A representation is an encoder plus the self-supervised objective that trains it:
+
+* ``encoder``: observation -> latent vector; the only part used downstream (probes, the
+  ``EncodedObservation`` wrapper, RL);
+* ``loss(batch) -> (loss, metrics)``: the objective, on a batch drawn by ``sample_batch``;
+* ``needs``: what data the objective eats (frames, synchronised views, clips, transitions,
+  grasp triplets), checked against a data set before training starts.
+
+A pretext method (rotation, jigsaw, ...) is just another representation whose head is thrown
+away after pretraining: every method leaves behind an encoder of the same backbone family
+(:mod:`ssrl.representations.backbones`), so all can be compared on the same task.
+
+Checkpoints are a ``.pt`` file (weights, config, input shape, and for resuming the optimiser,
+step and RNG states) plus the same config as JSON beside it, both written atomically.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+import pathlib
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ssrl.utils import atomic_path, write_json
+
+FORMAT = 1
+_REGISTRY: dict[str, type["Representation"]] = {}
+
+
+class Need(enum.Flag):
+    """What batches an objective consumes (a data set must be able to provide them)."""
+
+    FRAMES = enum.auto()  # single observations (frame stacks)
+    VIEWS = enum.auto()  # the same instant from two or more synchronised cameras
+    CLIPS = enum.auto()  # runs of consecutive frames
+    TRANSITIONS = enum.auto()  # (s, a, r, s')
+    GRASPS = enum.auto()  # grasp2vec triplets (pre, post, object image)
+    CONTEXT = enum.auto()  # the first frame of each observation's episode (CC-VAE)
+
+
+@dataclasses.dataclass
+class BaseConfig:
+    """Fields every method has. ``frame_stack`` is the number of frames the encoder takes (its
+    input has 3 x frame_stack channels, like the env's observations)."""
+
+    latent_dim: int = 50
+    arch: str = "dmc"
+    frame_stack: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        for name in ("latent_dim", "frame_stack", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{type(self).__qualname__}.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"{type(self).__qualname__}.lr must be positive, got {self.lr}")
+
+
+class Representation(nn.Module, abc.ABC):
+    """Base class: subclasses set ``name``, ``needs``, ``Config`` and implement ``loss`` and
+    ``sample_batch``; ``self.encoder`` maps observations (uint8 or [0,1] images, channels-first)
+    to ``(B, latent_dim)``."""
+
+    name: ClassVar[str]
+    needs: ClassVar[Need]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any, obs_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.config = config
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        self.encoder: nn.Module
+
+    # -- what a method defines ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective on one batch (tensors on this module's device)."""
+
+    @abc.abstractmethod
+    def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draw a batch for :meth:`loss` from a :class:`~ssrl.representations.data.RolloutData`."""
+
+    def check_data(self, data) -> None:
+        """Raise a clear error if ``data`` cannot provide what this method needs."""
+        data.require(self.needs, method=self.name)
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config.latent_dim)
+
+    @torch.no_grad()
+    def embed(self, obs: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Encode observations in batches (eval mode, no gradient); returns float32 numpy."""
+        was_training = self.training
+        self.eval()
+        out = []
+        for start in range(0, len(obs), batch_size):
+            x = torch.as_tensor(np.asarray(obs[start:start + batch_size])).to(self.device)
+            out.append(self.encoder(x).float().cpu().numpy())
+        self.train(was_training)
+        return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
+
+    def to_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(v).to(self.device) for k, v in arrays.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": FORMAT, "name": self.name, "config": dataclasses.asdict(self.config), "obs_shape": list(self.obs_shape)}
+
+    def save(self, path: str | pathlib.Path, extra: dict[str, Any] | None = None) -> pathlib.Path:
+        """Write ``path`` (.pt) and ``path`` with .json (the config), atomically."""
+        path = pathlib.Path(path)
+        state = dict(self.describe(), state_dict=self.state_dict(), **(extra or {}))
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(state, tmp)
+        write_json(path.with_suffix(".json"), self.describe())
+        return path
+
+
+def register(cls: type[Representation]) -> type[Representation]:
+    """Class decorator adding a representation to the registry under ``cls.name``."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"representation name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    """Registered method names."""
+    _import_methods()
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> type[Representation]:
+    _import_methods()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown representation {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def make(name: str, obs_shape: tuple[int, ...], **config: Any) -> Representation:
+    """``make("tcn", (9, 84, 84), latent_dim=32)``: a method with its config checked by name."""
+    cls = get(name)
+    return cls(build_config(cls.Config, config), obs_shape)
+
+
+def build_config(config_cls: type, values: dict[str, Any]):
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown {config_cls.__qualname__} option(s) {unknown}; valid options: {sorted(fields)}")
+    return config_cls(**values)
+
+
+def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no representation checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds here
+        raise ValueError(f"{path} is not a readable representation checkpoint (corrupt or truncated?): {err}") from err
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "name" not in state:
+        raise ValueError(f"{path} is not an ssrl representation checkpoint")
+    return state
+
+
+def load_representation(path: str | pathlib.Path, device: str | torch.device = "cpu") -> Representation:
+    """Rebuild a representation (weights included) from a checkpoint written by ``save``."""
+    state = read_checkpoint(path)
+    rep = make(state["name"], tuple(state["obs_shape"]), **state["config"])
+    rep.load_state_dict(state["state_dict"])
+    return rep.to(device).eval()
+
+
+def _import_methods() -> None:
+    # The method modules register themselves on import.
+    from . import control  # noqa: F401

@@ -1,0 +1,165 @@
+"""Rollout data in memory, and the samplers each objective needs.
+
+:class:`RolloutData` loads episodes of a data set written by ``ssrl collect``
+(:mod:`ssrl.envs.rollouts`) into flat arrays: all frames of a camera end to end, with the
+episode and time index of each. On top of that it draws what the objectives eat:
+
+* frame stacks at given instants (``stack``), rebuilt like the replay buffer does: the k frames
+  ending at t, clamped at the episode's first frame;
+* synchronised views: the same instant from two cameras;
+* transitions (s, a, r, s', discount);
+* grasp records (the per-step ``info/`` arrays of ``ssrl/Grasp-v0``);
+* the episode's first frame (the context of CC-VAE).
+
+``split(fraction)`` holds out whole episodes, so probes are scored on episodes the encoder never
+saw.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from ssrl.envs.rollouts import DatasetError, Episode, RolloutDataset
+
+from .core import Need
+
+
+class RolloutData:
+    """Episodes of a data set as flat arrays (see the module docstring).
+
+    Args:
+        episodes: a data set path, a :class:`RolloutDataset`, or a list of :class:`Episode`.
+        cameras: the cameras to load (default all).
+        max_episodes: load at most this many episodes.
+    """
+
+    def __init__(self, episodes, cameras: Sequence[str] | None = None, max_episodes: int | None = None) -> None:
+        if isinstance(episodes, (str, pathlib.Path)):
+            episodes = RolloutDataset(episodes)
+        self.meta = episodes.meta if isinstance(episodes, RolloutDataset) else {}
+        if isinstance(episodes, RolloutDataset):
+            episodes = episodes.load(max_episodes)
+        elif max_episodes is not None:
+            episodes = episodes[:max_episodes]
+        episodes = list(episodes)
+        if not episodes:
+            raise DatasetError("the data set holds no episode")
+        available = list(episodes[0].frames)
+        cameras = list(cameras) if cameras else available
+        missing = [c for c in cameras if c not in available]
+        if missing:
+            raise DatasetError(f"the data set has no camera {missing}; it has {available}")
+        self.cameras = cameras
+        self.episodes = episodes
+        lengths = np.array([len(e) for e in episodes])
+        self.ep_len = lengths  # transitions per episode
+        self.ep_start = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])  # first frame of each episode
+        self.frames = {c: np.concatenate([e.frames[c] for e in episodes]) for c in cameras}
+        self.state = np.concatenate([e.state for e in episodes])
+        has_features = all(e.features is not None for e in episodes)
+        self.features = np.concatenate([e.features for e in episodes]) if has_features else None
+        n = len(self.state)
+        self.frame_episode = np.repeat(np.arange(len(episodes)), lengths + 1)
+        self.frame_t = np.concatenate([np.arange(t + 1) for t in lengths])
+        action_dim = episodes[0].action.shape[1] if episodes[0].action.ndim == 2 else 0
+        # Per-frame arrays for what happens *after* frame k (undefined at an episode's last frame).
+        self.action = np.zeros((n, action_dim), np.float32)
+        self.reward = np.zeros(n, np.float32)
+        self.terminated = np.zeros(n, bool)
+        self.has_next = np.zeros(n, bool)
+        for e, ep in zip(range(len(episodes)), episodes):
+            s = self.ep_start[e]
+            self.action[s:s + len(ep)] = ep.action
+            self.reward[s:s + len(ep)] = ep.reward
+            self.terminated[s:s + len(ep)] = ep.terminated
+            self.has_next[s:s + len(ep)] = True
+        self.info = {k: np.concatenate([e.info[k] for e in episodes]) for k in episodes[0].info}
+
+    # -- shape and checks ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Number of frames."""
+        return len(self.state)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return tuple(self.frames[self.cameras[0]].shape[1:])
+
+    def require(self, needs: Need, method: str = "this method") -> None:
+        problems = []
+        if Need.VIEWS in needs and len(self.cameras) < 2:
+            problems.append(f"synchronised views from at least 2 cameras (the data has {self.cameras}; collect with --cameras a,b)")
+        if Need.GRASPS in needs and not {"s_pre", "s_post", "o"} <= set(self.info):
+            problems.append("grasp records (s_pre, s_post, o): collect them from ssrl/Grasp-v0")
+        if Need.TRANSITIONS in needs and not self.has_next.any():
+            problems.append("transitions (episodes with at least one step)")
+        if problems:
+            raise DatasetError(f"{method} needs " + "; and ".join(problems))
+
+    def probe_target(self) -> tuple[str, np.ndarray]:
+        """What probes regress: the env's state observation (``features``) when recorded, else
+        the physical state."""
+        if self.features is not None:
+            return "features", self.features
+        return "state", self.state
+
+    def split(self, holdout: float = 0.2, seed: int = 0) -> tuple["RolloutData", "RolloutData"]:
+        """(train, held-out) by whole episodes; at least one episode each."""
+        if self.num_episodes < 2:
+            raise DatasetError("need at least 2 episodes to hold some out")
+        order = np.random.default_rng(seed).permutation(self.num_episodes)
+        n_test = min(max(1, int(round(holdout * self.num_episodes))), self.num_episodes - 1)
+        test, train = sorted(order[:n_test]), sorted(order[n_test:])
+        make = lambda idx: RolloutData([self.episodes[i] for i in idx], self.cameras)
+        return make(train), make(test)
+
+    # -- sampling --------------------------------------------------------------------------------
+
+    def sample_frames(self, n: int, rng: np.random.Generator, with_next: bool = False) -> np.ndarray:
+        """Uniform frame indices (only those with a next frame if ``with_next``)."""
+        if with_next:
+            valid = np.flatnonzero(self.has_next)
+            return valid[rng.integers(0, len(valid), n)]
+        return rng.integers(0, len(self), n)
+
+    def stack_indices(self, idx: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
+        """(B, k) frame indices of the stacks ending at ``idx``, oldest first, clamped at the
+        episode's first frame (what the env's frame stack shows at a reset)."""
+        idx = np.asarray(idx)
+        start = self.ep_start[self.frame_episode[idx]]
+        offsets = np.arange(k - 1, -1, -1) * stride
+        return np.maximum(idx[:, None] - offsets[None, :], start[:, None])
+
+    def stack(self, idx: np.ndarray, camera: str | None = None, k: int = 1, stride: int = 1) -> np.ndarray:
+        """Frame stacks ``(B, 3k, H, W)`` ending at frames ``idx``."""
+        frames = self.frames[camera or self.cameras[0]][self.stack_indices(idx, k, stride)]  # (B, k, 3, H, W)
+        return frames.reshape(len(frames), -1, *frames.shape[3:])
+
+    def first_frame(self, idx: np.ndarray, camera: str | None = None) -> np.ndarray:
+        """The first frame of each index's episode, ``(B, 3, H, W)``."""
+        return self.frames[camera or self.cameras[0]][self.ep_start[self.frame_episode[np.asarray(idx)]]]
+
+    def transitions(self, idx: np.ndarray, camera: str | None = None, k: int = 1) -> dict[str, np.ndarray]:
+        """(s, a, r, s', discount) at frames ``idx`` (which must have a next frame)."""
+        idx = np.asarray(idx)
+        if not self.has_next[idx].all():
+            raise ValueError("some indices are the last frame of their episode (no transition)")
+        return {
+            "obs": self.stack(idx, camera, k),
+            "action": self.action[idx],
+            "reward": self.reward[idx],
+            "next_obs": self.stack(idx + 1, camera, k),
+            "discount": 1.0 - self.terminated[idx].astype(np.float32),
+        }
+
+    def transition_index(self, frame_idx: np.ndarray) -> np.ndarray:
+        """Index into the per-step ``info`` arrays of the step leaving frame ``frame_idx``."""
+        frame_idx = np.asarray(frame_idx)
+        return frame_idx - self.frame_episode[frame_idx]

@@ -1,0 +1,129 @@
+"""Gymnasium observation wrappers that put a frozen encoder between the env and the agent.
+
+``EncodedObservation(env, encoder)`` turns image observations into float32 latent vectors, so
+any agent for vector observations (ours, or Stable-Baselines3's ``MlpPolicy``) trains on them
+unchanged. On a goal env's dict observation it encodes the image entries (observation, achieved
+and desired goal) and redefines ``compute_reward`` in latent space, as RIG does:
+``r = -||e(achieved) - e(desired)||_2`` (or a sparse ``-(distance > epsilon)``), so hindsight
+relabelling works on latents.
+
+An encoder takes the env's frame stack as it is when their channels match; when the env stacks
+k frames and the encoder eats one (e.g. grasp2vec or a single-frame VAE), each frame is encoded
+and the k latents are concatenated. ``EncodedVectorObservation`` does the same for a Gymnasium
+vector env, encoding all sub-envs' observations in one batch.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+from gymnasium.vector import VectorObservationWrapper
+
+IMAGE_GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+
+
+def encoder_input_shape(encoder: nn.Module) -> tuple[int, ...]:
+    shape = getattr(encoder, "input_shape", None)
+    if shape is None:
+        raise ValueError("the encoder must declare its input_shape (C, H, W); encoders of ssrl.representations do")
+    return tuple(shape)
+
+
+class _Encoding:
+    """Encode batches of images with a frozen encoder, frame by frame when needed."""
+
+    def __init__(self, encoder: nn.Module, obs_shape: tuple[int, ...]) -> None:
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.device = next(encoder.parameters()).device
+        c_in, *hw = encoder_input_shape(encoder)
+        c, *obs_hw = obs_shape
+        if tuple(obs_hw) != tuple(hw):
+            raise ValueError(f"the encoder takes {hw[0]}x{hw[1]} images, the env gives {obs_hw[0]}x{obs_hw[1]}")
+        if c % c_in:
+            raise ValueError(f"the env gives {c} channels, not a multiple of the encoder's {c_in}")
+        self.chunks = c // c_in
+        self.c_in = c_in
+        with torch.no_grad():
+            probe = torch.zeros(1, *encoder_input_shape(encoder), dtype=torch.uint8, device=self.device)
+            self.latent_dim = int(encoder(probe).shape[-1]) * self.chunks
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = torch.as_tensor(np.ascontiguousarray(images)).to(self.device)
+        b = len(x)
+        if self.chunks > 1:
+            x = x.reshape(b * self.chunks, self.c_in, *x.shape[2:])
+        return self.encoder(x).float().reshape(b, -1).cpu().numpy()
+
+
+def _is_image(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+
+class EncodedObservation(gym.ObservationWrapper):
+    """Observations -> latents of a frozen encoder (see the module docstring).
+
+    Args:
+        env: an env with image observations (a Box of uint8 (C, H, W)) or a goal env whose dict
+            entries are such images.
+        encoder: the encoder (``representation.encoder``); it is put in eval mode and frozen.
+        reward: for goal envs, ``"latent_distance"`` (dense, RIG) or ``"latent_sparse"``.
+        epsilon: the success distance of ``"latent_sparse"``.
+    """
+
+    def __init__(self, env: gym.Env, encoder: nn.Module, reward: str = "latent_distance", epsilon: float = 1.0) -> None:
+        super().__init__(env)
+        if reward not in ("latent_distance", "latent_sparse"):
+            raise ValueError(f"reward must be 'latent_distance' or 'latent_sparse', got {reward!r}")
+        self.reward_type, self.epsilon = reward, float(epsilon)
+        space = env.observation_space
+        if isinstance(space, gym.spaces.Dict):
+            self.keys = [k for k, s in space.spaces.items() if _is_image(s)]
+            if not self.keys:
+                raise ValueError("the dict observation holds no image entry to encode")
+            self._encode = _Encoding(encoder, space.spaces[self.keys[0]].shape)
+            spaces = dict(space.spaces)
+            for key in self.keys:
+                spaces[key] = gym.spaces.Box(-np.inf, np.inf, (self._encode.latent_dim,), np.float32)
+            self.observation_space = gym.spaces.Dict(spaces)
+        elif _is_image(space):
+            self.keys = None
+            self._encode = _Encoding(encoder, space.shape)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self._encode.latent_dim,), np.float32)
+        else:
+            raise ValueError(f"EncodedObservation needs image observations (uint8 C x H x W), got {space}")
+
+    def observation(self, observation):
+        if self.keys is None:
+            return self._encode(observation[None])[0]
+        out = dict(observation)
+        latents = self._encode(np.stack([observation[k] for k in self.keys]))
+        for key, z in zip(self.keys, latents):
+            out[key] = z
+        return out
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """RIG's reward on latents: -||z_achieved - z_desired|| (or sparse), vectorised."""
+        distance = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
+        if self.reward_type == "latent_sparse":
+            return -(distance > self.epsilon).astype(np.float32)
+        return -distance.astype(np.float32)
+
+
+class EncodedVectorObservation(VectorObservationWrapper):
+    """:class:`EncodedObservation` for a Gymnasium vector env with Box image observations:
+    one encoder call per step for all sub-envs."""
+
+    def __init__(self, env: gym.vector.VectorEnv, encoder: nn.Module) -> None:
+        super().__init__(env)
+        single = env.single_observation_space
+        if not _is_image(single):
+            raise ValueError(f"EncodedVectorObservation needs image observations, got {single}")
+        self._encode = _Encoding(encoder, single.shape)
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (self._encode.latent_dim,), np.float32)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+
+    def observations(self, observations: np.ndarray) -> np.ndarray:
+        return self._encode(observations)
