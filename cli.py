@@ -96,6 +96,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from ssrl.representations.pretrain import pretrain
+
+    out = args.out or f"runs/pretrain-{args.method}-s{args.seed}"
+    _, summary = pretrain(args.method, args.data, out=out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, config=parse_options(args.set), checkpoint_every=args.checkpoint_every,
+                          overwrite=args.overwrite, device=args.device)
+    print(f"{summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s, loss {summary['first_loss']:.4g} -> "
+          f"{summary['last']['loss']:.4g}; model in {out}/model.pt")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import json
+
+    from ssrl.representations import RolloutData, load_representation
+    from ssrl.representations.probe import probe
+
+    rep = load_representation(args.checkpoint)
+    train, test = RolloutData(args.data).split(args.holdout, seed=args.seed)
+    scores = probe(rep, train, test, camera=args.camera)
+    print(json.dumps(scores, indent=2))
+    return 0
+
+
 def _tile(frames):
     import numpy as np
 
@@ -104,6 +129,8 @@ def _tile(frames):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssrl", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: with 2, a busy second core slows updates 10-40x)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="render a random rollout of a pixel task to an mp4")
@@ -148,14 +175,39 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--env-option", "-o", action="append", default=[], metavar="KEY=VALUE", help="env option, e.g. -o action_repeat=1")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent hyper-parameter, e.g. --set batch_size=512")
     tr.set_defaults(func=_train)
+
+    pre = sub.add_parser("pretrain", help="train a representation on a collected data set (resumable)")
+    pre.add_argument("method", help="representation name (see ssrl.representations.names())")
+    pre.add_argument("--data", required=True, help="data set folder written by ssrl collect")
+    pre.add_argument("--steps", type=int, default=2000)
+    pre.add_argument("--batch-size", type=int, default=None)
+    pre.add_argument("--lr", type=float, default=None)
+    pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument("--checkpoint-every", type=int, default=500)
+    pre.add_argument("--out", default=None, help="output folder (default runs/pretrain-METHOD-sSEED)")
+    pre.add_argument("--overwrite", action="store_true")
+    pre.add_argument("--device", default="auto")
+    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option, e.g. --set latent_dim=32")
+    pre.set_defaults(func=_pretrain)
+
+    pr = sub.add_parser("probe", help="score how much ground-truth state a representation holds")
+    pr.add_argument("checkpoint", help="a representation checkpoint (model.pt)")
+    pr.add_argument("--data", required=True)
+    pr.add_argument("--camera", default=None)
+    pr.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out for scoring")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.set_defaults(func=_probe)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
         print(f"ssrl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -191,6 +191,10 @@ class OffPolicyAgent(abc.ABC):
         if aux is not None:
             if not self.pixels:
                 raise ValueError("an auxiliary objective trains the pixel encoder; this agent has vector observations")
+            if isinstance(aux, nn.Module):
+                aux.to(self.device)
+            if hasattr(aux, "generator"):
+                aux.generator = self.generator  # its randomness is part of the run's saved state
             aux_params = list(aux.parameters())
             self.aux_optimizer = torch.optim.Adam(aux_params, lr=self.config.aux_lr) if aux_params else None
 

@@ -40,12 +40,12 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None
     return env
 
 
-def make_aux(name: str | None, agent_env: gym.Env, kwargs: dict[str, Any], **agent_info):
+def make_aux(name: str | None, env: gym.Env, kwargs: dict[str, Any], latent_dim: int):
     if name is None:
         return None
     from ssrl.representations import make_aux_objective
 
-    return make_aux_objective(name, agent_env, **kwargs, **agent_info)
+    return make_aux_objective(name, env, latent_dim=latent_dim, **kwargs)
 
 
 def train_run(
@@ -105,7 +105,7 @@ def train_run(
     eval_env = make_env(env_id, spec["env_kwargs"], encoder, render=video) if eval_episodes > 0 else None
     agent_cls = ALGOS[algo]
     checkpoint = out / "checkpoint" / "agent.pt"
-    aux_obj = make_aux(aux, env, spec["aux_kwargs"])
+    aux_obj = make_aux(aux, env, spec["aux_kwargs"], latent_dim=int(spec["hyperparams"].get("feature_dim", 50)))
     if checkpoint.exists():
         agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj)
         agent.replay.load(out / "checkpoint" / "replay")

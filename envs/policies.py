@@ -36,7 +36,32 @@ class RandomPolicy:
         return self.rng.uniform(low, high).astype(self.space.dtype)
 
 
-POLICIES: dict[str, Callable[[gym.Env], Policy]] = {"random": RandomPolicy}
+class StickyRandomPolicy(RandomPolicy):
+    """Uniform random actions, each held for a random 1-10 agent steps.
+
+    Independent random actions mostly cancel out, so a pendulum or a cart barely leaves its
+    start (cartpole's pole stays near the bottom); holding them makes the motions large and the
+    states varied, which is what representation learning and probes need from exploration data.
+    """
+
+    def __init__(self, env: gym.Env, max_hold: int = 10) -> None:
+        super().__init__(env)
+        self.max_hold = max_hold
+        self._action, self._left = None, 0
+
+    def reset(self, seed: int) -> None:
+        super().reset(seed)
+        self._action, self._left = None, 0
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        if self._left <= 0:
+            self._action = super().__call__(obs, info)
+            self._left = int(self.rng.integers(1, self.max_hold + 1))
+        self._left -= 1
+        return self._action
+
+
+POLICIES: dict[str, Callable[[gym.Env], Policy]] = {"random": RandomPolicy, "sticky_random": StickyRandomPolicy}
 
 
 def register(name: str, factory: Callable[[gym.Env], Policy]) -> None:

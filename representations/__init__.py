@@ -11,12 +11,13 @@ family), :mod:`.losses`, :mod:`.data` (samplers over collected rollouts), :mod:`
 """
 
 from .backbones import ARCHITECTURES, ConvEncoder, EncoderConfig, TemporalEncoder, encoder_from_config, make_encoder
+from .control import AUX_OBJECTIVES, make_aux_objective
 from .core import BaseConfig, Need, Representation, get, load_representation, make, names, register
 from .data import RolloutData
 from .wrappers import EncodedObservation, EncodedVectorObservation
 
 __all__ = [
-    "ARCHITECTURES", "BaseConfig", "ConvEncoder", "EncodedObservation", "EncodedVectorObservation", "EncoderConfig",
+    "ARCHITECTURES", "AUX_OBJECTIVES", "BaseConfig", "ConvEncoder", "EncodedObservation", "EncodedVectorObservation", "EncoderConfig",
     "Need", "Representation", "RolloutData", "TemporalEncoder", "encoder_from_config", "get", "load_representation",
-    "make", "make_encoder", "names", "register",
+    "make", "make_aux_objective", "make_encoder", "names", "register",
 ]

@@ -14,6 +14,7 @@ RNG is saved). A finished run is not overwritten unless asked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -34,6 +35,8 @@ from .data import RolloutData
 def build(method: str, data: RolloutData, **config: Any) -> Representation:
     """A representation whose input matches the data's frames and the config's frame stack."""
     cls = get(method)
+    if "action_dim" in {f.name for f in dataclasses.fields(cls.Config)} and "action_dim" not in config:
+        config = dict(config, action_dim=int(data.action.shape[1]))  # models of (s, a) take the data's actions
     cfg = build_config(cls.Config, config)
     c, h, w = data.frame_shape
     rep = cls(cfg, (c * getattr(cfg, "frame_stack", 1), h, w))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def ridge_fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def ridge_fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Closed-form ridge on standardised inputs; returns (weights, bias, x mean, x std)."""
     mu, sd = x.mean(0), x.std(0) + 1e-8
     xs = (x - mu) / sd
@@ -40,7 +40,7 @@ def r2_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
         return np.where(ss_tot > 1e-12, 1.0 - ss_res / ss_tot, np.nan)
 
 
-def linear_probe_r2(z_train, s_train, z_test, s_test, l2: float = 1e-3) -> tuple[float, np.ndarray]:
+def linear_probe_r2(z_train, s_train, z_test, s_test, l2: float = 1e-2) -> tuple[float, np.ndarray]:
     """Mean held-out R^2 of a ridge regression z -> s, and the per-dimension values."""
     w, b, mu, sd = ridge_fit(z_train, s_train, l2)
     pred = ((z_test - mu) / sd) @ w + b

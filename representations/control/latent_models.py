@@ -1,0 +1,61 @@
+"""Latent reward and transition models shared by DeepMDP and DBC, and the plumbing that lets
+one objective train either its own encoder (offline, from collected transitions) or an agent's
+encoder (jointly, through the agents' ``aux`` hook).
+
+The architectures are DBC's (``shared/reference/dmc_reps.md`` section 1.2): a transition model
+Linear(latent + action -> hidden) -> LayerNorm -> ReLU -> mean (and, if probabilistic, a standard
+deviation squashed into [1e-4, 10] by a sigmoid); a reward model of the same shape with one
+output.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn as nn
+
+SIGMA_MIN, SIGMA_MAX = 1e-4, 10.0
+
+
+class TransitionModel(nn.Module):
+    """(z, a) -> next-latent mean (and std if ``probabilistic``)."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden: int = 512, probabilistic: bool = True) -> None:
+        super().__init__()
+        self.probabilistic = probabilistic
+        self.trunk = nn.Sequential(nn.Linear(latent_dim + action_dim, hidden), nn.LayerNorm(hidden), nn.ReLU())
+        self.mu = nn.Linear(hidden, latent_dim)
+        self.sigma = nn.Linear(hidden, latent_dim) if probabilistic else None
+
+    def forward(self, z: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.trunk(torch.cat([z, action], dim=-1))
+        mu = self.mu(h)
+        if self.sigma is None:
+            return mu, torch.ones_like(mu)
+        return mu, SIGMA_MIN + (SIGMA_MAX - SIGMA_MIN) * torch.sigmoid(self.sigma(h))
+
+
+class RewardModel(nn.Module):
+    """x -> scalar reward (x is a latent, or a latent and an action)."""
+
+    def __init__(self, in_dim: int, hidden: int = 512) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LayerNorm(hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class LatentObjective(nn.Module, abc.ABC):
+    """An objective on (z, a, r, z') latents. As an agent's ``aux`` it receives the agent's
+    latents (``loss(AuxInputs)``) and only its own models are its parameters."""
+
+    @abc.abstractmethod
+    def latent_loss(self, z: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_z: torch.Tensor,
+                    discount: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss given encoder latents ``z`` (with gradient) and ``next_z`` (without)."""
+
+    def loss(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The agents' aux protocol (:class:`ssrl.agents.AuxInputs`)."""
+        return self.latent_loss(inputs.latent, inputs.action, inputs.reward, inputs.next_latent.detach(), inputs.discount)
