@@ -121,6 +121,24 @@ def _probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from ssrl.benchmarks.bench import CellsFailed, SuiteError, available_suites, run_bench
+
+    if args.list:
+        print("\n".join(available_suites()))
+        return 0
+    try:
+        run_bench(args.suite, out=args.out, methods=args.methods or None, tasks=args.tasks or None, seeds=args.seeds,
+                  workers=args.workers, ray_address=args.ray, rl_steps=args.rl_steps, overwrite=args.overwrite)
+    except SuiteError as err:
+        print(f"ssrl bench: error: {err}", file=sys.stderr)
+        return 2
+    except CellsFailed as err:
+        print(f"ssrl bench: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _tile(frames):
     import numpy as np
 
@@ -197,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out for scoring")
     pr.add_argument("--seed", type=int, default=0)
     pr.set_defaults(func=_probe)
+
+    be = sub.add_parser("bench", help="compare representations on control tasks (the main job)")
+    be.add_argument("--suite", default="quick", help="a suite name (see --list) or a YAML file")
+    be.add_argument("--methods", nargs="*", default=None, help="only these rows (methods or reference rows)")
+    be.add_argument("--tasks", nargs="*", default=None, help="only these tasks (DOMAIN-TASK)")
+    be.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
+    be.add_argument("--workers", type=int, default=2, help="parallel cells in a local process pool")
+    be.add_argument("--ray", default=None, metavar="ADDRESS", help="run cells as Ray tasks on an existing cluster")
+    be.add_argument("--rl-steps", type=int, default=None, help="override the suite's RL budget (env steps)")
+    be.add_argument("--out", default=None, help="output folder (default outputs/bench-SUITE); re-running resumes it")
+    be.add_argument("--overwrite", action="store_true", help="delete the output folder first")
+    be.add_argument("--list", action="store_true", help="list the suites and exit")
+    be.set_defaults(func=_bench)
     return parser
 
 

@@ -148,7 +148,10 @@ class OffPolicyAgent(abc.ABC):
                 )
         self.config = build_config(self.config_cls, self.pixels, hyperparams)
         if frame_stack is None:
-            frame_stack = getattr(env.unwrapped, "frame_stack", 1) if (env is not None and not self.is_dict) else 1
+            # Only the env's own frame stack counts: a wrapper that changes the observation (an
+            # encoder, say) hides it.
+            own = env is not None and not self.is_dict and env.observation_space == env.unwrapped.observation_space
+            frame_stack = getattr(env.unwrapped, "frame_stack", 1) if own else 1
         self.frame_stack = int(frame_stack)
         # Action bounds: the networks act in [-1, 1] and actions are rescaled to the space.
         self._low = action_space.low.astype(np.float32)

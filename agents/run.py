@@ -67,6 +67,7 @@ def train_run(
     device: str = "auto",
     progress: bool = True,
     tensorboard: bool = True,
+    callback=None,
 ) -> dict[str, Any]:
     """Train (or resume) one run in ``out``; returns the trainer's summary."""
     if algo not in ALGOS:
@@ -114,7 +115,8 @@ def train_run(
     else:
         agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **spec["hyperparams"])
     trainer = Trainer(agent, env, eval_env, eval_every=eval_every, eval_episodes=eval_episodes, run_dir=out,
-                      checkpoint_every=checkpoint_every, video=video, progress=progress, tensorboard=tensorboard)
+                      checkpoint_every=checkpoint_every, video=video, progress=progress, tensorboard=tensorboard,
+                      callback=callback)
     try:
         return trainer.train(env_steps)
     finally:

@@ -26,6 +26,7 @@ import json
 import math
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -125,6 +126,8 @@ class Trainer:
         video: record the first evaluation episode (needs ``eval_env`` with render_mode="rgb_array").
         progress: show a progress bar.
         tensorboard: also write TensorBoard scalars.
+        callback: called with a status dict (env steps, budget, latest returns) at every
+            evaluation and log interval; ``ssrl bench`` uses it for its live display.
     """
 
     def __init__(
@@ -140,8 +143,11 @@ class Trainer:
         video: bool = False,
         progress: bool = True,
         tensorboard: bool = True,
+        callback: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.agent, self.env, self.eval_env = agent, env, eval_env
+        self.callback = callback
+        self._budget = 0
         self.eval_every, self.eval_episodes = int(eval_every), int(eval_episodes)
         self.run_dir = pathlib.Path(run_dir) if run_dir is not None else None
         self.checkpoint_every = int(checkpoint_every or eval_every)
@@ -173,6 +179,7 @@ class Trainer:
     def train(self, total_env_steps: int) -> dict[str, Any]:
         agent, env = self.agent, self.env
         c = agent.config
+        self._budget = total_env_steps
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -220,9 +227,11 @@ class Trainer:
                         next_eval += self.eval_every
                         if bar is not None:
                             bar.set_postfix(eval_return=f"{self.last_eval:.1f}", episode_return=f"{self.last_return:.1f}")
-                    if agent.num_env_steps >= next_log and self.logger is not None:
+                    if agent.num_env_steps >= next_log:
                         elapsed = time.perf_counter() - window_start
-                        self._log_train(metrics, window_steps / max(elapsed, 1e-9))
+                        if self.logger is not None:
+                            self._log_train(metrics, window_steps / max(elapsed, 1e-9))
+                        self._notify(window_steps / max(elapsed, 1e-9))
                         window_start, window_steps = time.perf_counter(), 0
                         next_log += self.log_every
                     if agent.num_env_steps >= total_env_steps:
@@ -283,9 +292,16 @@ class Trainer:
             record["success_rate"] = float(np.mean(successes))
         if self.logger is not None:
             self.logger.write(record)
+        self._notify()
         if frames:
             write_video(self.run_dir / "videos" / f"eval_{agent.num_env_steps:09d}.mp4", frames,
                         fps=self.eval_env.metadata.get("render_fps", 30))
+
+    def _notify(self, env_steps_per_s: float | None = None) -> None:
+        if self.callback is not None:
+            self.callback({"env_steps": self.agent.num_env_steps, "budget": self._budget, "eval_return": self.last_eval,
+                           "episode_return": self.last_return, "env_steps_per_s": env_steps_per_s,
+                           "updates": self.agent.num_updates})
 
     def _log_train(self, metrics: dict[str, Any], env_steps_per_s: float) -> None:
         agent = self.agent

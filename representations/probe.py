@@ -3,10 +3,10 @@
 Three scores, each computed on embeddings of *held-out episodes* (the encoder and the probe's
 regression never saw them):
 
-* **linear-probe R^2**: ridge regression from embedding to the physical state, fit on the
-  training episodes, scored on the held-out ones; R^2 per state dimension (dimensions that do
-  not vary are skipped), averaged. 1 is perfect, 0 is no better than predicting the mean, and
-  it can be negative.
+* **linear-probe R^2**: ridge regression from embedding to the state, fit on the training
+  episodes, scored on the held-out ones; variance-weighted over state dimensions standardised
+  with the training statistics (see :func:`linear_probe_r2`). 1 is perfect, 0 is no better than
+  predicting the mean, and it can be negative.
 * **kNN-MSE** (S-RL Toolbox, Raffin et al. 2018): for each held-out embedding, the mean
   squared distance between its ground-truth state and those of its k=5 nearest neighbours in
   embedding space (itself excluded), states standardised per dimension. Lower is better.
@@ -41,11 +41,24 @@ def r2_scores(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def linear_probe_r2(z_train, s_train, z_test, s_test, l2: float = 1e-2) -> tuple[float, np.ndarray]:
-    """Mean held-out R^2 of a ridge regression z -> s, and the per-dimension values."""
-    w, b, mu, sd = ridge_fit(z_train, s_train, l2)
-    pred = ((z_test - mu) / sd) @ w + b
-    per_dim = r2_scores(s_test, pred)
-    return float(np.nanmean(per_dim)), per_dim
+    """Held-out R^2 of a ridge regression z -> s, and the per-dimension values.
+
+    The score is variance-weighted over state dimensions, on targets standardised with the
+    training statistics: R^2 = 1 - sum_d SS_res,d / sum_d SS_tot,d. A plain average of per-dimension
+    R^2 is dominated by dimensions that barely vary in the held-out episodes (a resting object's
+    velocity), where any error is a huge negative R^2; dimensions constant in training are left out.
+    """
+    mu, sd = s_train.mean(0), s_train.std(0)
+    keep = sd > 1e-6
+    if not keep.any():
+        raise ValueError("the probe target does not vary in the training episodes")
+    s_train = (s_train[:, keep] - mu[keep]) / sd[keep]
+    s_test = (s_test[:, keep] - mu[keep]) / sd[keep]
+    w, b, zmu, zsd = ridge_fit(z_train, s_train, l2)
+    pred = ((z_test - zmu) / zsd) @ w + b
+    ss_res = ((s_test - pred) ** 2).sum()
+    ss_tot = ((s_test - s_test.mean(0)) ** 2).sum()
+    return float(1.0 - ss_res / ss_tot), r2_scores(s_test, pred)
 
 
 def knn_mse(z: np.ndarray, s: np.ndarray, k: int = 5) -> float:

@@ -1,0 +1,159 @@
+"""ssrl bench: a tiny suite end to end, resume, errors, Ray, and the statistics."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from ssrl.benchmarks.bench import SuiteError, load_suite, plan, run_bench, status_lines
+from ssrl.benchmarks.report import iqm, stratified_bootstrap_ci
+
+TINY = {
+    "name": "tiny",
+    "note": "test budgets",
+    "tasks": ["cartpole-swingup"],
+    "seeds": 1,
+    "env": {"size": 48},
+    "collect": {"episodes": 3, "policy": "sticky_random", "max_steps": 24},
+    "pretrain": {"steps": 4, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 8}},
+    "methods": {"tcn": {}},
+    "references": ["state_sac"],
+    "rl": {"algo": "sac", "env_steps": 160, "eval_every": 80, "eval_episodes": 1,
+           "hyperparams": {"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]}},
+}
+
+
+@pytest.fixture
+def tiny_suite(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+def test_tiny_suite_runs_end_to_end_and_writes_every_artefact(tiny_suite, tmp_path):
+    out = tmp_path / "bench"
+    summary = run_bench(str(tiny_suite), out=out, workers=2, display=False)
+    for name in ("runs.jsonl", "summary.md", "summary.csv", "curves.png", "probes.png", "bench.json", "suite.yaml"):
+        assert (out / name).exists(), name
+    rows = {r["row"]: r for r in summary["rows"]}
+    assert set(rows) == {"tcn", "state_sac"}
+    assert rows["tcn"]["probe_r2"] != "-" and rows["state_sac"]["final_return"] != "-"
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert {r["row"] for r in runs} == {"tcn", "state_sac"}
+    assert sorted({r["env_steps"] for r in runs}) == [0, 80, 160]
+    assert "test budgets" in (out / "summary.md").read_text()
+    assert set(summary["aggregates"]) == {"tcn", "state_sac"}
+
+    # Resume: finished cells are skipped (their results are not rewritten); a cell whose result
+    # is gone runs again and reuses its cached pretrained model.
+    tcn_result = out / "cells" / "tcn__cartpole-swingup__s0" / "result.json"
+    state_result = out / "cells" / "state_sac__cartpole-swingup__s0" / "result.json"
+    before = state_result.stat().st_mtime_ns
+    models = sorted((out / "models").iterdir())
+    model_mtime = (models[0] / "model.pt").stat().st_mtime_ns
+    tcn_result.unlink()
+    shutil.rmtree(out / "cells" / "tcn__cartpole-swingup__s0" / "run")
+    run_bench(str(tiny_suite), out=out, workers=1, display=False)
+    assert state_result.stat().st_mtime_ns == before
+    assert tcn_result.exists()
+    assert (models[0] / "model.pt").stat().st_mtime_ns == model_mtime
+
+
+def test_bad_suites_and_selections_name_the_valid_choices(tmp_path, tiny_suite):
+    with pytest.raises(SuiteError, match="available suites: .*quick"):
+        load_suite("nonexistent")
+    bad = dict(TINY, methods={"tcn": {}, "bisim": {}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(SuiteError, match="unknown method 'bisim'; valid methods: .*dbc"):
+        load_suite(str(path))
+    path.write_text(yaml.safe_dump(dict(TINY, tasks=["cartpole-swingdown"])))
+    with pytest.raises(SuiteError, match="unknown task"):
+        load_suite(str(path))
+    path.write_text(yaml.safe_dump(dict(TINY, rl_budget=3)))
+    with pytest.raises(SuiteError, match="unknown field.*rl_budget"):
+        load_suite(str(path))
+    path.write_text("tasks: [unclosed")
+    with pytest.raises(SuiteError, match="not valid YAML"):
+        load_suite(str(path))
+    with pytest.raises(SuiteError, match="its rows: .*state_sac"):
+        plan(load_suite(str(tiny_suite)), methods=["dbc"])
+
+
+def test_every_shipped_suite_is_valid_and_quick_covers_every_method():
+    import ssrl.representations as reps
+
+    from ssrl.benchmarks.bench import available_suites
+
+    assert {"quick", "dmc6", "distracting", "manipulation"} <= set(available_suites())
+    for name in available_suites():
+        cells = plan(load_suite(name))
+        assert cells
+    quick = plan(load_suite("quick"))
+    rows = {c.row for c in quick}
+    assert set(reps.names()) <= rows
+    assert {"state_sac", "pixel_sac", "dbc_joint", "deepmdp_joint", "random_encoder"} <= rows
+
+
+def test_status_lines_show_phase_steps_and_return(tmp_path):
+    cells = plan(TINY)
+    folder = tmp_path / "cells" / cells[0].id
+    folder.mkdir(parents=True)
+    (folder / "progress.json").write_text(json.dumps({"phase": "rl", "env_steps": 80, "budget": 160,
+                                                      "eval_return": 12.5, "env_steps_per_s": 40.0}))
+    lines = status_lines(tmp_path, cells, elapsed=60.0)
+    assert "0/2 cells done" in lines[0]
+    assert "80/160 env steps" in lines[1] and "return    12" in lines[1]
+
+
+def test_iqm_and_stratified_bootstrap_by_hand():
+    assert iqm(np.arange(8.0)) == pytest.approx(np.mean([2, 3, 4, 5]))
+    scores = np.array([[0.1, 0.5], [0.2, 0.6], [0.3, 0.7], [0.4, 0.8]])  # 4 runs x 2 tasks
+    point, low, high = stratified_bootstrap_ci(scores, reps=500)
+    assert point == pytest.approx(np.mean([0.3, 0.4, 0.5, 0.6]))
+    assert low < point < high and 0.1 <= low and high <= 0.8
+    # Stratified: a task's column only ever resamples its own runs.
+    constant = np.array([[0.0, 1.0]] * 5)
+    assert stratified_bootstrap_ci(constant, reps=50)[1:] == (0.5, 0.5)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_path_runs_a_cell(tiny_suite, tmp_path, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads the env below at import
+        pytest.skip("ray is not installed")
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    port = _free_port()
+    # A throwaway single-node cluster on loopback only: Ray's "no cluster" switch makes it bind
+    # 127.0.0.1 instead of the machine's address, and a local test cluster needs no auth token.
+    ray_env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    for key, value in ray_env.items():
+        monkeypatch.setenv(key, value)
+    env = dict(os.environ, **ray_env)
+    # Output to a file, not a pipe: the daemons `ray start` leaves behind would hold a pipe open.
+    with open(tmp_path / "ray.log", "w") as log:
+        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+                       check=True, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=120)
+    try:
+        summary = run_bench(str(tiny_suite), out=tmp_path / "bench", methods=["state_sac"],
+                            ray_address=f"127.0.0.1:{port}", display=False)
+        assert [r["row"] for r in summary["rows"]] == ["state_sac"]
+        result = json.loads((tmp_path / "bench" / "cells" / "state_sac__cartpole-swingup__s0" / "result.json").read_text())
+        assert result["rl"]["env_steps"] == 160
+    finally:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
