@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The main job: every representation and the reference rows on one DMC task (~15 min, 2 cores).
 bench: install
-	$(PY) -m ssrl.cli demo
+	$(PY) -m ssrl.cli bench --suite quick --workers 2 --out outputs/bench-quick
 
 demo: install
 	$(PY) -m ssrl.cli demo

@@ -9,8 +9,9 @@ It expands into independent *cells* (row, task, seed). A cell of a pretrained me
 and the reference rows run beside them: ``state_sac`` (upper bound), ``pixel_sac`` (end to end,
 random shift), ``dbc_joint`` / ``deepmdp_joint`` (the objective trained with the critic), and
 ``random_encoder`` (a frozen random-init encoder of the same backbone: the lower bound). A
-suite's ``manipulation`` part adds probe-only cells on our Push and Grasp data (grasp2vec's
-retrieval accuracy among them).
+suite's ``probes`` part adds probe-only cells: a method pretrained on the data of any env (our
+Push and Grasp scenes, or a DMC task) and scored against a random-init encoder of the same
+method (grasp2vec's retrieval accuracy and TCN's alignment error among the scores).
 
 Cells run in a local process pool (``--workers``, spawned processes with one torch thread each)
 or as Ray tasks on an existing cluster (``--ray ADDRESS``). Every stage writes its output
@@ -39,7 +40,7 @@ SUITES_DIR = pathlib.Path(__file__).parent / "suites"
 REFERENCE_ROWS = ("random_encoder", "state_sac", "pixel_sac", "dbc_joint", "deepmdp_joint")
 JOINT = {"dbc_joint": "dbc", "deepmdp_joint": "deepmdp"}
 _SUITE_KEYS = {"name", "note", "tasks", "seeds", "env", "collect", "pretrain", "rl", "pixel_rl", "methods", "references",
-               "manipulation", "distractor", "report_steps", "published"}
+               "probes", "distractor", "report_steps", "published"}
 
 
 class SuiteError(ValueError):
@@ -105,10 +106,12 @@ def validate_suite(suite: dict[str, Any], where: str = "suite") -> None:
         raise SuiteError(f"{where}: rl.env_steps must be a positive number of env steps")
     if rl.get("algo", "sac") not in ("sac", "td3"):
         raise SuiteError(f"{where}: rl.algo must be 'sac' or 'td3', got {rl.get('algo')!r}")
-    for part, spec in (suite.get("manipulation") or {}).items():
+    for part, spec in (suite.get("probes") or {}).items():
+        if "env" not in spec:
+            raise SuiteError(f"{where}: probes.{part}: missing field 'env' (the env id to collect data from)")
         for method in spec.get("methods", []):
             if method not in valid:
-                raise SuiteError(f"{where}: manipulation.{part}: unknown method {method!r}; valid methods: {', '.join(valid)}")
+                raise SuiteError(f"{where}: probes.{part}: unknown method {method!r}; valid methods: {', '.join(valid)}")
 
 
 # -- cells ----------------------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def plan(suite: dict[str, Any], methods: list[str] | None = None, tasks: list[st
     all_methods = dict(suite.get("methods") or {})
     references = list(suite.get("references") or [])
     if methods:
-        valid = set(all_methods) | set(references) | {m for p in (suite.get("manipulation") or {}).values() for m in p.get("methods", [])}
+        valid = set(all_methods) | set(references) | {m for p in (suite.get("probes") or {}).values() for m in p.get("methods", [])}
         bad = [m for m in methods if m not in valid]
         if bad:
             raise SuiteError(f"--methods {bad} not in suite {suite['name']!r}; its rows: {', '.join(sorted(valid))}")
@@ -182,7 +185,7 @@ def plan(suite: dict[str, Any], methods: list[str] | None = None, tasks: list[st
                     cells.append(Cell(row, task, seed, "pixel", dict(base, pixel_rl=pixel_rl)))
                 else:
                     cells.append(Cell(row, task, seed, "joint", dict(base, pixel_rl=pixel_rl, aux=JOINT[row])))
-    for part, mspec in (suite.get("manipulation") or {}).items():
+    for part, mspec in (suite.get("probes") or {}).items():
         data_key = f"{part}-{_hash(mspec)}"
         for method in mspec.get("methods", []):
             if methods and method not in methods:
@@ -272,22 +275,33 @@ def _pretrained(out: pathlib.Path, cell: Cell, data, progress: Progress) -> path
     return folder / "model.pt"
 
 
-def _probe(model: pathlib.Path, data, progress: Progress, method: str) -> dict[str, Any]:
-    from ssrl.representations import load_representation
+def _probe(model: pathlib.Path, data, progress: Progress, method: str, against_random: bool = False) -> dict[str, Any]:
+    """Probe scores of a checkpoint on held-out episodes; with ``against_random``, also those of
+    an untrained encoder of the same method and config (keys suffixed ``_random``)."""
+    import torch
+
+    from ssrl.representations import load_representation, make
     from ssrl.representations.probe import probe
 
     progress.update(phase="probe")
     rep = load_representation(model)
     train, test = data.split(0.2, seed=0)
-    scores = probe(rep, train, test)
-    if method == "grasp2vec":
-        from ssrl.representations.control.grasp2vec import retrieval_accuracy
+    candidates = {"": rep}
+    if against_random:
+        torch.manual_seed(12345)
+        candidates["_random"] = make(rep.name, rep.obs_shape, **dataclasses.asdict(rep.config)).eval()
+    scores: dict[str, Any] = {}
+    for suffix, model_ in candidates.items():
+        part = probe(model_, train, test)
+        if method == "grasp2vec":
+            from ssrl.representations.control.grasp2vec import retrieval_accuracy
 
-        scores["retrieval_acc"] = retrieval_accuracy(rep, test)
-    if method == "tcn" and len(data.cameras) > 1:
-        from ssrl.representations.control.tcn import alignment_error
+            part["retrieval_acc"] = retrieval_accuracy(model_, test)
+        if method == "tcn" and len(data.cameras) > 1:
+            from ssrl.representations.control.tcn import alignment_error
 
-        scores["alignment_error"] = alignment_error(rep, test)
+            part["alignment_error"] = alignment_error(model_, test)
+        scores.update({f"{k}{suffix}": v for k, v in part.items() if not (suffix and k in ("target", "n_train", "n_test"))})
     return scores
 
 
@@ -341,7 +355,7 @@ def _run_cell(cell_dict: dict[str, Any], out: str) -> dict[str, Any]:
         final = json.loads((model.parent / "final.json").read_text())
         result["pretrain"] = {"steps": final.get("steps"), "steps_per_s": final.get("steps_per_s"),
                               "wall_time": final.get("wall_time")}
-        result["probe"] = _probe(model, data, progress, spec["method"])
+        result["probe"] = _probe(model, data, progress, spec["method"], against_random=cell.kind == "probe")
         encoder = str(model)
     if cell.kind != "probe":
         rl = spec["rl"]

@@ -101,10 +101,11 @@ def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[st
             if suite.get("published"):
                 for name, (mean, std) in published_at(task, steps).items():
                     entry[f"{name}@{steps // 1000}k"] = f"{mean} +- {std}"
-        for key in ("r2", "knn_mse", "gtc", "retrieval_acc", "alignment_error"):
-            values = [r.get("probe", {}).get(key) for r in rs]
-            if any(v is not None for v in values):
-                entry[f"probe_{key}"] = _num(values)
+        for base in ("r2", "knn_mse", "gtc", "retrieval_acc", "alignment_error"):
+            for key in (base, f"{base}_random"):
+                values = [r.get("probe", {}).get(key) for r in rs]
+                if any(v is not None for v in values):
+                    entry[f"probe_{key}"] = _num(values)
         entry["pretrain_steps_per_s"] = _num([(r.get("pretrain") or {}).get("steps_per_s") for r in rs], ".1f")
         entry["rl_updates_per_s"] = _num([(r.get("rl") or {}).get("updates_per_s") for r in rs], ".1f")
         entry["cell_minutes"] = _num([r["wall_time"] / 60 for r in rs if not r.get("error")], ".1f")

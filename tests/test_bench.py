@@ -91,7 +91,7 @@ def test_every_shipped_suite_is_valid_and_quick_covers_every_method():
 
     from ssrl.benchmarks.bench import available_suites
 
-    assert {"quick", "dmc6", "distracting", "manipulation"} <= set(available_suites())
+    assert {"quick", "dmc6", "distracting", "manipulation", "representations"} <= set(available_suites())
     for name in available_suites():
         cells = plan(load_suite(name))
         assert cells
