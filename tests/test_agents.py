@@ -403,7 +403,13 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
 
 
 def test_finished_run_is_not_overwritten_by_accident(tmp_path):
-    train_run(tmp_path / "run", env_steps=80, **RUN)
+    train_run(tmp_path / "run", env_steps=80, video=True, **RUN)
+    videos = sorted((tmp_path / "run" / "videos").glob("eval_*.mp4"))
+    assert [v.name for v in videos] == ["eval_000000000.mp4"]
+    import imageio.v3 as iio
+
+    frames = iio.imread(videos[0])
+    assert frames.ndim == 4 and frames.shape[0] > 2 and frames.std() > 0
     with pytest.raises(FileExistsError, match="finished"):
         train_run(tmp_path / "run", env_steps=80, **RUN)
     other = dict(RUN, seed=2)
