@@ -117,7 +117,7 @@ def pretrain(
         if bar is not None:
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{value:.4g}")
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
         if out is not None and (step % log_every == 0 or step == steps):
             with (out / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(last) + "\n")
@@ -126,6 +126,14 @@ def pretrain(
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start
+    if hasattr(rep, "fit_prior"):
+        # Methods that imagine goals (the VAEs) fit their prior to the encodings of the data
+        # (RIG's step 3); the prior is part of the saved model.
+        rep.eval()
+        with torch.no_grad():
+            rep.fit_prior(data)
+        if out is not None:
+            rep.save(out / "model.pt")
     summary = {"method": method, "steps": step, "batch_size": batch_size, "lr": lr,
                "steps_per_s": (step - start_step) / elapsed if elapsed > 0 else math.nan,
                "first_loss": first_loss, "last": last, "wall_time": elapsed}

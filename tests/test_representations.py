@@ -232,3 +232,12 @@ def test_dbc_trains_jointly_with_sac_through_the_aux_hook():
     loss, _ = aux.latent_loss(z, torch.tensor(batch.action), torch.tensor(batch.reward), z.detach(), torch.ones(8))
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.encoder.parameters())
+
+
+def test_pretrain_fits_the_vae_prior_into_the_checkpoint(cartpole, tmp_path):
+    pretrain("beta-vae", cartpole, out=tmp_path / "vae", steps=3, config={"latent_dim": 4}, progress=False)
+    rep = load_representation(tmp_path / "vae" / "model.pt")
+    goals = rep.sample_goals(5, np.random.default_rng(0))
+    z = rep.embed(cartpole.stack(np.arange(len(cartpole)), None, 1))
+    assert goals.shape == (5, 4)
+    np.testing.assert_allclose(rep.prior_mu.numpy(), z.mean(0), rtol=1e-3, atol=1e-4)
