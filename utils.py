@@ -52,6 +52,23 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def read_torch_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """``torch.load`` a checkpoint dict safely (weights only), with errors that name the file:
+    FileNotFoundError if missing, ValueError if corrupt, truncated or not a dict."""
+    import torch
+
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds here
+        raise ValueError(f"{path} is not a readable {what} (corrupt or truncated?): {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not an ssrl {what}")
+    return state
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 30) -> pathlib.Path:
     """Write (H, W, 3) uint8 frames to an mp4 (H.264), atomically."""
     import imageio.v2 as imageio

@@ -31,12 +31,51 @@ import torch
 import torch.nn as nn
 
 from ssrl.representations.backbones import EncoderConfig, encoder_from_config
-from ssrl.utils import atomic_path
+from ssrl.utils import atomic_path, read_torch_file
 
 from .augment import random_shift
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
 
 CHECKPOINT_FORMAT = 1
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Hyper-parameters SAC and TD3 share; each algorithm's config adds its own. Defaults are for
+    state or latent observations; a subclass's ``PIXEL_PRESET`` replaces some for pixels."""
+
+    gamma: float = 0.99
+    batch_size: int = 256
+    buffer_size: int = 1_000_000
+    learning_starts: int = 5000  # agent steps of uniform random actions before the first update
+    updates_per_step: int = 1
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4  # also the encoder's (the critic optimiser trains it)
+    tau: float = 0.005
+    hidden_dims: tuple[int, ...] = (256, 256)
+    her_ratio: float = 0.8  # goal envs: SB3's n_sampled_goal=4
+    aux_lr: float = 1e-3
+    precision: str = "fp32"  # "bf16": matmuls and convs in bfloat16 (weights, Adam, losses stay fp32)
+    # pixels only
+    encoder_arch: str = "dmc"
+    feature_dim: int = 50
+    encoder_tanh: bool = True
+    encoder_tau: float = 0.05
+    augment: str | None = "shift"
+    shift_pad: int = 4
+
+    PIXEL_PRESET: ClassVar[dict] = {}
+    POSITIVE: ClassVar[tuple[str, ...]] = ("batch_size", "buffer_size", "updates_per_step")
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(self.hidden_dims)
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.augment not in (None, "shift"):
+            raise ValueError(f"augment must be None or 'shift', got {self.augment!r}")
+        for name in self.POSITIVE:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
 
 
 class TrainingDiverged(RuntimeError):
@@ -415,13 +454,7 @@ class OffPolicyAgent(abc.ABC):
 
 def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     """Load an agent checkpoint with a clear error for missing, corrupt or foreign files."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds here
-        raise ValueError(f"{path} is not a readable ssrl agent checkpoint (corrupt or truncated?): {err}") from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "algo" not in state:
+    state = read_torch_file(path, "ssrl agent checkpoint")
+    if state.get("format") != CHECKPOINT_FORMAT or "algo" not in state:
         raise ValueError(f"{path} is not an ssrl agent checkpoint (format {CHECKPOINT_FORMAT})")
     return state

@@ -14,59 +14,34 @@ from typing import ClassVar
 
 import torch
 
-from .base import OffPolicyAgent
+from .base import AgentConfig, OffPolicyAgent
 from .networks import TanhGaussianActor, TwinQ, soft_update
 from .replay import Batch
 
 
 @dataclasses.dataclass
-class SACConfig:
+class SACConfig(AgentConfig):
     """Defaults for state/latent observations follow SB3 and CleanRL; ``PIXEL_PRESET`` replaces
     some of them for pixels with DrQ's (``shared/reference/dmc_reps.md`` section 3.3)."""
 
-    gamma: float = 0.99
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    learning_starts: int = 5000  # agent steps of uniform random actions before the first update
-    updates_per_step: int = 1
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4  # also the encoder's (the critic optimiser trains it)
     alpha_lr: float = 3e-4
     alpha_beta1: float = 0.9
     init_alpha: float = 1.0
     target_entropy: float | None = None  # None: -|A|
-    tau: float = 0.005
     actor_update_freq: int = 1
     target_update_freq: int = 1
-    hidden_dims: tuple[int, ...] = (256, 256)
     log_std_bounds: tuple[float, float] = (-5.0, 2.0)
-    her_ratio: float = 0.8  # goal envs: SB3's n_sampled_goal=4
-    aux_lr: float = 1e-3
-    precision: str = "fp32"  # "bf16": matmuls and convs in bfloat16 (weights, Adam, losses stay fp32)
-    # pixels only
-    encoder_arch: str = "dmc"
-    feature_dim: int = 50
-    encoder_tanh: bool = True
-    encoder_tau: float = 0.05
-    augment: str | None = "shift"
-    shift_pad: int = 4
 
     PIXEL_PRESET: ClassVar[dict] = dict(
         batch_size=128, buffer_size=100_000, learning_starts=1000, actor_lr=1e-3, critic_lr=1e-3,
         alpha_lr=1e-4, alpha_beta1=0.5, init_alpha=0.1, tau=0.01, actor_update_freq=2, target_update_freq=2,
         hidden_dims=(1024, 1024), log_std_bounds=(-10.0, 2.0),
     )
+    POSITIVE: ClassVar[tuple[str, ...]] = AgentConfig.POSITIVE + ("actor_update_freq", "target_update_freq")
 
     def __post_init__(self) -> None:
-        self.hidden_dims = tuple(self.hidden_dims)
+        super().__post_init__()
         self.log_std_bounds = tuple(self.log_std_bounds)
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.augment not in (None, "shift"):
-            raise ValueError(f"augment must be None or 'shift', got {self.augment!r}")
-        for name in ("batch_size", "buffer_size", "actor_update_freq", "target_update_freq", "updates_per_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SACConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
 class SAC(OffPolicyAgent):

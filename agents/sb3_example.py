@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 import ssrl  # noqa: F401  (registers the ssrl/ envs)

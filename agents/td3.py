@@ -13,53 +13,25 @@ from typing import ClassVar
 
 import torch
 
-from .base import OffPolicyAgent
+from .base import AgentConfig, OffPolicyAgent
 from .networks import DeterministicActor, TwinQ, soft_update
 from .replay import Batch
 
 
 @dataclasses.dataclass
-class TD3Config:
+class TD3Config(AgentConfig):
     """Defaults from the TD3 paper and CleanRL; ``PIXEL_PRESET`` follows DrQ-style pixel SAC."""
 
-    gamma: float = 0.99
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    learning_starts: int = 5000
-    updates_per_step: int = 1
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    tau: float = 0.005
     policy_delay: int = 2  # actor and target updates every `policy_delay` critic updates
     policy_noise: float = 0.2  # target policy smoothing, in units of the [-1, 1] action range
     noise_clip: float = 0.5
     exploration_noise: float = 0.1
-    hidden_dims: tuple[int, ...] = (256, 256)
-    her_ratio: float = 0.8
-    aux_lr: float = 1e-3
-    precision: str = "fp32"  # "bf16": matmuls and convs in bfloat16 (weights, Adam, losses stay fp32)
-    # pixels only
-    encoder_arch: str = "dmc"
-    feature_dim: int = 50
-    encoder_tanh: bool = True
-    encoder_tau: float = 0.05
-    augment: str | None = "shift"
-    shift_pad: int = 4
 
     PIXEL_PRESET: ClassVar[dict] = dict(
         batch_size=128, buffer_size=100_000, learning_starts=1000, actor_lr=1e-3, critic_lr=1e-3, tau=0.01,
         hidden_dims=(1024, 1024),
     )
-
-    def __post_init__(self) -> None:
-        self.hidden_dims = tuple(self.hidden_dims)
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        if self.augment not in (None, "shift"):
-            raise ValueError(f"augment must be None or 'shift', got {self.augment!r}")
-        for name in ("batch_size", "buffer_size", "policy_delay", "updates_per_step"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TD3Config.{name} must be >= 1, got {getattr(self, name)}")
+    POSITIVE: ClassVar[tuple[str, ...]] = AgentConfig.POSITIVE + ("policy_delay",)
 
 
 class TD3(OffPolicyAgent):

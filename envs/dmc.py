@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from .distractors import DistractorSpec
-from .pixels import PixelObserver, parse_size, plane_geoms
+from .pixels import PixelObserver, check_action, parse_size, plane_geoms
 from .render import CameraSpec, Quality
 
 # PlaNet-benchmark action repeats (CURL Table 3, DrQ appendix Table 2); everything else uses 4.
@@ -274,14 +274,7 @@ class DMCEnv(gym.Env):
         return {"state": self.state()}
 
     def _check_action(self, action) -> np.ndarray:
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"action of shape {action.shape} for {self.domain}-{self.task}, which takes shape {self.action_space.shape}"
-            )
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action}")
-        return np.clip(action, -1.0, 1.0)
+        return check_action(action, self.action_space, f"{self.domain}-{self.task}")
 
     def _observation(self, time_step, reset: bool):
         if self._observer is not None:

@@ -31,6 +31,17 @@ def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
+def check_action(action, space: gym.spaces.Box, env_name: str) -> np.ndarray:
+    """An action as float64 clipped to [-1, 1], or a ValueError naming the expected shape or the
+    non-finite entries (every env of the suite acts in [-1, 1])."""
+    action = np.asarray(action, dtype=np.float64)
+    if action.shape != space.shape:
+        raise ValueError(f"action of shape {action.shape} for {env_name}, which takes shape {space.shape}")
+    if not np.all(np.isfinite(action)):
+        raise ValueError(f"action contains NaN or inf: {action}")
+    return np.clip(action, -1.0, 1.0)
+
+
 def plane_geoms(model: mujoco.MjModel) -> list[int]:
     """Ids of the plane geoms (floors): what the distractor mode may hide."""
     return [i for i in range(model.ngeom) if model.geom_type[i] == mujoco.mjtGeom.mjGEOM_PLANE]

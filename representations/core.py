@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ssrl.utils import atomic_path, write_json
+from ssrl.utils import atomic_path, read_torch_file, write_json
 
 FORMAT = 1
 _REGISTRY: dict[str, type["Representation"]] = {}
@@ -167,14 +167,8 @@ def build_config(config_cls: type, values: dict[str, Any]):
 
 
 def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no representation checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many kinds here
-        raise ValueError(f"{path} is not a readable representation checkpoint (corrupt or truncated?): {err}") from err
-    if not isinstance(state, dict) or state.get("format") != FORMAT or "name" not in state:
+    state = read_torch_file(path, "representation checkpoint")
+    if state.get("format") != FORMAT or "name" not in state:
         raise ValueError(f"{path} is not an ssrl representation checkpoint")
     return state
 

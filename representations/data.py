@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ssrl.envs.rollouts import DatasetError, Episode, RolloutDataset
+from ssrl.envs.rollouts import DatasetError, RolloutDataset
 
 from .core import Need
 

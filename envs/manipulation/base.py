@@ -17,7 +17,7 @@ import mujoco
 import numpy as np
 
 from ..distractors import DistractorSpec
-from ..pixels import PixelObserver, parse_size, plane_geoms
+from ..pixels import PixelObserver, check_action, parse_size, plane_geoms
 from ..render import QUALITIES, CameraSpec, FreeCamera, Quality, Renderer, camera_names
 from .scene import Scene
 
@@ -181,11 +181,4 @@ class ManipulationEnv(gym.Env):
         super().close()
 
     def _check_action(self, action) -> np.ndarray:
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"action of shape {action.shape} for {type(self).__name__}, which takes shape {self.action_space.shape}"
-            )
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action}")
-        return np.clip(action, -1.0, 1.0)
+        return check_action(action, self.action_space, type(self).__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from . import dbc, deepmdp, grasp2vec, mftcn, tcn  # noqa: F401
+from . import ccvae, dbc, deepmdp, grasp2vec, mftcn, tcn, vae  # noqa: F401
 from .latent_models import LatentObjective
 
 # Objectives that can train an agent's encoder jointly with its critic (``ssrl train --aux``).

@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 
-from ..backbones import make_encoder
-from ..core import BaseConfig, Need, Representation, register
-from .latent_models import LatentObjective, RewardModel, TransitionModel
+from ..core import BaseConfig, register
+from .latent_models import LatentObjective, RewardModel, TransitionModel, TransitionRepresentation
 
 
 @dataclasses.dataclass
@@ -91,26 +89,7 @@ class DeepMDPObjective(LatentObjective):
 
 
 @register
-class DeepMDP(Representation):
+class DeepMDP(TransitionRepresentation):
     name = "deepmdp"
-    needs = Need.TRANSITIONS
     Config = DeepMDPConfig
-
-    def __init__(self, config: DeepMDPConfig, obs_shape) -> None:
-        super().__init__(config, obs_shape)
-        self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
-        self.objective = DeepMDPObjective(config)
-
-    def check_data(self, data) -> None:
-        super().check_data(data)
-        if data.action.shape[1] != self.config.action_dim:
-            raise ValueError(f"the data's actions have {data.action.shape[1]} dims, the config says action_dim={self.config.action_dim}")
-
-    def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return data.transitions(data.sample_frames(batch_size, rng, with_next=True), k=self.config.frame_stack)
-
-    def loss(self, batch):
-        z = self.encoder(batch["obs"])
-        with torch.no_grad():
-            next_z = self.encoder(batch["next_obs"])
-        return self.objective.latent_loss(z, batch["action"], batch["reward"], next_z, batch["discount"])
+    Objective = DeepMDPObjective

@@ -11,9 +11,14 @@ output.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
+
+from ..backbones import make_encoder
+from ..core import Need, Representation
 
 SIGMA_MIN, SIGMA_MAX = 1e-4, 10.0
 
@@ -59,3 +64,30 @@ class LatentObjective(nn.Module, abc.ABC):
     def loss(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The agents' aux protocol (:class:`ssrl.agents.AuxInputs`)."""
         return self.latent_loss(inputs.latent, inputs.action, inputs.reward, inputs.next_latent.detach(), inputs.discount)
+
+
+class TransitionRepresentation(Representation):
+    """An encoder trained offline, on collected transitions, by a :class:`LatentObjective`
+    (``Objective``): z = phi(s) with gradient, z' = phi(s') without, as DBC's code does."""
+
+    needs = Need.TRANSITIONS
+    Objective: ClassVar[type[LatentObjective]]
+
+    def __init__(self, config, obs_shape) -> None:
+        super().__init__(config, obs_shape)
+        self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
+        self.objective = self.Objective(config)
+
+    def check_data(self, data) -> None:
+        super().check_data(data)
+        if data.action.shape[1] != self.config.action_dim:
+            raise ValueError(f"the data's actions have {data.action.shape[1]} dims, the config says action_dim={self.config.action_dim}")
+
+    def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return data.transitions(data.sample_frames(batch_size, rng, with_next=True), k=self.config.frame_stack)
+
+    def loss(self, batch):
+        z = self.encoder(batch["obs"])
+        with torch.no_grad():
+            next_z = self.encoder(batch["next_obs"])
+        return self.objective.latent_loss(z, batch["action"], batch["reward"], next_z, batch["discount"])
