@@ -129,7 +129,8 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     try:
         run_bench(args.suite, out=args.out, methods=args.methods or None, tasks=args.tasks or None, seeds=args.seeds,
-                  workers=args.workers, ray_address=args.ray, rl_steps=args.rl_steps, overwrite=args.overwrite)
+                  workers=args.workers, ray_address=args.ray, rl_steps=args.rl_steps,
+                  pretrain_steps=args.pretrain_steps, overwrite=args.overwrite)
     except SuiteError as err:
         print(f"ssrl bench: error: {err}", file=sys.stderr)
         return 2
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--workers", type=int, default=2, help="parallel cells in a local process pool")
     be.add_argument("--ray", default=None, metavar="ADDRESS", help="run cells as Ray tasks on an existing cluster")
     be.add_argument("--rl-steps", type=int, default=None, help="override the suite's RL budget (env steps)")
+    be.add_argument("--pretrain-steps", type=int, default=None, help="override the suite's pretraining steps")
     be.add_argument("--out", default=None, help="output folder (default outputs/bench-SUITE); re-running resumes it")
     be.add_argument("--overwrite", action="store_true", help="delete the output folder first")
     be.add_argument("--list", action="store_true", help="list the suites and exit")

@@ -137,11 +137,15 @@ def _hash(obj: Any) -> str:
 
 
 def plan(suite: dict[str, Any], methods: list[str] | None = None, tasks: list[str] | None = None,
-         seeds: int | None = None, rl_steps: int | None = None) -> list[Cell]:
-    """Expand a suite (optionally narrowed by the command line) into cells."""
+         seeds: int | None = None, rl_steps: int | None = None, pretrain_steps: int | None = None) -> list[Cell]:
+    """Expand a suite (optionally narrowed, or its budgets changed, by the command line) into cells."""
     suite = copy.deepcopy(suite)
     if rl_steps is not None and "rl" in suite:
         suite["rl"]["env_steps"] = int(rl_steps)
+    if pretrain_steps is not None:
+        suite.setdefault("pretrain", {})["steps"] = int(pretrain_steps)
+        for part in (suite.get("probes") or {}).values():
+            part.pop("steps", None)
     all_methods = dict(suite.get("methods") or {})
     references = list(suite.get("references") or [])
     if methods:
@@ -407,6 +411,7 @@ def run_bench(
     workers: int = 2,
     ray_address: str | None = None,
     rl_steps: int | None = None,
+    pretrain_steps: int | None = None,
     overwrite: bool = False,
     display: bool = True,
 ) -> dict[str, Any]:
@@ -417,11 +422,13 @@ def run_bench(
     out = pathlib.Path(out or f"outputs/bench-{spec['name']}")
     if overwrite and out.exists():
         shutil.rmtree(out)
-    cells = plan(spec, methods, tasks, seeds, rl_steps)
+    cells = plan(spec, methods, tasks, seeds, rl_steps, pretrain_steps)
     if not cells:
         raise SuiteError("the selection leaves no cell to run")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "suite.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    overrides = {k: v for k, v in dict(methods=methods, tasks=tasks, seeds=seeds, rl_steps=rl_steps,
+                                        pretrain_steps=pretrain_steps).items() if v is not None}
+    (out / "suite.yaml").write_text(yaml.safe_dump(dict(spec, command_line_overrides=overrides), sort_keys=False))
     start = time.perf_counter()
     # Data first, once per task (cells of a task share it): in parallel across tasks.
     datasets = {}
@@ -432,7 +439,7 @@ def run_bench(
     _run_all(jobs, workers, ray_address, out, [], display=False)
     cell_jobs = [(run_cell, (dataclasses.asdict(c), str(out))) for c in cells]
     results = _run_all(cell_jobs, workers, ray_address, out, cells, display=display)
-    summary = write_report(out, spec, results, wall_time=time.perf_counter() - start)
+    summary = write_report(out, dict(spec, command_line_overrides=overrides), results, wall_time=time.perf_counter() - start)
     failed = [r for r in results if r.get("error")]
     if failed:
         details = "; ".join(f"{r['cell']}: {r['error']}" for r in failed)

@@ -134,6 +134,8 @@ def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[st
     md = [f"# ssrl bench: suite `{suite['name']}`", ""]
     if suite.get("note"):
         md += [f"> {suite['note']}", ""]
+    if suite.get("command_line_overrides"):
+        md += [f"Run with command-line overrides of the suite: `{json.dumps(suite['command_line_overrides'])}`.", ""]
     md += [f"Wall-clock {wall_time / 60:.1f} min. Returns are evaluation returns of the deterministic policy "
            f"(mean over episodes; +- is the std over seeds). Env steps count simulator steps (agent steps x action repeat).", ""]
     md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
