@@ -10,8 +10,13 @@ every episode. One env step is one grasp attempt:
 * the primitive, all of it simulated: the open hand is put above the grasp point, clear of every
   object and wall (a free-space move, the only one not simulated), descends to 6 mm above the bin
   floor, closes its fingers (position control, squeezing up to 12 N), and lifts 45 cm, out of the
-  ``bin`` camera's view, then holds for 50 ms. An object is *lifted* if it is then more than
-  20 cm above the floor: friction between pads and object is all that holds it;
+  ``bin`` camera's view, then holds for 50 ms. The descent is guarded, as a robot's with a force
+  limit: a finger landing on another object or on a bin wall pushes on it with at most 10 N, and
+  the hand waits there for it to give way (at most 0.1 s, then the fingers close where the hand
+  is). An unlimited push drove light objects into and through the bin floor and fingers past the
+  walls' top edges, and what it squeezed sprang out of the bin, onto the table in ``s_post``. An
+  object is *lifted* if it is then more than 20 cm above the floor: friction between pads and
+  object is all that holds it;
 * the grasp2vec record of the attempt, in ``info``: ``s_pre`` (the ``bin`` camera before the
   grasp), ``s_post`` (after, the lifted object out of view), ``o`` (the ``object`` camera,
   mounted on the hand and looking between the fingers: the lifted object held up to a camera at a
@@ -91,6 +96,7 @@ class GraspEnv(ManipulationEnv):
     grasp_clearance = 0.006  # fingertips above the bin floor at the bottom of the descent
     lift_threshold = 0.20  # an object this far above the bin floor after the lift was lifted
     descend_speed = 0.8  # m/s
+    max_press_force = 10.0  # N: the most the descending gripper pushes on what it lands on
     close_time = 0.1  # s
     lift_time = 0.35  # s
     hold_time = 0.05  # s
@@ -240,7 +246,8 @@ class GraspEnv(ManipulationEnv):
         z_grasp = self.floor_z + self.grasp_clearance
         scene.teleport_hand((x, y, z_top), yaw, FINGER_RANGE)  # free space: nothing is touched
         scene.forward()
-        scene.move_hand((x, y, z_grasp), max(0.04, (z_top - z_grasp) / self.descend_speed))
+        scene.move_hand((x, y, z_grasp), max(0.04, (z_top - z_grasp) / self.descend_speed),
+                        max_force=self.max_press_force)
         scene.set_fingers(FINGER_CLOSED_CTRL)
         scene.step(int(round(self.close_time / scene.dt)), sync=False)
         scene.move_hand((x, y, self.floor_z + self.lift_height), self.lift_time)

@@ -304,6 +304,8 @@ class Scene:
         self.finger_qvel = np.array([m.jnt_dofadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("left_finger", "right_finger")])
         self.pad_geoms = np.array([name2id(mujoco.mjtObj.mjOBJ_GEOM, g) for g in ("left_pad", "right_pad")])
         self.gripper_geoms = np.array([i for i in range(m.ngeom) if self._is_gripper_body(m.geom_bodyid[i])])
+        self.is_gripper_geom = np.zeros(m.ngeom, bool)
+        self.is_gripper_geom[self.gripper_geoms] = True
         self.object_bodies = np.array([name2id(mujoco.mjtObj.mjOBJ_BODY, f"object{i}") for i in range(n_objects)], int)
         self.object_qpos = np.array([m.jnt_qposadr[m.body_jntadr[b]] for b in self.object_bodies], int)
         self.object_qvel = np.array([m.jnt_dofadr[m.body_jntadr[b]] for b in self.object_bodies], int)
@@ -404,18 +406,66 @@ class Scene:
     def finger_opening(self) -> np.ndarray:
         return self.data.qpos[self.finger_qpos].copy()
 
-    def move_hand(self, target: Sequence[float], duration: float, yaw: float | None = None) -> None:
+    def move_hand(
+        self,
+        target: Sequence[float],
+        duration: float,
+        yaw: float | None = None,
+        max_force: float | None = None,
+        patience: float = 0.1,
+    ) -> bool:
         """Drive the mocap from where it is to ``target`` along a smooth straight line in
-        ``duration`` seconds of physics (the hand follows through the weld)."""
+        ``duration`` seconds of physics (the hand follows through the weld).
+
+        With ``max_force`` the move is guarded, as a robot with a force limit moves among things
+        it may bump into: whenever what the gripper touches pushes back along the motion with more
+        than ``max_force`` newtons (:meth:`gripper_contact_force`), the mocap stops where the hand
+        is and the move waits, going on (from there) if the obstacle gives way, for at most
+        ``patience`` seconds of waiting in all; then the hand stays where it is. Without a limit
+        the weld pushes as hard as it takes to follow the mocap, 1 kN and more: it drives a light
+        object under a finger into and through the bin floor (MuJoCo's soft contacts yield in
+        proportion to the mass they hold up) and forces a finger down past a wall's top edge,
+        and what is squeezed that way springs out when released. Returns whether the hand got to
+        ``target``.
+        """
         start = self.mocap_pos
         target = np.asarray(target, float)
         n = max(1, int(round(duration / self.dt)))
         if yaw is not None:
             self.data.mocap_quat[self.mocap_id] = yaw_quat(yaw)
-        for s in smoothstep(np.arange(1, n + 1) / n):
-            self.data.mocap_pos[self.mocap_id] = start + s * (target - start)
+        if max_force is None:
+            for s in smoothstep(np.arange(1, n + 1) / n):
+                self.data.mocap_pos[self.mocap_id] = start + s * (target - start)
+                self.step(sync=False)
+            self.forward()
+            return True
+        length = float(np.linalg.norm(target - start))
+        if length == 0:
+            self.step(n, sync=True)
+            return True
+        direction = (target - start) / length
+        # Legs of the smooth profile at the move's mean speed: the first from the start, one more
+        # from wherever the hand was held each time the obstacle gives way.
+        leg_from, leg_steps, k, held = start, n, 0, False
+        for _ in range(n + int(round(patience / self.dt))):
+            if k == leg_steps and not held:
+                break
+            # The contact forces of the last step (MuJoCo's step leaves them with its contacts).
+            if -self.gripper_contact_force() @ direction > max_force:
+                self.data.mocap_pos[self.mocap_id] = self.hand_pos  # stop pushing: hold here
+                held = True
+            else:
+                if held:
+                    leg_from, held, k = self.mocap_pos, False, 0
+                    leg_steps = max(1, int(round(n * np.linalg.norm(target - leg_from) / length)))
+                k += 1
+                self.data.mocap_pos[self.mocap_id] = leg_from + smoothstep(k / leg_steps) * (target - leg_from)
             self.step(sync=False)
+        arrived = k == leg_steps and not held
+        if not arrived:
+            self.data.mocap_pos[self.mocap_id] = self.hand_pos  # out of patience: stay here
         self.forward()
+        return arrived
 
     def glide(self, target: Sequence[float], n_steps: int, chunks: int = 5) -> None:
         """Move the mocap to ``target`` at constant speed over ``n_steps`` physics steps, in
@@ -504,6 +554,22 @@ class Scene:
             if (g1 in geoms_a and g2 in geoms_b) or (g2 in geoms_a and g1 in geoms_b):
                 return True
         return False
+
+    def gripper_contact_force(self) -> np.ndarray:
+        """Net force (world frame, newtons) that contacts with everything else exert on the
+        gripper: what a wrist force sensor reads, less gravity and inertia."""
+        m, d = self.model, self.data
+        total = np.zeros(3)
+        if d.ncon == 0:
+            return total
+        on1 = self.is_gripper_geom[d.contact.geom1]
+        wrench = np.zeros(6)
+        for c in np.flatnonzero(on1 != self.is_gripper_geom[d.contact.geom2]):
+            mujoco.mj_contactForce(m, d, c, wrench)
+            # The contact frame's first axis points from geom1 to geom2; the force is geom1's on geom2.
+            force = d.contact.frame[c].reshape(3, 3).T @ wrench[:3]
+            total += -force if on1[c] else force
+        return total
 
     def objects_touching_gripper(self) -> set[int]:
         """Objects in contact with any gripper geom."""
