@@ -9,14 +9,22 @@ every episode. One env step is one grasp attempt:
   symmetric under a half turn);
 * the primitive, all of it simulated: the open hand is put above the grasp point, clear of every
   object and wall (a free-space move, the only one not simulated), descends to 6 mm above the bin
-  floor, closes its fingers (position control, squeezing up to 12 N), and lifts 45 cm, out of the
-  ``bin`` camera's view, then holds for 50 ms. The descent is guarded, as a robot's with a force
-  limit: a finger landing on another object or on a bin wall pushes on it with at most 10 N, and
+  floor, closes its fingers at 0.3 m/s, a gripper's speed (position control, squeezing up to
+  12 N), and lifts 45 cm, out of the ``bin`` camera's view, then holds for 50 ms. An object is
+  *lifted* if it is then more than 20 cm above the floor: friction between pads and object is all
+  that holds it;
+* the fingers' opening is fitted to the bin, whose place the robot knows: each finger opens up to
+  4.5 cm from the grasp centre, less where its pad would otherwise come down on a wall top or
+  outside the bin (2 mm clearance; :meth:`GraspEnv.finger_openings`; the walls are all it knows
+  of, not the objects), so a grasp near a wall is tried with a narrower, off-centre opening
+  instead of with a finger on the wall. The pads are 6 mm thick (the base scene's are 1 cm), so
+  they come down between objects more often;
+* the descent is guarded, as a robot's with a force limit: a finger landing on an object (or, for
+  a grasp centre within a pad's size of a wall, on the wall) pushes on it with at most 10 N, and
   the hand waits there for it to give way (at most 0.1 s, then the fingers close where the hand
   is). An unlimited push drove light objects into and through the bin floor and fingers past the
-  walls' top edges, and what it squeezed sprang out of the bin, onto the table in ``s_post``. An
-  object is *lifted* if it is then more than 20 cm above the floor: friction between pads and
-  object is all that holds it;
+  walls' top edges, and what it squeezed sprang out of the bin, onto the table in ``s_post``;
+  fingers slammed shut at once (over 3 m/s) likewise flicked objects they struck at an edge out;
 * the grasp2vec record of the attempt, in ``info``: ``s_pre`` (the ``bin`` camera before the
   grasp), ``s_post`` (after, the lifted object out of view), ``o`` (the ``object`` camera,
   mounted on the hand and looking between the fingers: the lifted object held up to a camera at a
@@ -56,6 +64,7 @@ from .base import ManipulationEnv, check_count
 from .scene import (
     FINGER_CLOSED_CTRL,
     FINGER_RANGE,
+    PAD_HALF_WIDTH,
     SHAPES,
     BinSpec,
     CameraDef,
@@ -97,7 +106,10 @@ class GraspEnv(ManipulationEnv):
     lift_threshold = 0.20  # an object this far above the bin floor after the lift was lifted
     descend_speed = 0.8  # m/s
     max_press_force = 10.0  # N: the most the descending gripper pushes on what it lands on
-    close_time = 0.1  # s
+    wall_clearance = 0.002  # the open pads keep this far inside the bin's walls (where they can)
+    pad_half_thickness = 0.003  # the grasping hand's pads (the base scene's are 0.005)
+    finger_speed = 0.3  # m/s, each finger closing: a gripper's speed (a target set at once slams them at 3 m/s)
+    close_time = 0.2  # s: closing from fully open takes 0.18 s, then squeezing
     lift_time = 0.35  # s
     hold_time = 0.05  # s
     settle_time = 0.02  # s, after the attempt (and at reset)
@@ -134,7 +146,7 @@ class GraspEnv(ManipulationEnv):
         self.record_triplets = bool(record_triplets)
         self.lift_height = float(lift_height)
         self.bin = BinSpec(half_size=float(bin_half_size))
-        scene = Scene(self.n_objects, self.bin, [BIN_CAMERA, OBJECT_CAMERA])
+        scene = Scene(self.n_objects, self.bin, [BIN_CAMERA, OBJECT_CAMERA], pad_half_thickness=self.pad_half_thickness)
         self._setup_pixels(scene, from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
                            frame_stack=frame_stack, quality=quality, distractor=distractor,
                            render_mode=render_mode, render_size=render_size)
@@ -234,6 +246,29 @@ class GraspEnv(ManipulationEnv):
 
     # -- the grasp primitive ----------------------------------------------------------------------
 
+    def finger_openings(self, x: float, y: float, yaw: float) -> np.ndarray:
+        """How far the (left, right) finger opens for a grasp at ``(x, y, yaw)``: ``FINGER_RANGE``,
+        or less where the pad would otherwise reach beyond ``wall_clearance`` inside a wall (on its
+        top or outside the bin), 0 where even a closed finger's pad does. The left finger opens
+        along the hand's +y axis, ``(-sin yaw, cos yaw)`` in the world."""
+        lim = self.bin.half_size - self.wall_clearance
+        u = np.array([-math.sin(yaw), math.cos(yaw)])  # closing axis (hand y)
+        v = np.array([math.cos(yaw), math.sin(yaw)])  # across the pads (hand x)
+        centre = np.array([x, y], float)
+        thickness = 2 * self.scene.pad_half_thickness
+        openings = np.full(2, FINGER_RANGE)
+        for k, side in enumerate((1.0, -1.0)):
+            d = side * u  # a pad corner moves along d as its finger opens
+            for a in (0.0, thickness):
+                for b in (-PAD_HALF_WIDTH, PAD_HALF_WIDTH):
+                    corner = centre + side * a * u + b * v  # with the finger closed
+                    for axis in range(2):
+                        # |corner[axis] + opening * d[axis]| <= lim
+                        if abs(d[axis]) > 1e-12:
+                            bound = (lim - math.copysign(1.0, d[axis]) * corner[axis]) / abs(d[axis])
+                            openings[k] = min(openings[k], bound)
+        return np.clip(openings, 0.0, FINGER_RANGE)
+
     def _approach_height(self) -> float:
         """Fingertip height clear of every object and of the bin's walls."""
         tops = [p[2] + float(np.linalg.norm(s.half_extents)) for p, s in zip(self.scene.object_pos(), self.scene.specs)]
@@ -244,12 +279,12 @@ class GraspEnv(ManipulationEnv):
         scene = self.scene
         z_top = self._approach_height()
         z_grasp = self.floor_z + self.grasp_clearance
-        scene.teleport_hand((x, y, z_top), yaw, FINGER_RANGE)  # free space: nothing is touched
+        # Free space: nothing is touched; the fingers pre-shaped to the walls.
+        scene.teleport_hand((x, y, z_top), yaw, self.finger_openings(x, y, yaw))
         scene.forward()
         scene.move_hand((x, y, z_grasp), max(0.04, (z_top - z_grasp) / self.descend_speed),
                         max_force=self.max_press_force)
-        scene.set_fingers(FINGER_CLOSED_CTRL)
-        scene.step(int(round(self.close_time / scene.dt)), sync=False)
+        scene.close_fingers(self.close_time, self.finger_speed, FINGER_CLOSED_CTRL)
         scene.move_hand((x, y, self.floor_z + self.lift_height), self.lift_time)
         scene.step(int(round(self.hold_time / scene.dt)))
         heights = scene.object_pos()[:, 2] - self.floor_z

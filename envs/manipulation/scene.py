@@ -50,7 +50,7 @@ PARKED_Z = -0.5  # below the table top, out of every camera: where the goal imag
 FINGER_RANGE = 0.045  # each finger opens this far from the centre
 FINGER_CLOSED_CTRL = -0.01  # closing target beyond contact, so the fingers squeeze
 PAD_HALF_WIDTH = 0.018  # half-width of a pad across the closing direction
-PAD_HALF_THICKNESS = 0.005
+PAD_HALF_THICKNESS = 0.005  # the base file's pads; a task may make them thinner (Scene's pad_half_thickness)
 PAD_HEIGHT = 0.07  # the pads span z in [0, PAD_HEIGHT] of the hand frame
 
 
@@ -221,11 +221,26 @@ def _fmt(values: Sequence[float]) -> str:
     return " ".join(f"{float(v):.6g}" for v in values)
 
 
-def build_xml(n_objects: int, bin_spec: BinSpec | None = None, cameras: Sequence[CameraDef] = ()) -> str:
-    """The scene's MJCF: the base file plus objects, bin and task cameras."""
+def build_xml(
+    n_objects: int,
+    bin_spec: BinSpec | None = None,
+    cameras: Sequence[CameraDef] = (),
+    pad_half_thickness: float | None = None,
+) -> str:
+    """The scene's MJCF: the base file plus objects, bin and task cameras; ``pad_half_thickness``
+    replaces the pads' (their inner faces stay at the fingers' joint positions)."""
     root = ET.fromstring(asset_path().read_text())
     world = root.find("worldbody")
     bodies = {b.get("name"): b for b in root.iter("body")}
+    if pad_half_thickness is not None:
+        t = float(pad_half_thickness)
+        if not 0 < t <= PAD_HALF_THICKNESS:
+            raise ValueError(f"pad_half_thickness must be in (0, {PAD_HALF_THICKNESS}], got {t}")
+        for geom in root.iter("geom"):
+            if geom.get("name") in ("left_pad", "right_pad"):
+                side = 1 if geom.get("name") == "left_pad" else -1
+                geom.set("pos", _fmt((0, side * t, PAD_HEIGHT / 2)))
+                geom.set("size", _fmt((PAD_HALF_WIDTH, t, PAD_HEIGHT / 2)))
     if bin_spec is not None:
         b = bin_spec
         body = ET.SubElement(world, "body", name="bin", pos="0 0 0")
@@ -284,12 +299,20 @@ class Scene:
         n_objects: object bodies in the model (each takes one :class:`ObjectSpec` at a time).
         bin_spec: add a bin centred on the origin.
         cameras: task cameras added to the base file's ``front``, ``side`` and ``top``.
+        pad_half_thickness: thinner finger pads than the base file's (``PAD_HALF_THICKNESS``).
     """
 
-    def __init__(self, n_objects: int, bin_spec: BinSpec | None = None, cameras: Sequence[CameraDef] = ()) -> None:
+    def __init__(
+        self,
+        n_objects: int,
+        bin_spec: BinSpec | None = None,
+        cameras: Sequence[CameraDef] = (),
+        pad_half_thickness: float | None = None,
+    ) -> None:
         self.n_objects = n_objects
         self.bin = bin_spec
-        self.xml = build_xml(n_objects, bin_spec, cameras)
+        self.pad_half_thickness = PAD_HALF_THICKNESS if pad_half_thickness is None else float(pad_half_thickness)
+        self.xml = build_xml(n_objects, bin_spec, cameras, pad_half_thickness)
         self.model = mujoco.MjModel.from_xml_string(self.xml)
         self.data = mujoco.MjData(self.model)
         m = self.model
@@ -387,9 +410,12 @@ class Scene:
         if yaw is not None:
             self.data.mocap_quat[self.mocap_id] = yaw_quat(yaw)
 
-    def teleport_hand(self, pos: Sequence[float], yaw: float = 0.0, opening: float | None = None) -> None:
+    def teleport_hand(
+        self, pos: Sequence[float], yaw: float = 0.0, opening: float | Sequence[float] | None = None
+    ) -> None:
         """Put hand and mocap at ``pos`` with ``yaw``, at rest (for resets and free-space moves
-        where nothing touches the gripper). ``opening`` also sets each finger's position."""
+        where nothing touches the gripper). ``opening`` also sets the fingers' positions and
+        targets: one for both, or ``(left, right)`` (the left finger opens along the hand's +y)."""
         self.data.qpos[self.hand_qpos] = [*pos, *yaw_quat(yaw)]
         self.data.qvel[self.hand_qvel] = 0.0
         self.set_mocap(pos, yaw)
@@ -401,6 +427,18 @@ class Scene:
     def set_fingers(self, target: float) -> None:
         """Finger position target (0 closed, FINGER_RANGE open; below 0 squeezes)."""
         self.data.ctrl[:2] = target
+
+    def close_fingers(self, duration: float, speed: float, target: float = FINGER_CLOSED_CTRL) -> None:
+        """Close the fingers as a gripper does, at ``speed`` m/s: each finger's position target
+        moves from where it is to ``target`` at that speed, over ``duration`` seconds of physics
+        (the rest of it squeezing). A target set at once (:meth:`set_fingers`) slams the fingers
+        shut at over 3 m/s, which flicks objects they strike at an edge out of the bin."""
+        start = self.data.ctrl[:2].copy()
+        n = max(1, int(round(duration / self.dt)))
+        for k in range(1, n + 1):
+            self.data.ctrl[:2] = np.maximum(target, start - speed * k * self.dt)
+            self.step(sync=False)
+        self.forward()
 
     @property
     def finger_opening(self) -> np.ndarray:
