@@ -183,15 +183,19 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         lo, hi = self._lowest_valid(), self.total - 1  # transitions a in [lo, hi)
-        if hi - lo <= 0 or not self.has_next[np.arange(lo, hi) % self.capacity].any():
+        if hi - lo <= 0:
             raise RuntimeError("the replay buffer holds no complete transition yet")
         chosen: list[np.ndarray] = []
-        need = batch_size
+        need, draws = batch_size, 0
         while need > 0:
             cand = self.rng.integers(lo, hi, size=max(2 * need, 16))
             cand = cand[self.has_next[cand % self.capacity]]
             chosen.append(cand[:need])
             need -= len(chosen[-1])
+            draws += 1
+            # Scanning the whole buffer costs O(capacity); do it only when draws keep missing.
+            if draws == 8 and need > 0 and not self.has_next[np.arange(lo, hi) % self.capacity].any():
+                raise RuntimeError("the replay buffer holds no complete transition yet")
         a = np.concatenate(chosen)
         slots = a % self.capacity
         start = a - self.ep_pos[slots]

@@ -242,6 +242,21 @@ def test_replay_refuses_observations_that_are_not_frame_stacks():
         buf.add(np.zeros(1), 0.0, False, np.ones((6, 4, 4), np.uint8))
 
 
+def test_sampling_a_replay_without_complete_transitions_says_so():
+    space = gym.spaces.Box(-1, 1, (3,), np.float32)
+    buf = ReplayBuffer(10, space, gym.spaces.Box(-1, 1, (1,)))
+    buf.start_episode(np.zeros(3, np.float32))
+    with pytest.raises(RuntimeError, match="no complete transition"):
+        buf.sample(4)
+    buf.start_episode(np.ones(3, np.float32))  # two reset observations, still no transition
+    with pytest.raises(RuntimeError, match="no complete transition"):
+        buf.sample(4)
+    buf.add(np.zeros(1), 1.0, False, np.full(3, 2.0, np.float32))
+    batch = buf.sample(4)  # the one transition, four times
+    np.testing.assert_array_equal(batch.obs, np.ones((4, 3)))
+    np.testing.assert_array_equal(batch.next_obs, np.full((4, 3), 2.0))
+
+
 def test_time_limit_truncation_bootstraps_and_termination_does_not():
     space = gym.spaces.Box(-1, 1, (1,), np.float32)
     buf = ReplayBuffer(10, space, space)

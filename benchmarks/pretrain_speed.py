@@ -1,0 +1,110 @@
+"""Pretraining speed of every representation on its natural data, on 1 and 2 cores.
+
+    python -m ssrl.benchmarks.pretrain_speed [--threads 1 2] [--archs fast dmc] [--steps 10] [--out PATH]
+
+Each method trains on the data its objective needs, collected here by our own envs (cached
+under ``--data``): multi-view cartpole-swingup rollouts (TCN, mfTCN, DeepMDP, DBC), Push with a
+new object every episode (beta-VAE, CC-VAE), Grasp triplets (grasp2vec). A step is one
+optimiser step at the method's default batch size: sampling the batch from the data set,
+forward, backward and Adam, as ``ssrl pretrain`` runs it. The table gives steps per second
+(median of ``--rounds``, each ``--steps`` steps after one warm-up step) for each backbone
+(``fast``: the stride-2 CPU variant; ``dmc``: the published methods' encoder) and torch thread
+count, and the speed-up of 2 threads over 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import time
+
+DATA = {
+    "cartpole": dict(env_id="ssrl/cartpole-swingup-v0", policy="sticky_random", episodes=4, cameras=["fixed", "lookatcart"]),
+    "push": dict(env_id="ssrl/PushRandomObject-v0", policy="push_explore", episodes=6, cameras=["push"]),
+    "grasp": dict(env_id="ssrl/Grasp-v0", policy="random_grasp", episodes=16, cameras=["bin"]),
+}
+METHOD_DATA = {"tcn": "cartpole", "mftcn": "cartpole", "deepmdp": "cartpole", "dbc": "cartpole",
+               "beta-vae": "push", "cc-vae": "push", "grasp2vec": "grasp"}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_DATA), choices=list(METHOD_DATA))
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--archs", nargs="+", default=["fast", "dmc"], choices=["fast", "dmc", "resnet"])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--data", default="outputs/benchmarks/pretrain_speed_data")
+    parser.add_argument("--out", default="outputs/benchmarks/pretrain_speed.json")
+    args = parser.parse_args(argv)
+
+    from ssrl.benchmarks.common import pin_cores, print_table, save_results
+
+    cores = pin_cores(max(args.threads))
+
+    import numpy as np
+    import torch
+
+    import ssrl  # noqa: F401
+    from ssrl.envs.rollouts import DatasetError, RolloutDataset, collect
+    from ssrl.representations.data import RolloutData
+    from ssrl.representations.pretrain import build
+
+    def dataset(name: str) -> RolloutData:
+        spec = DATA[name]
+        path = pathlib.Path(args.data) / name
+        try:
+            ds = RolloutDataset(path)
+            if len(ds) < spec["episodes"]:
+                raise DatasetError("incomplete")
+        except DatasetError:
+            ds = collect(spec["env_id"], policy=spec["policy"], episodes=spec["episodes"], out=path,
+                         cameras=spec["cameras"], seed=0, progress=False, append=path.exists())
+        return RolloutData(ds)
+
+    datasets = {name: dataset(name) for name in sorted({METHOD_DATA[m] for m in args.methods})}
+    results: dict[str, dict] = {}
+    rows = []
+    for method in args.methods:
+        data = datasets[METHOD_DATA[method]]
+        for arch in args.archs:
+            rates = {}
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                torch.manual_seed(0)
+                rep = build(method, data, arch=arch)
+                optimizer = torch.optim.Adam(rep.parameters(), lr=1e-4)
+                rng = np.random.default_rng(0)
+
+                def step():
+                    loss, _ = rep.loss(rep.to_batch(rep.sample_batch(data, rep.config.batch_size, rng)))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+
+                step()  # warm-up: allocator, one-off kernel choices
+                runs = []
+                for _ in range(args.rounds):
+                    start = time.perf_counter()
+                    for _ in range(args.steps):
+                        step()
+                    runs.append(args.steps / (time.perf_counter() - start))
+                rates[threads] = statistics.median(runs)
+                print(f"{method} {arch} {threads} thread(s): {rates[threads]:.2f} steps/s", flush=True)
+            key = f"{method}/{arch}"
+            results[key] = {"data": METHOD_DATA[method], "batch_size": rep.config.batch_size,
+                            "steps_per_s": {str(t): r for t, r in rates.items()}}
+            speedup = rates[max(args.threads)] / rates[min(args.threads)] if len(rates) > 1 else float("nan")
+            rows.append([method, METHOD_DATA[method], arch, rep.config.batch_size,
+                         *(rates[t] for t in args.threads), speedup])
+    headers = ["method", "data", "arch", "batch", *(f"steps/s, {t} thread(s)" for t in args.threads),
+               f"{max(args.threads)} vs {min(args.threads)}"]
+    print(f"\nPretraining steps per second ({len(cores)} pinned core(s))")
+    table = print_table(headers, rows)
+    save_results(args.out, "pretrain_speed", dict(results, table=table), dict(vars(args), cores=cores))
+    return results
+
+
+if __name__ == "__main__":
+    main()
