@@ -224,6 +224,7 @@ class OffPolicyAgent(abc.ABC):
             self.config.buffer_size, observation_space, action_space, self.frame_stack,
             reward_fn=reward_fn, her_ratio=her_ratio, seed=self.seed,
         )
+        self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with
         # Loop state, saved in checkpoints so that a resumed run continues the same run.
         self.num_agent_steps = 0
         self.num_env_steps = 0
@@ -400,6 +401,7 @@ class OffPolicyAgent(abc.ABC):
                 "episodes": self.num_episodes,
             },
             "rng": {"numpy": self.rng.bit_generator.state, "torch": self.generator.get_state()},
+            "replay": self.replay_meta,
         }
         if self.aux is not None:
             state["aux"] = self.aux.state_dict() if hasattr(self.aux, "state_dict") else {}
@@ -432,6 +434,7 @@ class OffPolicyAgent(abc.ABC):
         self.num_updates, self.num_episodes = c["updates"], c["episodes"]
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.generator.set_state(state["rng"]["torch"])
+        self.replay_meta = state.get("replay")
 
     @classmethod
     def load(cls, path: str | pathlib.Path, env: gym.Env | None = None, device: str = "auto", aux=None) -> "OffPolicyAgent":

@@ -245,11 +245,15 @@ class ReplayBuffer:
 
     _PER_SLOT = ("action", "reward", "terminated", "has_next", "ep_pos", "ep_end")
 
-    def save(self, folder: str | pathlib.Path) -> None:
-        """Persist the slots written since the last save, as one more chunk file.
+    def save(self, folder: str | pathlib.Path, prune: bool = True) -> dict:
+        """Persist the slots written since the last save, as one more chunk file; returns the
+        save's meta data (``total`` and the sampling RNG state), also written to ``replay.json``.
 
-        Call between episodes. Chunks are written atomically and a meta file last, so a crash
-        leaves the previous save intact; chunks entirely older than the capacity are removed.
+        Call between episodes. Chunks are written atomically and the meta file last, so a crash
+        leaves the previous save intact. ``prune`` removes chunks entirely older than the
+        capacity; a caller that records the meta elsewhere (the trainer, in the agent's
+        checkpoint) prunes only once that record is written (:meth:`prune`), so the previous
+        checkpoint stays loadable until then.
         """
         if self._episode_start is not None:
             raise RuntimeError("save the replay buffer between episodes (call end_episode first)")
@@ -264,16 +268,30 @@ class ReplayBuffer:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
         self._saved = last
-        write_json(folder / "replay.json", {"total": self.total, "rng": self.rng.bit_generator.state})
-        for chunk in folder.glob("chunk_*.npz"):
+        meta = {"total": self.total, "rng": self.rng.bit_generator.state}
+        write_json(folder / "replay.json", meta)
+        if prune:
+            self.prune(folder)
+        return meta
+
+    def prune(self, folder: str | pathlib.Path) -> None:
+        """Remove saved chunks that the buffer has entirely overwritten since."""
+        for chunk in pathlib.Path(folder).glob("chunk_*.npz"):
             if int(chunk.stem.split("_")[2]) <= self.total - self.capacity:
                 chunk.unlink()
 
-    def load(self, folder: str | pathlib.Path) -> None:
-        """Restore the state of the last :meth:`save` into this (empty) buffer."""
+    def load(self, folder: str | pathlib.Path, meta: dict | None = None) -> None:
+        """Restore a :meth:`save` into this (empty) buffer: the last one, or the one whose
+        returned ``meta`` is given (chunks written after it are discarded)."""
         folder = pathlib.Path(folder)
-        meta = json.loads((folder / "replay.json").read_text())
+        meta = meta or json.loads((folder / "replay.json").read_text())
         total = int(meta["total"])
+        covered = max(0, total - self.capacity)  # the slots [covered, total) must be on disk
+        for first, last in sorted(tuple(int(x) for x in c.stem.split("_")[1:]) for c in folder.glob("chunk_*.npz")):
+            if first <= covered < last <= total:
+                covered = last
+        if covered < total:
+            raise ValueError(f"{folder} lacks replay chunks for slots {covered}..{total}: the replay save is incomplete")
         chunks = sorted(folder.glob("chunk_*.npz"))
         for chunk in chunks:
             first, last = (int(x) for x in chunk.stem.split("_")[1:])

@@ -109,7 +109,7 @@ def train_run(
     aux_obj = make_aux(aux, env, spec["aux_kwargs"], latent_dim=int(spec["hyperparams"].get("feature_dim", 50)))
     if checkpoint.exists():
         agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj)
-        agent.replay.load(out / "checkpoint" / "replay")
+        agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
         if progress:
             print(f"resuming {out} from {agent.num_env_steps} env steps")
     else:

@@ -102,6 +102,7 @@ class SAC(OffPolicyAgent):
             self.actor_optimizer.step()
             self.critic.requires_grad_(True)
             alpha_loss = (self.alpha * (-log_prob.detach() - self.target_entropy)).mean()
+            self.check_finite(alpha_loss, "temperature loss")
             self.alpha_optimizer.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_optimizer.step()

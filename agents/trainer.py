@@ -266,10 +266,13 @@ class Trainer:
         return (value // every + 1) * every
 
     def checkpoint(self) -> None:
-        """Save agent and replay (between episodes). The replay goes first: the agent file is
-        what marks a checkpoint as complete."""
-        self.agent.replay.save(self.replay_dir)
+        """Save agent and replay (between episodes). The replay's new chunk goes first, then the
+        agent file, which records how much of the replay belongs to it and so marks the
+        checkpoint complete; only then are chunks the replay has overwritten removed. A kill at
+        any point leaves the previous or the new checkpoint whole."""
+        self.agent.replay_meta = self.agent.replay.save(self.replay_dir, prune=False)
         self.agent.save(self.checkpoint_path)
+        self.agent.replay.prune(self.replay_dir)
 
     def _evaluate(self) -> None:
         agent = self.agent

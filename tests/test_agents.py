@@ -417,6 +417,48 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
     assert ra == rb and len(ra) == 4
 
 
+def test_kill_between_replay_and_agent_save_resumes_from_the_previous_checkpoint(tmp_path, monkeypatch):
+    """The replay's chunk of a checkpoint is on disk but the agent file is not: resume must take
+    the previous checkpoint whole (not the newer replay under the older agent)."""
+    full = train_run(tmp_path / "full", env_steps=600, **RUN)
+    real_save = SAC.save
+    calls = {"n": 0}
+
+    def dying_save(self, path):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_save(self, path)
+
+    monkeypatch.setattr(SAC, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tmp_path / "killed", env_steps=600, **RUN)
+    monkeypatch.setattr(SAC, "save", real_save)
+    replay_dir = tmp_path / "killed" / "checkpoint" / "replay"
+    saved = torch.load(tmp_path / "killed" / "checkpoint" / "agent.pt", weights_only=False)
+    assert json.loads((replay_dir / "replay.json").read_text())["total"] > saved["replay"]["total"]
+    resumed = train_run(tmp_path / "killed", env_steps=600, **RUN)
+    assert resumed["env_steps"] == full["env_steps"]
+    a = torch.load(tmp_path / "full" / "checkpoint" / "agent.pt", weights_only=False)
+    b = torch.load(tmp_path / "killed" / "checkpoint" / "agent.pt", weights_only=False)
+    assert a["counters"] == b["counters"] and a["replay"]["total"] == b["replay"]["total"]
+    for name in a["modules"]:
+        for key in a["modules"][name]:
+            torch.testing.assert_close(a["modules"][name][key], b["modules"][name][key], rtol=0, atol=0)
+
+
+def test_replay_load_refuses_a_save_with_missing_chunks(tmp_path):
+    env = Reach1D()
+    agent = SAC(env, hidden_dims=(8, 8), buffer_size=100)
+    fill(agent, env, 30)
+    meta = agent.replay.save(tmp_path)
+    for chunk in tmp_path.glob("chunk_*.npz"):
+        chunk.unlink()
+    fresh = SAC(env, hidden_dims=(8, 8), buffer_size=100)
+    with pytest.raises(ValueError, match="lacks replay chunks"):
+        fresh.replay.load(tmp_path, meta)
+
+
 def test_finished_run_is_not_overwritten_by_accident(tmp_path):
     train_run(tmp_path / "run", env_steps=80, video=True, **RUN)
     videos = sorted((tmp_path / "run" / "videos").glob("eval_*.mp4"))
