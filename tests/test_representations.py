@@ -97,7 +97,7 @@ def test_twenty_steps_lower_the_loss_and_gradients_reach_the_encoder(name, cartp
     assert float(rep.loss(batch)[0].detach()) < first
 
 
-@pytest.mark.parametrize("name", ["tcn", "grasp2vec", "dbc"])
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_checkpoint_round_trip_gives_identical_embeddings(name, cartpole, grasps, tmp_path):
     data = data_for(name, cartpole, grasps)
     rep = build(name, data, **METHODS[name])
@@ -198,7 +198,7 @@ def test_data_requirements_are_checked_with_clear_errors(cartpole):
     assert build("tcn", single, arch="fast", single_view=True).config.single_view
 
 
-@pytest.mark.parametrize("name,steps", [("tcn", 200), ("deepmdp", 200)])
+@pytest.mark.parametrize("name,steps", [("tcn", 200), ("mftcn", 200), ("deepmdp", 200), ("dbc", 200)])
 def test_trained_encoder_probe_beats_random_init(name, steps, probe_data):
     train, test = probe_data.split(0.25)
     cfg = dict(METHODS[name], latent_dim=8, batch_size=32)
@@ -209,6 +209,32 @@ def test_trained_encoder_probe_beats_random_init(name, steps, probe_data):
     assert trained_score["target"] == "features"
     assert trained_score["knn_mse"] < random_score["knn_mse"]
     assert trained_score["r2"] > random_score["r2"]
+
+
+def test_grasp2vec_retrieves_held_out_objects_better_than_random_init(tmp_path_factory):
+    from ssrl.representations.control.grasp2vec import retrieval_accuracy
+
+    out = tmp_path_factory.mktemp("data") / "grasp_probe"
+    collect("ssrl/Grasp-v0", policy="centred_grasp", episodes=16, out=out, size=SIZE, seed=1,
+            env_kwargs={"triplet_size": SIZE}, progress=False)
+    train, test = RolloutData(out).split(0.25)
+    cfg = dict(METHODS["grasp2vec"], frame_stack=1)
+    torch.manual_seed(0)
+    random_acc = retrieval_accuracy(build("grasp2vec", train, **cfg), test, batch=8)
+    trained, _ = pretrain("grasp2vec", train, steps=300, config=cfg, seed=0, progress=False)
+    trained_acc = retrieval_accuracy(trained, test, batch=8)
+    assert trained_acc > random_acc + 0.1, (trained_acc, random_acc)
+
+
+def test_mftcn_fills_its_batch_from_several_episodes_with_pairs_far_apart(cartpole):
+    rep = build("mftcn", cartpole, **METHODS["mftcn"])
+    rng = np.random.default_rng(0)
+    for size in (3, 32):
+        batch = rep.sample_batch(cartpole, size, rng)
+        assert batch["anchor"].shape[0] == batch["positive"].shape[0] == size
+        assert not np.array_equal(batch["anchor"], batch["positive"])  # two different cameras
+    # One episode of 41 frames holds 5 times 8 frames apart: a batch of 32 needs several.
+    assert cartpole.ep_len.max() + 1 < 32 * rep.config.min_gap
 
 
 def test_dbc_trains_jointly_with_sac_through_the_aux_hook():

@@ -8,8 +8,13 @@ TemporalEncoder`). Trained with the n-pairs loss
     L = NPair(f(clip_a), f(clip_b)),  NPair(a, p) = mean_i -log softmax_j(a_i . p_j)[i] + lambda (||a_i||^2 + ||p_i||^2)
 
 sampled as the source text describes: pairs of synchronised clips from two different cameras
-(the same timesteps: positives), the pairs of a batch drawn from one episode at times far apart
-(at least ``min_gap`` frames when the episode allows), so that clips across pairs are negatives.
+(the same timesteps: positives), the pairs drawn from an episode at times far apart (at least
+``min_gap`` frames when the episode allows), so that clips across pairs are negatives; when one
+episode holds fewer such times than the batch needs, further episodes fill it.
+
+The n-pairs loss is Sohn's (the positive is in the softmax's denominator; see
+:func:`~ssrl.representations.losses.npairs`). The public TCN/mfTCN code (tensorflow/models'
+``research/tcn``) is TensorFlow; we follow the paper and the source text, not its input pipeline.
 """
 
 from __future__ import annotations
@@ -55,10 +60,15 @@ class MFTCN(Representation):
         views = list(c.views or data.cameras)
         if len(views) < 2:
             raise ValueError(f"mfTCN needs 2 synchronised cameras, the data has {data.cameras}")
-        ep = rng.integers(data.num_episodes)
-        n_frames = data.ep_len[ep] + 1
-        t = _spread_times(n_frames, batch_size, c.min_gap, rng)
-        idx = data.ep_start[ep] + t
+        # An episode gives at most n_frames / min_gap pairs far enough apart; further episodes
+        # fill the batch (clips of other episodes are negatives as well).
+        parts, need = [], batch_size
+        while need > 0:
+            ep = rng.integers(data.num_episodes)
+            t = _spread_times(data.ep_len[ep] + 1, need, c.min_gap, rng)
+            parts.append(data.ep_start[ep] + t)
+            need -= len(t)
+        idx = np.concatenate(parts)[:batch_size]
         a_view, p_view = rng.choice(len(views), 2, replace=False)
         return {
             "anchor": data.stack(idx, views[a_view], c.frame_stack),
