@@ -130,7 +130,7 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         run_bench(args.suite, out=args.out, methods=args.methods or None, tasks=args.tasks or None, seeds=args.seeds,
                   workers=args.workers, ray_address=args.ray, rl_steps=args.rl_steps,
-                  pretrain_steps=args.pretrain_steps, overwrite=args.overwrite)
+                  pretrain_steps=args.pretrain_steps, overwrite=args.overwrite, ray_gpus=args.ray_gpus)
     except SuiteError as err:
         print(f"ssrl bench: error: {err}", file=sys.stderr)
         return 2
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
     be.add_argument("--workers", type=int, default=2, help="parallel cells in a local process pool")
     be.add_argument("--ray", default=None, metavar="ADDRESS", help="run cells as Ray tasks on an existing cluster")
+    be.add_argument("--ray-gpus", type=float, default=0.0, metavar="SHARE",
+                    help="with --ray: the GPU share each cell requests (e.g. 0.25; state SAC cells ask for none)")
     be.add_argument("--rl-steps", type=int, default=None, help="override the suite's RL budget (env steps)")
     be.add_argument("--pretrain-steps", type=int, default=None, help="override the suite's pretraining steps")
     be.add_argument("--out", default=None, help="output folder (default outputs/bench-SUITE); re-running resumes it")

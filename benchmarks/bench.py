@@ -414,6 +414,7 @@ def run_bench(
     pretrain_steps: int | None = None,
     overwrite: bool = False,
     display: bool = True,
+    ray_gpus: float = 0.0,
 ) -> dict[str, Any]:
     """Plan, run (resuming what is there) and report a suite; returns the summary."""
     from .report import write_report
@@ -438,7 +439,9 @@ def run_bench(
     jobs = [(collect_data, (out, env_id, env, col, key)) for key, (env_id, env, col) in datasets.items()]
     _run_all(jobs, workers, ray_address, out, [], display=False)
     cell_jobs = [(run_cell, (dataclasses.asdict(c), str(out))) for c in cells]
-    results = _run_all(cell_jobs, workers, ray_address, out, cells, display=display)
+    # On Ray, cells that train a conv net (all but state SAC) may ask for a share of a GPU.
+    gpus = [ray_gpus if c.kind != "state" else 0.0 for c in cells]
+    results = _run_all(cell_jobs, workers, ray_address, out, cells, display=display, gpus=gpus)
     summary = write_report(out, dict(spec, command_line_overrides=overrides), results, wall_time=time.perf_counter() - start)
     failed = [r for r in results if r.get("error")]
     if failed:
@@ -448,12 +451,13 @@ def run_bench(
     return summary
 
 
-def _run_all(jobs, workers: int, ray_address: str | None, out: pathlib.Path, cells, display: bool):
-    """Run (function, args) jobs in a local spawn pool or on Ray; returns results in order."""
+def _run_all(jobs, workers: int, ray_address: str | None, out: pathlib.Path, cells, display: bool, gpus=None):
+    """Run (function, args) jobs in a local spawn pool or on Ray (``gpus``: each job's GPU
+    request there); returns results in order."""
     if not jobs:
         return []
     if ray_address:
-        return _run_ray(jobs, ray_address, out, cells, display)
+        return _run_ray(jobs, ray_address, out, cells, display, gpus or [0.0] * len(jobs))
     if workers <= 1:
         results = []
         for fn, args in jobs:
@@ -477,16 +481,19 @@ def _worker_init() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def _run_ray(jobs, address: str, out: pathlib.Path, cells, display: bool):
+def _run_ray(jobs, address: str, out: pathlib.Path, cells, display: bool, gpus):
+    """Each job a Ray task. Cells exchange data through ``out`` (data sets, pretrained models),
+    so on a multi-node cluster ``out`` must be on a file system every node sees."""
     try:
         import ray
     except ImportError as err:
         raise SuiteError("--ray needs Ray installed: pip install 'ssrl[ray]'") from err
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    # One CPU per cell (the cell itself sets one torch thread and headless EGL), as a local worker.
-    remote = {fn: ray.remote(num_cpus=1)(fn) for fn in {fn for fn, _ in jobs}}
-    refs = [remote[fn].remote(*args) for fn, args in jobs]
+    # One CPU per cell (the cell itself sets one torch thread and headless EGL), as a local
+    # worker, plus its share of a GPU (Ray sets CUDA_VISIBLE_DEVICES; torch then uses it).
+    remote = {fn: ray.remote(fn) for fn in {fn for fn, _ in jobs}}
+    refs = [remote[fn].options(num_cpus=1, num_gpus=g).remote(*args) for (fn, args), g in zip(jobs, gpus)]
     _watch(refs, out, cells, display, done=lambda r: bool(ray.wait([r], timeout=0)[0]))
     return ray.get(refs)
 

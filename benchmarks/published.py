@@ -33,7 +33,7 @@ STATE_SAC_CURL = {
     "walker-walk": {100_000: (891, 82), 500_000: (948, 54)},
     "ball_in_cup-catch": {100_000: (746, 91), 500_000: (974, 33)},
 }
-PUBLISHED = {"DrQ (published)": DRQ, "CURL (published)": CURL, "SAC state (published, CURL Table 1)": STATE_SAC_CURL}
+PUBLISHED = {"DrQ (published)": DRQ, "CURL (published)": CURL, "SAC state (published, CURL Table 1, action repeat 1)": STATE_SAC_CURL}
 
 
 def published_at(task: str, steps: int) -> dict[str, tuple[int, int]]:

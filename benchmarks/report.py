@@ -138,6 +138,9 @@ def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[st
         md += [f"Run with command-line overrides of the suite: `{json.dumps(suite['command_line_overrides'])}`.", ""]
     md += [f"Wall-clock {wall_time / 60:.1f} min. Returns are evaluation returns of the deterministic policy "
            f"(mean over episodes; +- is the std over seeds). Env steps count simulator steps (agent steps x action repeat).", ""]
+    if suite.get("published"):
+        md += ["Published numbers are labelled so; they are 10-seed means from the papers, not our runs. Our `state_sac` "
+               "row uses the task's action repeat (as the pixel rows do); the published state SAC used action repeat 1.", ""]
     md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(str(e.get(c, "")) for c in columns) + " |" for e in rows]
     if aggregates:

@@ -22,7 +22,7 @@ TINY = {
     "env": {"size": 48},
     "collect": {"episodes": 3, "policy": "sticky_random", "max_steps": 24},
     "pretrain": {"steps": 4, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 8}},
-    "methods": {"tcn": {}},
+    "methods": {"tcn": {}, "deepmdp": {}},
     "references": ["state_sac"],
     "rl": {"algo": "sac", "env_steps": 160, "eval_every": 80, "eval_episodes": 1,
            "hyperparams": {"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]}},
@@ -42,13 +42,13 @@ def test_tiny_suite_runs_end_to_end_and_writes_every_artefact(tiny_suite, tmp_pa
     for name in ("runs.jsonl", "summary.md", "summary.csv", "curves.png", "probes.png", "bench.json", "suite.yaml"):
         assert (out / name).exists(), name
     rows = {r["row"]: r for r in summary["rows"]}
-    assert set(rows) == {"tcn", "state_sac"}
-    assert rows["tcn"]["probe_r2"] != "-" and rows["state_sac"]["final_return"] != "-"
+    assert set(rows) == {"tcn", "deepmdp", "state_sac"}
+    assert rows["tcn"]["probe_r2"] != "-" and rows["deepmdp"]["probe_r2"] != "-" and rows["state_sac"]["final_return"] != "-"
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert {r["row"] for r in runs} == {"tcn", "state_sac"}
+    assert {r["row"] for r in runs} == {"tcn", "deepmdp", "state_sac"}
     assert sorted({r["env_steps"] for r in runs}) == [0, 80, 160]
     assert "test budgets" in (out / "summary.md").read_text()
-    assert set(summary["aggregates"]) == {"tcn", "state_sac"}
+    assert set(summary["aggregates"]) == {"tcn", "deepmdp", "state_sac"}
 
     # Resume: finished cells are skipped (their results are not rewritten); a cell whose result
     # is gone runs again and reuses its cached pretrained model.
@@ -108,7 +108,7 @@ def test_status_lines_show_phase_steps_and_return(tmp_path):
     (folder / "progress.json").write_text(json.dumps({"phase": "rl", "env_steps": 80, "budget": 160,
                                                       "eval_return": 12.5, "env_steps_per_s": 40.0}))
     lines = status_lines(tmp_path, cells, elapsed=60.0)
-    assert "0/2 cells done" in lines[0]
+    assert "0/3 cells done" in lines[0]
     assert "80/160 env steps" in lines[1] and "return    12" in lines[1]
 
 
