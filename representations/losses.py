@@ -26,13 +26,16 @@ def triplet(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
 
 
 def npairs(anchor: torch.Tensor, positive: torch.Tensor, reg: float = 0.002) -> torch.Tensor:
-    """N-pairs loss (Sohn 2016; grasp2vec, TCN, mfTCN), as the source text writes it:
+    """N-pairs loss (Sohn 2016; grasp2vec, TCN, mfTCN):
 
     NPair(a, p) = sum_i -log( exp(a_i . p_i) / sum_j exp(a_i . p_j) ) + lambda (||a_i||^2 + ||p_i||^2)
 
     Every other positive in the batch is a negative for anchor i. This is softmax cross-entropy
-    over the (B, B) matrix of dot products with the diagonal as labels; Sohn's form
-    log(1 + sum_{j != i} exp(a_i.p_j - a_i.p_i)) is the same quantity. We average over the batch
+    over the (B, B) matrix of dot products with the diagonal as labels, equal to Sohn's form
+    log(1 + sum_{j != i} exp(a_i.p_j - a_i.p_i)). The source text's denominator sums over
+    j != i only, leaving the positive out; that form is not bounded below (pushing a_i . p_i up
+    lowers it without end, held back only by the L2 term), so we use Sohn's, as grasp2vec's
+    and TCN's papers do. We average over the batch
     instead of summing, so ``lambda`` (``reg``) does not scale with the batch size; the dot
     products are not normalised, so the L2 penalty is what keeps embeddings bounded.
     """

@@ -61,11 +61,17 @@ def linear_probe_r2(z_train, s_train, z_test, s_test, l2: float = 1e-2) -> tuple
     return float(1.0 - ss_res / ss_tot), r2_scores(s_test, pred)
 
 
-def knn_mse(z: np.ndarray, s: np.ndarray, k: int = 5) -> float:
-    """Mean squared state distance to the k nearest embeddings (self excluded), states standardised."""
+def knn_mse(z: np.ndarray, s: np.ndarray, k: int = 5, standardize: bool = True) -> float:
+    """Mean squared state distance to the k nearest embeddings (self excluded).
+
+    S-RL Toolbox measures it on raw states; by default we standardise each state dimension
+    first, so that the dimensions with large ranges (velocities) do not decide the score alone
+    and scores compare across tasks. ``standardize=False`` gives the toolbox's number.
+    """
     if len(z) <= k:
         raise ValueError(f"kNN-MSE needs more than k={k} samples, got {len(z)}")
-    s = (s - s.mean(0)) / (s.std(0) + 1e-8)
+    if standardize:
+        s = (s - s.mean(0)) / (s.std(0) + 1e-8)
     sq = (z * z).sum(1)
     d = sq[:, None] + sq[None, :] - 2 * z @ z.T
     np.fill_diagonal(d, np.inf)

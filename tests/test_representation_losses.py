@@ -67,6 +67,11 @@ def test_probe_metrics_by_hand():
     r2_noise, _ = linear_probe_r2(noise[:150], s[:150], noise[150:], s[150:])
     assert r2_noise < 0.2
     assert knn_mse(s, s, k=5) < knn_mse(noise, s, k=5)
+    # k=1 by hand: neighbours of z = 0, 1, 3, 6 are 1, 0, 1, 3, so raw squared state errors are
+    # 4, 4, 4, 16; standardised states (std 2.96) scale them by 1 / 8.75.
+    z1, s1 = np.array([[0.0], [1.0], [3.0], [6.0]]), np.array([[0.0], [2.0], [4.0], [8.0]])
+    assert knn_mse(z1, s1, k=1, standardize=False) == pytest.approx(7.0)
+    assert knn_mse(z1, s1, k=1) == pytest.approx(7.0 / s1.var(), rel=1e-6)
     # GTC takes the best learned dimension per state dimension, never another state dimension.
     g, per_dim = gtc(np.c_[s[:, 0], rng.standard_normal(200)], np.c_[s[:, 0], s[:, 0] + 1e-3 * s[:, 1]])
     assert per_dim[0] == pytest.approx(1.0) and g == pytest.approx(1.0, abs=1e-3)

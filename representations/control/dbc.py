@@ -21,15 +21,18 @@ Where we follow the paper and where DBC's public code (``shared/reference/dmc_re
   L1);
 * W2: the paper's single scalar over all dimensions (the code: per dimension);
 * targets on stop-gradient latents, as in the paper; only z_i, z_j carry gradient;
-* rewards: the code's true batch rewards |r_i - r_j| by default (``reward_source="true"``); the
+* rewards: true batch rewards, |r_i - r_j|, by default (``reward_source="true"``; the code uses
+  true rewards too, but through a smooth-L1 of the difference, which is quadratic below 1); the
   paper's |R(z-bar_i) - R(z-bar_j)| with ``reward_source="model"``;
 * next-state distributions under the replay actions a_i, as the code (the paper's mean policy
   needs the agent, and offline data has none);
 * gamma: the code's discount (0.99) rather than the paper's (1 - c, c) weighting.
 
 Trained jointly with SAC through the agents' ``aux`` hook (``ssrl train --aux dbc``), on the
-critic's encoder and the target encoder's next latents, or offline (``ssrl pretrain dbc``) on
-collected transitions with its own encoder.
+critic's encoder and the *target* encoder's next latents (the code uses the online encoder's,
+detached; the slowly moving target gives the transition model a steadier regression target and
+costs no extra encoder pass, since the critic's update computes it anyway), or offline
+(``ssrl pretrain dbc``) on collected transitions with its own encoder.
 """
 
 from __future__ import annotations
