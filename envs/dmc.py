@@ -169,6 +169,12 @@ class DMCEnv(gym.Env):
         else:
             if self.distractor is not None:
                 raise ValueError("a distractor applies to pixel observations only (from_pixels=True)")
+            from .render import QUALITIES, resolve_camera
+
+            for cam in self._cameras:  # render() and data collection use them in state mode too
+                resolve_camera(self._model, cam)
+            if quality not in QUALITIES:
+                raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
             dim = sum(int(np.prod(v.shape)) for v in self._env.observation_spec().values())
             self._state_obs = np.zeros((self.frame_stack, dim), np.float32)
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.frame_stack * dim,), np.float32)

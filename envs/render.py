@@ -61,7 +61,7 @@ def camera_names(model: mujoco.MjModel) -> list[str]:
     return names
 
 
-def _resolve_camera(model: mujoco.MjModel, spec: CameraSpec) -> tuple[str, mujoco.MjvCamera]:
+def resolve_camera(model: mujoco.MjModel, spec: CameraSpec) -> tuple[str, mujoco.MjvCamera]:
     """Turn a camera spec (id, name or FreeCamera) into a label and an ``MjvCamera``."""
     names = camera_names(model)
     cam = mujoco.MjvCamera()
@@ -181,7 +181,7 @@ class Renderer:
         self.model = model
         self.height, self.width = int(height), int(width)
         self.quality = quality
-        resolved = [_resolve_camera(model, c) for c in cameras]
+        resolved = [resolve_camera(model, c) for c in cameras]
         self.camera_labels = [label for label, _ in resolved]
         self._cameras = [cam for _, cam in resolved]
 

@@ -178,6 +178,8 @@ def test_distractor_keeps_the_robot_pixels():
         (dict(domain="cartpole", task="swingdown"), "balance"),
         (dict(domain="cartpole", task="swingup", camera="nope"), "fixed"),
         (dict(domain="cartpole", task="swingup", camera=7), "out of range"),
+        (dict(domain="cartpole", task="swingup", camera="nope", from_pixels=False), "fixed"),
+        (dict(domain="cartpole", task="swingup", quality="ultra", from_pixels=False), "fast"),
         (dict(domain="cartpole", task="swingup", size=0), "positive"),
         (dict(domain="cartpole", task="swingup", size=(84, -1)), "positive"),
         (dict(domain="cartpole", task="swingup", frame_stack=0), "frame_stack"),

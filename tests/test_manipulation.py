@@ -465,6 +465,13 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
     np.testing.assert_array_equal(ep.reward, ep.info["grasp_success"].astype(np.float32))
     np.testing.assert_array_equal(ep.info["s_pre"][0], ep.frames["bin"][0])  # the same camera, same instant
     np.testing.assert_array_equal(ep.info["s_pre"][1:], ep.frames["bin"][1:-1])
+    ds = collect("ssrl/GraspGoal-v0", policy="goal_grasp", episodes=2, out=tmp_path / "goal", max_steps=2, seed=0,
+                 progress=False)
+    assert ds.meta["record_keys"][-1] == "goal_id"
+    for i, ep in enumerate(ds):
+        env = GraspEnv(goal_conditioned=True)
+        env.reset(seed=i)  # episode i of a collection resets with seed + i
+        np.testing.assert_array_equal(ep.info["goal_id"], env.goal_id)
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -142,6 +142,8 @@ class GraspEnv(ManipulationEnv):
         if goal_view not in GOAL_VIEWS:
             raise ValueError(f"unknown goal_view {goal_view!r}; use one of {GOAL_VIEWS}")
         self.goal_conditioned = bool(goal_conditioned)
+        if self.goal_conditioned:  # collected goal-mode data says which object each episode wanted
+            self.record_keys = type(self).record_keys + ("goal_id",)
         self.goal_view = goal_view
         self.record_triplets = bool(record_triplets)
         self.lift_height = float(lift_height)
