@@ -67,20 +67,28 @@ def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, reco
 
 
 class Logger:
-    """JSONL + CSV + TensorBoard, all appended as the run goes."""
+    """JSONL + CSV + TensorBoard, all appended as the run goes.
 
-    def __init__(self, run_dir: pathlib.Path, tensorboard: bool = True) -> None:
+    ``resume_from``: the env steps of the checkpoint the run (re)starts from; records written
+    after it (by a run killed later) are dropped, since the run writes them again. A run that
+    starts from scratch (0) drops every earlier record, its step-0 evaluation included.
+    """
+
+    def __init__(self, run_dir: pathlib.Path, tensorboard: bool = True, resume_from: int = 0) -> None:
         self.run_dir = run_dir
         self.jsonl = run_dir / "metrics.jsonl"
         self.csv = run_dir / "eval.csv"
+        keep_until = resume_from if resume_from > 0 else -1
+        self.truncate_after(keep_until)
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"))
+            # purge_step hides the events a killed run wrote past its checkpoint.
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=keep_until + 1)
 
     def truncate_after(self, env_steps: int) -> None:
-        """Drop records written after a checkpoint (a resumed run writes them again)."""
+        """Drop records written after ``env_steps``."""
         if self.jsonl.exists():
             keep = [line for line in self.jsonl.read_text().splitlines() if json.loads(line)["env_steps"] <= env_steps]
             self.jsonl.write_text("".join(line + "\n" for line in keep))
@@ -158,8 +166,7 @@ class Trainer:
         self.logger = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.logger = Logger(self.run_dir, tensorboard)
-            self.logger.truncate_after(agent.num_env_steps)
+            self.logger = Logger(self.run_dir, tensorboard, resume_from=agent.num_env_steps)
         self.last_return = math.nan
         self.last_eval = math.nan
         self._start_time = time.perf_counter()

@@ -417,6 +417,32 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
     assert ra == rb and len(ra) == 4
 
 
+def test_run_killed_before_its_first_checkpoint_restarts_without_duplicate_records(tmp_path, monkeypatch):
+    from ssrl.envs.dmc import DMCEnv
+
+    real_step = DMCEnv.step
+    calls = {"n": 0}
+
+    def dying_step(self, action):
+        calls["n"] += 1
+        if calls["n"] == 20:  # past the step-0 evaluation (14 eval steps), before any checkpoint
+            raise KeyboardInterrupt
+        return real_step(self, action)
+
+    monkeypatch.setattr(DMCEnv, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tmp_path / "run", env_steps=200, **RUN)
+    monkeypatch.setattr(DMCEnv, "step", real_step)
+    assert not (tmp_path / "run" / "checkpoint" / "agent.pt").exists()
+    assert len((tmp_path / "run" / "eval.csv").read_text().splitlines()) == 2  # header + step 0
+    train_run(tmp_path / "run", env_steps=200, **RUN)
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "run" / "eval.csv").read_text().splitlines()[1:]]
+    assert steps == [0, 200]
+    evals = [json.loads(l)["env_steps"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["kind"] == "eval"]
+    assert evals == [0, 200]
+
+
 def test_kill_between_replay_and_agent_save_resumes_from_the_previous_checkpoint(tmp_path, monkeypatch):
     """The replay's chunk of a checkpoint is on disk but the agent file is not: resume must take
     the previous checkpoint whole (not the newer replay under the older agent)."""
