@@ -62,7 +62,43 @@ def _is_image(space: gym.Space) -> bool:
     return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
-class EncodedObservation(gym.ObservationWrapper):
+def _encoded_space(space: gym.Space, encoder: nn.Module, who: str):
+    """(image keys or None, the encoding, the latent observation space) for one env's space."""
+    if isinstance(space, gym.spaces.Dict):
+        keys = [k for k, s in space.spaces.items() if _is_image(s)]
+        if not keys:
+            raise ValueError("the dict observation holds no image entry to encode")
+        encode = _Encoding(encoder, space.spaces[keys[0]].shape)
+        spaces = dict(space.spaces)
+        for key in keys:
+            spaces[key] = gym.spaces.Box(-np.inf, np.inf, (encode.latent_dim,), np.float32)
+        return keys, encode, gym.spaces.Dict(spaces)
+    if _is_image(space):
+        encode = _Encoding(encoder, space.shape)
+        return None, encode, gym.spaces.Box(-np.inf, np.inf, (encode.latent_dim,), np.float32)
+    raise ValueError(f"{who} needs image observations (uint8 C x H x W) or a dict of them, got {space}")
+
+
+class _LatentGoalReward:
+    """RIG's reward on latents for goal envs: -||z_achieved - z_desired|| (or sparse)."""
+
+    reward_type: str
+    epsilon: float
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """Vectorised over leading dimensions."""
+        distance = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
+        if self.reward_type == "latent_sparse":
+            return -(distance > self.epsilon).astype(np.float32)
+        return -distance.astype(np.float32)
+
+
+def _check_reward(reward: str) -> None:
+    if reward not in ("latent_distance", "latent_sparse"):
+        raise ValueError(f"reward must be 'latent_distance' or 'latent_sparse', got {reward!r}")
+
+
+class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
     """Observations -> latents of a frozen encoder (see the module docstring).
 
     Args:
@@ -74,26 +110,10 @@ class EncodedObservation(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env, encoder: nn.Module, reward: str = "latent_distance", epsilon: float = 1.0) -> None:
-        super().__init__(env)
-        if reward not in ("latent_distance", "latent_sparse"):
-            raise ValueError(f"reward must be 'latent_distance' or 'latent_sparse', got {reward!r}")
+        gym.ObservationWrapper.__init__(self, env)
+        _check_reward(reward)
         self.reward_type, self.epsilon = reward, float(epsilon)
-        space = env.observation_space
-        if isinstance(space, gym.spaces.Dict):
-            self.keys = [k for k, s in space.spaces.items() if _is_image(s)]
-            if not self.keys:
-                raise ValueError("the dict observation holds no image entry to encode")
-            self._encode = _Encoding(encoder, space.spaces[self.keys[0]].shape)
-            spaces = dict(space.spaces)
-            for key in self.keys:
-                spaces[key] = gym.spaces.Box(-np.inf, np.inf, (self._encode.latent_dim,), np.float32)
-            self.observation_space = gym.spaces.Dict(spaces)
-        elif _is_image(space):
-            self.keys = None
-            self._encode = _Encoding(encoder, space.shape)
-            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self._encode.latent_dim,), np.float32)
-        else:
-            raise ValueError(f"EncodedObservation needs image observations (uint8 C x H x W), got {space}")
+        self.keys, self._encode, self.observation_space = _encoded_space(env.observation_space, encoder, "EncodedObservation")
 
     def observation(self, observation):
         if self.keys is None:
@@ -104,26 +124,26 @@ class EncodedObservation(gym.ObservationWrapper):
             out[key] = z
         return out
 
-    def compute_reward(self, achieved_goal, desired_goal, info):
-        """RIG's reward on latents: -||z_achieved - z_desired|| (or sparse), vectorised."""
-        distance = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
-        if self.reward_type == "latent_sparse":
-            return -(distance > self.epsilon).astype(np.float32)
-        return -distance.astype(np.float32)
 
+class EncodedVectorObservation(_LatentGoalReward, VectorObservationWrapper):
+    """:class:`EncodedObservation` for a Gymnasium vector env: one encoder call per step for all
+    sub-envs (and, on goal dicts, all their image entries)."""
 
-class EncodedVectorObservation(VectorObservationWrapper):
-    """:class:`EncodedObservation` for a Gymnasium vector env with Box image observations:
-    one encoder call per step for all sub-envs."""
-
-    def __init__(self, env: gym.vector.VectorEnv, encoder: nn.Module) -> None:
-        super().__init__(env)
-        single = env.single_observation_space
-        if not _is_image(single):
-            raise ValueError(f"EncodedVectorObservation needs image observations, got {single}")
-        self._encode = _Encoding(encoder, single.shape)
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (self._encode.latent_dim,), np.float32)
+    def __init__(self, env: gym.vector.VectorEnv, encoder: nn.Module, reward: str = "latent_distance",
+                 epsilon: float = 1.0) -> None:
+        VectorObservationWrapper.__init__(self, env)
+        _check_reward(reward)
+        self.reward_type, self.epsilon = reward, float(epsilon)
+        self.keys, self._encode, self.single_observation_space = _encoded_space(
+            env.single_observation_space, encoder, "EncodedVectorObservation")
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
-    def observations(self, observations: np.ndarray) -> np.ndarray:
-        return self._encode(observations)
+    def observations(self, observations):
+        if self.keys is None:
+            return self._encode(observations)
+        n = self.num_envs
+        latents = self._encode(np.concatenate([observations[k] for k in self.keys]))  # (keys * n, D)
+        out = dict(observations)
+        for i, key in enumerate(self.keys):
+            out[key] = latents[i * n:(i + 1) * n]
+        return out

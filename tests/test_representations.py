@@ -152,6 +152,20 @@ def test_vector_env_is_encoded_in_one_batch():
     np.testing.assert_allclose(single.reset(seed=0)[0], obs[0], rtol=1e-5)
 
 
+def test_vector_goal_env_encodes_every_image_entry_in_one_batch():
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make("ssrl/Push-v0", size=SIZE) for _ in range(2)])
+    wrapped = EncodedVectorObservation(envs, make_encoder("fast", 3, SIZE, 5))
+    obs, _ = wrapped.reset(seed=0)
+    assert wrapped.observation_space.contains(obs)
+    assert obs["observation"].shape == obs["desired_goal"].shape == (2, 5)
+    single = EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), wrapped._encode.encoder)
+    first, _ = single.reset(seed=0)
+    for key in ("observation", "achieved_goal", "desired_goal"):
+        np.testing.assert_allclose(first[key], obs[key][0], rtol=1e-5, atol=1e-6)
+    reward = wrapped.compute_reward(obs["achieved_goal"], obs["desired_goal"], {})
+    np.testing.assert_allclose(reward, -np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"], axis=-1), rtol=1e-6)
+
+
 def test_temporal_encoder_reads_only_the_strided_frames():
     enc = TemporalEncoder("fast", n_frames=2, stride=2, image_size=SIZE, feature_dim=8)
     assert enc.input_shape == (9, SIZE, SIZE)
