@@ -2,9 +2,12 @@
 # and install ssrl on first use.
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch 2.13.0 lies on our machines' disks; on a GPU machine, install the torch
-# build you want into $(VENV) first (or pass TORCH=...), and it is kept: see README.
-TORCH ?= torch==2.13.0
+# torch: a torch already in $(VENV) is kept (put the build you want there first, or pass
+# TORCH=...). Otherwise, with an NVIDIA GPU (nvidia-smi on the PATH) PyPI's default CUDA build;
+# without one the CPU build, never the multi-GB CUDA one: from a local wheel folder pip is
+# configured with (our machines have torch 2.13.0+cpu on disk), else from PyTorch's CPU index.
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PY := $(VENV)/bin/python
 export MUJOCO_GL ?= egl
 
@@ -12,7 +15,11 @@ export MUJOCO_GL ?= egl
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
+	$(PY) -c "import torch" 2>/dev/null || { \
+	  if [ -n "$(TORCH)" ]; then $(PY) -m pip install -q "$(TORCH)"; \
+	  elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	  else $(PY) -m pip install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	    || $(PY) -m pip install -q "torch==$(TORCH_VERSION)+cpu" --extra-index-url "$(TORCH_CPU_INDEX)"; fi; }
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
