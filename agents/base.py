@@ -365,6 +365,13 @@ class OffPolicyAgent(abc.ABC):
             self.aux_optimizer.step()
         return metrics
 
+    def optimizer_step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, name: str) -> None:
+        """One gradient step on ``loss``; refuses a NaN or infinite loss (see :meth:`critic_step`)."""
+        self.check_finite(loss, name)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     def check_finite(self, loss: torch.Tensor, name: str) -> None:
         if not torch.isfinite(loss):
             raise TrainingDiverged(

@@ -96,16 +96,10 @@ class SAC(OffPolicyAgent):
             self.critic.requires_grad_(False)  # no use computing critic weight gradients here
             pi_action, log_prob = self.actor(h_detached, self.generator)
             actor_loss = (alpha * log_prob - self.critic(h_detached, pi_action).min(0).values).mean()
-            self.check_finite(actor_loss, "actor loss")
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_optimizer.step()
+            self.optimizer_step(self.actor_optimizer, actor_loss, "actor loss")
             self.critic.requires_grad_(True)
             alpha_loss = (self.alpha * (-log_prob.detach() - self.target_entropy)).mean()
-            self.check_finite(alpha_loss, "temperature loss")
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
+            self.optimizer_step(self.alpha_optimizer, alpha_loss, "temperature loss")
             metrics.update(actor_loss=actor_loss.detach(), alpha=alpha, entropy=-log_prob.detach().mean())
 
         if self.num_updates % c.target_update_freq == 0:

@@ -78,10 +78,7 @@ class TD3(OffPolicyAgent):
             h_detached = h.detach()
             self.critic.requires_grad_(False)
             actor_loss = -self.critic(h_detached, self.actor(h_detached))[0].mean()  # Q1, as in the paper
-            self.check_finite(actor_loss, "actor loss")
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_optimizer.step()
+            self.optimizer_step(self.actor_optimizer, actor_loss, "actor loss")
             self.critic.requires_grad_(True)
             metrics["actor_loss"] = actor_loss.detach()
             soft_update(self.actor_target, self.actor, c.tau)

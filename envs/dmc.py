@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from .distractors import DistractorSpec
-from .pixels import PixelObserver, check_action, parse_size, plane_geoms
+from .pixels import PixelEnv, PixelObserver, check_action, parse_size, plane_geoms
 from .render import CameraSpec, Quality
 
 # PlaNet-benchmark action repeats (CURL Table 3, DrQ appendix Table 2); everything else uses 4.
@@ -85,7 +85,7 @@ def _check_task(domain: str, task: str) -> None:
     )
 
 
-class DMCEnv(gym.Env):
+class DMCEnv(PixelEnv):
     """A dm_control suite task with Gymnasium's API, from pixels by default.
 
     Args:
@@ -169,10 +169,9 @@ class DMCEnv(gym.Env):
         else:
             if self.distractor is not None:
                 raise ValueError("a distractor applies to pixel observations only (from_pixels=True)")
-            from .render import QUALITIES, resolve_camera
+            from .render import QUALITIES
 
-            for cam in self._cameras:  # render() and data collection use them in state mode too
-                resolve_camera(self._model, cam)
+            self.check_cameras(self._cameras)  # render() and data collection use them in state mode too
             if quality not in QUALITIES:
                 raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
             dim = sum(int(np.prod(v.shape)) for v in self._env.observation_spec().values())
@@ -214,44 +213,13 @@ class DMCEnv(gym.Env):
                 break
         return self._observation(time_step, reset=False), float(reward), terminated, truncated, self._info()
 
-    def render(self):
-        if self.render_mode is None:
-            raise ValueError('render() needs render_mode="rgb_array" at construction')
-        if self._render_size is None and self._observer is not None:
-            return self._observer.latest_frames()[0]
-        if self._render_renderer is None:
-            from .render import Renderer
-
-            size = self._render_size or self.size
-            self._render_renderer = Renderer(self._model, *size, self._cameras[:1], self._quality)
-        return self._render_renderer.render(self._data)[0]
-
-    def close(self) -> None:
-        if self._observer is not None:
-            self._observer.close()
-        if self._render_renderer is not None:
-            self._render_renderer.close()
-        super().close()
-
     # -- helpers -------------------------------------------------------------------------------
 
     def default_cameras(self) -> list[CameraSpec]:
         return [DEFAULT_CAMERA.get(self.domain, 0)]
 
-    def make_observer(
-        self,
-        size: int | Sequence[int] = 84,
-        cameras: Sequence[CameraSpec] | None = None,
-        frame_stack: int = 1,
-        quality: Quality = "fast",
-        distractor: str | dict | DistractorSpec | None = None,
-    ) -> PixelObserver:
-        """A pixel observer over this env's physics (the env's own observation uses one; data
-        collection makes another with the cameras it records)."""
-        spec = DistractorSpec.parse(distractor)
-        floors = plane_geoms(self._model) if spec and spec.floor_replaced(self.domain) else ()
-        cameras = list(cameras) if cameras else self.default_cameras()
-        return PixelObserver(self._model, parse_size(size), cameras, frame_stack, quality, spec, floors)
+    def replaced_surfaces(self, spec: DistractorSpec) -> list[int]:
+        return plane_geoms(self._model) if spec.floor_replaced(self.domain) else []
 
     @property
     def model(self):

@@ -15,7 +15,7 @@ import mujoco
 import numpy as np
 
 from .distractors import Background, DistractorSpec
-from .render import CameraSpec, Quality, Renderer
+from .render import CameraSpec, Quality, Renderer, camera_names, resolve_camera
 
 
 def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -131,3 +131,69 @@ class PixelObserver:
 
     def close(self) -> None:
         self.renderer.close()
+
+
+class PixelEnv(gym.Env):
+    """What every env of the suite shares around its pixels (DMC tasks and our scenes alike):
+    camera checks, observers over its MuJoCo model, ``render()`` and closing them.
+
+    A subclass provides ``model`` and ``data`` (its ``MjModel`` and ``MjData``),
+    ``default_cameras()`` and ``replaced_surfaces(spec)`` (the geoms a distractor hides), and
+    sets ``size``, ``render_mode``, ``_cameras``, ``_quality``, ``_render_size``, ``_observer``
+    and ``_render_renderer`` in its constructor.
+    """
+
+    model: mujoco.MjModel
+    data: mujoco.MjData
+
+    def default_cameras(self) -> list[CameraSpec]:
+        raise NotImplementedError
+
+    def replaced_surfaces(self, spec: DistractorSpec) -> list[int]:
+        raise NotImplementedError
+
+    def camera_names(self) -> list[str]:
+        """The cameras of this env's model, by name."""
+        return camera_names(self.model)
+
+    def check_cameras(self, cameras: Sequence[CameraSpec]) -> None:
+        """Raise a ValueError naming the model's cameras for any camera it does not have."""
+        if len(cameras) == 0:
+            raise ValueError(f"at least one camera is needed; this scene has cameras {self.camera_names()}")
+        for cam in cameras:
+            resolve_camera(self.model, cam)
+
+    def make_observer(
+        self,
+        size: int | Sequence[int] = 84,
+        cameras: Sequence[CameraSpec] | None = None,
+        frame_stack: int = 1,
+        quality: Quality = "fast",
+        distractor: str | dict | DistractorSpec | None = None,
+    ) -> PixelObserver:
+        """A pixel observer over this env's physics (the env's own observation uses one; data
+        collection makes another with the cameras it records)."""
+        spec = DistractorSpec.parse(distractor)
+        cameras = list(cameras) if cameras else self.default_cameras()
+        self.check_cameras(cameras)
+        floors = self.replaced_surfaces(spec) if spec else ()
+        return PixelObserver(self.model, parse_size(size), cameras, frame_stack, quality, spec, floors)
+
+    def render(self):
+        if self.render_mode is None:
+            raise ValueError('render() needs render_mode="rgb_array" at construction')
+        if self._render_size is None and self._observer is not None:
+            return self._observer.latest_frames()[0]
+        if self._render_renderer is None:
+            size = self._render_size or self.size
+            self._render_renderer = Renderer(self.model, *size, self._cameras[:1], self._quality)
+        return self._render_renderer.render(self.data)[0]
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.close()
+            self._observer = None
+        if self._render_renderer is not None:
+            self._render_renderer.close()
+            self._render_renderer = None
+        super().close()

@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import mujoco
 import numpy as np
 
 from ..distractors import DistractorSpec
-from ..pixels import PixelObserver, check_action, parse_size, plane_geoms
-from ..render import QUALITIES, CameraSpec, FreeCamera, Quality, Renderer, camera_names
+from ..pixels import PixelEnv, PixelObserver, check_action, parse_size, plane_geoms
+from ..render import QUALITIES, CameraSpec, Quality, Renderer
 from .scene import Scene
 
 def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
@@ -31,7 +30,7 @@ def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = N
     return int(value)
 
 
-class ManipulationEnv(gym.Env):
+class ManipulationEnv(PixelEnv):
     """Base of the tabletop envs: the scene, the pixel observer, and the shared options.
 
     Subclasses build ``self.scene`` before calling :meth:`_setup_pixels`, and implement
@@ -85,41 +84,11 @@ class ManipulationEnv(gym.Env):
 
     # -- cameras and pixels ---------------------------------------------------------------------
 
-    def camera_names(self) -> list[str]:
-        """The cameras of this scene, by name."""
-        return camera_names(self.scene.model)
-
-    def check_cameras(self, cameras: Sequence[CameraSpec]) -> None:
-        """Raise a ValueError naming the scene's cameras for any camera it does not have."""
-        names = self.camera_names()
-        if len(cameras) == 0:
-            raise ValueError(f"at least one camera is needed; this scene has cameras {names}")
-        for cam in cameras:
-            if isinstance(cam, str) and cam not in names:
-                raise ValueError(f"unknown camera {cam!r}; this scene has cameras {names}")
-            if isinstance(cam, (int, np.integer)) and not isinstance(cam, bool) and not 0 <= cam < len(names):
-                raise ValueError(f"camera id {cam} out of range; this scene has cameras {names} (ids 0..{len(names) - 1})")
-            if not isinstance(cam, (str, int, np.integer, FreeCamera)) or isinstance(cam, bool):
-                raise ValueError(f"a camera is a name, an id or a FreeCamera, not {cam!r}; this scene has cameras {names}")
-
     def default_cameras(self) -> list[CameraSpec]:
         return [self.default_camera]
 
-    def make_observer(
-        self,
-        size: int | Sequence[int] = 84,
-        cameras: Sequence[CameraSpec] | None = None,
-        frame_stack: int = 1,
-        quality: Quality = "fast",
-        distractor: str | dict | DistractorSpec | None = None,
-    ) -> PixelObserver:
-        """A pixel observer over this env's physics (the env's own observation uses one; data
-        collection makes another with the cameras it records)."""
-        spec = DistractorSpec.parse(distractor)
-        cameras = list(cameras) if cameras else self.default_cameras()
-        self.check_cameras(cameras)
-        floors = self.surface_geoms() if spec and spec.replace_floor is not False else ()
-        return PixelObserver(self.scene.model, parse_size(size), cameras, frame_stack, quality, spec, floors)
+    def replaced_surfaces(self, spec: DistractorSpec) -> list[int]:
+        return self.surface_geoms() if spec.replace_floor is not False else []
 
     def surface_geoms(self) -> list[int]:
         """What a distractor replaces unless ``replace_floor=False``: the floor and the table
@@ -160,25 +129,6 @@ class ManipulationEnv(gym.Env):
     def state(self) -> np.ndarray:
         """Ground truth: ``[qpos, qvel]`` of gripper and objects, float32 (see Scene.ground_truth)."""
         return self.scene.ground_truth()
-
-    def render(self):
-        if self.render_mode is None:
-            raise ValueError('render() needs render_mode="rgb_array" at construction')
-        if self._render_size is None and self._observer is not None:
-            return self._observer.latest_frames()[0]
-        if self._render_renderer is None:
-            size = self._render_size or self.size
-            self._render_renderer = Renderer(self.scene.model, *size, self._cameras[:1], self._quality)
-        return self._render_renderer.render(self.scene.data)[0]
-
-    def close(self) -> None:
-        if self._observer is not None:
-            self._observer.close()
-            self._observer = None
-        if self._render_renderer is not None:
-            self._render_renderer.close()
-            self._render_renderer = None
-        super().close()
 
     def _check_action(self, action) -> np.ndarray:
         return check_action(action, self.action_space, type(self).__name__)
