@@ -136,7 +136,9 @@ def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[st
         md += [f"> {suite['note']}", ""]
     if suite.get("command_line_overrides"):
         md += [f"Run with command-line overrides of the suite: `{json.dumps(suite['command_line_overrides'])}`.", ""]
-    md += [f"Wall-clock {wall_time / 60:.1f} min. Returns are evaluation returns of the deterministic policy "
+    cell_time = sum(r.get("wall_time") or 0.0 for r in results)
+    md += [f"Wall-clock {wall_time / 60:.1f} min for this invocation (cells finished by an earlier one are reused, not "
+           f"rerun); the cells' own times add up to {cell_time / 60:.1f} min. Returns are evaluation returns of the deterministic policy "
            f"(mean over episodes; +- is the std over seeds). Env steps count simulator steps (agent steps x action repeat).", ""]
     if suite.get("published"):
         md += ["Published numbers are labelled so; they are 10-seed means from the papers, not our runs. Our `state_sac` "
