@@ -146,12 +146,6 @@ class PixelEnv(gym.Env):
     model: mujoco.MjModel
     data: mujoco.MjData
 
-    def default_cameras(self) -> list[CameraSpec]:
-        raise NotImplementedError
-
-    def replaced_surfaces(self, spec: DistractorSpec) -> list[int]:
-        raise NotImplementedError
-
     def camera_names(self) -> list[str]:
         """The cameras of this env's model, by name."""
         return camera_names(self.model)

@@ -384,23 +384,30 @@ RUN = dict(env_id="ssrl/cartpole-swingup-v0", algo="sac", seed=1,
            eval_every=200, eval_episodes=2, checkpoint_every=100, progress=False, tensorboard=False)
 
 
+def killed_run(monkeypatch, cls, method: str, on_call: int, run_dir, env_steps: int) -> None:
+    """Run ``train_run`` with ``cls.method`` raising KeyboardInterrupt (a kill) on its
+    ``on_call``-th call, then restore the method."""
+    real = getattr(cls, method)
+    calls = {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == on_call:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(run_dir, env_steps=env_steps, **RUN)
+    monkeypatch.setattr(cls, method, real)
+
+
 def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
     full = train_run(tmp_path / "full", env_steps=600, **RUN)
     from ssrl.envs.dmc import DMCEnv
 
-    real_step = DMCEnv.step
-    calls = {"n": 0}
-
-    def dying_step(self, action):
-        calls["n"] += 1
-        if calls["n"] == 53:  # agent steps at action repeat 8: killed at env step 424, mid-episode
-            raise KeyboardInterrupt
-        return real_step(self, action)
-
-    monkeypatch.setattr(DMCEnv, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(tmp_path / "killed", env_steps=600, **RUN)
-    monkeypatch.setattr(DMCEnv, "step", real_step)
+    # agent steps at action repeat 8: killed at env step 424, mid-episode
+    killed_run(monkeypatch, DMCEnv, "step", 53, tmp_path / "killed", 600)
     assert (tmp_path / "killed" / "checkpoint" / "agent.pt").exists()
     assert not (tmp_path / "killed" / "final.json").exists()
     resumed = train_run(tmp_path / "killed", env_steps=600, **RUN)
@@ -420,19 +427,8 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
 def test_run_killed_before_its_first_checkpoint_restarts_without_duplicate_records(tmp_path, monkeypatch):
     from ssrl.envs.dmc import DMCEnv
 
-    real_step = DMCEnv.step
-    calls = {"n": 0}
-
-    def dying_step(self, action):
-        calls["n"] += 1
-        if calls["n"] == 20:  # past the step-0 evaluation (14 eval steps), before any checkpoint
-            raise KeyboardInterrupt
-        return real_step(self, action)
-
-    monkeypatch.setattr(DMCEnv, "step", dying_step)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(tmp_path / "run", env_steps=200, **RUN)
-    monkeypatch.setattr(DMCEnv, "step", real_step)
+    # past the step-0 evaluation (14 eval steps), before any checkpoint
+    killed_run(monkeypatch, DMCEnv, "step", 20, tmp_path / "run", 200)
     assert not (tmp_path / "run" / "checkpoint" / "agent.pt").exists()
     assert len((tmp_path / "run" / "eval.csv").read_text().splitlines()) == 2  # header + step 0
     train_run(tmp_path / "run", env_steps=200, **RUN)
@@ -447,19 +443,7 @@ def test_kill_between_replay_and_agent_save_resumes_from_the_previous_checkpoint
     """The replay's chunk of a checkpoint is on disk but the agent file is not: resume must take
     the previous checkpoint whole (not the newer replay under the older agent)."""
     full = train_run(tmp_path / "full", env_steps=600, **RUN)
-    real_save = SAC.save
-    calls = {"n": 0}
-
-    def dying_save(self, path):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_save(self, path)
-
-    monkeypatch.setattr(SAC, "save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        train_run(tmp_path / "killed", env_steps=600, **RUN)
-    monkeypatch.setattr(SAC, "save", real_save)
+    killed_run(monkeypatch, SAC, "save", 3, tmp_path / "killed", 600)
     replay_dir = tmp_path / "killed" / "checkpoint" / "replay"
     saved = torch.load(tmp_path / "killed" / "checkpoint" / "agent.pt", weights_only=False)
     assert json.loads((replay_dir / "replay.json").read_text())["total"] > saved["replay"]["total"]
