@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import pathlib
 import statistics
-import time
 
 DATA = {
     "cartpole": dict(env_id="ssrl/cartpole-swingup-v0", policy="sticky_random", episodes=4, cameras=["fixed", "lookatcart"]),
@@ -39,7 +38,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="outputs/benchmarks/pretrain_speed.json")
     args = parser.parse_args(argv)
 
-    from ssrl.benchmarks.common import pin_cores, print_table, save_results
+    from ssrl.benchmarks.common import pin_cores, print_table, rate, save_results
 
     cores = pin_cores(max(args.threads))
 
@@ -84,13 +83,7 @@ def main(argv=None) -> dict:
                     optimizer.step()
 
                 step()  # warm-up: allocator, one-off kernel choices
-                runs = []
-                for _ in range(args.rounds):
-                    start = time.perf_counter()
-                    for _ in range(args.steps):
-                        step()
-                    runs.append(args.steps / (time.perf_counter() - start))
-                rates[threads] = statistics.median(runs)
+                rates[threads] = statistics.median(rate(step, args.steps) for _ in range(args.rounds))
                 print(f"{method} {arch} {threads} thread(s): {rates[threads]:.2f} steps/s", flush=True)
             key = f"{method}/{arch}"
             results[key] = {"data": METHOD_DATA[method], "batch_size": rep.config.batch_size,

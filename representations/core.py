@@ -19,6 +19,7 @@ step and RNG states) plus the same config as JSON beside it, both written atomic
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import enum
 import pathlib
@@ -103,17 +104,30 @@ class Representation(nn.Module, abc.ABC):
     def latent_dim(self) -> int:
         return int(self.config.latent_dim)
 
-    @torch.no_grad()
-    def embed(self, obs: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
-        """Encode observations in batches (eval mode, no gradient); returns float32 numpy."""
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode inside the block; the previous mode comes back after it (errors included)."""
         was_training = self.training
         self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def map_batches(self, fn, *arrays, batch_size: int = 256) -> np.ndarray:
+        """``fn(*tensors)`` over batches of ``arrays`` (moved to the device), in eval mode and
+        without gradient; the outputs concatenated as float32 numpy."""
         out = []
-        for start in range(0, len(obs), batch_size):
-            x = torch.as_tensor(np.asarray(obs[start:start + batch_size])).to(self.device)
-            out.append(self.encoder(x).float().cpu().numpy())
-        self.train(was_training)
+        with self.evaluating():
+            for start in range(0, len(arrays[0]), batch_size):
+                tensors = [torch.as_tensor(np.asarray(a[start:start + batch_size])).to(self.device) for a in arrays]
+                out.append(fn(*tensors).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
+
+    def embed(self, obs: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """Encode observations in batches (eval mode, no gradient); returns float32 numpy."""
+        return self.map_batches(self.encoder, obs, batch_size=batch_size)
 
     def to_batch(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.as_tensor(v).to(self.device) for k, v in arrays.items()}

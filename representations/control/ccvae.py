@@ -172,18 +172,9 @@ class CCVAE(_VAEBase):
 
     # -- embeddings with the episode's context -----------------------------------------------------
 
-    @torch.no_grad()
     def embed_with_context(self, obs, context_images, batch_size: int = 256) -> np.ndarray:
         """[mu(s | c(s_0)), c(s_0)] for observations and their episodes' first frames (railrl's latent)."""
-        was_training = self.training
-        self.eval()
-        out = []
-        for start in range(0, len(obs), batch_size):
-            x = torch.as_tensor(np.asarray(obs[start:start + batch_size])).to(self.device)
-            x0 = torch.as_tensor(np.asarray(context_images[start:start + batch_size])).to(self.device)
-            out.append(self.encoder(x, x0).float().cpu().numpy())
-        self.train(was_training)
-        return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
+        return self.map_batches(self.encoder, obs, context_images, batch_size=batch_size)
 
     def episode_latents(self, data, idx: np.ndarray | None = None) -> np.ndarray:
         """:meth:`embed_with_context` of ``data``'s frames ``idx`` (default all), each with its episode's first frame."""
@@ -202,11 +193,8 @@ class CCVAE(_VAEBase):
     @torch.no_grad()
     def context_of(self, context_images) -> np.ndarray:
         """c = e_0(s_0) for first frames ``(n, 3, H, W)``."""
-        was_training = self.training
-        self.eval()
-        c = self.context_encoder(torch.as_tensor(np.asarray(context_images)).to(self.device)).float().cpu().numpy()
-        self.train(was_training)
-        return c
+        with self.evaluating():
+            return self.context_encoder(torch.as_tensor(np.asarray(context_images)).to(self.device)).float().cpu().numpy()
 
     def sample_goals(self, context_images, rng: np.random.Generator, prior: str = "standard") -> np.ndarray:
         """One imagined goal per first frame: [z, e_0(s_0)] with z ~ N(0, I) (``prior="fitted"``:
@@ -223,20 +211,14 @@ class CCVAE(_VAEBase):
             latent = np.concatenate([latent, c], 1)
         if latent.shape[1] != self.latent_dim:
             raise ValueError(f"decode takes [z, c] of width {self.latent_dim}, got {latent.shape[1]}")
-        was_training = self.training
-        self.eval()
-        out = self._images(self.decoder(torch.as_tensor(latent).to(self.device)))
-        self.train(was_training)
-        return out
+        with self.evaluating():
+            return self._images(self.decoder(torch.as_tensor(latent).to(self.device)))
 
     @torch.no_grad()
     def decode_context(self, c) -> np.ndarray:
         """d_0(c): the context decoder's image of s_0, float32 in [0, 1]."""
-        was_training = self.training
-        self.eval()
-        out = self._images(self.context_decoder(torch.as_tensor(np.asarray(c, np.float32)).to(self.device)))
-        self.train(was_training)
-        return out
+        with self.evaluating():
+            return self._images(self.context_decoder(torch.as_tensor(np.asarray(c, np.float32)).to(self.device)))
 
     @torch.no_grad()
     def reconstruct(self, obs, context_images) -> np.ndarray:

@@ -117,13 +117,13 @@ def retrieval_accuracy(rep: Grasp2Vec, data, max_grasps: int = 512, batch: int =
     success = np.flatnonzero(data.info["grasp_success"])
     rows = rng.permutation(success)[:max_grasps]
     hits, total = 0, 0
-    rep.eval()
-    for start in range(0, len(rows) - 1, batch):
-        chunk = rows[start:start + batch]
-        if len(chunk) < 2:
-            break
-        b = rep.to_batch({"pre": data.info["s_pre"][chunk], "post": data.info["s_post"][chunk], "object": data.info["o"][chunk]})
-        diff, obj = rep.embeddings(b)
-        hits += int(((diff @ obj.T).argmax(1) == torch.arange(len(chunk), device=obj.device)).sum())
-        total += len(chunk)
+    with rep.evaluating():  # a model mid-training goes back to training mode afterwards
+        for start in range(0, len(rows) - 1, batch):
+            chunk = rows[start:start + batch]
+            if len(chunk) < 2:
+                break
+            b = rep.to_batch({"pre": data.info["s_pre"][chunk], "post": data.info["s_post"][chunk], "object": data.info["o"][chunk]})
+            diff, obj = rep.embeddings(b)
+            hits += int(((diff @ obj.T).argmax(1) == torch.arange(len(chunk), device=obj.device)).sum())
+            total += len(chunk)
     return hits / max(total, 1)

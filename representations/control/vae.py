@@ -284,11 +284,8 @@ class BetaVAE(_VAEBase):
     @torch.no_grad()
     def decode(self, z) -> np.ndarray:
         """Latents -> images, float32 ``(n, C, H, W)`` in [0, 1] (the decoder's mean)."""
-        was_training = self.training
-        self.eval()
-        out = self._images(self.decoder(torch.as_tensor(np.asarray(z, np.float32)).to(self.device)))
-        self.train(was_training)
-        return out
+        with self.evaluating():
+            return self._images(self.decoder(torch.as_tensor(np.asarray(z, np.float32)).to(self.device)))
 
     @torch.no_grad()
     def reconstruct(self, obs) -> np.ndarray:
