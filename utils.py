@@ -1,8 +1,13 @@
-"""Small shared helpers: atomic writes, videos, run metadata."""
+"""Small shared helpers: atomic writes, videos, run metadata, configs, devices and spaces.
+
+Everything here is used by more than one layer (envs, agents, representations, benchmarks) and
+imports nothing of ssrl, so any module may import it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -25,6 +30,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    # mkstemp makes the file 0600; give it what open() would have (0666 less the umask), so a
+    # checkpoint or a data set is as readable by a group or a web server as any other output.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = pathlib.Path(tmp)
     try:
@@ -33,6 +41,38 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def build_config(config_cls: type, values: dict[str, Any], preset: dict[str, Any] | None = None) -> Any:
+    """``config_cls(**preset, **values)`` with the user's keys checked by name first, so a typo
+    gets a message listing the valid options instead of a ``TypeError`` from the constructor."""
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown {config_cls.__qualname__} option(s) {unknown}; valid options: {sorted(fields)}")
+    return config_cls(**dict(preset or {}, **values))
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """``"auto"``: the GPU when torch sees one, else the CPU; anything else as ``torch.device``."""
+    import torch
+
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def is_image_space(space: Any) -> bool:
+    """A uint8 ``(C, H, W)`` Box: what the suite's encoders take."""
+    import gymnasium as gym
+
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:

@@ -3,10 +3,14 @@
 ``SAC(env, **hyperparams)`` / ``TD3(env, ...)``, ``.learn(env_steps)``, ``.predict(obs)``,
 ``.save(path)``, ``SAC.load(path, env)``: the surface of Stable-Baselines3. See
 :mod:`ssrl.agents.base` for the pixel path and the ``aux`` hook, :mod:`ssrl.agents.trainer` for
-runs with evaluation, logs, checkpoints and resume.
+runs with evaluation, logs, checkpoints and resume, :mod:`ssrl.agents.checkpoint` for the
+checkpoint files.
 """
 
-from .base import AuxInputs, OffPolicyAgent, TrainingDiverged, read_checkpoint
+from ssrl.representations.objective import AuxInputs, AuxObjective
+
+from .base import AgentConfig, OffPolicyAgent, Prepared, TrainingDiverged
+from .checkpoint import read_checkpoint
 from .replay import Batch, ReplayBuffer
 from .sac import SAC, SACConfig
 from .td3 import TD3, TD3Config
@@ -14,5 +18,5 @@ from .trainer import Trainer, evaluate
 
 ALGOS = {"sac": SAC, "td3": TD3}
 
-__all__ = ["ALGOS", "AuxInputs", "Batch", "OffPolicyAgent", "ReplayBuffer", "SAC", "SACConfig", "TD3", "TD3Config",
-           "Trainer", "TrainingDiverged", "evaluate", "read_checkpoint"]
+__all__ = ["ALGOS", "AgentConfig", "AuxInputs", "AuxObjective", "Batch", "OffPolicyAgent", "Prepared", "ReplayBuffer",
+           "SAC", "SACConfig", "TD3", "TD3Config", "Trainer", "TrainingDiverged", "evaluate", "read_checkpoint"]

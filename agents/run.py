@@ -4,25 +4,21 @@ A run folder holds ``run.json`` (what was asked: env, options, algorithm, hyper-
 seed), the trainer's logs and checkpoints (see :mod:`ssrl.agents.trainer`) and, once the budget
 is reached, ``final.json``. Calling :func:`train_run` on a folder with a checkpoint resumes it;
 on a finished run it refuses unless ``overwrite=True``; with a different configuration it
-refuses always.
+refuses always (:class:`ssrl.runs.RunFolder`, shared by every long-running command).
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
-import shutil
 from typing import Any
 
 import gymnasium as gym
 
-from ssrl.utils import write_json
+from ssrl.runs import RunFolder
 
 from . import ALGOS
 from .trainer import Trainer
 
-# Keys of run.json that must match for a resume (the budget may grow).
-_IDENTITY = ("env_id", "env_kwargs", "algo", "hyperparams", "seed", "encoder", "aux", "aux_kwargs")
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False) -> gym.Env:
@@ -83,41 +79,28 @@ def train_run(
         "aux": aux,
         "aux_kwargs": dict(aux_kwargs or {}),
     }
-    if (out / "run.json").exists():
-        previous = json.loads((out / "run.json").read_text())
-        if (out / "final.json").exists() and not overwrite:
-            done = json.loads((out / "final.json").read_text())["env_steps"]
-            if done >= env_steps:
-                raise FileExistsError(
-                    f"the run in {out} is finished ({done} env steps); pass --overwrite to start it again, or choose another --out"
-                )
-        if overwrite:
-            shutil.rmtree(out)
-        else:
-            diff = [k for k in _IDENTITY if previous.get(k) != spec[k]]
-            if diff:
-                raise FileExistsError(
-                    f"{out} holds a different run (differs in {', '.join(diff)}); choose another --out or pass --overwrite"
-                )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "run.json", dict(spec, env_steps=int(env_steps)))
-
+    folder = RunFolder(out, "ssrl train")
+    folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
     env = make_env(env_id, spec["env_kwargs"], encoder)
-    eval_env = make_env(env_id, spec["env_kwargs"], encoder, render=video) if eval_episodes > 0 else None
-    agent_cls = ALGOS[algo]
-    checkpoint = out / "checkpoint" / "agent.pt"
-    aux_obj = make_aux(aux, env, spec["aux_kwargs"], latent_dim=int(spec["hyperparams"].get("feature_dim", 50)))
-    if checkpoint.exists():
-        agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj)
-        agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
-        if progress:
-            print(f"resuming {out} from {agent.num_env_steps} env steps")
-    else:
-        agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **spec["hyperparams"])
-    trainer = Trainer(agent, env, eval_env, eval_every=eval_every, eval_episodes=eval_episodes, run_dir=out,
-                      checkpoint_every=checkpoint_every, video=video, progress=progress, tensorboard=tensorboard,
-                      callback=callback)
+    eval_env = None
     try:
+        eval_env = make_env(env_id, spec["env_kwargs"], encoder, render=video) if eval_episodes > 0 else None
+        agent_cls = ALGOS[algo]
+        checkpoint = out / "checkpoint" / "agent.pt"
+        aux_obj = make_aux(aux, env, spec["aux_kwargs"], latent_dim=int(spec["hyperparams"].get("feature_dim", 50)))
+        if checkpoint.exists():
+            agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj)
+            agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
+            if progress:
+                print(f"resuming {out} from {agent.num_env_steps} env steps")
+        else:
+            agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **spec["hyperparams"])
+        # Only now, with the env and the agent built from the options, is the run real: a start
+        # that fails validation leaves no run.json to refuse (or mislabel) the corrected command.
+        folder.start(spec, env_steps=int(env_steps))
+        trainer = Trainer(agent, env, eval_env, eval_every=eval_every, eval_episodes=eval_episodes, run_dir=out,
+                          checkpoint_every=checkpoint_every, video=video, progress=progress, tensorboard=tensorboard,
+                          callback=callback)
         return trainer.train(env_steps)
     finally:
         env.close()

@@ -32,6 +32,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ssrl.runs import truncate_records
 from ssrl.utils import write_json, write_video
 
 from .base import OffPolicyAgent, TrainingDiverged
@@ -89,14 +90,8 @@ class Logger:
 
     def truncate_after(self, env_steps: int) -> None:
         """Drop records written after ``env_steps``."""
-        if self.jsonl.exists():
-            keep = [line for line in self.jsonl.read_text().splitlines() if json.loads(line)["env_steps"] <= env_steps]
-            self.jsonl.write_text("".join(line + "\n" for line in keep))
-        if self.csv.exists():
-            rows = list(csv.reader(self.csv.open()))
-            keep = rows[:1] + [r for r in rows[1:] if int(r[0]) <= env_steps]
-            with self.csv.open("w", newline="") as fh:
-                csv.writer(fh).writerows(keep)
+        for log in (self.jsonl, self.csv):
+            truncate_records(log, "env_steps", lambda steps: steps <= env_steps)
 
     def write(self, record: dict[str, Any]) -> None:
         with self.jsonl.open("a") as fh:
@@ -218,7 +213,7 @@ class Trainer:
                     agent.check_observation(next_obs)
                     if not np.isfinite(reward):
                         raise TrainingDiverged(f"the env returned reward {reward} at env step {agent.num_env_steps}")
-                    agent.replay.add(agent.to_unit(action), reward, terminated, next_obs)
+                    agent.replay.add(agent.action_to_unit(action), reward, terminated, next_obs)
                     obs, done = next_obs, terminated or truncated
                     episode_return += float(reward)
                     agent.num_agent_steps += 1

@@ -3,6 +3,8 @@
 import copy
 import json
 import math
+import subprocess
+import sys
 
 import gymnasium as gym
 import numpy as np
@@ -171,7 +173,7 @@ def test_temperature_moves_toward_target_entropy(target_entropy, direction):
     alpha0 = agent.alpha.item()
     for _ in range(20):
         agent.update(agent.replay.sample(16))
-    assert np.sign(float(agent.alpha) - alpha0) == direction
+    assert np.sign(float(agent.alpha.detach()) - alpha0) == direction
 
 
 def test_actor_gradient_stops_at_the_encoder():
@@ -374,6 +376,35 @@ def test_load_rejects_corrupt_and_foreign_checkpoints(tmp_path):
 def test_unknown_hyperparameter_is_named():
     with pytest.raises(ValueError, match="batchsize.*valid options"):
         SAC(Reach1D(), batchsize=3)
+
+
+def test_importing_agents_loads_no_representation_method():
+    code = "import sys, ssrl.agents; print(sorted(m for m in sys.modules if m.startswith('ssrl.representations.control')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+class LossOnly:
+    """An aux objective with ``loss`` and ``parameters`` only: not an AuxObjective."""
+
+    def loss(self, inputs):
+        return torch.zeros(()), {}
+
+    def parameters(self):
+        return iter(())
+
+
+def test_aux_missing_protocol_members_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"AuxObjective.*LossOnly lacks generator, load_state_dict, state_dict, to$"):
+        SAC(Reach1D(), aux=LossOnly())
+
+
+def test_aux_on_vector_observations_is_refused():
+    class Complete(LossOnly, torch.nn.Module):
+        generator = None
+
+    with pytest.raises(ValueError, match="pixel encoder"):
+        SAC(Reach1D(), aux=Complete())
 
 
 # -- runs: resume, NaN detection ----------------------------------------------------------------
