@@ -25,13 +25,23 @@ from ssrl.agents.sb3 import SSRLEncoderExtractor
 from ssrl.representations import EncodedObservation, make_encoder
 
 
-def sac_from_pixels(steps: int, size: int = 84):
+def sac_pixels_model(size: int = 84, learning_starts: int = 500, **extractor_kwargs):
+    """SB3's SAC from pixels on cartpole-swingup with :class:`SSRLEncoderExtractor`, untrained.
+
+    ``extractor_kwargs`` go to the extractor (default ``arch="fast", feature_dim=50``; pass
+    ``encoder=pretrained, freeze=True`` for a frozen pretrained encoder)."""
     from stable_baselines3 import SAC
 
     env = gym.make("ssrl/cartpole-swingup-v0", size=size)
-    model = SAC("CnnPolicy", env, buffer_size=10_000, learning_starts=min(500, steps // 2), batch_size=64, device="auto",
+    extractor_kwargs = dict(dict(arch="fast", feature_dim=50), **extractor_kwargs)
+    model = SAC("CnnPolicy", env, buffer_size=10_000, learning_starts=learning_starts, batch_size=64, device="auto",
                 policy_kwargs=dict(features_extractor_class=SSRLEncoderExtractor,
-                                   features_extractor_kwargs=dict(arch="fast", feature_dim=50), net_arch=[256, 256]))
+                                   features_extractor_kwargs=extractor_kwargs, net_arch=[256, 256]))
+    return model, env
+
+
+def sac_from_pixels(steps: int, size: int = 84):
+    model, env = sac_pixels_model(size, learning_starts=min(500, steps // 2))
     return model.learn(steps), env
 
 

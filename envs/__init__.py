@@ -1,7 +1,9 @@
 """Gymnasium environments of ssrl: DeepMind Control from pixels and our manipulation scenes.
 
-All of them render through one renderer (:mod:`ssrl.envs.render`) and report the ground-truth
-physical state in ``info["state"]``.
+All of them render through one renderer (:mod:`ssrl.envs.render`), take the same pixel options
+(:data:`PIXEL_OPTIONS`, set up by :mod:`ssrl.envs.pixels`; :func:`state_mode_kwargs` gives an
+env's options for its state observations) and report the ground-truth physical state in
+``info["state"]``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import gymnasium as gym
 
 from .dmc import PLANET_TASKS, DMCEnv, default_action_repeat, suite_tasks
 from .distractors import DistractorSpec
+from .pixels import PIXEL_OPTIONS, state_mode_kwargs
 from .render import FreeCamera, Renderer
 
 NAMESPACE = "ssrl"
@@ -43,9 +46,11 @@ __all__ = [
     "DMCEnv",
     "DistractorSpec",
     "FreeCamera",
+    "PIXEL_OPTIONS",
     "PLANET_TASKS",
     "Renderer",
     "default_action_repeat",
     "dmc_id",
     "make_dmc",
+    "state_mode_kwargs",
 ]

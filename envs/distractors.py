@@ -1,9 +1,12 @@
 """Distracting backgrounds: the pixels behind the scene replaced by task-irrelevant images.
 
-This is the setting of DBC (Zhang et al. 2021, section 1.5 of ``shared/reference/dmc_reps.md``):
-the sky (and for some domains the floor) shows a moving video, a random colour or noise, while
-the physics and the ground-truth state are unchanged. Two things differ from the public DBC code,
-on purpose:
+This is the natural-video setting of DBC (Zhang, McAllister, Calandra, Gal and Levine, "Learning
+Invariant Representations for Reinforcement Learning without Reconstruction", ICLR 2021,
+arXiv:2006.10742; code github.com/facebookresearch/deep_bisim4control, its vendored
+``dmc2gym/wrappers.py`` and ``natural_imgsource.py``): the sky (and for some domains the floor)
+shows a moving video, a random colour or noise, while the physics and the ground-truth state are
+unchanged. DBC's videos are the ``driving_car`` class of Kinetics-400's train split, read in
+grayscale. Two things differ from the public DBC code, on purpose:
 
 * the background is found from the depth buffer (pixels where nothing was drawn), not by the
   colour test ``B > G and B > R``, which also catches blue parts of the robot;
@@ -26,8 +29,9 @@ KINDS: tuple[str, ...] = ("color", "noise", "video", "folder")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
-# Domains whose floor DBC replaced as well as the sky (their floor is the blue grid);
-# for cheetah, walker and the rest DBC kept a grey floor and replaced only the sky.
+# Domains whose floor DBC replaced as well as the sky (their floor is the blue grid); DBC's
+# vendored suite greys the floor of cheetah, walker, hopper and stacker, so for those (and any
+# other domain) only the sky is replaced.
 FLOOR_REPLACED_DOMAINS = frozenset({"cartpole", "reacher", "finger", "ball_in_cup"})
 
 

@@ -30,7 +30,7 @@ import gymnasium as gym
 import numpy as np
 
 from .distractors import DistractorSpec
-from .pixels import PixelEnv, PixelObserver, check_action, parse_size, plane_geoms
+from .pixels import PixelEnv, check_action, plane_geoms
 from .render import CameraSpec, Quality
 
 # PlaNet-benchmark action repeats (CURL Table 3, DrQ appendix Table 2); everything else uses 4.
@@ -126,10 +126,6 @@ class DMCEnv(PixelEnv):
         environment_kwargs: dict | None = None,
     ) -> None:
         _check_task(domain, task)
-        if camera is not None and cameras is not None:
-            raise ValueError("give either camera= or cameras=, not both")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
         if action_repeat is None:
             action_repeat = default_action_repeat(domain)
         if isinstance(action_repeat, bool) or not isinstance(action_repeat, (int, np.integer)) or action_repeat < 1:
@@ -140,10 +136,7 @@ class DMCEnv(PixelEnv):
         from dm_control import suite
 
         self.domain, self.task = domain, task
-        self.from_pixels = bool(from_pixels)
         self.action_repeat = int(action_repeat)
-        self.frame_stack = int(frame_stack)
-        self.render_mode = render_mode
         with _quiet_absl():  # dm_control's models trip MuJoCo deprecation warnings on load
             self._env = suite.load(
                 domain, task, task_kwargs=dict(task_kwargs or {}), environment_kwargs=environment_kwargs
@@ -157,36 +150,20 @@ class DMCEnv(PixelEnv):
         self._action_high = spec.maximum.astype(np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
 
-        self.distractor = DistractorSpec.parse(distractor)
-        self.size = parse_size(size)
-        self._observer: PixelObserver | None = None
-        if cameras is None:
-            cameras = self.default_cameras() if camera is None else [camera]
-        self._cameras = list(cameras)
-        if self.from_pixels:
-            self._observer = self.make_observer(self.size, self._cameras, self.frame_stack, quality, self.distractor)
+        self._setup_pixels(from_pixels=from_pixels, size=size, camera=camera, cameras=cameras, frame_stack=frame_stack,
+                           quality=quality, distractor=distractor, render_mode=render_mode, render_size=render_size)
+        if self._observer is not None:
             self.observation_space = self._observer.observation_space()
         else:
-            if self.distractor is not None:
-                raise ValueError("a distractor applies to pixel observations only (from_pixels=True)")
-            from .render import QUALITIES
-
-            self.check_cameras(self._cameras)  # render() and data collection use them in state mode too
-            if quality not in QUALITIES:
-                raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
             dim = sum(int(np.prod(v.shape)) for v in self._env.observation_spec().values())
             self._state_obs = np.zeros((self.frame_stack, dim), np.float32)
             self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.frame_stack * dim,), np.float32)
         self.state_space = gym.spaces.Box(-np.inf, np.inf, self._physics.get_state().shape, np.float32)
-        self._quality = quality
-        self._render_size = parse_size(render_size) if render_size is not None else None
-        self._render_renderer = None
         self._max_env_steps = math.inf
         step_limit = self._env._step_limit  # control steps per episode; dm_control keeps it private
         if np.isfinite(step_limit):
             self._max_env_steps = int(round(step_limit))
         self.metadata = dict(self.metadata, render_fps=int(round(1.0 / (self._env.control_timestep() * self.action_repeat))))
-        self.camera_labels = self._observer.camera_labels if self._observer else []
 
     # -- Gymnasium API -------------------------------------------------------------------------
 

@@ -9,13 +9,32 @@ camera, channels-first and oldest first (the newest frame is ``obs[-3:]``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 
 from .distractors import Background, DistractorSpec
-from .render import CameraSpec, Quality, Renderer, camera_names, resolve_camera
+from .render import QUALITIES, CameraSpec, Quality, Renderer, camera_names, resolve_camera
+
+# The options that say how an env draws its images (the pixel observation, and ``render()``):
+# none of them changes the physics, the actions, the rewards or the ground-truth state.
+# ``frame_stack`` also stacks DMC's state observations, whose default stack is 1.
+PIXEL_OPTIONS: tuple[str, ...] = (
+    "size", "camera", "cameras", "frame_stack", "quality", "distractor", "render_mode", "render_size",
+)
+
+
+def state_mode_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An env's options for its state-observation form: ``env_kwargs`` without
+    :data:`PIXEL_OPTIONS` and with ``from_pixels=False`` (a copy; the argument is unchanged).
+
+    What runs an env only for its states (data collection renders its frames with an observer of
+    its own; state-based RL reads no pixels) asks for this, its cheapest form."""
+    kwargs = {k: v for k, v in env_kwargs.items() if k not in PIXEL_OPTIONS}
+    kwargs["from_pixels"] = False
+    return kwargs
 
 
 def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -29,6 +48,16 @@ def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {size!r}")
     return height, width
+
+
+def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer option in ``[minimum, maximum]``, or a ValueError that says so."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
 
 
 def check_action(action, space: gym.spaces.Box, env_name: str) -> np.ndarray:
@@ -71,10 +100,8 @@ class PixelObserver:
         distractor: DistractorSpec | None = None,
         floor_geoms: Sequence[int] = (),
     ) -> None:
-        if isinstance(frame_stack, bool) or not isinstance(frame_stack, (int, np.integer)) or frame_stack < 1:
-            raise ValueError(f"frame_stack must be a positive integer, got {frame_stack!r}")
         self.height, self.width = size
-        self.frame_stack = int(frame_stack)
+        self.frame_stack = check_count("frame_stack", frame_stack)
         self.renderer = Renderer(
             model, self.height, self.width, cameras, quality, hidden_geoms=floor_geoms if distractor else ()
         )
@@ -135,16 +162,61 @@ class PixelObserver:
 
 class PixelEnv(gym.Env):
     """What every env of the suite shares around its pixels (DMC tasks and our scenes alike):
-    camera checks, observers over its MuJoCo model, ``render()`` and closing them.
+    the pixel options and their checks, observers over its MuJoCo model, ``render()`` and
+    closing them.
 
     A subclass provides ``model`` and ``data`` (its ``MjModel`` and ``MjData``),
     ``default_cameras()`` and ``replaced_surfaces(spec)`` (the geoms a distractor hides), and
-    sets ``size``, ``render_mode``, ``_cameras``, ``_quality``, ``_render_size``, ``_observer``
-    and ``_render_renderer`` in its constructor.
+    calls :meth:`_setup_pixels` with the :data:`PIXEL_OPTIONS` and ``from_pixels`` it was given,
+    once ``model`` is available and before it builds its observation space.
     """
 
     model: mujoco.MjModel
     data: mujoco.MjData
+
+    def _setup_pixels(
+        self,
+        *,
+        from_pixels: bool = True,
+        size: int | Sequence[int] = 84,
+        camera: CameraSpec | None = None,
+        cameras: Sequence[CameraSpec] | None = None,
+        frame_stack: int = 1,
+        quality: Quality = "fast",
+        distractor: str | dict | DistractorSpec | None = None,
+        render_mode: str | None = None,
+        render_size: int | Sequence[int] | None = None,
+    ) -> None:
+        """Check the pixel options and set the env up with them: ``from_pixels``, ``size``,
+        ``frame_stack``, ``distractor`` (a :class:`DistractorSpec` or None), ``render_mode``,
+        ``camera_labels`` and, in pixel mode, the observer of its observation (``_observer``).
+
+        Every option is checked in state mode too (``render()`` and data collection use the
+        cameras and the quality there); a distractor is refused in state mode."""
+        if camera is not None and cameras is not None:
+            raise ValueError("give either camera= or cameras=, not both")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
+        if quality not in QUALITIES:
+            raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
+        self.from_pixels = bool(from_pixels)
+        self.frame_stack = check_count("frame_stack", frame_stack)
+        self.size = parse_size(size)
+        self.render_mode = render_mode
+        self.distractor = DistractorSpec.parse(distractor)
+        if self.distractor is not None and not self.from_pixels:
+            raise ValueError("a distractor applies to pixel observations only (from_pixels=True)")
+        if cameras is None:
+            cameras = self.default_cameras() if camera is None else [camera]
+        self._cameras = list(cameras)
+        self.check_cameras(self._cameras)
+        self._quality = quality
+        self._render_size = parse_size(render_size) if render_size is not None else None
+        self._render_renderer: Renderer | None = None
+        self._observer: PixelObserver | None = None
+        if self.from_pixels:
+            self._observer = self.make_observer(self.size, self._cameras, self.frame_stack, quality, self.distractor)
+        self.camera_labels = self._observer.camera_labels if self._observer else []
 
     def camera_names(self) -> list[str]:
         """The cameras of this env's model, by name."""

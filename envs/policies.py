@@ -3,16 +3,26 @@
 A policy is called as ``policy(obs, info) -> action`` and re-seeded with ``policy.reset(seed)``
 at each episode, so a collection is reproducible. ``make_policy(name, env)`` builds one by name
 (``ssrl collect --policy NAME``); envs may add policies of their own with :func:`register`.
+
+Each policy says which envs it serves (env classes, or a predicate on the unwrapped env): the
+random ones any env with a box action space, ``push_*`` the pushing envs, ``*_grasp`` the grasping
+envs (``goal_grasp`` only goal-conditioned ones). ``policies_for(env)`` lists those that fit an
+env, and ``make_policy`` refuses one that does not, naming the ones that do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+
+from .dmc import DMCEnv
+from .manipulation.grasp import GraspEnv
+from .manipulation.push import PushEnv
 
 
 class Policy(Protocol):
@@ -61,17 +71,76 @@ class StickyRandomPolicy(RandomPolicy):
         return self._action
 
 
-POLICIES: dict[str, Callable[[gym.Env], Policy]] = {"random": RandomPolicy, "sticky_random": StickyRandomPolicy}
+def has_box_actions(env: gym.Env) -> bool:
+    """Any env with a box action space (what the random policies draw from)."""
+    return isinstance(env.action_space, gym.spaces.Box)
 
 
-def register(name: str, factory: Callable[[gym.Env], Policy]) -> None:
-    POLICIES[name] = factory
+@dataclasses.dataclass(frozen=True)
+class PolicyEntry:
+    """A registered policy: how to build it and which envs it serves."""
+
+    factory: Callable[[gym.Env], Policy]
+    serves: Callable[[gym.Env], bool]  # called with the unwrapped env
+    envs: str  # the envs it serves, in words (for error messages)
+
+
+POLICIES: dict[str, PolicyEntry] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[[gym.Env], Policy],
+    serves: type | tuple[type, ...] | Callable[[gym.Env], bool] = has_box_actions,
+    envs: str | None = None,
+) -> None:
+    """Register policy ``name``: ``factory(env)`` builds it; ``serves`` is the env class(es) it
+    works in, or a predicate on the unwrapped env; ``envs`` describes them (default: the class
+    names, or the predicate's docstring)."""
+    if isinstance(serves, type) or isinstance(serves, tuple):
+        classes = serves if isinstance(serves, tuple) else (serves,)
+        envs = envs or " or ".join(c.__name__ for c in classes)
+        predicate: Callable[[gym.Env], bool] = lambda env: isinstance(env, classes)  # noqa: E731
+    else:
+        predicate = serves
+        envs = envs or (serves.__doc__ or serves.__name__).strip().splitlines()[0].rstrip(".")
+    POLICIES[name] = PolicyEntry(factory, predicate, envs)
+
+
+def _env_name(env: gym.Env) -> str:
+    base = env.unwrapped
+    spec = getattr(base, "spec", None) or getattr(env, "spec", None)
+    kind = type(base).__name__
+    if isinstance(base, DMCEnv):
+        kind = f"{kind} {base.domain}-{base.task}"
+    return f"{spec.id} ({kind})" if spec is not None else kind
+
+
+def policies_for(env: gym.Env) -> list[str]:
+    """The names of the policies that serve ``env`` (wrapped or not), sorted."""
+    base = env.unwrapped
+    return sorted(name for name, entry in POLICIES.items() if entry.serves(base))
 
 
 def make_policy(name: str, env: gym.Env) -> Policy:
+    """Build policy ``name`` for ``env``; a ValueError names the valid choices for an unknown
+    name, and the policies that fit ``env`` for one that does not serve it."""
     if name not in POLICIES:
-        raise ValueError(f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))}")
-    return POLICIES[name](env)
+        raise ValueError(
+            f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))} "
+            f"(for {_env_name(env)}: {', '.join(policies_for(env)) or 'none'})"
+        )
+    entry = POLICIES[name]
+    if not entry.serves(env.unwrapped):
+        raise ValueError(
+            f"policy {name!r} serves {entry.envs}, not {_env_name(env)}; "
+            f"policies for it: {', '.join(policies_for(env)) or 'none'}"
+        )
+    return entry.factory(env)
+
+
+register("random", RandomPolicy)
+register("sticky_random", StickyRandomPolicy)
 
 
 # -- manipulation (ssrl/Push-*, ssrl/Grasp*) ------------------------------------------------------
@@ -219,8 +288,13 @@ class CentredGrasp:
         return env.grasp_to_action(x, y, self.rng.uniform(-np.pi / 2, np.pi / 2))
 
 
-register("push_expert", PushExpert)
-register("push_explore", PushExplore)
-register("random_grasp", RandomGrasp)
-register("centred_grasp", CentredGrasp)
-register("goal_grasp", lambda env: CentredGrasp(env, target="goal"))
+def is_goal_grasp(env: gym.Env) -> bool:
+    """GraspEnv with goal_conditioned=True (ssrl/GraspGoal-v0)."""
+    return isinstance(env, GraspEnv) and env.goal_conditioned
+
+
+register("push_expert", PushExpert, PushEnv)
+register("push_explore", PushExplore, PushEnv)
+register("random_grasp", RandomGrasp, GraspEnv)
+register("centred_grasp", CentredGrasp, GraspEnv)
+register("goal_grasp", lambda env: CentredGrasp(env, target="goal"), is_goal_grasp)

@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.utils import atomic_path, write_json
+from ssrl.runs import RunFolder, RunFolderError
+from ssrl.utils import atomic_path
 
 FORMAT_VERSION = 1
 _EPISODE_GLOB = "ep_*.npz"
@@ -220,24 +221,26 @@ class RolloutWriter:
     refuses to touch it.
     """
 
+    # What must agree for episodes to belong to one data set (``append`` checks them all).
+    IDENTITY = ("env_id", "env_kwargs", "cameras", "size", "policy", "seed", "max_steps", "action_repeat", "record_keys")
+
     def __init__(self, path: str | pathlib.Path, meta: dict[str, Any], append: bool = False, compress: bool = False) -> None:
         self.path = pathlib.Path(path)
         self.compress = compress
         meta = dict(meta, format_version=FORMAT_VERSION)
-        meta_path = self.path / "meta.json"
-        if meta_path.exists():
+        folder = RunFolder(self.path, "ssrl collect", identity_file="meta.json")
+        if folder.started:
             if not append:
                 raise FileExistsError(f"{self.path} already holds a data set; pass --append to add episodes, or choose another --out")
-            existing = RolloutDataset(self.path).meta
-            for key in ("env_id", "env_kwargs", "cameras", "size"):
-                if existing.get(key) != meta.get(key):
-                    raise DatasetError(
-                        f"cannot append to {self.path}: its {key} is {existing.get(key)!r}, this collection's is {meta.get(key)!r}"
-                    )
+            RolloutDataset(self.path)  # a readable data set of this format
+            try:
+                folder.check({k: meta.get(k) for k in self.IDENTITY if k in meta})
+            except RunFolderError as err:
+                raise DatasetError(f"cannot append to {self.path}: {err}") from err
         else:
             if self.path.exists() and any(self.path.iterdir()):
                 raise FileExistsError(f"{self.path} exists and is not an ssrl data set; choose an empty or new folder")
-            write_json(meta_path, meta)
+            folder.start(meta)
         (self.path / "episodes").mkdir(parents=True, exist_ok=True)
         self.meta = meta
 
@@ -279,67 +282,65 @@ def collect(
     import gymnasium as gym
     from tqdm import tqdm
 
+    from ssrl.envs.pixels import state_mode_kwargs
     from ssrl.envs.policies import make_policy
 
     env_kwargs = dict(env_kwargs or {})
-    env = gym.make(env_id, **_state_mode_kwargs(env_id, env_kwargs))
-    base = env.unwrapped
-    cameras = list(cameras) if cameras else base.default_cameras()
-    observer = base.make_observer(size=size, cameras=cameras, quality=env_kwargs.get("quality", "fast"),
-                                  distractor=env_kwargs.get("distractor"))
-    labels = observer.camera_labels
-    record_keys = tuple(getattr(base, "record_keys", ()))
-    writer = RolloutWriter(
-        out,
-        meta={
-            "env_id": env_id,
-            "env_kwargs": env_kwargs,
-            "cameras": labels,
-            "size": [observer.height, observer.width],
-            "policy": policy,
-            "seed": seed,
-            "max_steps": max_steps,
-            "action_repeat": getattr(base, "action_repeat", 1),
-            "record_keys": list(record_keys),
-        },
-        append=append,
-        compress=compress,
-    )
-    first = writer.next_index()
-    agent = make_policy(policy, env)
-    bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress)
-    for i in range(first, first + episodes):
-        obs, info = env.reset(seed=seed + i)
-        agent.reset(seed + i)
-        recorder = EpisodeRecorder(_frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs))
-        steps = 0
-        while True:
-            action = agent(obs, info)
-            obs, reward, terminated, truncated, info = env.step(action)
-            steps += 1
-            cut = max_steps is not None and steps >= max_steps
-            recorder.add(
-                action, reward, terminated, truncated or cut, _frames(observer.step(base.data), labels),
-                info["state"], {k: info[k] for k in record_keys}, _features(obs),
-            )
-            if terminated or truncated or cut:
-                break
-        writer.write(recorder.finish())
-        bar.update(1)
-        bar.set_postfix(steps=steps)
-    bar.close()
-    observer.close()
-    env.close()
+    # The env's own observation is not stored (the observer renders the frames), so it runs in
+    # its cheapest form, on states; the pixel options go to the observer instead.
+    env = gym.make(env_id, **state_mode_kwargs(env_kwargs))
+    observer = None
+    try:
+        base = env.unwrapped
+        cameras = list(cameras) if cameras else base.default_cameras()
+        observer = base.make_observer(size=size, cameras=cameras, quality=env_kwargs.get("quality", "fast"),
+                                      distractor=env_kwargs.get("distractor"))
+        labels = observer.camera_labels
+        record_keys = tuple(getattr(base, "record_keys", ()))
+        agent = make_policy(policy, env)  # before the writer: a policy that does not fit records nothing
+        writer = RolloutWriter(
+            out,
+            meta={
+                "env_id": env_id,
+                "env_kwargs": env_kwargs,
+                "cameras": labels,
+                "size": [observer.height, observer.width],
+                "policy": policy,
+                "seed": seed,
+                "max_steps": max_steps,
+                "action_repeat": getattr(base, "action_repeat", 1),
+                "record_keys": list(record_keys),
+            },
+            append=append,
+            compress=compress,
+        )
+        first = writer.next_index()
+        bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress)
+        for i in range(first, first + episodes):
+            obs, info = env.reset(seed=seed + i)
+            agent.reset(seed + i)
+            recorder = EpisodeRecorder(_frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs))
+            steps = 0
+            while True:
+                action = agent(obs, info)
+                obs, reward, terminated, truncated, info = env.step(action)
+                steps += 1
+                cut = max_steps is not None and steps >= max_steps
+                recorder.add(
+                    action, reward, terminated, truncated or cut, _frames(observer.step(base.data), labels),
+                    info["state"], {k: info[k] for k in record_keys}, _features(obs),
+                )
+                if terminated or truncated or cut:
+                    break
+            writer.write(recorder.finish())
+            bar.update(1)
+            bar.set_postfix(steps=steps)
+        bar.close()
+    finally:
+        if observer is not None:
+            observer.close()
+        env.close()
     return RolloutDataset(out)
-
-
-def _state_mode_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The env's own observation is not stored (the observer renders the frames), so ask for
-    its cheapest form: state observations. Pixel options go to the observer instead."""
-    pixel_options = ("quality", "distractor", "camera", "cameras", "size", "frame_stack")
-    kwargs = {k: v for k, v in env_kwargs.items() if k not in pixel_options}
-    kwargs["from_pixels"] = False
-    return kwargs
 
 
 def _features(obs) -> np.ndarray:

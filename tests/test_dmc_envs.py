@@ -217,3 +217,18 @@ def test_render_rgb_array():
     env = gym.make("ssrl/reacher-easy-v0", render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(env.render(), obs[6:].transpose(1, 2, 0))
+
+
+def test_state_mode_kwargs_drops_every_pixel_option():
+    from ssrl.envs import PIXEL_OPTIONS, state_mode_kwargs
+
+    pixel_kwargs = dict(size=(48, 64), camera=1, frame_stack=2, quality="faithful", distractor="color",
+                        render_mode="rgb_array", render_size=32, action_repeat=2)
+    assert set(PIXEL_OPTIONS) >= set(pixel_kwargs) - {"action_repeat"}
+    kwargs = state_mode_kwargs(pixel_kwargs)
+    assert kwargs == {"action_repeat": 2, "from_pixels": False}
+    assert "distractor" in pixel_kwargs  # the caller's dict is left alone
+    # A distractor is refused in state mode, so the pixel options must be gone for this to build.
+    env = gym.make("ssrl/cartpole-swingup-v0", **state_mode_kwargs(pixel_kwargs))
+    assert env.unwrapped.from_pixels is False and env.observation_space.shape == (5,)
+    assert env.unwrapped.action_repeat == 2

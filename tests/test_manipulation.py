@@ -515,3 +515,87 @@ def test_bad_actions_and_cameras_are_rejected(tmp_path):
         grasp.render_goal_image(5)
     with pytest.raises(ValueError, match="front"):
         collect("ssrl/Push-v0", episodes=1, out=tmp_path / "x", cameras=["fornt"], progress=False)
+
+
+# -- what every env of the suite shares: the pixel options, the policies --------------------------
+
+
+def test_every_env_takes_the_pixel_options_that_the_one_setup_method_checks():
+    import inspect
+
+    from ssrl.envs import DMCEnv
+    from ssrl.envs.pixels import PIXEL_OPTIONS, PixelEnv
+
+    setup = set(inspect.signature(PixelEnv._setup_pixels).parameters) - {"self"}
+    assert setup == set(PIXEL_OPTIONS) | {"from_pixels"}
+    for cls in (DMCEnv, PushEnv, GraspEnv):
+        assert setup <= set(inspect.signature(cls.__init__).parameters), cls
+
+
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        (dict(camera=0, cameras=[0]), "either camera= or cameras="),
+        (dict(render_mode="human"), "rgb_array"),
+        (dict(quality="ultra", from_pixels=False), "fast"),
+        (dict(frame_stack=0), "frame_stack"),
+        (dict(frame_stack=0, from_pixels=False), "frame_stack"),
+        (dict(frame_stack=2.5), "frame_stack"),
+        (dict(distractor="color", from_pixels=False), "pixel observations only"),
+        (dict(size=(84, 0)), "positive"),
+    ],
+)
+def test_dmc_and_manipulation_envs_check_pixel_options_in_the_same_words(kwargs, needle):
+    from ssrl.envs import DMCEnv
+
+    messages = []
+    for make in (lambda **k: DMCEnv("cartpole", "swingup", **k), PushEnv, GraspEnv):
+        with pytest.raises(ValueError, match=needle) as err:
+            make(**kwargs)
+        messages.append(str(err.value))
+    assert len(set(messages)) == 1, messages
+
+
+def test_state_mode_kwargs_turn_a_pixel_scene_into_its_state_form():
+    from ssrl.envs import state_mode_kwargs
+
+    pixel_kwargs = dict(n_objects=2, size=32, cameras=["push", "front"], frame_stack=2, distractor="noise")
+    env = PushEnv(**state_mode_kwargs(pixel_kwargs))
+    assert not env.from_pixels and env.n_objects == 2 and env._observer is None
+    assert env.observation_space["observation"].shape == (12,)
+
+
+def test_make_policy_refuses_a_policy_for_another_env_and_names_those_that_fit():
+    from ssrl.envs.policies import policies_for
+
+    cartpole = gym.make("ssrl/cartpole-swingup-v0", from_pixels=False)
+    # This crashed with AttributeError: 'DMCEnv' object has no attribute 'scene'.
+    with pytest.raises(ValueError, match=r"'push_expert'.*cartpole-swingup.*random, sticky_random"):
+        make_policy("push_expert", cartpole)
+    grasp = GraspEnv(n_objects=2, from_pixels=False, record_triplets=False)
+    # goal_grasp needs a goal object; without one it silently grasped object -1.
+    with pytest.raises(ValueError, match=r"'goal_grasp'.*centred_grasp, random, random_grasp, sticky_random"):
+        make_policy("goal_grasp", grasp)
+    with pytest.raises(ValueError, match=r"unknown policy 'push_master'.*known policies: .*push_expert"):
+        make_policy("push_master", cartpole)
+    assert policies_for(cartpole) == ["random", "sticky_random"]
+    assert policies_for(grasp) == ["centred_grasp", "random", "random_grasp", "sticky_random"]
+
+
+def test_policies_for_lists_exactly_the_policies_that_act_in_an_env():
+    from ssrl.envs.policies import POLICIES, policies_for
+
+    envs = {
+        "cartpole": gym.make("ssrl/cartpole-swingup-v0", from_pixels=False),
+        "push": gym.make("ssrl/PushMultiObject-v0", from_pixels=False),
+        "grasp": GraspEnv(n_objects=2, from_pixels=False, record_triplets=False),
+        "grasp_goal": GraspEnv(n_objects=2, goal_conditioned=True, from_pixels=False, record_triplets=False),
+    }
+    fits = {name: policies_for(env) for name, env in envs.items()}
+    assert fits["push"] == ["push_expert", "push_explore", "random", "sticky_random"]
+    assert fits["grasp_goal"] == ["centred_grasp", "goal_grasp", "random", "random_grasp", "sticky_random"]
+    assert set().union(*fits.values()) == set(POLICIES)  # every policy serves one of these envs
+    for name, env in envs.items():
+        for policy_name in fits[name]:
+            # env.step refuses an action of the wrong shape; a policy of another env fails earlier.
+            assert len(run_policy(env, make_policy(policy_name, env), seed=0, steps=2)) >= 2, (name, policy_name)

@@ -2,38 +2,30 @@
 
 A :class:`ManipulationEnv` owns a :class:`~ssrl.envs.manipulation.scene.Scene` (the physics) and,
 in pixel mode, a :class:`~ssrl.envs.pixels.PixelObserver` over it. The options and methods are
-those of ``DMCEnv``: ``from_pixels``, ``size``, ``camera``/``cameras``, ``frame_stack``,
-``quality``, ``distractor``, ``render_mode``; ``model``, ``data``, ``default_cameras()``,
-``make_observer()``, ``action_repeat`` and ``info["state"]``.
+those of ``DMCEnv``, set up by the same method: ``from_pixels`` and the
+:data:`~ssrl.envs.pixels.PIXEL_OPTIONS` (``size``, ``camera``/``cameras``, ``frame_stack``,
+``quality``, ``distractor``, ``render_mode``, ``render_size``); ``model``, ``data``,
+``default_cameras()``, ``make_observer()``, ``action_repeat`` and ``info["state"]``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import mujoco
 import numpy as np
 
 from ..distractors import DistractorSpec
-from ..pixels import PixelEnv, PixelObserver, check_action, parse_size, plane_geoms
-from ..render import QUALITIES, CameraSpec, Quality, Renderer
+from ..pixels import PixelEnv, PixelObserver, check_action, plane_geoms
+from ..render import CameraSpec
 from .scene import Scene
-
-def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
-    """An integer option in ``[minimum, maximum]``, or a ValueError that says so."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
 
 
 class ManipulationEnv(PixelEnv):
     """Base of the tabletop envs: the scene, the pixel observer, and the shared options.
 
-    Subclasses build ``self.scene`` before calling :meth:`_setup_pixels`, and implement
+    Subclasses set ``self.scene`` (the physics), then call
+    :meth:`~ssrl.envs.pixels.PixelEnv._setup_pixels` with their pixel options, and implement
     ``reset``/``step``.
     """
 
@@ -41,46 +33,7 @@ class ManipulationEnv(PixelEnv):
     action_repeat = 1
     default_camera: str = "front"
     record_keys: tuple[str, ...] = ()
-
-    def _setup_pixels(
-        self,
-        scene: Scene,
-        *,
-        from_pixels: bool,
-        size: int | Sequence[int],
-        camera: CameraSpec | None,
-        cameras: Sequence[CameraSpec] | None,
-        frame_stack: int,
-        quality: Quality,
-        distractor: str | dict | DistractorSpec | None,
-        render_mode: str | None,
-        render_size: int | Sequence[int] | None,
-    ) -> None:
-        if camera is not None and cameras is not None:
-            raise ValueError("give either camera= or cameras=, not both")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
-        if quality not in QUALITIES:
-            raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
-        self.frame_stack = check_count("frame_stack", frame_stack)
-        self.scene = scene
-        self.from_pixels = bool(from_pixels)
-        self.size = parse_size(size)
-        self.render_mode = render_mode
-        self.distractor = DistractorSpec.parse(distractor)
-        if self.distractor is not None and not self.from_pixels:
-            raise ValueError("a distractor applies to pixel observations only (from_pixels=True)")
-        if cameras is None:
-            cameras = self.default_cameras() if camera is None else [camera]
-        self._cameras = list(cameras)
-        self.check_cameras(self._cameras)
-        self._quality = quality
-        self._render_size = parse_size(render_size) if render_size is not None else None
-        self._render_renderer: Renderer | None = None
-        self._observer: PixelObserver | None = None
-        if self.from_pixels:
-            self._observer = self.make_observer(self.size, self._cameras, self.frame_stack, quality, self.distractor)
-        self.camera_labels = self._observer.camera_labels if self._observer else []
+    scene: Scene
 
     # -- cameras and pixels ---------------------------------------------------------------------
 

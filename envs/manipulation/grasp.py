@@ -58,9 +58,9 @@ import gymnasium as gym
 import numpy as np
 
 from ..distractors import DistractorSpec
-from ..pixels import parse_size
+from ..pixels import check_count, parse_size
 from ..render import CameraSpec, Quality, Renderer
-from .base import ManipulationEnv, check_count
+from .base import ManipulationEnv
 from .scene import (
     FINGER_CLOSED_CTRL,
     FINGER_RANGE,
@@ -149,7 +149,8 @@ class GraspEnv(ManipulationEnv):
         self.lift_height = float(lift_height)
         self.bin = BinSpec(half_size=float(bin_half_size))
         scene = Scene(self.n_objects, self.bin, [BIN_CAMERA, OBJECT_CAMERA], pad_half_thickness=self.pad_half_thickness)
-        self._setup_pixels(scene, from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
+        self.scene = scene
+        self._setup_pixels(from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
                            frame_stack=frame_stack, quality=quality, distractor=distractor,
                            render_mode=render_mode, render_size=render_size)
         self.metadata = dict(self.metadata, render_fps=2)

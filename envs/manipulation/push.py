@@ -39,7 +39,8 @@ import numpy as np
 
 from ..distractors import DistractorSpec
 from ..render import CameraSpec, Quality
-from .base import ManipulationEnv, check_count
+from ..pixels import check_count
+from .base import ManipulationEnv
 from .scene import (
     FINGER_CLOSED_CTRL,
     PUCK,
@@ -135,7 +136,8 @@ class PushEnv(ManipulationEnv):
         # The closed fingers are a pusher here: slippery pads, so they shove objects instead of
         # dragging them round or up (the grasping task keeps grippy ones).
         scene.model.geom_friction[scene.pad_geoms] = self.pad_friction
-        self._setup_pixels(scene, from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
+        self.scene = scene
+        self._setup_pixels(from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
                            frame_stack=frame_stack, quality=quality, distractor=distractor,
                            render_mode=render_mode, render_size=render_size)
         self.metadata = dict(self.metadata, render_fps=int(round(1 / (self.n_substeps * scene.dt))))

@@ -5,8 +5,9 @@ moves the gripper, and knows nothing of rewards or goals (those live in ``push.p
 ``grasp.py``).
 
 The static part is ``assets/manipulation_scene.xml`` (table, mocap-driven hand with two position-
-controlled fingers, cameras ``front``, ``side``, ``top``). :func:`build_model` adds the task's parts
-to it: ``n_objects`` object bodies, optionally a bin, and the task's cameras.
+controlled fingers, cameras ``front``, ``side``, ``top``). :func:`build_xml` adds the task's parts
+to it (``n_objects`` object bodies, optionally a bin, and the task's cameras) and returns the MJCF
+that :class:`Scene` compiles.
 
 Objects change shape, size and colour between episodes *without recompiling the model*: each
 object body carries one geom per shape (box, cylinder, sphere, capsule, ellipsoid) of which exactly
