@@ -11,13 +11,42 @@ family), :mod:`.losses`, :mod:`.data` (samplers over collected rollouts), :mod:`
 """
 
 from .backbones import ARCHITECTURES, ConvEncoder, EncoderConfig, TemporalEncoder, encoder_from_config, make_encoder
-from .control import AUX_OBJECTIVES, make_aux_objective
-from .core import BaseConfig, Need, Representation, get, load_representation, make, names, register
+from .core import (
+    BaseConfig,
+    Need,
+    Representation,
+    get,
+    joint_methods,
+    load_representation,
+    make,
+    make_aux_objective,
+    names,
+    register,
+)
 from .data import RolloutData
+from .objective import AuxInputs, AuxObjective
 from .wrappers import EncodedObservation, EncodedVectorObservation
 
 __all__ = [
-    "ARCHITECTURES", "AUX_OBJECTIVES", "BaseConfig", "ConvEncoder", "EncodedObservation", "EncodedVectorObservation", "EncoderConfig",
-    "Need", "Representation", "RolloutData", "TemporalEncoder", "encoder_from_config", "get", "load_representation",
-    "make", "make_aux_objective", "make_encoder", "names", "register",
+    "ARCHITECTURES",
+    "BaseConfig",
+    "AuxInputs",
+    "AuxObjective",
+    "ConvEncoder",
+    "EncodedObservation",
+    "EncodedVectorObservation",
+    "EncoderConfig",
+    "Need",
+    "Representation",
+    "joint_methods",
+    "RolloutData",
+    "TemporalEncoder",
+    "encoder_from_config",
+    "get",
+    "load_representation",
+    "make",
+    "make_aux_objective",
+    "make_encoder",
+    "names",
+    "register",
 ]

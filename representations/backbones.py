@@ -203,8 +203,15 @@ class TemporalEncoder(nn.Module):
     3-D temporal convolutions, then fully connected layers).
     """
 
-    def __init__(self, arch: str = "dmc", n_frames: int = 3, stride: int = 1, image_size=84, feature_dim: int = 50,
-                 num_filters: int = 32) -> None:
+    def __init__(
+        self,
+        arch: str = "dmc",
+        n_frames: int = 3,
+        stride: int = 1,
+        image_size=84,
+        feature_dim: int = 50,
+        num_filters: int = 32,
+    ) -> None:
         super().__init__()
         if n_frames < 1 or stride < 1:
             raise ValueError(f"n_frames and stride must be >= 1, got {n_frames}, {stride}")

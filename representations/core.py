@@ -22,6 +22,7 @@ import abc
 import contextlib
 import dataclasses
 import enum
+import importlib
 import pathlib
 from typing import Any, ClassVar
 
@@ -29,10 +30,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ssrl.utils import atomic_path, read_torch_file, write_json
+from ssrl.utils import atomic_path, build_config, read_torch_file, write_json
 
 FORMAT = 1
-_REGISTRY: dict[str, type["Representation"]] = {}
+_REGISTRY: dict[str, type[Representation]] = {}
 
 
 class Need(enum.Flag):
@@ -68,17 +69,36 @@ class BaseConfig:
 class Representation(nn.Module, abc.ABC):
     """Base class: subclasses set ``name``, ``needs``, ``Config`` and implement ``loss`` and
     ``sample_batch``; ``self.encoder`` maps observations (uint8 or [0,1] images, channels-first)
-    to ``(B, latent_dim)``."""
+    to ``(B, latent_dim)``.
+
+    The drivers (``ssrl pretrain``, ``probe``, ``train`` and ``bench``) never ask for a method by
+    name: what a method needs or adds, it says through this class. The hooks below have defaults
+    that suit most methods; a method overrides only what it does differently.
+
+    * ``needs``: the batches the objective eats; checked against a data set before training.
+    * ``example_env``: the env whose rollouts suit the method when a driver must choose one
+      (benchmarks, examples): a DMC task by default; grasp2vec needs our Grasp scene.
+    * :meth:`after_pretraining`: runs once pretraining ends (the VAEs fit their prior there).
+    * :meth:`extra_scores`: scores beside the probe's (grasp2vec's retrieval accuracy).
+    * :meth:`joint_objective`: the objective that trains an agent's encoder jointly with its
+      critic (``ssrl train --aux NAME``), for methods that can; ``joint_agent_options``: the
+      agent hyper-parameters that setting needs (a suite's own settings win).
+    """
 
     name: ClassVar[str]
     needs: ClassVar[Need]
     Config: ClassVar[type]
+    example_env: ClassVar[str] = "ssrl/cartpole-swingup-v0"
+    joint_agent_options: ClassVar[dict[str, Any]] = {}  # agent hyper-parameters its joint objective needs
 
     def __init__(self, config: Any, obs_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.config = config
         self.obs_shape = tuple(int(s) for s in obs_shape)
         self.encoder: nn.Module
+        # Ids of the episodes pretraining used (``ssrl.representations.pretrain.episode_ids``):
+        # saved with the model, so probes can keep to episodes the encoder never saw.
+        self.trained_on: list[str] | None = None
 
     # -- what a method defines ---------------------------------------------------------------------
 
@@ -93,6 +113,26 @@ class Representation(nn.Module, abc.ABC):
     def check_data(self, data) -> None:
         """Raise a clear error if ``data`` cannot provide what this method needs."""
         data.require(self.needs, method=self.name)
+
+    # -- hooks the drivers call (defaults do nothing) ---------------------------------------------
+
+    def after_pretraining(self, data) -> None:
+        """Runs once after the last pretraining step, in eval mode and without gradient, on the
+        training data; whatever it sets on the module is saved with the model."""
+
+    def extra_scores(self, data) -> dict[str, float]:
+        """Method-specific scores on held-out ``data``, reported beside the probe's (named so
+        that larger is better unless the name says otherwise, e.g. ``alignment_error``)."""
+        return {}
+
+    @classmethod
+    def joint_objective(cls, latent_dim: int, action_dim: int, **config: Any):
+        """An :class:`~ssrl.representations.objective.AuxObjective` that trains an agent's
+        encoder (of ``latent_dim`` outputs) jointly with its critic; ``config`` holds options of
+        this method's ``Config``."""
+        raise ValueError(
+            f"{cls.name} cannot train an agent's encoder jointly yet; methods that can: {', '.join(joint_methods())}"
+        )
 
     # -- shared ------------------------------------------------------------------------------------
 
@@ -121,7 +161,7 @@ class Representation(nn.Module, abc.ABC):
         out = []
         with self.evaluating():
             for start in range(0, len(arrays[0]), batch_size):
-                tensors = [torch.as_tensor(np.asarray(a[start:start + batch_size])).to(self.device) for a in arrays]
+                tensors = [torch.as_tensor(np.asarray(a[start : start + batch_size])).to(self.device) for a in arrays]
                 out.append(fn(*tensors).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
 
@@ -133,7 +173,13 @@ class Representation(nn.Module, abc.ABC):
         return {k: torch.as_tensor(v).to(self.device) for k, v in arrays.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {"format": FORMAT, "name": self.name, "config": dataclasses.asdict(self.config), "obs_shape": list(self.obs_shape)}
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "config": dataclasses.asdict(self.config),
+            "obs_shape": list(self.obs_shape),
+            "trained_on": self.trained_on,
+        }
 
     def save(self, path: str | pathlib.Path, extra: dict[str, Any] | None = None) -> pathlib.Path:
         """Write ``path`` (.pt) and ``path`` with .json (the config), atomically."""
@@ -145,6 +191,20 @@ class Representation(nn.Module, abc.ABC):
         return path
 
 
+# The suite's own methods, by the module that registers each: ``names()`` lists them without
+# importing any, and ``get(name)`` imports a method's module on first use.
+BUILTIN = {
+    "tcn": "ssrl.representations.control.tcn",
+    "mftcn": "ssrl.representations.control.mftcn",
+    "grasp2vec": "ssrl.representations.control.grasp2vec",
+    "beta-vae": "ssrl.representations.control.vae",
+    "cc-vae": "ssrl.representations.control.ccvae",
+    "deepmdp": "ssrl.representations.control.deepmdp",
+    "dbc": "ssrl.representations.control.dbc",
+    "rotation": "ssrl.representations.pretext.image.rotation",
+}
+
+
 def register(cls: type[Representation]) -> type[Representation]:
     """Class decorator adding a representation to the registry under ``cls.name``."""
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
@@ -154,16 +214,28 @@ def register(cls: type[Representation]) -> type[Representation]:
 
 
 def names() -> list[str]:
-    """Registered method names."""
-    _import_methods()
-    return sorted(_REGISTRY)
+    """Registered method names (the built-in ones and any registered since)."""
+    return sorted(set(BUILTIN) | set(_REGISTRY))
 
 
 def get(name: str) -> type[Representation]:
-    _import_methods()
+    """The class of method ``name``, importing its module on first use."""
+    if name not in _REGISTRY and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
     if name not in _REGISTRY:
-        raise ValueError(f"unknown representation {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"unknown representation {name!r}; known: {', '.join(names())}")
     return _REGISTRY[name]
+
+
+def joint_methods() -> list[str]:
+    """Methods whose objective can train an agent's encoder jointly (``ssrl train --aux``)."""
+    return [n for n in names() if get(n).joint_objective.__func__ is not Representation.joint_objective.__func__]
+
+
+def make_aux_objective(name: str, env, latent_dim: int = 50, **config: Any):
+    """Method ``name``'s joint objective for an agent on ``env`` whose encoder outputs
+    ``latent_dim`` features (see :meth:`Representation.joint_objective`)."""
+    return get(name).joint_objective(latent_dim, int(env.action_space.shape[0]), **config)
 
 
 def make(name: str, obs_shape: tuple[int, ...], **config: Any) -> Representation:
@@ -172,19 +244,8 @@ def make(name: str, obs_shape: tuple[int, ...], **config: Any) -> Representation
     return cls(build_config(cls.Config, config), obs_shape)
 
 
-def build_config(config_cls: type, values: dict[str, Any]):
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown {config_cls.__qualname__} option(s) {unknown}; valid options: {sorted(fields)}")
-    return config_cls(**values)
-
-
 def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
-    state = read_torch_file(path, "representation checkpoint")
-    if state.get("format") != FORMAT or "name" not in state:
-        raise ValueError(f"{path} is not an ssrl representation checkpoint")
-    return state
+    return read_torch_file(path, "representation checkpoint", FORMAT, required=("name", "config", "state_dict"))
 
 
 def load_representation(path: str | pathlib.Path, device: str | torch.device = "cpu") -> Representation:
@@ -192,9 +253,5 @@ def load_representation(path: str | pathlib.Path, device: str | torch.device = "
     state = read_checkpoint(path)
     rep = make(state["name"], tuple(state["obs_shape"]), **state["config"])
     rep.load_state_dict(state["state_dict"])
+    rep.trained_on = state.get("trained_on")
     return rep.to(device).eval()
-
-
-def _import_methods() -> None:
-    # The method modules register themselves on import.
-    from . import control  # noqa: F401

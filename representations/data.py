@@ -7,6 +7,8 @@ episode and time index of each. On top of that it draws what the objectives eat:
 * frame stacks at given instants (``stack``), rebuilt like the replay buffer does: the k frames
   ending at t, clamped at the episode's first frame;
 * synchronised views: the same instant from two cameras;
+* the instants of an n-pairs batch (``spaced_frames``): episodes drawn without replacement, the
+  instants of one episode at least ``min_gap`` frames apart;
 * transitions (s, a, r, s', discount);
 * grasp records (the per-step ``info/`` arrays of ``ssrl/Grasp-v0``);
 * the episode's first frame (the context of CC-VAE).
@@ -72,10 +74,10 @@ class RolloutData:
         self.has_next = np.zeros(n, bool)
         for e, ep in zip(range(len(episodes)), episodes):
             s = self.ep_start[e]
-            self.action[s:s + len(ep)] = ep.action
-            self.reward[s:s + len(ep)] = ep.reward
-            self.terminated[s:s + len(ep)] = ep.terminated
-            self.has_next[s:s + len(ep)] = True
+            self.action[s : s + len(ep)] = ep.action
+            self.reward[s : s + len(ep)] = ep.reward
+            self.terminated[s : s + len(ep)] = ep.terminated
+            self.has_next[s : s + len(ep)] = True
         self.info = {k: np.concatenate([e.info[k] for e in episodes]) for k in episodes[0].info}
 
     # -- shape and checks ----------------------------------------------------------------------
@@ -95,7 +97,9 @@ class RolloutData:
     def require(self, needs: Need, method: str = "this method") -> None:
         problems = []
         if Need.VIEWS in needs and len(self.cameras) < 2:
-            problems.append(f"synchronised views from at least 2 cameras (the data has {self.cameras}; collect with --cameras a,b)")
+            problems.append(
+                f"synchronised views from at least 2 cameras (the data has {self.cameras}; collect with --cameras a,b)"
+            )
         if Need.GRASPS in needs and not {"s_pre", "s_post", "o"} <= set(self.info):
             problems.append("grasp records (s_pre, s_post, o): collect them from ssrl/Grasp-v0")
         if Need.TRANSITIONS in needs and not self.has_next.any():
@@ -110,7 +114,7 @@ class RolloutData:
             return "features", self.features
         return "state", self.state
 
-    def split(self, holdout: float = 0.2, seed: int = 0) -> tuple["RolloutData", "RolloutData"]:
+    def split(self, holdout: float = 0.2, seed: int = 0) -> tuple[RolloutData, RolloutData]:
         """(train, held-out) by whole episodes; at least one episode each."""
         if self.num_episodes < 2:
             raise DatasetError("need at least 2 episodes to hold some out")
@@ -138,9 +142,41 @@ class RolloutData:
         return np.maximum(idx[:, None] - offsets[None, :], start[:, None])
 
     def stack(self, idx: np.ndarray, camera: str | None = None, k: int = 1, stride: int = 1) -> np.ndarray:
-        """Frame stacks ``(B, 3k, H, W)`` ending at frames ``idx``."""
+        """Frame stacks ``(B, 3k, H, W)`` ending at frames ``idx`` (``B = 0`` gives an empty array
+        of that shape)."""
         frames = self.frames[camera or self.cameras[0]][self.stack_indices(idx, k, stride)]  # (B, k, 3, H, W)
-        return frames.reshape(len(frames), -1, *frames.shape[3:])
+        return frames.reshape(len(frames), k * frames.shape[2], *frames.shape[3:])
+
+    def spaced_frames(self, n: int, min_gap: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` distinct frame indices, those of one episode pairwise at least ``min_gap`` frames
+        apart (the instants of an n-pairs batch, whose other pairs are its negatives).
+
+        Episodes are drawn without replacement, in random order; each gives as many instants as
+        it holds at that spacing, ``T // min_gap + 1`` for T transitions (uniformly among such
+        sets), or what the batch still needs, until ``n`` are drawn. So an episode gives several
+        instants (hard, same-scene negatives) and no instant appears twice in a batch.
+
+        Raises ValueError when all episodes together hold fewer than ``n`` such instants.
+        """
+        if min_gap < 1:
+            raise ValueError(f"min_gap must be >= 1 frame, got {min_gap}")
+        capacity = self.ep_len // min_gap + 1
+        if capacity.sum() < n:
+            lo, hi = int(self.ep_len.min()) + 1, int(self.ep_len.max()) + 1
+            frames = f"{lo}" if lo == hi else f"{lo} to {hi}"
+            raise ValueError(
+                f"a batch of {n} instants at least {min_gap} frames apart within an episode needs more data: "
+                f"the {self.num_episodes} episode(s) of {frames} frames hold {int(capacity.sum())}; "
+                "lower the batch size or min_gap, or collect more or longer episodes"
+            )
+        parts, need = [], n
+        for ep in rng.permutation(self.num_episodes):
+            if need == 0:
+                break
+            count = int(min(need, capacity[ep]))
+            parts.append(self.ep_start[ep] + _spaced_times(self.ep_len[ep] + 1, count, min_gap, rng))
+            need -= count
+        return np.concatenate(parts)
 
     def first_frame(self, idx: np.ndarray, camera: str | None = None) -> np.ndarray:
         """The first frame of each index's episode, ``(B, 3, H, W)``."""
@@ -163,3 +199,14 @@ class RolloutData:
         """Index into the per-step ``info`` arrays of the step leaving frame ``frame_idx``."""
         frame_idx = np.asarray(frame_idx)
         return frame_idx - self.frame_episode[frame_idx]
+
+
+def _spaced_times(n_frames: int, count: int, min_gap: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` sorted times in [0, n_frames), consecutive ones at least ``min_gap`` apart, drawn
+    uniformly among such sets: ``count`` sorted distinct slots of the n_frames - (count-1)(min_gap-1)
+    free ones, the k-th shifted by k (min_gap - 1). Needs count <= (n_frames - 1) // min_gap + 1."""
+    free = n_frames - (count - 1) * (min_gap - 1)
+    if count < 0 or free < count:
+        raise ValueError(f"{count} times at least {min_gap} apart do not fit in {n_frames} frames")
+    slots = np.sort(rng.choice(free, count, replace=False))
+    return slots + np.arange(count) * (min_gap - 1)

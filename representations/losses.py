@@ -1,8 +1,8 @@
 """The losses and distances of the self-supervised objectives, one function each.
 
 Every function takes batches of embeddings (``(B, D)`` tensors) and returns a scalar (or per-
-pair) tensor; the formula is in its docstring, taken from the source text
-(``shared/seeds/self-supervised-representation-learning.md``) where it defines one. Each is
+pair) tensor; the formula is in its docstring, taken from the papers named there (as summarised
+in Lilian Weng's "Self-Supervised Representation Learning", 2019, where it defines one). Each is
 tested against a hand computation in ``tests/test_representation_losses.py``.
 """
 
@@ -28,21 +28,31 @@ def triplet(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
 def npairs(anchor: torch.Tensor, positive: torch.Tensor, reg: float = 0.002) -> torch.Tensor:
     """N-pairs loss (Sohn 2016; grasp2vec, TCN, mfTCN):
 
-    NPair(a, p) = sum_i -log( exp(a_i . p_i) / sum_j exp(a_i . p_j) ) + lambda (||a_i||^2 + ||p_i||^2)
+    NPair(a, p) = mean_i -log( exp(a_i . p_i) / sum_j exp(a_i . p_j) )
+                  + lambda / 4 (mean_i ||a_i||^2 + mean_i ||p_i||^2)
 
     Every other positive in the batch is a negative for anchor i. This is softmax cross-entropy
     over the (B, B) matrix of dot products with the diagonal as labels, equal to Sohn's form
-    log(1 + sum_{j != i} exp(a_i.p_j - a_i.p_i)). The source text's denominator sums over
-    j != i only, leaving the positive out; that form is not bounded below (pushing a_i . p_i up
-    lowers it without end, held back only by the L2 term), so we use Sohn's, as grasp2vec's
-    and TCN's papers do. We average over the batch
-    instead of summing, so ``lambda`` (``reg``) does not scale with the batch size; the dot
-    products are not normalised, so the L2 penalty is what keeps embeddings bounded.
+    log(1 + sum_{j != i} exp(a_i.p_j - a_i.p_i)).
+
+    Departures from the source text's NPair (sum_i -log(exp(a_i.p_i) / sum_{j != i} exp(a_i.p_j))
+    + lambda (||a_i||^2 + ||p_i||^2)), all as TensorFlow's ``npairs_loss``
+    (``tf.contrib.losses.metric_learning`` / ``tf_slim``), which the public grasp2vec
+    (google-research/tensor2robot ``research/grasp2vec/losses.py``) and TCN
+    (tensorflow/models ``research/tcn``) code call with its default lambda = 0.002:
+
+    * the positive is in the denominator (Sohn's form): without it the loss is not bounded below
+      (pushing a_i . p_i up lowers it without end, held back only by the L2 term);
+    * a mean over the batch, not a sum, so neither term scales with the batch size;
+    * the L2 penalty is a quarter of lambda times the sum of the mean squared norms (the
+      ``0.25 * reg_lambda`` of ``npairs_loss``).
+
+    The dot products are not normalised, so the L2 penalty is what keeps embeddings bounded.
     """
     logits = anchor @ positive.T
     labels = torch.arange(len(anchor), device=anchor.device)
-    norms = anchor.pow(2).sum(-1) + positive.pow(2).sum(-1)
-    return F.cross_entropy(logits, labels) + reg * norms.mean()
+    penalty = 0.25 * reg * (anchor.pow(2).sum(-1).mean() + positive.pow(2).sum(-1).mean())
+    return F.cross_entropy(logits, labels) + penalty
 
 
 def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1, normalize: bool = True) -> torch.Tensor:
@@ -66,7 +76,9 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0).sum(-1)
 
 
-def gaussian_kl_between(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor) -> torch.Tensor:
+def gaussian_kl_between(
+    mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor, logvar_p: torch.Tensor
+) -> torch.Tensor:
     """KL( N(mu_q, var_q) || N(mu_p, var_p) ) for diagonal Gaussians, summed over dims:
 
     KL = 1/2 sum_d ( logvar_p - logvar_q + (var_q + (mu_q - mu_p)^2) / var_p - 1 )

@@ -1,24 +1,32 @@
 """``ssrl pretrain``: train a representation on a rollout data set, resumably.
 
-The output folder holds::
+The output folder (a :class:`ssrl.runs.RunFolder`, like every long-running command's) holds::
 
-    model.pt / model.json    the representation (weights + config; .json readable without torch)
+    run.json                 the whole configuration (method, data and its training episodes,
+                             resolved method config, batch size, lr, seed, holdout) and budget
+    model.pt / model.json    the representation (weights + config + the episodes it trained on)
     state.pt                 optimiser, step and RNG states, for resuming
     metrics.jsonl            the loss (and the method's metrics) every ``log_every`` steps
     final.json               written at the end: steps, time, steps/s, first and last loss
 
+Held-out episodes: with ``holdout > 0`` (default 0.2) pretraining trains on all but a held-out
+fraction of the episodes (``RolloutData.split(holdout, seed=0)``, the split ``ssrl bench`` uses)
+and the model records the episodes it trained on, so ``ssrl probe`` scores it only on episodes
+it never saw (:func:`probe_split`), or refuses and says why.
+
 Both files are written atomically every ``checkpoint_every`` steps; ``state.pt`` holds the
 weights too, so a killed run resumes from it alone, with the same data stream (the sampling
-RNG is saved). A finished run is not overwritten unless asked.
+RNG is saved). Resuming checks the whole configuration and names any key that differs; a
+finished run is not overwritten unless asked, and a larger ``steps`` continues it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import pathlib
-import shutil
 import sys
 import time
 from typing import Any
@@ -26,10 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssrl.utils import atomic_path, write_json
+from ssrl.runs import RunFolder, truncate_records
+from ssrl.utils import atomic_path, build_config, read_torch_file, resolve_device
 
-from .core import Representation, build_config, get
+from .core import Representation, get
 from .data import RolloutData
+
+SPLIT_SEED = 0  # every driver holds out the same episodes of a data set
 
 
 def build(method: str, data: RolloutData, **config: Any) -> Representation:
@@ -42,6 +53,49 @@ def build(method: str, data: RolloutData, **config: Any) -> Representation:
     rep = cls(cfg, (c * getattr(cfg, "frame_stack", 1), h, w))
     rep.check_data(data)
     return rep
+
+
+def episode_ids(data: RolloutData) -> list[str] | None:
+    """A stable id per episode: ``<hash of its data set's meta.json>/<file name>``, so the same
+    episode is recognised whatever path the data set is read from; ``None`` for episodes built
+    in memory (no file)."""
+    hashes: dict[pathlib.Path, str] = {}
+    ids = []
+    for episode in data.episodes:
+        if episode.path is None:
+            return None
+        folder = pathlib.Path(episode.path).resolve().parent.parent
+        if folder not in hashes:
+            meta = folder / "meta.json"
+            hashes[folder] = hashlib.sha1(meta.read_bytes()).hexdigest()[:12] if meta.exists() else str(folder)
+        ids.append(f"{hashes[folder]}/{pathlib.Path(episode.path).name}")
+    return ids
+
+
+def probe_split(rep: Representation, data: RolloutData, holdout: float = 0.2) -> tuple[RolloutData, RolloutData]:
+    """(probe-train, probe-test) episodes of ``data`` for scoring ``rep``: the test episodes are
+    ones the encoder never trained on.
+
+    * The model records no training episodes (built in memory, or untrained): a plain split.
+    * None of ``data``'s episodes was trained on (another data set): a plain split.
+    * Some were: the others are the test set (the probe's regression fits on the rest).
+    * All were: refused, with what to do instead.
+    """
+    seen = set(rep.trained_on or ())
+    ids = episode_ids(data) if seen else None
+    if not seen or ids is None or not seen.intersection(ids):
+        return data.split(holdout, seed=SPLIT_SEED)
+    unseen = [i for i, e in enumerate(ids) if e not in seen]
+    if not unseen:
+        raise ValueError(
+            f"the encoder was pretrained on every episode of {data.meta.get('env_id', 'this data set')!r} given; "
+            "a probe on them would not be held out. Collect fresh episodes for the probe "
+            "(ssrl collect ... --seed N), or pretrain with --holdout 0.2 to keep some episodes from the encoder"
+        )
+    if len(unseen) == len(ids):
+        return data.split(holdout, seed=SPLIT_SEED)
+    subset = lambda idx: RolloutData([data.episodes[i] for i in idx], data.cameras)  # noqa: E731
+    return subset([i for i in range(len(ids)) if i not in set(unseen)]), subset(unseen)
 
 
 class PretrainDiverged(RuntimeError):
@@ -57,48 +111,67 @@ def pretrain(
     lr: float | None = None,
     seed: int = 0,
     config: dict[str, Any] | None = None,
+    holdout: float = 0.2,
     checkpoint_every: int = 500,
     log_every: int = 50,
     overwrite: bool = False,
     device: str = "auto",
     progress: bool = True,
 ) -> tuple[Representation, dict[str, Any]]:
-    """Train ``method`` on ``data`` for ``steps`` gradient steps; returns (model, summary)."""
+    """Train ``method`` on ``data`` for ``steps`` gradient steps; returns (model, summary).
+
+    ``holdout``: the fraction of episodes kept from the encoder (0 trains on all of them).
+    """
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    source = str(pathlib.Path(data).resolve()) if isinstance(data, (str, pathlib.Path)) else None
     if not isinstance(data, RolloutData):
         data = RolloutData(data)
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    config = dict(config or {})
-    out = pathlib.Path(out) if out is not None else None
+    if holdout > 0:
+        data, _ = data.split(holdout, seed=SPLIT_SEED)
+    device = resolve_device(device)
     torch.manual_seed(seed)
-    rep = build(method, data, **config).to(device)
+    rep = build(method, data, **dict(config or {})).to(device)
+    rep.trained_on = episode_ids(data)
     batch_size = batch_size or rep.config.batch_size
     lr = lr or rep.config.lr
+    identity = {
+        "method": method,
+        "config": dataclasses.asdict(rep.config),
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": int(seed),
+        "holdout": holdout,
+        "episodes": rep.trained_on,
+    }
     optimizer = torch.optim.Adam(rep.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     step, first_loss = 0, None
-    if out is not None:
-        if (out / "final.json").exists():
-            if not overwrite:
-                raise FileExistsError(f"{out} holds a finished pretraining run; pass --overwrite or choose another --out")
-            shutil.rmtree(out)
-        if (out / "state.pt").exists():
-            state = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
-            if state["method"] != method or state["config"] != config or state["seed"] != seed:
-                raise FileExistsError(f"{out} holds a different pretraining run; choose another --out or pass --overwrite")
+    folder = RunFolder(out, "ssrl pretrain") if out is not None else None
+    if folder is not None:
+        resuming = folder.check(identity, budget=steps, budget_key="steps", overwrite=overwrite)
+        if resuming and (folder.path / "state.pt").exists():
+            state = read_torch_file(folder.path / "state.pt", "pretraining state")
             rep.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             step, first_loss = state["step"], state["first_loss"]
-            _truncate_log(out / "metrics.jsonl", step)
-        out.mkdir(parents=True, exist_ok=True)
+        # A killed run's records past its checkpoint are written again (none kept on a fresh start).
+        truncate_records(folder.path / "metrics.jsonl", "step", lambda s: s <= step if step else False)
+        folder.start(identity, steps=int(steps), data=source)
 
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, initial=step, desc=f"pretrain {method}", unit="step",
-                   mininterval=1.0 if sys.stderr.isatty() else 60.0)
+        bar = tqdm(
+            total=steps,
+            initial=step,
+            desc=f"pretrain {method}",
+            unit="step",
+            mininterval=1.0 if sys.stderr.isatty() else 60.0,
+        )
     start, start_step = time.perf_counter(), step
     rep.train()
     last: dict[str, float] = {}
@@ -106,7 +179,9 @@ def pretrain(
         batch = rep.to_batch(rep.sample_batch(data, batch_size, rng))
         loss, metrics = rep.loss(batch)
         if not torch.isfinite(loss):
-            raise PretrainDiverged(f"{method} loss is {loss.item()} at step {step}; the last good checkpoint is in {out}")
+            raise PretrainDiverged(
+                f"{method} loss is {loss.item()} at step {step}; the last good checkpoint is in {out}"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -118,40 +193,43 @@ def pretrain(
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-        if out is not None and (step % log_every == 0 or step == steps):
-            with (out / "metrics.jsonl").open("a") as fh:
+        if folder is not None and (step % log_every == 0 or step == steps):
+            with (folder.path / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(last) + "\n")
-        if out is not None and (step % checkpoint_every == 0 or step == steps):
-            _checkpoint(out, rep, optimizer, rng, step, first_loss, method, config, seed)
+        if folder is not None and (step % checkpoint_every == 0 or step == steps):
+            _checkpoint(folder.path, rep, optimizer, rng, step, first_loss)
     if bar is not None:
         bar.close()
     elapsed = time.perf_counter() - start
-    if hasattr(rep, "fit_prior"):
-        # Methods that imagine goals (the VAEs) fit their prior to the encodings of the data
-        # (RIG's step 3); the prior is part of the saved model.
-        rep.eval()
-        with torch.no_grad():
-            rep.fit_prior(data)
-        if out is not None:
-            rep.save(out / "model.pt")
-    summary = {"method": method, "steps": step, "batch_size": batch_size, "lr": lr,
-               "steps_per_s": (step - start_step) / elapsed if elapsed > 0 else math.nan,
-               "first_loss": first_loss, "last": last, "wall_time": elapsed}
-    if out is not None:
-        write_json(out / "final.json", summary)
+    with rep.evaluating(), torch.no_grad():
+        rep.after_pretraining(data)  # e.g. the VAEs' prior (RIG's step 3): part of the saved model
+    if folder is not None:
+        rep.save(folder.path / "model.pt")
+    summary = {
+        "method": method,
+        "steps": step,
+        "batch_size": batch_size,
+        "lr": lr,
+        "steps_per_s": (step - start_step) / elapsed if elapsed > 0 else math.nan,
+        "first_loss": first_loss,
+        "last": last,
+        "wall_time": elapsed,
+    }
+    if folder is not None:
+        folder.finish(summary)
     rep.eval()
     return rep, summary
 
 
-def _checkpoint(out, rep, optimizer, rng, step, first_loss, method, config, seed) -> None:
+def _checkpoint(out: pathlib.Path, rep, optimizer, rng, step: int, first_loss: float | None) -> None:
     rep.save(out / "model.pt")
-    state = {"method": method, "config": config, "seed": seed, "step": step, "first_loss": first_loss, "model": rep.state_dict(),
-             "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+    state = {
+        "step": step,
+        "first_loss": first_loss,
+        "model": rep.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+    }
     with atomic_path(out / "state.pt", suffix=".pt") as tmp:
         torch.save(state, tmp)
-
-
-def _truncate_log(path: pathlib.Path, step: int) -> None:
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))

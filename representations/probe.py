@@ -93,18 +93,27 @@ def gtc(z: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.nanmean(per_dim)), per_dim
 
 
-def probe_embeddings(z_train, s_train, z_test, s_test, k: int = 5, max_knn: int = 2000, seed: int = 0) -> dict[str, float]:
+def probe_embeddings(
+    z_train, s_train, z_test, s_test, k: int = 5, max_knn: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """All three scores; kNN-MSE on at most ``max_knn`` held-out points (as the toolbox does)."""
     r2, _ = linear_probe_r2(z_train, s_train, z_test, s_test)
     idx = np.arange(len(z_test))
     if len(idx) > max_knn:
         idx = np.random.default_rng(seed).choice(idx, max_knn, replace=False)
     g, _ = gtc(z_test, s_test)
-    return {"r2": r2, "knn_mse": knn_mse(z_test[idx], s_test[idx], k), "gtc": g,
-            "n_train": int(len(z_train)), "n_test": int(len(z_test))}
+    return {
+        "r2": r2,
+        "knn_mse": knn_mse(z_test[idx], s_test[idx], k),
+        "gtc": g,
+        "n_train": int(len(z_train)),
+        "n_test": int(len(z_test)),
+    }
 
 
-def probe(representation, train, test, camera: str | None = None, max_frames: int = 5000, seed: int = 0) -> dict[str, float]:
+def probe(
+    representation, train, test, camera: str | None = None, max_frames: int = 5000, seed: int = 0
+) -> dict[str, float]:
     """Embed the frames of two :class:`~ssrl.representations.data.RolloutData` and score them
     against the data's probe target (the env's state observation when recorded, else the
     physical state).

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from gymnasium.vector import VectorObservationWrapper
 
+from ssrl.utils import is_image_space
+
 IMAGE_GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 
 
@@ -58,14 +60,10 @@ class _Encoding:
         return self.encoder(x).float().reshape(b, -1).cpu().numpy()
 
 
-def _is_image(space: gym.Space) -> bool:
-    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
-
-
 def _encoded_space(space: gym.Space, encoder: nn.Module, who: str):
     """(image keys or None, the encoding, the latent observation space) for one env's space."""
     if isinstance(space, gym.spaces.Dict):
-        keys = [k for k, s in space.spaces.items() if _is_image(s)]
+        keys = [k for k, s in space.spaces.items() if is_image_space(s)]
         if not keys:
             raise ValueError("the dict observation holds no image entry to encode")
         encode = _Encoding(encoder, space.spaces[keys[0]].shape)
@@ -73,7 +71,7 @@ def _encoded_space(space: gym.Space, encoder: nn.Module, who: str):
         for key in keys:
             spaces[key] = gym.spaces.Box(-np.inf, np.inf, (encode.latent_dim,), np.float32)
         return keys, encode, gym.spaces.Dict(spaces)
-    if _is_image(space):
+    if is_image_space(space):
         encode = _Encoding(encoder, space.shape)
         return None, encode, gym.spaces.Box(-np.inf, np.inf, (encode.latent_dim,), np.float32)
     raise ValueError(f"{who} needs image observations (uint8 C x H x W) or a dict of them, got {space}")
@@ -113,7 +111,9 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         gym.ObservationWrapper.__init__(self, env)
         _check_reward(reward)
         self.reward_type, self.epsilon = reward, float(epsilon)
-        self.keys, self._encode, self.observation_space = _encoded_space(env.observation_space, encoder, "EncodedObservation")
+        self.keys, self._encode, self.observation_space = _encoded_space(
+            env.observation_space, encoder, "EncodedObservation"
+        )
 
     def observation(self, observation):
         if self.keys is None:
@@ -129,13 +129,15 @@ class EncodedVectorObservation(_LatentGoalReward, VectorObservationWrapper):
     """:class:`EncodedObservation` for a Gymnasium vector env: one encoder call per step for all
     sub-envs (and, on goal dicts, all their image entries)."""
 
-    def __init__(self, env: gym.vector.VectorEnv, encoder: nn.Module, reward: str = "latent_distance",
-                 epsilon: float = 1.0) -> None:
+    def __init__(
+        self, env: gym.vector.VectorEnv, encoder: nn.Module, reward: str = "latent_distance", epsilon: float = 1.0
+    ) -> None:
         VectorObservationWrapper.__init__(self, env)
         _check_reward(reward)
         self.reward_type, self.epsilon = reward, float(epsilon)
         self.keys, self._encode, self.single_observation_space = _encoded_space(
-            env.single_observation_space, encoder, "EncodedVectorObservation")
+            env.single_observation_space, encoder, "EncodedVectorObservation"
+        )
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
 
     def observations(self, observations):
@@ -145,5 +147,5 @@ class EncodedVectorObservation(_LatentGoalReward, VectorObservationWrapper):
         latents = self._encode(np.concatenate([observations[k] for k in self.keys]))  # (keys * n, D)
         out = dict(observations)
         for i, key in enumerate(self.keys):
-            out[key] = latents[i * n:(i + 1) * n]
+            out[key] = latents[i * n : (i + 1) * n]
         return out

@@ -1,13 +1,13 @@
 """Representations: registry, data samplers, each method learns, checkpoints, wrapper, probes."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-import gymnasium as gym
 
 import ssrl.representations as reps
 from ssrl.envs import make_dmc
-from ssrl.envs.rollouts import collect
+from ssrl.envs.rollouts import Episode, collect
 from ssrl.representations import EncodedObservation, EncodedVectorObservation, RolloutData, load_representation
 from ssrl.representations.backbones import TemporalEncoder, make_encoder
 from ssrl.representations.pretrain import build, pretrain
@@ -19,8 +19,16 @@ SIZE = 48
 @pytest.fixture(scope="session")
 def cartpole(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect("ssrl/cartpole-swingup-v0", episodes=4, out=out, cameras=["fixed", "lookatcart"], size=SIZE,
-            max_steps=40, seed=0, progress=False)
+    collect(
+        "ssrl/cartpole-swingup-v0",
+        episodes=4,
+        out=out,
+        cameras=["fixed", "lookatcart"],
+        size=SIZE,
+        max_steps=40,
+        seed=0,
+        progress=False,
+    )
     return RolloutData(out)
 
 
@@ -28,22 +36,39 @@ def cartpole(tmp_path_factory):
 def probe_data(tmp_path_factory):
     """Enough varied states for a linear probe: 24 episodes of held random actions."""
     out = tmp_path_factory.mktemp("data") / "probe"
-    collect("ssrl/cartpole-swingup-v0", policy="sticky_random", episodes=24, out=out, cameras=["fixed", "lookatcart"],
-            size=SIZE, max_steps=100, seed=0, progress=False)
+    collect(
+        "ssrl/cartpole-swingup-v0",
+        policy="sticky_random",
+        episodes=24,
+        out=out,
+        cameras=["fixed", "lookatcart"],
+        size=SIZE,
+        max_steps=100,
+        seed=0,
+        progress=False,
+    )
     return RolloutData(out)
 
 
 @pytest.fixture(scope="session")
 def grasps(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "grasp"
-    collect("ssrl/Grasp-v0", policy="centred_grasp", episodes=3, out=out, size=SIZE, seed=0,
-            env_kwargs={"triplet_size": SIZE}, progress=False)
+    collect(
+        "ssrl/Grasp-v0",
+        policy="centred_grasp",
+        episodes=3,
+        out=out,
+        size=SIZE,
+        seed=0,
+        env_kwargs={"triplet_size": SIZE},
+        progress=False,
+    )
     return RolloutData(out)
 
 
 METHODS = {
     "tcn": dict(arch="fast", latent_dim=16),
-    "mftcn": dict(arch="fast", latent_dim=16),
+    "mftcn": dict(arch="fast", latent_dim=16, batch_size=16),  # 4 x 41 frames hold 24 clips 8 apart
     "deepmdp": dict(arch="fast", latent_dim=16, batch_size=32),
     "dbc": dict(arch="fast", latent_dim=16, batch_size=32),
     "grasp2vec": dict(arch="fast", latent_dim=16, batch_size=16),
@@ -52,6 +77,35 @@ METHODS = {
 
 def data_for(name, cartpole, grasps):
     return grasps if name == "grasp2vec" else cartpole
+
+
+def labelled_data(n_episodes, n_steps, cameras, size=20):
+    """Synthetic episodes whose pixels say what they show: in every frame, channel 0 holds its
+    episode, channel 1 its time step, channel 2 its camera's index."""
+    episodes = []
+    for e in range(n_episodes):
+        frames = {}
+        for c, camera in enumerate(cameras):
+            f = np.zeros((n_steps + 1, 3, size, size), np.uint8)
+            f[:, 0], f[:, 1], f[:, 2] = e, np.arange(n_steps + 1)[:, None, None], c
+            frames[camera] = f
+        episodes.append(
+            Episode(
+                frames=frames,
+                action=np.zeros((n_steps, 1), np.float32),
+                reward=np.zeros(n_steps, np.float32),
+                terminated=np.zeros(n_steps, bool),
+                truncated=np.zeros(n_steps, bool),
+                state=np.zeros((n_steps + 1, 1), np.float32),
+                info={},
+            )
+        )
+    return RolloutData(episodes)
+
+
+def newest(stacks):
+    """(episode, time, camera) of the newest frame of each stack of :func:`labelled_data`."""
+    return tuple(stacks[:, i - 3, 0, 0].astype(int) for i in range(3))
 
 
 def test_registry_lists_methods_and_names_unknown_ones():
@@ -118,14 +172,30 @@ def test_encoded_observation_lies_in_its_space_and_sb3_trains_on_it():
     wrapped = EncodedObservation(env, encoder)
     obs, _ = wrapped.reset(seed=0)
     assert wrapped.observation_space.contains(obs) and obs.shape == (12,)
-    # A single-frame encoder on a 3-frame env: each frame encoded, latents concatenated.
-    per_frame = EncodedObservation(env, make_encoder("fast", 3, SIZE, 5))
+    raw, _ = make_dmc("cartpole", "swingup", size=SIZE).reset(seed=0)  # the same first frames
+    with torch.no_grad():
+        np.testing.assert_allclose(obs, encoder(torch.as_tensor(raw[None]))[0].numpy(), rtol=1e-5, atol=1e-6)
+    # A single-frame encoder on a 3-frame env: each frame encoded, latents concatenated oldest first.
+    frame_encoder = make_encoder("fast", 3, SIZE, 5)
+    per_frame = EncodedObservation(env, frame_encoder)
+    obs, _ = per_frame.reset(seed=0)
+    assert per_frame.observation_space.contains(obs) and obs.shape == (15,)
+    with torch.no_grad():
+        expected = frame_encoder(torch.as_tensor(raw.reshape(3, 3, SIZE, SIZE))).flatten().numpy()
+    np.testing.assert_allclose(obs, expected, rtol=1e-5, atol=1e-6)
     obs, *_ = per_frame.step(np.zeros(1))
     assert per_frame.observation_space.contains(obs) and obs.shape == (15,)
     from stable_baselines3 import SAC as SB3SAC
 
-    model = SB3SAC("MlpPolicy", wrapped, learning_starts=20, batch_size=8, buffer_size=100,
-                   policy_kwargs=dict(net_arch=[16]), device="cpu")
+    model = SB3SAC(
+        "MlpPolicy",
+        wrapped,
+        learning_starts=20,
+        batch_size=8,
+        buffer_size=100,
+        policy_kwargs=dict(net_arch=[16]),
+        device="cpu",
+    )
     before = [p.clone() for p in model.policy.actor.parameters()]
     model.learn(40)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.actor.parameters()))
@@ -195,7 +265,9 @@ def test_pretrain_resumes_identically_and_protects_finished_runs(cartpole, tmp_p
     with pytest.raises(KeyboardInterrupt):
         pretrain("tcn", cartpole, out=tmp_path / "killed", steps=12, checkpoint_every=4, config=cfg, progress=False)
     monkeypatch.setattr(TCN, "loss", real)
-    resumed, summary = pretrain("tcn", cartpole, out=tmp_path / "killed", steps=12, checkpoint_every=4, config=cfg, progress=False)
+    resumed, summary = pretrain(
+        "tcn", cartpole, out=tmp_path / "killed", steps=12, checkpoint_every=4, config=cfg, progress=False
+    )
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert summary["steps"] == 12
@@ -229,8 +301,16 @@ def test_grasp2vec_retrieves_held_out_objects_better_than_random_init(tmp_path_f
     from ssrl.representations.control.grasp2vec import retrieval_accuracy
 
     out = tmp_path_factory.mktemp("data") / "grasp_probe"
-    collect("ssrl/Grasp-v0", policy="centred_grasp", episodes=16, out=out, size=SIZE, seed=1,
-            env_kwargs={"triplet_size": SIZE}, progress=False)
+    collect(
+        "ssrl/Grasp-v0",
+        policy="centred_grasp",
+        episodes=16,
+        out=out,
+        size=SIZE,
+        seed=1,
+        env_kwargs={"triplet_size": SIZE},
+        progress=False,
+    )
     train, test = RolloutData(out).split(0.25)
     cfg = dict(METHODS["grasp2vec"], frame_stack=1)
     torch.manual_seed(0)
@@ -240,15 +320,72 @@ def test_grasp2vec_retrieves_held_out_objects_better_than_random_init(tmp_path_f
     assert trained_acc > random_acc + 0.1, (trained_acc, random_acc)
 
 
-def test_mftcn_fills_its_batch_from_several_episodes_with_pairs_far_apart(cartpole):
-    rep = build("mftcn", cartpole, **METHODS["mftcn"])
+def test_mftcn_fills_its_batch_from_several_episodes_with_pairs_far_apart():
+    """Episodes drawn without replacement: no clip twice in a batch, clips of one episode at
+    least min_gap apart (the old sampler drew episodes with replacement: about 1 batch of 10 at
+    this size repeated an episode, giving identical or too-close "negatives")."""
+    data = labelled_data(100, 125, ["a", "b"])  # 126 frames: 125 // 8 + 1 = 16 clips 8 apart each
+    rep = reps.make("mftcn", (9, 20, 20), arch="dmc", latent_dim=4)
+    assert rep.config.min_gap == 8 and rep.config.frame_stack == 3
     rng = np.random.default_rng(0)
-    for size in (3, 32):
-        batch = rep.sample_batch(cartpole, size, rng)
-        assert batch["anchor"].shape[0] == batch["positive"].shape[0] == size
-        assert not np.array_equal(batch["anchor"], batch["positive"])  # two different cameras
-    # One episode of 41 frames holds 5 times 8 frames apart: a batch of 32 needs several.
-    assert cartpole.ep_len.max() + 1 < 32 * rep.config.min_gap
+    for i in range(300):
+        size = (64, 20, 5)[i % 3]
+        batch = rep.sample_batch(data, size, rng)
+        ep, t, cam = newest(batch["anchor"])
+        ep_p, t_p, cam_p = newest(batch["positive"])
+        assert len(ep) == size
+        # Positives: the same instant from the other camera.
+        np.testing.assert_array_equal(ep_p, ep)
+        np.testing.assert_array_equal(t_p, t)
+        assert (cam_p != cam).all() and len(set(cam)) == 1
+        # Each clip: the 3 frames of one episode ending at t, clamped at the episode's start.
+        np.testing.assert_array_equal(batch["anchor"][:, 1::3, 0, 0], np.maximum(t[:, None] + [-2, -1, 0], 0))
+        assert (batch["anchor"][:, 0::3, 0, 0] == ep[:, None]).all()
+        assert len(set(zip(ep, t))) == size  # no clip twice
+        for e in np.unique(ep):
+            assert (np.diff(np.sort(t[ep == e])) >= 8).all(), (e, np.sort(t[ep == e]))
+        # Each episode gives up to 16 clips: a batch of 64 spans exactly 4 episodes, one of 20 two.
+        assert len(np.unique(ep)) == -(-size // 16)
+
+
+def test_mftcn_batch_larger_than_the_data_holds_names_the_numbers():
+    data = labelled_data(4, 40, ["a", "b"])  # 41 frames: 40 // 8 + 1 = 6 clips 8 apart, 24 in all
+    rep = reps.make("mftcn", (9, 20, 20), arch="dmc", latent_dim=4)
+    batch = rep.sample_batch(data, 24, np.random.default_rng(0))
+    ep, t, _ = newest(batch["anchor"])
+    for e in range(4):  # every episode, each at 0, 8, ..., 40: the only 6 times 8 apart
+        np.testing.assert_array_equal(np.sort(t[ep == e]), [0, 8, 16, 24, 32, 40])
+    with pytest.raises(ValueError, match="batch of 25 instants at least 8 frames apart.*hold 24"):
+        rep.sample_batch(data, 25, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="min_gap must be >= 1"):
+        reps.make("mftcn", (9, 20, 20), arch="dmc", min_gap=0)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "npairs"])
+def test_tcn_pairs_three_cameras_in_small_batches(loss):
+    """With 3 cameras a batch of 8 often leaves a camera unused as anchor or positive (42 of 200
+    batches), which used to stack an empty index and raise."""
+    data = labelled_data(3, 30, ["a", "b", "c"], size=16)
+    assert data.stack(np.array([], int), "a", 3).shape == (0, 9, 16, 16)
+    rep = reps.make("tcn", (9, 16, 16), arch="dmc", latent_dim=4, loss=loss)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        batch = rep.sample_batch(data, 8, rng)
+        ep, t, cam = newest(batch["anchor"])
+        ep_p, t_p, cam_p = newest(batch["positive"])
+        np.testing.assert_array_equal(ep_p, ep)
+        np.testing.assert_array_equal(t_p, t)
+        assert (cam_p != cam).all()
+        seen |= set(zip(cam, cam_p))
+        if loss == "triplet":  # the anchor's camera, same episode, more than 8 frames away
+            ep_n, t_n, cam_n = newest(batch["negative"])
+            np.testing.assert_array_equal(ep_n, ep)
+            np.testing.assert_array_equal(cam_n, cam)
+            assert (np.abs(t_n - t) > rep.config.negative_margin).all()
+        else:  # 8 distinct instants of one episode
+            assert "negative" not in batch and len(set(ep)) == 1 and len(set(t)) == 8
+    assert seen == {(a, b) for a in range(3) for b in range(3) if a != b}
 
 
 def test_dbc_trains_jointly_with_sac_through_the_aux_hook():
@@ -275,9 +412,15 @@ def test_dbc_trains_jointly_with_sac_through_the_aux_hook():
 
 
 def test_pretrain_fits_the_vae_prior_into_the_checkpoint(cartpole, tmp_path):
+    from ssrl.representations.pretrain import SPLIT_SEED
+
     pretrain("beta-vae", cartpole, out=tmp_path / "vae", steps=3, config={"latent_dim": 4}, progress=False)
     rep = load_representation(tmp_path / "vae" / "model.pt")
     goals = rep.sample_goals(5, np.random.default_rng(0))
-    z = rep.embed(cartpole.stack(np.arange(len(cartpole)), None, 1))
     assert goals.shape == (5, 4)
+    # The prior is fitted on the episodes pretraining trained on (holdout 0.2 keeps 1 of 4 out).
+    train, held_out = cartpole.split(0.2, seed=SPLIT_SEED)
+    assert (train.num_episodes, held_out.num_episodes) == (3, 1)
+    z = rep.embed(train.stack(np.arange(len(train)), None, 1))
     np.testing.assert_allclose(rep.prior_mu.numpy(), z.mean(0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(rep.prior_std.numpy(), z.std(0), rtol=1e-3, atol=1e-4)

@@ -24,8 +24,16 @@ METHODS = ("beta-vae", "cc-vae")
 def push(tmp_path_factory):
     """20 short push_explore episodes of PushRandomObject (a new object every episode), 48 px."""
     out = tmp_path_factory.mktemp("push") / "data"
-    collect("ssrl/PushRandomObject-v0", policy="push_explore", episodes=20, out=out, size=SIZE, seed=0,
-            max_steps=30, progress=False)
+    collect(
+        "ssrl/PushRandomObject-v0",
+        policy="push_explore",
+        episodes=20,
+        out=out,
+        size=SIZE,
+        seed=0,
+        max_steps=30,
+        progress=False,
+    )
     data = RolloutData(out)
     train, test = data.split(0.25, seed=0)
     return data, train, test
@@ -35,8 +43,17 @@ def push(tmp_path_factory):
 def coloured(tmp_path_factory):
     """Push episodes whose table top has one random colour per episode: contexts that differ a lot."""
     out = tmp_path_factory.mktemp("coloured") / "data"
-    collect("ssrl/PushRandomObject-v0", policy="push_explore", episodes=6, out=out, size=SIZE, seed=0,
-            max_steps=20, env_kwargs={"distractor": "color"}, progress=False)
+    collect(
+        "ssrl/PushRandomObject-v0",
+        policy="push_explore",
+        episodes=6,
+        out=out,
+        size=SIZE,
+        seed=0,
+        max_steps=20,
+        env_kwargs={"distractor": "color"},
+        progress=False,
+    )
     return RolloutData(out)
 
 
@@ -262,17 +279,27 @@ def test_checkpoint_round_trip(method, trained, push, tmp_path):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_encoded_observation_lies_in_its_space(method, trained):
+def test_encoded_observation_is_the_encoding_and_rewards_latent_distance(method, trained):
     rep = trained[method]
-    env = EncodedObservation(gym.make("ssrl/PushRandomObject-v0", size=SIZE), rep.encoder)
+    keep = _KeepRaw(gym.make("ssrl/PushRandomObject-v0", size=SIZE))
+    env = EncodedObservation(keep, rep.encoder)
     try:
         space = env.observation_space
         obs, _ = env.reset(seed=0)
         assert space["observation"].shape == (rep.latent_dim,)
         assert space.contains(obs)
-        obs, reward, *_ = env.step(env.action_space.sample())
+        obs, reward, *_ = env.step(np.array([1.0, -1.0], np.float32))
         assert space.contains(obs)
-        assert env.compute_reward(obs["achieved_goal"], obs["desired_goal"], {}) <= 0
+        # Every image entry is the encoder's latent of the raw image (CC-VAE: its own context).
+        for key in ("observation", "achieved_goal", "desired_goal"):
+            np.testing.assert_allclose(obs[key], rep.embed(keep.raw[key][None])[0], rtol=1e-5, atol=1e-5)
+        # RIG's reward: -||e(achieved) - e(desired)||_2, by hand on a 3-4-5 triangle and on the latents.
+        a, b = np.zeros(rep.latent_dim, np.float32), np.zeros(rep.latent_dim, np.float32)
+        b[:2] = 3, 4
+        assert env.compute_reward(a, b, {}) == pytest.approx(-5.0)
+        distance = np.sqrt(((obs["achieved_goal"] - obs["desired_goal"]) ** 2).sum())
+        assert distance > 0  # the goal image is not the current one
+        assert env.compute_reward(obs["achieved_goal"], obs["desired_goal"], {}) == pytest.approx(-distance, rel=1e-5)
     finally:
         env.close()
 
@@ -339,7 +366,7 @@ def test_beta_vae_prior_and_goals(trained, push):
     standard = rep.sample_goals(4000, np.random.default_rng(0), prior="standard")
     assert abs(standard.std() - 1) < 0.05
     images = rep.decode(goals[:3])
-    assert images.shape == (3, 3, SIZE, SIZE) and 0 <= images.min() and images.max() <= 1
+    assert images.shape == (3, 3, SIZE, SIZE) and images.min() >= 0 and images.max() <= 1
     fresh = make("beta-vae", (3, SIZE, SIZE))
     with pytest.raises(ValueError, match="fit_prior"):
         fresh.sample_goals(2, np.random.default_rng(0))
@@ -367,8 +394,12 @@ def test_ccvae_goals_follow_their_context(coloured):
     """Imagined goals decoded with the contexts of two episodes (table tops of different colours)
     differ, and each is closer to its own episode's frames than to the other's."""
     data = coloured
-    means = np.array([data.frames["push"][data.frame_episode == e].astype(np.float32).mean((0, 2, 3)) / 255
-                      for e in range(data.num_episodes)])
+    means = np.array(
+        [
+            data.frames["push"][data.frame_episode == e].astype(np.float32).mean((0, 2, 3)) / 255
+            for e in range(data.num_episodes)
+        ]
+    )
     dist = np.abs(means[:, None] - means[None]).sum(-1)
     a, b = np.unravel_index(dist.argmax(), dist.shape)  # the two most different episodes
     rep, _ = pretrain("cc-vae", data, steps=150, batch_size=32, seed=0, progress=False)

@@ -65,8 +65,7 @@ from ..backbones import make_encoder
 from ..core import Need, register
 from ..losses import gaussian_kl
 from ..wrappers import EncodedObservation
-from .vae import GaussianEncoder, MirrorDecoder, VAEConfig, _VAEBase, reconstruction_nll, reparameterize, to_unit
-
+from .vae import GaussianEncoder, MirrorDecoder, VAEConfig, _VAEBase, pixels_to_unit, reconstruction_nll, reparameterize
 
 # Stronger than the beta-VAE's, so the context, not z, carries the objects' appearance (see above).
 DEFAULT_CC_BETA = {"bernoulli": 1.0, "gaussian": 0.1}
@@ -132,8 +131,14 @@ class CCVAE(_VAEBase):
         super().__init__(config, obs_shape)
         _, h, w = self.obs_shape
         self.context_encoder = make_encoder(config.arch, 3, (h, w), config.context_dim, config.num_filters)
-        self.posterior = GaussianEncoder(config.arch, obs_shape, config.latent_dim, config.min_variance,
-                                         config.num_filters, cond_dim=config.context_dim)
+        self.posterior = GaussianEncoder(
+            config.arch,
+            obs_shape,
+            config.latent_dim,
+            config.min_variance,
+            config.num_filters,
+            cond_dim=config.context_dim,
+        )
         self.decoder = MirrorDecoder(self.posterior.trunk, config.latent_dim + config.context_dim, obs_shape[0])
         self.context_decoder = MirrorDecoder(self.context_encoder.trunk, config.context_dim, 3)
         self.encoder = ContextConditionedEncoder(self.posterior, self.context_encoder)
@@ -158,10 +163,17 @@ class CCVAE(_VAEBase):
         logits = self.decoder(torch.cat([z, c], dim=1))
         context_logits = self.context_decoder(c)
         lik = self.config.likelihood
-        return {"recon": reconstruction_nll(logits, to_unit(x), lik),
-                "recon_context": reconstruction_nll(context_logits, to_unit(x0), lik),
-                "kl": gaussian_kl(mu, logvar), "c": c, "mu": mu, "logvar": logvar, "z": z, "logits": logits,
-                "context_logits": context_logits}
+        return {
+            "recon": reconstruction_nll(logits, pixels_to_unit(x), lik),
+            "recon_context": reconstruction_nll(context_logits, pixels_to_unit(x0), lik),
+            "kl": gaussian_kl(mu, logvar),
+            "c": c,
+            "mu": mu,
+            "logvar": logvar,
+            "z": z,
+            "logits": logits,
+            "context_logits": context_logits,
+        }
 
     def loss(self, batch):
         """mean_batch[ -log p(s|z,c) - log p(s_0|c) + beta KL(q(z|s,c) || N(0, I)) ]; ``batch["eps"]``
@@ -177,7 +189,8 @@ class CCVAE(_VAEBase):
         return self.map_batches(self.encoder, obs, context_images, batch_size=batch_size)
 
     def episode_latents(self, data, idx: np.ndarray | None = None) -> np.ndarray:
-        """:meth:`embed_with_context` of ``data``'s frames ``idx`` (default all), each with its episode's first frame."""
+        """:meth:`embed_with_context` of ``data``'s frames ``idx`` (default all), each with its
+        episode's first frame."""
         idx = np.arange(len(data)) if idx is None else np.asarray(idx)
         cam = self.config.camera
         return self.embed_with_context(data.stack(idx, cam, self.config.frame_stack), data.first_frame(idx, cam))
@@ -194,7 +207,9 @@ class CCVAE(_VAEBase):
     def context_of(self, context_images) -> np.ndarray:
         """c = e_0(s_0) for first frames ``(n, 3, H, W)``."""
         with self.evaluating():
-            return self.context_encoder(torch.as_tensor(np.asarray(context_images)).to(self.device)).float().cpu().numpy()
+            return (
+                self.context_encoder(torch.as_tensor(np.asarray(context_images)).to(self.device)).float().cpu().numpy()
+            )
 
     def sample_goals(self, context_images, rng: np.random.Generator, prior: str = "standard") -> np.ndarray:
         """One imagined goal per first frame: [z, e_0(s_0)] with z ~ N(0, I) (``prior="fitted"``:

@@ -15,7 +15,8 @@ W2 = sqrt(||mu_i - mu_j||_2^2 + ||sigma_i - sigma_j||_2^2). The models are train
 Total: ``bisim_weight`` J(phi) + J(P, phi) + J(R, P, phi) (DBC's code weighs the bisimulation
 term 0.5).
 
-Where we follow the paper and where DBC's public code (``shared/reference/dmc_reps.md`` 1.3):
+Where we follow the paper (arXiv 2006.10742, Eq. 4) and where DBC's public code
+(facebookresearch/deep_bisim4control, ``agent/bisim_agent.py``):
 
 * latent distance: the paper's full L1 norm, one scalar per pair (the code: per-dimension smooth
   L1);
@@ -84,7 +85,11 @@ class DBCObjective(LatentObjective):
         pred_reward = self.reward(mu + sigma * eps)
         reward_loss = (pred_reward - reward).pow(2).mean()
         # Bisimulation: pairs (i, perm(i)); targets from stop-gradient latents.
-        perm = torch.randperm(len(z), generator=gen, device=z.device) if gen is not None else torch.randperm(len(z), device=z.device)
+        perm = (
+            torch.randperm(len(z), generator=gen, device=z.device)
+            if gen is not None
+            else torch.randperm(len(z), device=z.device)
+        )
         with torch.no_grad():
             z_bar = z.detach()
             mu_bar, sigma_bar = self.transition(z_bar, action)
@@ -92,7 +97,9 @@ class DBCObjective(LatentObjective):
                 r = self.reward(z_bar)
             else:
                 r = reward
-            target = bisimulation_target(r, r[perm], w2_gaussian(mu_bar, sigma_bar, mu_bar[perm], sigma_bar[perm]), c.gamma)
+            target = bisimulation_target(
+                r, r[perm], w2_gaussian(mu_bar, sigma_bar, mu_bar[perm], sigma_bar[perm]), c.gamma
+            )
         bisim = bisimulation_loss(z, z[perm], target)
         loss = c.bisim_weight * bisim + nll + reward_loss
         return loss, {"bisim_loss": bisim.detach(), "transition_nll": nll.detach(), "reward_loss": reward_loss.detach()}
@@ -106,7 +113,9 @@ class DBC(TransitionRepresentation):
 
 
 @torch.no_grad()
-def bisimulation_correlation(encode, transitions: dict[str, np.ndarray], pairs: int = 2000, seed: int = 0) -> dict[str, float]:
+def bisimulation_correlation(
+    encode, transitions: dict[str, np.ndarray], pairs: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """Do latent distances track behavioural differences? For random pairs of held-out
     transitions: the Pearson and Spearman correlations between ||z_i - z_j||_1 and |r_i - r_j|.
 

@@ -24,9 +24,9 @@ gradient penalty keeps them smooth (``gp_weight``):
 the second term an unbiased estimate of the squared Frobenius norm of the transition model's
 Jacobian. Total: L = L_R + ``transition_weight`` L_P + ``gp_weight`` GP.
 
-Where we differ from DBC's "DeepMDP" baseline (``shared/reference/dmc_reps.md`` section 2): it
-uses a Gaussian NLL transition loss, an MSE reward loss and a pixel decoder; we implement the
-paper's losses above, without reconstruction.
+Where we differ from DBC's "DeepMDP" baseline (facebookresearch/deep_bisim4control,
+``agent/deepmdp_agent.py``): it uses a Gaussian NLL transition loss, an MSE reward loss and a
+pixel decoder; we implement the paper's losses above, without reconstruction.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class DeepMDPObjective(LatentObjective):
         if c.gp_weight > 0 and not x.requires_grad:
             x.requires_grad_(True)  # latents given without gradient (tests); the penalty needs d/dx
         pred_r = self.reward(x)
-        pred_next, _ = self.transition(x[:, : z.shape[1]], x[:, z.shape[1]:])
+        pred_next, _ = self.transition(x[:, : z.shape[1]], x[:, z.shape[1] :])
         loss_r = (pred_r - reward).abs().mean()
         if c.transition == "w1":
             loss_p = (pred_next - next_z).norm(dim=-1).mean()

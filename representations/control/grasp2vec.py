@@ -3,8 +3,12 @@
 From a grasp's triplet (s_pre: the bin before, s_post: the bin after, o: the lifted object held
 up to a camera), the scene embedding's difference should equal the object's embedding:
 
-    L = NPair(phi_s(s_pre) - phi_s(s_post), phi_o(o)) + NPair(phi_o(o), phi_s(s_pre) - phi_s(s_post))
-    NPair(a, p) = mean_i -log softmax_j(a_i . p_j)[i] + lambda (||a_i||^2 + ||p_i||^2)
+    L = NPair(d, phi_o(o)) + NPair(phi_o(o), d),   d = phi_s(s_pre) - phi_s(s_post)
+    NPair(a, p) = mean_i -log softmax_j(a_i . p_j)[i] + lambda/4 (mean_i ||a_i||^2 + mean_i ||p_i||^2)
+
+so the L2 term of L is lambda/2 (mean_i ||d_i||^2 + mean_i ||phi_o(o_i)||^2)
+(:func:`~ssrl.representations.losses.npairs`; the source text writes lambda (||a_i||^2 + ||p_i||^2)
+summed over the batch, four times the public code's weight per pair, see below).
 
 phi_s (scene, shared by pre and post images) and phi_o (object) are separate networks of the
 suite's backbone family, each ending as in the paper: the spatial feature map, ReLU, then a
@@ -17,7 +21,10 @@ phi_o(g) . phi_o(o), the goal-conditioned grasping reward. ``retrieval_acc`` in 
 fraction of a batch whose pre-minus-post embedding is nearest (by dot product) to its own object.
 
 Against the public code (google-research/tensor2robot ``research/grasp2vec``, TF1): the same two
-towers, ReLU and mean pool, the same two-way n-pairs loss and lambda; it uses a truncated
+towers, ReLU and mean pool, the same two-way n-pairs loss and the same lambda with the same
+weighting: its ``NPairsLoss`` calls TensorFlow's ``npairs_loss`` in each direction with the default
+reg_lambda = 0.002, whose penalty is 0.25 lambda (mean ||a||^2 + mean ||p||^2), so the two
+directions add lambda/2 (mean ||d||^2 + mean ||phi_o(o)||^2), as we do. It uses a truncated
 ResNet-50 (1024-d maps) on 472x472 crops at batch 8 and Adam 1e-4, we the suite's backbones
 (``resnet`` among them) at 84x84, batch 32, Adam 3e-4, to fit CPU budgets. Its image
 augmentation (random crops and flips) is not applied here.
@@ -39,7 +46,7 @@ from ..losses import npairs
 @dataclasses.dataclass
 class Grasp2VecConfig(BaseConfig):
     frame_stack: int = 1  # single images: the triplets are single frames
-    reg: float = 0.002
+    reg: float = 0.002  # lambda of the n-pairs L2 penalty (npairs_loss's reg_lambda)
     lr: float = 3e-4
     batch_size: int = 32
 
@@ -73,6 +80,12 @@ class Grasp2Vec(Representation):
         self.object = SpatialEmbedding(config.arch, obs_shape, config.latent_dim)
         self.encoder = self.scene
 
+    example_env = "ssrl/Grasp-v0"  # grasp triplets exist only in our grasping scene
+
+    def extra_scores(self, data) -> dict[str, float]:
+        """Instance retrieval accuracy on held-out grasps (see :func:`retrieval_accuracy`)."""
+        return {"retrieval_acc": retrieval_accuracy(self, data)}
+
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         success = np.flatnonzero(data.info["grasp_success"])
         if len(success) < 2:
@@ -84,7 +97,7 @@ class Grasp2Vec(Representation):
     def embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         pre_post = torch.cat([batch["pre"], batch["post"]])
         phi = self.scene(pre_post)
-        diff = phi[: len(batch["pre"])] - phi[len(batch["pre"]):]
+        diff = phi[: len(batch["pre"])] - phi[len(batch["pre"]) :]
         return diff, self.object(batch["object"])
 
     def loss(self, batch):
@@ -119,10 +132,12 @@ def retrieval_accuracy(rep: Grasp2Vec, data, max_grasps: int = 512, batch: int =
     hits, total = 0, 0
     with rep.evaluating():  # a model mid-training goes back to training mode afterwards
         for start in range(0, len(rows) - 1, batch):
-            chunk = rows[start:start + batch]
+            chunk = rows[start : start + batch]
             if len(chunk) < 2:
                 break
-            b = rep.to_batch({"pre": data.info["s_pre"][chunk], "post": data.info["s_post"][chunk], "object": data.info["o"][chunk]})
+            b = rep.to_batch(
+                {"pre": data.info["s_pre"][chunk], "post": data.info["s_post"][chunk], "object": data.info["o"][chunk]}
+            )
             diff, obj = rep.embeddings(b)
             hits += int(((diff @ obj.T).argmax(1) == torch.arange(len(chunk), device=obj.device)).sum())
             total += len(chunk)

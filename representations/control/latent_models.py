@@ -2,7 +2,7 @@
 one objective train either its own encoder (offline, from collected transitions) or an agent's
 encoder (jointly, through the agents' ``aux`` hook).
 
-The architectures are DBC's (``shared/reference/dmc_reps.md`` section 1.2): a transition model
+The architectures are those of DBC's public code (facebookresearch/deep_bisim4control): a transition model
 Linear(latent + action -> hidden) -> LayerNorm -> ReLU -> mean (and, if probabilistic, a standard
 deviation squashed into [1e-4, 10] by a sigmoid); a reward model of the same shape with one
 output.
@@ -16,6 +16,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn as nn
+
+from ssrl.utils import build_config
 
 from ..backbones import make_encoder
 from ..core import Need, Representation
@@ -56,14 +58,19 @@ class LatentObjective(nn.Module, abc.ABC):
     """An objective on (z, a, r, z') latents. As an agent's ``aux`` it receives the agent's
     latents (``loss(AuxInputs)``) and only its own models are its parameters."""
 
+    generator: torch.Generator | None = None  # set by an agent to its own (see AuxObjective)
+
     @abc.abstractmethod
-    def latent_loss(self, z: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_z: torch.Tensor,
-                    discount: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def latent_loss(
+        self, z: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_z: torch.Tensor, discount: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss given encoder latents ``z`` (with gradient) and ``next_z`` (without)."""
 
     def loss(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The agents' aux protocol (:class:`ssrl.agents.AuxInputs`)."""
-        return self.latent_loss(inputs.latent, inputs.action, inputs.reward, inputs.next_latent.detach(), inputs.discount)
+        """:class:`~ssrl.representations.objective.AuxObjective`'s loss, on an agent's latents."""
+        return self.latent_loss(
+            inputs.latent, inputs.action, inputs.reward, inputs.next_latent.detach(), inputs.discount
+        )
 
 
 class TransitionRepresentation(Representation):
@@ -72,16 +79,26 @@ class TransitionRepresentation(Representation):
 
     needs = Need.TRANSITIONS
     Objective: ClassVar[type[LatentObjective]]
+    # DBC's and DeepMDP's encoders end at LayerNorm (DBC's code), not the SAC-AE tanh.
+    joint_agent_options: ClassVar[dict] = {"encoder_tanh": False}
 
     def __init__(self, config, obs_shape) -> None:
         super().__init__(config, obs_shape)
         self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
         self.objective = self.Objective(config)
 
+    @classmethod
+    def joint_objective(cls, latent_dim: int, action_dim: int, **config):
+        """The same objective on an agent's latents (``ssrl train --aux NAME``)."""
+        return cls.Objective(build_config(cls.Config, dict(config, latent_dim=latent_dim, action_dim=action_dim)))
+
     def check_data(self, data) -> None:
         super().check_data(data)
         if data.action.shape[1] != self.config.action_dim:
-            raise ValueError(f"the data's actions have {data.action.shape[1]} dims, the config says action_dim={self.config.action_dim}")
+            raise ValueError(
+                f"the data's actions have {data.action.shape[1]} dims, "
+                f"the config says action_dim={self.config.action_dim}"
+            )
 
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return data.transitions(data.sample_frames(batch_size, rng, with_next=True), k=self.config.frame_stack)

@@ -5,16 +5,23 @@ time t and the previous n-1 frames at stride s (a lookback of (n-1)s+1 frames) g
 per-frame conv trunk and a 3-D temporal convolution (:class:`~ssrl.representations.backbones.
 TemporalEncoder`). Trained with the n-pairs loss
 
-    L = NPair(f(clip_a), f(clip_b)),  NPair(a, p) = mean_i -log softmax_j(a_i . p_j)[i] + lambda (||a_i||^2 + ||p_i||^2)
+    L = NPair(f(clip_a), f(clip_b)),
+    NPair(a, p) = mean_i -log softmax_j(a_i . p_j)[i] + lambda/4 (mean_i ||a_i||^2 + mean_i ||p_i||^2)
 
 sampled as the source text describes: pairs of synchronised clips from two different cameras
-(the same timesteps: positives), the pairs drawn from an episode at times far apart (at least
-``min_gap`` frames when the episode allows), so that clips across pairs are negatives; when one
-episode holds fewer such times than the batch needs, further episodes fill it.
+(the same timesteps: positives), the pairs drawn from an episode at times far apart, so that
+clips across pairs are negatives (:meth:`~ssrl.representations.data.RolloutData.spaced_frames`):
+episodes are drawn without replacement; each gives as many pairs as it holds at least
+``min_gap`` frames apart (T // min_gap + 1 for T transitions), further episodes fill the batch.
+No clip appears twice in a batch, and two clips of one episode end at least ``min_gap`` frames
+apart. A batch larger than all episodes hold at that spacing is an error that names the numbers
+(lower ``batch_size`` or ``min_gap``, or collect more data). Clips are identified by the frame
+they end at (the stack clamps at the episode's first frame, as the env's does at a reset).
 
-The n-pairs loss is Sohn's (the positive is in the softmax's denominator; see
-:func:`~ssrl.representations.losses.npairs`). The public TCN/mfTCN code (tensorflow/models'
-``research/tcn``) is TensorFlow; we follow the paper and the source text, not its input pipeline.
+The n-pairs loss is Sohn's with the L2 weighting of TensorFlow's ``npairs_loss`` (the positive is
+in the softmax's denominator; see :func:`~ssrl.representations.losses.npairs`). mfTCN has no
+public code; that of TCN (tensorflow/models' ``research/tcn``) is TensorFlow; we follow the
+paper and the source text, not its input pipeline.
 """
 
 from __future__ import annotations
@@ -33,14 +40,16 @@ from ..losses import npairs
 class MFTCNConfig(BaseConfig):
     n_frames: int = 3
     stride: int = 1
-    reg: float = 0.002
-    min_gap: int = 8  # frames between the pairs of a batch
+    reg: float = 0.002  # lambda of the n-pairs L2 penalty (npairs_loss's reg_lambda)
+    min_gap: int = 8  # frames between two pairs of one episode in a batch
     views: tuple[str, ...] | None = None
     frame_stack: int = 0  # derived: (n_frames - 1) * stride + 1
 
     def __post_init__(self) -> None:
         self.frame_stack = (self.n_frames - 1) * self.stride + 1
         super().__post_init__()
+        if self.min_gap < 1:
+            raise ValueError(f"MFTCNConfig.min_gap must be >= 1 frame, got {self.min_gap}")
         if self.views is not None:
             self.views = tuple(self.views)
 
@@ -60,15 +69,7 @@ class MFTCN(Representation):
         views = list(c.views or data.cameras)
         if len(views) < 2:
             raise ValueError(f"mfTCN needs 2 synchronised cameras, the data has {data.cameras}")
-        # An episode gives at most n_frames / min_gap pairs far enough apart; further episodes
-        # fill the batch (clips of other episodes are negatives as well).
-        parts, need = [], batch_size
-        while need > 0:
-            ep = rng.integers(data.num_episodes)
-            t = _spread_times(data.ep_len[ep] + 1, need, c.min_gap, rng)
-            parts.append(data.ep_start[ep] + t)
-            need -= len(t)
-        idx = np.concatenate(parts)[:batch_size]
+        idx = data.spaced_frames(batch_size, c.min_gap, rng)
         a_view, p_view = rng.choice(len(views), 2, replace=False)
         return {
             "anchor": data.stack(idx, views[a_view], c.frame_stack),
@@ -81,11 +82,3 @@ class MFTCN(Representation):
         with torch.no_grad():
             acc = ((a @ p.T).argmax(1) == torch.arange(len(a), device=a.device)).float().mean()
         return loss, {"retrieval_acc": acc}
-
-
-def _spread_times(n_frames: int, count: int, min_gap: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``count`` distinct times in [0, n_frames), pairwise at least ``min_gap`` apart when
-    possible (fewer, farther apart times make better negatives than many close ones)."""
-    count = max(2, min(count, n_frames // max(min_gap, 1)))
-    slots = np.sort(rng.choice(n_frames - (count - 1) * (min_gap - 1), count, replace=False))
-    return slots + np.arange(count) * (min_gap - 1)

@@ -5,12 +5,17 @@ together, other instants apart, even from the same camera. With the triplet loss
 
     L = mean_i max(0, ||f(a_i) - f(p_i)||^2 - ||f(a_i) - f(n_i)||^2 + margin)
 
-the anchor a_i and positive p_i are frame stacks at time t_i from two different cameras, and the
-negative n_i is the anchor's camera at another time of the same episode, at least
-``negative_margin`` frames away. Embeddings are L2-normalised inside the triplet loss, as in the
-TCN code (margin 0.2). With ``loss="npairs"`` the B (anchor, positive) pairs of a batch come
-from B distinct instants of one episode and every other positive is a negative (the TCN
-"pouring" configuration; no normalisation, L2 penalty ``reg``).
+the anchor a_i and positive p_i are frame stacks at time t_i from two different cameras (drawn
+for each row among all the cameras, so with three or more a batch may leave one out), and the
+negative n_i is the anchor's camera at another time of the same episode, more than
+``negative_margin`` frames away (the farthest frame if the episode is too short). Embeddings
+are L2-normalised inside the triplet loss, as in the TCN code (margin 0.2).
+
+With ``loss="npairs"`` the B (anchor, positive) pairs of a batch come from B distinct instants
+of one episode and every other positive is a negative (the TCN "pouring" configuration). No
+normalisation; the L2 penalty is that of TensorFlow's ``npairs_loss``, which the TCN code calls:
+lambda/4 (mean ||f(a)||^2 + mean ||f(p)||^2) with lambda = ``reg`` (see
+:func:`~ssrl.representations.losses.npairs`).
 
 Single-view (``single_view=True``): the positive is the same camera within ``positive_window``
 frames of the anchor, the negative further than ``negative_margin`` frames.
@@ -37,7 +42,7 @@ from ..losses import npairs, triplet
 class TCNConfig(BaseConfig):
     loss: str = "triplet"  # or "npairs"
     margin: float = 0.2
-    reg: float = 0.002
+    reg: float = 0.002  # lambda of the n-pairs L2 penalty (npairs_loss's reg_lambda)
     single_view: bool = False
     views: tuple[str, ...] | None = None  # cameras to pair (default: all of the data's)
     positive_window: int = 2  # single view: |t_p - t_a| <= window
@@ -64,11 +69,17 @@ class TCN(Representation):
     def check_data(self, data) -> None:
         data.require(Need.FRAMES if self.config.single_view else self.needs, method="multi-view TCN")
 
+    def extra_scores(self, data) -> dict[str, float]:
+        """The alignment error across two views of held-out episodes (needs 2 cameras)."""
+        return {"alignment_error": alignment_error(self, data)} if len(data.cameras) > 1 else {}
+
     def _views(self, data) -> list[str]:
         views = list(self.config.views or data.cameras)
         if not self.config.single_view and len(views) < 2:
-            raise ValueError(f"multi-view TCN needs at least 2 cameras, the data has {data.cameras}; "
-                             "collect with --cameras a,b or use single_view=True")
+            raise ValueError(
+                f"multi-view TCN needs at least 2 cameras, the data has {data.cameras}; "
+                "collect with --cameras a,b or use single_view=True"
+            )
         return views
 
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -46,7 +46,8 @@ Prior and goals (RIG's steps 3 and 5): after training, ``fit_prior(data)`` store
 per-dimension mean and standard deviation of the encoder means over the data (buffers, saved in
 checkpoints); ``sample_goals(n, rng)`` draws latent goals from that fitted prior (or from N(0, I)
 with ``prior="standard"``, rlkit's ``sample_from_true_prior``); ``decode(z)`` turns latents into
-images. ``pretrain`` does not fit the prior: call ``fit_prior`` on the training data afterwards.
+images. ``ssrl pretrain`` fits the prior on its training data when it ends (``after_pretraining``) and
+saves it with the model; call ``fit_prior`` yourself after training by other means.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class VAEConfig(BaseConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"{type(self).__qualname__}.likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+            raise ValueError(
+                f"{type(self).__qualname__}.likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}"
+            )
         if self.beta is None:
             self.beta = self.default_beta[self.likelihood]
         if self.beta < 0:
@@ -111,8 +114,9 @@ def reconstruction_nll(logits: torch.Tensor, target: torch.Tensor, likelihood: s
     return nll.flatten(1).sum(1)
 
 
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """Images as floats in [0, 1] (uint8 are divided by 255)."""
+def pixels_to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Images as floats in [0, 1] (uint8 are divided by 255; floats are taken as already in
+    [0, 1]). Not the agents' ``to_unit``, which rescales actions to [-1, 1]."""
     return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
 
 
@@ -130,8 +134,9 @@ class GaussianEncoder(nn.Module):
     logvar = log(min_variance) + |fc_logvar(h)|; h = [flatten(trunk(x)), c].
     """
 
-    def __init__(self, arch: str, in_shape, latent_dim: int, min_variance: float = 1e-3, num_filters: int = 32,
-                 cond_dim: int = 0) -> None:
+    def __init__(
+        self, arch: str, in_shape, latent_dim: int, min_variance: float = 1e-3, num_filters: int = 32, cond_dim: int = 0
+    ) -> None:
         super().__init__()
         self.input_shape = tuple(int(s) for s in in_shape)
         self.trunk = ConvTrunk(EncoderConfig(arch, self.input_shape[0], self.input_shape[1:], latent_dim, num_filters))
@@ -171,8 +176,9 @@ class MirrorDecoder(nn.Module):
         hooks = []
         for name, module in trunk.net.named_modules():
             if isinstance(module, nn.Conv2d) and "skip" not in name:
-                hooks.append(module.register_forward_hook(
-                    lambda m, inp, out: convs.append((m, tuple(inp[0].shape[-2:])))))
+                hooks.append(
+                    module.register_forward_hook(lambda m, inp, out: convs.append((m, tuple(inp[0].shape[-2:]))))
+                )
         with torch.no_grad():
             trunk.net(torch.zeros(1, *trunk.input_shape))
         for h in hooks:
@@ -203,6 +209,12 @@ class MirrorDecoder(nn.Module):
 
 class _VAEBase(Representation):
     """What both VAEs share: config checks, the prior buffers, decoding helpers."""
+
+    example_env = "ssrl/PushRandomObject-v0"  # RIG's setting: goal images of a pushed object
+
+    def after_pretraining(self, data) -> None:
+        """RIG's step 3: fit the prior to the encodings of the training data; saved with the model."""
+        self.fit_prior(data)
 
     def _init_prior(self, dim: int) -> None:
         self.register_buffer("prior_mu", torch.zeros(dim))
@@ -244,7 +256,9 @@ class BetaVAE(_VAEBase):
 
     def __init__(self, config: VAEConfig, obs_shape) -> None:
         super().__init__(config, obs_shape)
-        self.encoder = GaussianEncoder(config.arch, obs_shape, config.latent_dim, config.min_variance, config.num_filters)
+        self.encoder = GaussianEncoder(
+            config.arch, obs_shape, config.latent_dim, config.min_variance, config.num_filters
+        )
         self.decoder = MirrorDecoder(self.encoder.trunk, config.latent_dim, obs_shape[0])
         self._init_prior(config.latent_dim)
 
@@ -254,12 +268,18 @@ class BetaVAE(_VAEBase):
 
     def terms(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-image ELBO terms: ``recon`` (-log p(s|z)), ``kl``, and mu, logvar, z, logits."""
-        target = to_unit(x)
+        target = pixels_to_unit(x)
         mu, logvar = self.encoder.distribution(x)
         z = reparameterize(mu, logvar, eps)
         logits = self.decoder(z)
-        return {"recon": reconstruction_nll(logits, target, self.config.likelihood), "kl": gaussian_kl(mu, logvar),
-                "mu": mu, "logvar": logvar, "z": z, "logits": logits}
+        return {
+            "recon": reconstruction_nll(logits, target, self.config.likelihood),
+            "kl": gaussian_kl(mu, logvar),
+            "mu": mu,
+            "logvar": logvar,
+            "z": z,
+            "logits": logits,
+        }
 
     def loss(self, batch):
         """mean_batch[ -log p(s|z) + beta KL(q(z|s) || N(0, I)) ]; ``batch["eps"]`` fixes the noise."""
