@@ -34,8 +34,10 @@ def _demo(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     path = write_video(args.out, frames, fps=env.metadata.get("render_fps", 30))
     shape = {k: v.shape for k, v in obs.items()} if isinstance(obs, dict) else obs.shape
-    print(f"{args.env}: {len(frames) - 1} agent steps of a random policy, return {ret:.1f}, "
-          f"{(len(frames) - 1) / elapsed:.0f} steps/s, observation {shape}")
+    print(
+        f"{args.env}: {len(frames) - 1} agent steps of a random policy, return {ret:.1f}, "
+        f"{(len(frames) - 1) / elapsed:.0f} steps/s, observation {shape}"
+    )
     print(f"video written to {path}")
     env.close()
     return 0
@@ -83,11 +85,22 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{args.env.split('/')[-1]}-{args.algo}{'-' + args.aux if args.aux else ''}-s{args.seed}"
     try:
         summary = train_run(
-            out, args.env, algo=args.algo, env_steps=args.env_steps, seed=args.seed,
-            env_kwargs=parse_options(args.env_option), hyperparams=parse_options(args.set),
-            encoder=args.encoder, aux=args.aux, aux_kwargs=parse_options(args.aux_option),
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
-            video=args.video, overwrite=args.overwrite, device=args.device,
+            out,
+            args.env,
+            algo=args.algo,
+            env_steps=args.env_steps,
+            seed=args.seed,
+            env_kwargs=parse_options(args.env_option),
+            hyperparams=parse_options(args.set),
+            encoder=args.encoder,
+            aux=args.aux,
+            aux_kwargs=parse_options(args.aux_option),
+            eval_every=args.eval_every,
+            eval_episodes=args.eval_episodes,
+            checkpoint_every=args.checkpoint_every,
+            video=args.video,
+            overwrite=args.overwrite,
+            device=args.device,
         )
     except TrainingDiverged as err:
         print(f"ssrl train: training diverged: {err}\nthe last good checkpoint is in {out}/checkpoint", file=sys.stderr)
@@ -100,11 +113,24 @@ def _pretrain(args: argparse.Namespace) -> int:
     from ssrl.representations.pretrain import pretrain
 
     out = args.out or f"runs/pretrain-{args.method}-s{args.seed}"
-    _, summary = pretrain(args.method, args.data, out=out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                          seed=args.seed, config=parse_options(args.set), checkpoint_every=args.checkpoint_every,
-                          overwrite=args.overwrite, device=args.device)
-    print(f"{summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s, loss {summary['first_loss']:.4g} -> "
-          f"{summary['last']['loss']:.4g}; model in {out}/model.pt")
+    _, summary = pretrain(
+        args.method,
+        args.data,
+        out=out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        config=parse_options(args.set),
+        holdout=args.holdout,
+        checkpoint_every=args.checkpoint_every,
+        overwrite=args.overwrite,
+        device=args.device,
+    )
+    print(
+        f"{summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s, loss {summary['first_loss']:.4g} -> "
+        f"{summary['last']['loss']:.4g}; model in {out}/model.pt"
+    )
     return 0
 
 
@@ -112,10 +138,12 @@ def _probe(args: argparse.Namespace) -> int:
     import json
 
     from ssrl.representations import RolloutData, load_representation
+    from ssrl.representations.pretrain import probe_split
     from ssrl.representations.probe import probe
 
     rep = load_representation(args.checkpoint)
-    train, test = RolloutData(args.data).split(args.holdout, seed=args.seed)
+    # Only episodes the encoder never trained on are scored (or a clear refusal).
+    train, test = probe_split(rep, RolloutData(args.data), args.holdout)
     scores = probe(rep, train, test, camera=args.camera)
     print(json.dumps(scores, indent=2))
     return 0
@@ -128,9 +156,19 @@ def _bench(args: argparse.Namespace) -> int:
         print("\n".join(available_suites()))
         return 0
     try:
-        run_bench(args.suite, out=args.out, methods=args.methods or None, tasks=args.tasks or None, seeds=args.seeds,
-                  workers=args.workers, ray_address=args.ray, rl_steps=args.rl_steps,
-                  pretrain_steps=args.pretrain_steps, overwrite=args.overwrite, ray_gpus=args.ray_gpus)
+        run_bench(
+            args.suite,
+            out=args.out,
+            methods=args.methods or None,
+            tasks=args.tasks or None,
+            seeds=args.seeds,
+            workers=args.workers,
+            ray_address=args.ray,
+            rl_steps=args.rl_steps,
+            pretrain_steps=args.pretrain_steps,
+            overwrite=args.overwrite,
+            ray_gpus=args.ray_gpus,
+        )
     except SuiteError as err:
         print(f"ssrl bench: error: {err}", file=sys.stderr)
         return 2
@@ -148,8 +186,12 @@ def _tile(frames):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssrl", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: with 2, a busy second core slows updates 10-40x)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: with 2, a busy second core slows updates 10-40x)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="render a random rollout of a pixel task to an mp4")
@@ -172,8 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--out", required=True, help="data set folder")
     col.add_argument("--append", action="store_true", help="add episodes to an existing data set")
     col.add_argument("--compress", action="store_true", help="zip-compress episode files (smaller, slower to read)")
-    col.add_argument("--env-option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                     help="env option, e.g. -o distractor=video -o action_repeat=4")
+    col.add_argument(
+        "--env-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env option, e.g. -o distractor=video -o action_repeat=4",
+    )
     col.set_defaults(func=_collect)
 
     tr = sub.add_parser("train", help="train SAC or TD3 in a run folder (resumes a killed run)")
@@ -181,18 +229,39 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--algo", default="sac", choices=["sac", "td3"])
     tr.add_argument("--env-steps", type=int, default=100_000, help="budget in env steps (agent steps x action repeat)")
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--encoder", default=None, help="a pretrained representation checkpoint: train on its frozen latents")
-    tr.add_argument("--aux", default=None, help="auxiliary objective trained jointly with the encoder (dbc, deepmdp)")
+    tr.add_argument(
+        "--encoder", default=None, help="a pretrained representation checkpoint: train on its frozen latents"
+    )
+    tr.add_argument(
+        "--aux",
+        default=None,
+        help="a method whose objective trains the pixel encoder jointly with the critic, e.g. dbc or deepmdp",
+    )
     tr.add_argument("--aux-option", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     tr.add_argument("--eval-episodes", type=int, default=10)
-    tr.add_argument("--checkpoint-every", type=int, default=None, help="env steps between checkpoints (default: eval-every)")
+    tr.add_argument(
+        "--checkpoint-every", type=int, default=None, help="env steps between checkpoints (default: eval-every)"
+    )
     tr.add_argument("--video", action="store_true", help="record an eval episode to mp4 at each evaluation")
     tr.add_argument("--out", default=None, help="run folder (default runs/ENV-ALGO-sSEED)")
     tr.add_argument("--overwrite", action="store_true", help="start again even if the run folder holds a finished run")
     tr.add_argument("--device", default="auto")
-    tr.add_argument("--env-option", "-o", action="append", default=[], metavar="KEY=VALUE", help="env option, e.g. -o action_repeat=1")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="agent hyper-parameter, e.g. --set batch_size=512")
+    tr.add_argument(
+        "--env-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="env option, e.g. -o action_repeat=1",
+    )
+    tr.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="agent hyper-parameter, e.g. --set batch_size=512",
+    )
     tr.set_defaults(func=_train)
 
     pre = sub.add_parser("pretrain", help="train a representation on a collected data set (resumable)")
@@ -202,19 +271,31 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--batch-size", type=int, default=None)
     pre.add_argument("--lr", type=float, default=None)
     pre.add_argument("--seed", type=int, default=0)
+    pre.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="fraction of episodes kept from the encoder, for held-out probes (0: train on all)",
+    )
     pre.add_argument("--checkpoint-every", type=int, default=500)
     pre.add_argument("--out", default=None, help="output folder (default runs/pretrain-METHOD-sSEED)")
     pre.add_argument("--overwrite", action="store_true")
     pre.add_argument("--device", default="auto")
-    pre.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option, e.g. --set latent_dim=32")
+    pre.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="method option, e.g. --set latent_dim=32"
+    )
     pre.set_defaults(func=_pretrain)
 
     pr = sub.add_parser("probe", help="score how much ground-truth state a representation holds")
     pr.add_argument("checkpoint", help="a representation checkpoint (model.pt)")
     pr.add_argument("--data", required=True)
     pr.add_argument("--camera", default=None)
-    pr.add_argument("--holdout", type=float, default=0.2, help="fraction of episodes held out for scoring")
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument(
+        "--holdout",
+        type=float,
+        default=0.2,
+        help="fraction of episodes held out for scoring when the data set is not the encoder's own",
+    )
     pr.set_defaults(func=_probe)
 
     be = sub.add_parser("bench", help="compare representations on control tasks (the main job)")
@@ -224,8 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
     be.add_argument("--workers", type=int, default=2, help="parallel cells in a local process pool")
     be.add_argument("--ray", default=None, metavar="ADDRESS", help="run cells as Ray tasks on an existing cluster")
-    be.add_argument("--ray-gpus", type=float, default=0.0, metavar="SHARE",
-                    help="with --ray: the GPU share each cell requests (e.g. 0.25; state SAC cells ask for none)")
+    be.add_argument(
+        "--ray-gpus",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="with --ray: the GPU share each cell requests (e.g. 0.25; state SAC cells ask for none)",
+    )
     be.add_argument("--rl-steps", type=int, default=None, help="override the suite's RL budget (env steps)")
     be.add_argument("--pretrain-steps", type=int, default=None, help="override the suite's pretraining steps")
     be.add_argument("--out", default=None, help="output folder (default outputs/bench-SUITE); re-running resumes it")

@@ -20,7 +20,6 @@ from . import ALGOS
 from .trainer import Trainer
 
 
-
 def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False) -> gym.Env:
     """The env of a run: ``env_id`` with its options, wrapped by a frozen encoder if given."""
     import ssrl  # noqa: F401  (registers the envs)
@@ -37,11 +36,22 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None
 
 
 def make_aux(name: str | None, env: gym.Env, kwargs: dict[str, Any], latent_dim: int):
+    """Method ``name``'s joint objective for an agent on ``env`` (``None`` for no name)."""
     if name is None:
         return None
     from ssrl.representations import make_aux_objective
 
     return make_aux_objective(name, env, latent_dim=latent_dim, **kwargs)
+
+
+def agent_hyperparams(aux: str | None, hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """The agent's hyper-parameters: what the joint objective ``aux`` needs of the agent (its
+    method's ``joint_agent_options``, e.g. DBC's encoder without tanh), then the user's."""
+    if aux is None:
+        return dict(hyperparams)
+    from ssrl.representations import get
+
+    return dict(get(aux).joint_agent_options, **hyperparams)
 
 
 def train_run(
@@ -94,13 +104,23 @@ def train_run(
             if progress:
                 print(f"resuming {out} from {agent.num_env_steps} env steps")
         else:
-            agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **spec["hyperparams"])
+            agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **agent_hyperparams(aux, spec["hyperparams"]))
         # Only now, with the env and the agent built from the options, is the run real: a start
         # that fails validation leaves no run.json to refuse (or mislabel) the corrected command.
         folder.start(spec, env_steps=int(env_steps))
-        trainer = Trainer(agent, env, eval_env, eval_every=eval_every, eval_episodes=eval_episodes, run_dir=out,
-                          checkpoint_every=checkpoint_every, video=video, progress=progress, tensorboard=tensorboard,
-                          callback=callback)
+        trainer = Trainer(
+            agent,
+            env,
+            eval_env,
+            eval_every=eval_every,
+            eval_episodes=eval_episodes,
+            run_dir=out,
+            checkpoint_every=checkpoint_every,
+            video=video,
+            progress=progress,
+            tensorboard=tensorboard,
+            callback=callback,
+        )
         return trainer.train(env_steps)
     finally:
         env.close()

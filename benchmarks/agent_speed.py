@@ -75,8 +75,16 @@ def main(argv=None) -> dict:
     rows = []
 
     def sb3_model(space, policy, batch, net_arch, kwargs):
-        model = SB3SAC(policy, Dummy(space, act_space), batch_size=batch, buffer_size=2000, learning_starts=0,
-                       device="cpu", policy_kwargs=dict(net_arch=net_arch, **kwargs), seed=0)
+        model = SB3SAC(
+            policy,
+            Dummy(space, act_space),
+            batch_size=batch,
+            buffer_size=2000,
+            learning_starts=0,
+            device="cpu",
+            policy_kwargs=dict(net_arch=net_arch, **kwargs),
+            seed=0,
+        )
         model.learn(1100 if space is lat_space else 300)  # fills its replay (and runs a few updates)
         return model
 
@@ -85,14 +93,22 @@ def main(argv=None) -> dict:
             start = time.perf_counter()
             fn(n)
             return n / (time.perf_counter() - start)
+
         return run
 
     for threads in args.threads:
         torch.set_num_threads(threads)
         # -- latents -------------------------------------------------------------------------
         ours = SAC(None, observation_space=lat_space, action_space=act_space, buffer_size=2000, batch_size=256, seed=0)
-        ours_bf16 = SAC(None, observation_space=lat_space, action_space=act_space, buffer_size=2000, batch_size=256,
-                        seed=0, precision="bf16")
+        ours_bf16 = SAC(
+            None,
+            observation_space=lat_space,
+            action_space=act_space,
+            buffer_size=2000,
+            batch_size=256,
+            seed=0,
+            precision="bf16",
+        )
         for agent in (ours, ours_bf16):
             _fill_ours(agent, lambda r, _: r.standard_normal(50).astype(np.float32), 1500, rng)
         sb3 = sb3_model(lat_space, "MlpPolicy", 256, [256, 256], {})
@@ -109,15 +125,23 @@ def main(argv=None) -> dict:
             a @ b
         peak = 2 * 256**3 * 300 / (time.perf_counter() - start)
         n = args.latent_updates
-        res = alternate({
-            "ssrl SAC fp32": timed(ours_fn(ours), n),
-            "ssrl SAC bf16": timed(ours_fn(ours_bf16), n),
-            "SB3 SAC": timed(lambda k: sb3.train(gradient_steps=k, batch_size=256), n),
-        }, args.rounds)
+        res = alternate(
+            {
+                "ssrl SAC fp32": timed(ours_fn(ours), n),
+                "ssrl SAC bf16": timed(ours_fn(ours_bf16), n),
+                "SB3 SAC": timed(lambda k: sb3.train(gradient_steps=k, batch_size=256), n),
+            },
+            args.rounds,
+        )
         med = {k: statistics.median(v) for k, v in res.items()}
         floor_ups = peak / flops
-        results["latents"][threads] = {"updates_per_s": med, "runs": res, "flops_per_update": flops,
-                                       "fp32_matmul_flops_per_s": peak, "floor_updates_per_s": floor_ups}
+        results["latents"][threads] = {
+            "updates_per_s": med,
+            "runs": res,
+            "flops_per_update": flops,
+            "fp32_matmul_flops_per_s": peak,
+            "floor_updates_per_s": floor_ups,
+        }
         for name, value in med.items():
             frac = f"{value / floor_ups:.0%}" if name != "SB3 SAC" else ""
             rows.append([f"latents 50-d, {threads} thread(s)", name, value, f"{value / med['SB3 SAC']:.2f}x", frac])
@@ -127,18 +151,35 @@ def main(argv=None) -> dict:
             continue
         pix = SAC(None, observation_space=pix_space, action_space=act_space, buffer_size=600, seed=0, frame_stack=3)
         _fill_ours(pix, _next_stack, 500, rng, episode=125)
-        pix_bf16 = SAC(None, observation_space=pix_space, action_space=act_space, buffer_size=600, seed=0, frame_stack=3,
-                       precision="bf16")
+        pix_bf16 = SAC(
+            None,
+            observation_space=pix_space,
+            action_space=act_space,
+            buffer_size=600,
+            seed=0,
+            frame_stack=3,
+            precision="bf16",
+        )
         pix_bf16.replay = pix.replay
-        sb3_pix = sb3_model(pix_space, "CnnPolicy", 128, [1024, 1024],
-                            dict(features_extractor_class=SSRLEncoderExtractor,
-                                 features_extractor_kwargs=dict(arch="dmc", feature_dim=50)))
+        sb3_pix = sb3_model(
+            pix_space,
+            "CnnPolicy",
+            128,
+            [1024, 1024],
+            dict(
+                features_extractor_class=SSRLEncoderExtractor,
+                features_extractor_kwargs=dict(arch="dmc", feature_dim=50),
+            ),
+        )
         n = args.pixel_updates
-        res = alternate({
-            "ssrl SAC fp32": timed(lambda k: [pix.update(pix.replay.sample(128)) for _ in range(k)], n),
-            "ssrl SAC bf16": timed(lambda k: [pix_bf16.update(pix_bf16.replay.sample(128)) for _ in range(k)], n),
-            "SB3 SAC": timed(lambda k: sb3_pix.train(gradient_steps=k, batch_size=128), n),
-        }, args.rounds)
+        res = alternate(
+            {
+                "ssrl SAC fp32": timed(lambda k: [pix.update(pix.replay.sample(128)) for _ in range(k)], n),
+                "ssrl SAC bf16": timed(lambda k: [pix_bf16.update(pix_bf16.replay.sample(128)) for _ in range(k)], n),
+                "SB3 SAC": timed(lambda k: sb3_pix.train(gradient_steps=k, batch_size=128), n),
+            },
+            args.rounds,
+        )
         med = {k: statistics.median(v) for k, v in res.items()}
         results["pixels"][threads] = {"updates_per_s": med, "runs": res}
         for name, value in med.items():
@@ -146,22 +187,34 @@ def main(argv=None) -> dict:
 
     # -- replay memory ---------------------------------------------------------------------------
     capacity = 1000
-    ours_buf = SAC(None, observation_space=pix_space, action_space=act_space, buffer_size=capacity, frame_stack=3).replay
+    ours_buf = SAC(
+        None, observation_space=pix_space, action_space=act_space, buffer_size=capacity, frame_stack=3
+    ).replay
     sb3_buf = SB3Replay(capacity, pix_space, act_space, device="cpu", handle_timeout_termination=True)
-    sb3_bytes = sum(getattr(sb3_buf, k).nbytes for k in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"))
+    sb3_bytes = sum(
+        getattr(sb3_buf, k).nbytes
+        for k in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+    )
     frame = 3 * 84 * 84
     # Our slots hold one frame per instant; an episode of T transitions uses T+1 slots.
     episode_len = 125  # cartpole at action repeat 8; longer episodes cost less
     ours_per_transition = ours_buf.bytes_per_transition() * (episode_len + 1) / episode_len
-    results["replay"] = {"frame_bytes": frame, "ssrl_bytes_per_transition": ours_per_transition,
-                         "sb3_bytes_per_transition": sb3_bytes / capacity, "episode_length": episode_len}
+    results["replay"] = {
+        "frame_bytes": frame,
+        "ssrl_bytes_per_transition": ours_per_transition,
+        "sb3_bytes_per_transition": sb3_bytes / capacity,
+        "episode_length": episode_len,
+    }
     print()
     print_table(["setting", "agent", "updates/s", "vs SB3", "of fp32 floor"], rows)
     print()
-    print_table(["replay (84x84x9)", "bytes/transition", "frames (84x84x3)"], [
-        ["ssrl", ours_per_transition, f"{ours_per_transition / frame:.3f}"],
-        ["SB3", sb3_bytes / capacity, f"{sb3_bytes / capacity / frame:.2f}"],
-    ])
+    print_table(
+        ["replay (84x84x9)", "bytes/transition", "frames (84x84x3)"],
+        [
+            ["ssrl", ours_per_transition, f"{ours_per_transition / frame:.3f}"],
+            ["SB3", sb3_bytes / capacity, f"{sb3_bytes / capacity / frame:.2f}"],
+        ],
+    )
     save_results(args.out, "agent_speed", results, vars(args))
     return results
 

@@ -60,7 +60,10 @@ def main(argv=None) -> dict:
     def encode_with(encoder):
         def encode(batch):
             with torch.no_grad():
-                return np.concatenate([encoder(torch.as_tensor(batch[i:i + 256])).float().numpy() for i in range(0, len(batch), 256)])
+                return np.concatenate(
+                    [encoder(torch.as_tensor(batch[i : i + 256])).float().numpy() for i in range(0, len(batch), 256)]
+                )
+
         return encode
 
     encoders = {f"DBC joint ({run.name})": agent.encoder}
@@ -75,8 +78,10 @@ def main(argv=None) -> dict:
         encoder.eval()
         results[name] = bisimulation_correlation(encode_with(encoder), transitions, pairs=args.pairs)
     print(f"\n{len(transitions['reward'])} held-out transitions of {spec['env_id']}, {args.pairs} random pairs")
-    print_table(["encoder", "Pearson(L1 latent dist, |dr|)", "Spearman"],
-                [[k, f"{v['pearson']:.3f}", f"{v['spearman']:.3f}"] for k, v in results.items()])
+    print_table(
+        ["encoder", "Pearson(L1 latent dist, |dr|)", "Spearman"],
+        [[k, f"{v['pearson']:.3f}", f"{v['spearman']:.3f}"] for k, v in results.items()],
+    )
     save_results(args.out, "bisim_check", results, vars(args))
     return results
 

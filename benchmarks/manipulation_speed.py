@@ -104,8 +104,10 @@ def main(argv=None) -> dict:
                     break
         ci = binomtest(hits, attempts).proportion_ci(0.95, method="exact")
         rates[name] = {"successes": hits, "attempts": attempts, "rate": hits / attempts, "ci95": [ci.low, ci.high]}
-    rate_rows = [[name, r["attempts"], f"{r['rate']:.1%}", f"[{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]"]
-                 for name, r in rates.items()]
+    rate_rows = [
+        [name, r["attempts"], f"{r['rate']:.1%}", f"[{r['ci95'][0]:.1%}, {r['ci95'][1]:.1%}]"]
+        for name, r in rates.items()
+    ]
 
     print(f"\nmanipulation envs, {args.cores} core(s) {cores}, median of {args.rounds} rounds")
     print_table(["what", "rate", "unit"], speed_rows)

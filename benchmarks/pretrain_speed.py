@@ -3,8 +3,9 @@
     python -m ssrl.benchmarks.pretrain_speed [--threads 1 2] [--archs fast dmc] [--steps 10] [--out PATH]
 
 Each method trains on the data its objective needs, collected here by our own envs (cached
-under ``--data``): multi-view cartpole-swingup rollouts (TCN, mfTCN, DeepMDP, DBC), Push with a
-new object every episode (beta-VAE, CC-VAE), Grasp triplets (grasp2vec). A step is one
+under ``--data``) from the env its class names (``Representation.example_env``): multi-view
+cartpole-swingup rollouts (TCN, mfTCN, DeepMDP, DBC), Push with a new object every episode
+(beta-VAE, CC-VAE), Grasp triplets (grasp2vec). A step is one
 optimiser step at the method's default batch size: sampling the batch from the data set,
 forward, backward and Adam, as ``ssrl pretrain`` runs it. The table gives steps per second
 (median of ``--rounds``, each ``--steps`` steps after one warm-up step) for each backbone
@@ -18,18 +19,19 @@ import argparse
 import pathlib
 import statistics
 
+# How to collect each env's data (a method's ``example_env`` says which env suits it).
 DATA = {
-    "cartpole": dict(env_id="ssrl/cartpole-swingup-v0", policy="sticky_random", episodes=4, cameras=["fixed", "lookatcart"]),
-    "push": dict(env_id="ssrl/PushRandomObject-v0", policy="push_explore", episodes=6, cameras=["push"]),
-    "grasp": dict(env_id="ssrl/Grasp-v0", policy="random_grasp", episodes=16, cameras=["bin"]),
+    "ssrl/cartpole-swingup-v0": dict(policy="sticky_random", episodes=4, cameras=["fixed", "lookatcart"]),
+    "ssrl/PushRandomObject-v0": dict(policy="push_explore", episodes=6, cameras=["push"]),
+    "ssrl/Grasp-v0": dict(policy="random_grasp", episodes=16, cameras=["bin"]),
 }
-METHOD_DATA = {"tcn": "cartpole", "mftcn": "cartpole", "deepmdp": "cartpole", "dbc": "cartpole",
-               "beta-vae": "push", "cc-vae": "push", "grasp2vec": "grasp"}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(METHOD_DATA), choices=list(METHOD_DATA))
+    from ssrl.representations import get, names
+
+    parser.add_argument("--methods", nargs="+", default=names(), choices=names())
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--archs", nargs="+", default=["fast", "dmc"], choices=["fast", "dmc", "resnet"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
@@ -50,23 +52,34 @@ def main(argv=None) -> dict:
     from ssrl.representations.data import RolloutData
     from ssrl.representations.pretrain import build
 
-    def dataset(name: str) -> RolloutData:
-        spec = DATA[name]
-        path = pathlib.Path(args.data) / name
+    def dataset(env_id: str) -> RolloutData:
+        if env_id not in DATA:
+            raise SystemExit(f"no collection settings for {env_id}; add them to DATA in {__file__}")
+        spec = DATA[env_id]
+        path = pathlib.Path(args.data) / env_id.removeprefix("ssrl/").removesuffix("-v0")
         try:
             ds = RolloutDataset(path)
             if len(ds) < spec["episodes"]:
                 raise DatasetError("incomplete")
         except DatasetError:
-            ds = collect(spec["env_id"], policy=spec["policy"], episodes=spec["episodes"], out=path,
-                         cameras=spec["cameras"], seed=0, progress=False, append=path.exists())
+            ds = collect(
+                env_id,
+                policy=spec["policy"],
+                episodes=spec["episodes"],
+                out=path,
+                cameras=spec["cameras"],
+                seed=0,
+                progress=False,
+                append=path.exists(),
+            )
         return RolloutData(ds)
 
-    datasets = {name: dataset(name) for name in sorted({METHOD_DATA[m] for m in args.methods})}
+    data_of = {m: get(m).example_env for m in args.methods}
+    datasets = {env_id: dataset(env_id) for env_id in sorted(set(data_of.values()))}
     results: dict[str, dict] = {}
     rows = []
     for method in args.methods:
-        data = datasets[METHOD_DATA[method]]
+        data = datasets[data_of[method]]
         for arch in args.archs:
             rates = {}
             for threads in args.threads:
@@ -86,13 +99,23 @@ def main(argv=None) -> dict:
                 rates[threads] = statistics.median(rate(step, args.steps) for _ in range(args.rounds))
                 print(f"{method} {arch} {threads} thread(s): {rates[threads]:.2f} steps/s", flush=True)
             key = f"{method}/{arch}"
-            results[key] = {"data": METHOD_DATA[method], "batch_size": rep.config.batch_size,
-                            "steps_per_s": {str(t): r for t, r in rates.items()}}
+            results[key] = {
+                "data": data_of[method],
+                "batch_size": rep.config.batch_size,
+                "steps_per_s": {str(t): r for t, r in rates.items()},
+            }
             speedup = rates[max(args.threads)] / rates[min(args.threads)] if len(rates) > 1 else float("nan")
-            rows.append([method, METHOD_DATA[method], arch, rep.config.batch_size,
-                         *(rates[t] for t in args.threads), speedup])
-    headers = ["method", "data", "arch", "batch", *(f"steps/s, {t} thread(s)" for t in args.threads),
-               f"{max(args.threads)} vs {min(args.threads)}"]
+            rows.append(
+                [method, data_of[method], arch, rep.config.batch_size, *(rates[t] for t in args.threads), speedup]
+            )
+    headers = [
+        "method",
+        "data",
+        "arch",
+        "batch",
+        *(f"steps/s, {t} thread(s)" for t in args.threads),
+        f"{max(args.threads)} vs {min(args.threads)}",
+    ]
     print(f"\nPretraining steps per second ({len(cores)} pinned core(s))")
     table = print_table(headers, rows)
     save_results(args.out, "pretrain_speed", dict(results, table=table), dict(vars(args), cores=cores))

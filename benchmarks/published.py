@@ -1,7 +1,7 @@
 """Published PlaNet-benchmark returns (mean, std over 10 seeds) to print beside ours.
 
-From ``shared/reference/dmc_reps.md`` section 3.5: DrQ [K=2, M=2] from the DrQ paper (ICLR 2021,
-Table 1) and CURL from the CURL paper (ICML 2020, Table 1), at 100k and 500k *environment*
+DrQ [K=2, M=2] from the DrQ paper (Kostrikov, Yarats and Fergus, ICLR 2021, Table 1) and CURL
+from the CURL paper (Laskin, Srinivas and Abbeel, ICML 2020, Table 1), at 100k and 500k *environment*
 steps (agent steps x action repeat), 84x84 pixels, 3 frames, PlaNet action repeats. Facts, not
 our measurements: reports label them "published".
 """
@@ -33,7 +33,11 @@ STATE_SAC_CURL = {
     "walker-walk": {100_000: (891, 82), 500_000: (948, 54)},
     "ball_in_cup-catch": {100_000: (746, 91), 500_000: (974, 33)},
 }
-PUBLISHED = {"DrQ (published)": DRQ, "CURL (published)": CURL, "SAC state (published, CURL Table 1, action repeat 1)": STATE_SAC_CURL}
+PUBLISHED = {
+    "DrQ (published)": DRQ,
+    "CURL (published)": CURL,
+    "SAC state (published, CURL Table 1, action repeat 1)": STATE_SAC_CURL,
+}
 
 
 def published_at(task: str, steps: int) -> dict[str, tuple[int, int]]:

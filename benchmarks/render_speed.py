@@ -31,9 +31,9 @@ def main(argv=None) -> dict:
     cores = pin_cores(args.cores)
 
     import numpy as np
+    from dm_control import suite
 
     import ssrl  # noqa: F401
-    from dm_control import suite
     from ssrl.envs import DMCEnv
 
     domain, task = args.task.split("-", 1)

@@ -5,7 +5,8 @@ Written into the bench folder:
 * ``runs.jsonl``: every evaluation point of every cell (row, task, seed, env steps, returns);
 * ``summary.csv`` / ``summary.md``: per row and task, the final return (mean +- std over seeds),
   returns at the suite's report steps beside the published DrQ and CURL numbers (dmc6), probe
-  scores (R^2, kNN-MSE, GTC, and retrieval or alignment where they apply), and the cost of the
+  scores (R^2, kNN-MSE, GTC, and each method's extra scores, e.g. grasp2vec's retrieval
+  accuracy or TCN's alignment error), and the cost of the
   cell (pretraining steps/s, RL updates/s, wall-clock);
 * per row across tasks, the interquartile mean (IQM) of normalised returns (DMC returns / 1000)
   with a 95% stratified-bootstrap interval, computed from the definitions of Agarwal et al.
@@ -35,11 +36,12 @@ def iqm(scores: np.ndarray) -> float:
     x = np.sort(np.asarray(scores, float).ravel())
     n = len(x)
     cut = int(0.25 * n)
-    return float(x[cut:n - cut].mean())
+    return float(x[cut : n - cut].mean())
 
 
-def stratified_bootstrap_ci(scores: np.ndarray, statistic=iqm, reps: int = 2000, confidence: float = 0.95,
-                            seed: int = 0) -> tuple[float, float, float]:
+def stratified_bootstrap_ci(
+    scores: np.ndarray, statistic=iqm, reps: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """(point, low, high): ``statistic`` of a (runs x tasks) score matrix and its percentile
     interval, resampling runs with replacement independently within each task (stratified)."""
     scores = np.asarray(scores, float)
@@ -77,22 +79,46 @@ def _num(values: list[Any], fmt: str = ".3f") -> str:
     return format(float(np.mean(values)), fmt) if values else "-"
 
 
-def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[str, Any]], wall_time: float) -> dict[str, Any]:
+_NOT_SCORES = ("target", "n_train", "n_test")
+
+
+def _score_names(results: list[dict[str, Any]]) -> list[str]:
+    """The probe's scores and any method's extra scores (``Representation.extra_scores``) that
+    these results hold, in first-seen order; ``_random`` twins are paired with them."""
+    names: list[str] = []
+    for r in results:
+        for key, value in (r.get("probe") or {}).items():
+            base = key.removesuffix("_random")
+            if base not in names and base not in _NOT_SCORES and isinstance(value, (int, float)):
+                names.append(base)
+    return names
+
+
+def write_report(
+    out: pathlib.Path, suite: dict[str, Any], results: list[dict[str, Any]], wall_time: float
+) -> dict[str, Any]:
     out = pathlib.Path(out)
     # runs.jsonl: every evaluation point
     with atomic_path(out / "runs.jsonl") as tmp:
         with open(tmp, "w") as fh:
             for r in results:
                 for e in r.get("evals", []):
-                    fh.write(json.dumps({"cell": r["cell"], "row": r["row"], "task": r["task"], "seed": r["seed"], **e}) + "\n")
+                    fh.write(
+                        json.dumps({"cell": r["cell"], "row": r["row"], "task": r["task"], "seed": r["seed"], **e})
+                        + "\n"
+                    )
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in results:
         groups[(r["row"], r["task"])].append(r)
     report_steps = [int(s) for s in suite.get("report_steps") or []]
     rows = []
     for (row, task), rs in groups.items():
-        entry: dict[str, Any] = {"row": row, "task": task, "seeds": len(rs),
-                                 "final_return": _mean_std([r.get("final_return") for r in rs])}
+        entry: dict[str, Any] = {
+            "row": row,
+            "task": task,
+            "seeds": len(rs),
+            "final_return": _mean_std([r.get("final_return") for r in rs]),
+        }
         errors = [r["error"] for r in rs if r.get("error")]
         if errors:
             entry["final_return"] = f"FAILED ({errors[0][:60]})"
@@ -101,7 +127,7 @@ def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[st
             if suite.get("published"):
                 for name, (mean, std) in published_at(task, steps).items():
                     entry[f"{name}@{steps // 1000}k"] = f"{mean} +- {std}"
-        for base in ("r2", "knn_mse", "gtc", "retrieval_acc", "alignment_error"):
+        for base in _score_names(rs):
             for key in (base, f"{base}_random"):
                 values = [r.get("probe", {}).get(key) for r in rs]
                 if any(v is not None for v in values):
@@ -126,36 +152,55 @@ def write_report(out: pathlib.Path, suite: dict[str, Any], results: list[dict[st
     columns = []
     for e in rows:
         columns += [k for k in e if k not in columns]
-    with atomic_path(out / "summary.csv") as tmp:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+    with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
     md = [f"# ssrl bench: suite `{suite['name']}`", ""]
     if suite.get("note"):
         md += [f"> {suite['note']}", ""]
     if suite.get("command_line_overrides"):
         md += [f"Run with command-line overrides of the suite: `{json.dumps(suite['command_line_overrides'])}`.", ""]
     cell_time = sum(r.get("wall_time") or 0.0 for r in results)
-    md += [f"Wall-clock {wall_time / 60:.1f} min for this invocation (cells finished by an earlier one are reused, not "
-           f"rerun); the cells' own times add up to {cell_time / 60:.1f} min. Returns are evaluation returns of the deterministic policy "
-           f"(mean over episodes; +- is the std over seeds). Env steps count simulator steps (agent steps x action repeat).", ""]
+    md += [
+        f"Wall-clock {wall_time / 60:.1f} min for this invocation (cells finished by an earlier one are reused, "
+        f"not rerun); the cells' own times add up to {cell_time / 60:.1f} min. Returns are evaluation returns of "
+        "the deterministic policy (mean over episodes; +- is the std over seeds). Env steps count simulator steps "
+        "(agent steps x action repeat).",
+        "",
+    ]
     if suite.get("published"):
-        md += ["Published numbers are labelled so; they are 10-seed means from the papers, not our runs. Our `state_sac` "
-               "row uses the task's action repeat (as the pixel rows do); the published state SAC used action repeat 1.", ""]
+        md += [
+            "Published numbers are labelled so; they are 10-seed means from the papers, not our runs. Our `state_sac` "
+            "row uses the task's action repeat (as the pixel rows do); the published state SAC used action repeat 1.",
+            "",
+        ]
     md += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     md += ["| " + " | ".join(str(e.get(c, "")) for c in columns) + " |" for e in rows]
     if aggregates:
-        md += ["", "IQM of normalised final returns (return / 1000) across tasks, 95% stratified-bootstrap interval:", "",
-               "| row | IQM | 95% CI | runs x tasks |", "|---|---|---|---|"]
-        md += [f"| {row} | {a['iqm']:.3f} | [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {a['runs']} x {len(a['tasks'])} |"
-               for row, a in sorted(aggregates.items(), key=lambda kv: -kv[1]["iqm"])]
+        md += [
+            "",
+            "IQM of normalised final returns (return / 1000) across tasks, 95% stratified-bootstrap interval:",
+            "",
+            "| row | IQM | 95% CI | runs x tasks |",
+            "|---|---|---|---|",
+        ]
+        md += [
+            f"| {row} | {a['iqm']:.3f} | [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | {a['runs']} x {len(a['tasks'])} |"
+            for row, a in sorted(aggregates.items(), key=lambda kv: -kv[1]["iqm"])
+        ]
     text = "\n".join(md) + "\n"
     with atomic_path(out / "summary.md") as tmp:
         tmp.write_text(text)
     _plots(out, results)
-    summary = {"suite": suite["name"], "rows": rows, "aggregates": aggregates, "wall_time": wall_time,
-               "machine": machine_info(), "cells": len(results)}
+    summary = {
+        "suite": suite["name"],
+        "rows": rows,
+        "aggregates": aggregates,
+        "wall_time": wall_time,
+        "machine": machine_info(),
+        "cells": len(results),
+    }
     write_json(out / "bench.json", summary)
     print(text)
     return summary
@@ -196,7 +241,9 @@ def _plots(out: pathlib.Path, results: list[dict[str, Any]]) -> None:
         values = [np.mean([r["probe"]["r2"] for r in probed if (r["task"], r["row"]) == key]) for key in labels]
         fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(labels) + 2), 3.6))
         ax.bar(range(len(labels)), values, color="tab:blue")
-        ax.set_xticks(range(len(labels)), [f"{row}\n{task}" for task, row in labels], rotation=60, fontsize=7, ha="right")
+        ax.set_xticks(
+            range(len(labels)), [f"{row}\n{task}" for task, row in labels], rotation=60, fontsize=7, ha="right"
+        )
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_ylabel("linear probe R^2 (held-out episodes)")
         fig.tight_layout()

@@ -50,7 +50,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--size", type=int, default=64, help="image size (pixels)")
     parser.add_argument("--episodes", type=int, default=200, help="PushRandomObject episodes")
     parser.add_argument("--ccvae-episodes", type=int, default=200, help="PushMultiObject episodes")
-    parser.add_argument("--max-steps", type=int, default=50, help="steps per episode (PushMultiObject's own limit is 100)")
+    parser.add_argument(
+        "--max-steps", type=int, default=50, help="steps per episode (PushMultiObject's own limit is 100)"
+    )
     parser.add_argument("--beta", type=float, default=None, help="beta-VAE's beta (default: the method's)")
     parser.add_argument("--ccvae-beta", type=float, default=None, help="CC-VAE's beta (default: the method's)")
     parser.add_argument("--steps", type=int, default=4000, help="beta-VAE pretraining steps")
@@ -79,7 +81,10 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     def dataset(env_id: str, episodes: int) -> RolloutData:
-        path = out / f"data_{env_id.split('/')[-1]}_{args.size}px_{episodes}x{args.max_steps}_{args.policy}_seed{args.seed}"
+        path = (
+            out
+            / f"data_{env_id.split('/')[-1]}_{args.size}px_{episodes}x{args.max_steps}_{args.policy}_seed{args.seed}"
+        )
         try:
             ds = RolloutDataset(path)
             if len(ds) != episodes:
@@ -87,8 +92,16 @@ def main(argv=None) -> dict:
         except DatasetError:
             shutil.rmtree(path, ignore_errors=True)
             start = time.perf_counter()
-            ds = collect(env_id, policy=args.policy, episodes=episodes, out=path, size=args.size, seed=args.seed,
-                         max_steps=args.max_steps, progress=False)
+            ds = collect(
+                env_id,
+                policy=args.policy,
+                episodes=episodes,
+                out=path,
+                size=args.size,
+                seed=args.seed,
+                max_steps=args.max_steps,
+                progress=False,
+            )
             print(f"collected {episodes} episodes of {env_id} in {time.perf_counter() - start:.0f} s")
         return RolloutData(ds)
 
@@ -110,16 +123,27 @@ def main(argv=None) -> dict:
         config = {} if beta is None else {"beta": beta}
         torch.manual_seed(args.seed)
         random_init = build(method, train, **config).eval()
-        rep, summary = pretrain(method, train, out=out / method, steps=steps, seed=args.seed, config=config, overwrite=True,
-                                progress=False)
-        print(f"{method}: {steps} steps in {summary['wall_time']:.0f} s ({summary['steps_per_s']:.1f} steps/s), "
-              f"last {', '.join(f'{k} {v:.4g}' for k, v in summary['last'].items() if k != 'step')}")
+        rep, summary = pretrain(
+            method, train, out=out / method, steps=steps, seed=args.seed, config=config, overwrite=True, progress=False
+        )
+        print(
+            f"{method}: {steps} steps in {summary['wall_time']:.0f} s ({summary['steps_per_s']:.1f} steps/s), "
+            f"last {', '.join(f'{k} {v:.4g}' for k, v in summary['last'].items() if k != 'step')}"
+        )
         rep.fit_prior(train)
         rep.save(out / method / "model.pt")  # with the fitted prior
-        entry = {"env": setting["env"], "train_frames": len(train), "test_frames": len(test),
-                 "train_episodes": train.num_episodes, "test_episodes": test.num_episodes, "steps": steps,
-                 "steps_per_s": summary["steps_per_s"], "wall_time": summary["wall_time"], "last": summary["last"],
-                 "config": dict(vars(rep.config))}
+        entry = {
+            "env": setting["env"],
+            "train_frames": len(train),
+            "test_frames": len(test),
+            "train_episodes": train.num_episodes,
+            "test_episodes": test.num_episodes,
+            "steps": steps,
+            "steps_per_s": summary["steps_per_s"],
+            "wall_time": summary["wall_time"],
+            "last": summary["last"],
+            "config": dict(vars(rep.config)),
+        }
         for name, r in (("trained", rep), ("random", random_init)):
             full = probe(r, train, test)
             k = r.obs_shape[0] // 3
@@ -131,24 +155,39 @@ def main(argv=None) -> dict:
                 z_tr, z_te = r.episode_latents(train), r.episode_latents(test)
                 entry[name + "_episode_context"] = scores(z_tr, z_te, train, test, goal_dim)
         results[method] = entry
-        names = ("trained", "random") + (("trained_episode_context", "random_episode_context") if method == "cc-vae" else ())
+        names = ("trained", "random") + (
+            ("trained_episode_context", "random_episode_context") if method == "cc-vae" else ()
+        )
         for name in names:
             s = entry[name]
-            rows.append([method, name, f"{entry['steps_per_s']:.1f}" if name == "trained" else "",
-                         s.get("r2", float("nan")), s.get("knn_mse", float("nan")), s.get("gtc", float("nan")),
-                         s["pos_r2"], s["pos_knn_mse"], s["pos_gtc"]])
+            rows.append(
+                [
+                    method,
+                    name,
+                    f"{entry['steps_per_s']:.1f}" if name == "trained" else "",
+                    s.get("r2", float("nan")),
+                    s.get("knn_mse", float("nan")),
+                    s.get("gtc", float("nan")),
+                    s["pos_r2"],
+                    s["pos_knn_mse"],
+                    s["pos_gtc"],
+                ]
+            )
         _images(method, rep, test, out, np.random.default_rng(args.seed))
 
     for method, entry in results.items():
         for name in ("trained", "random"):
-            print(f"{method} {name}: held-out R^2 per position dim (hand x, y, objects x, y...): {entry[name]['pos_r2_per_dim']}")
+            per_dim = entry[name]["pos_r2_per_dim"]
+            print(f"{method} {name}: held-out R^2 per position dim (hand x, y, objects x, y...): {per_dim}")
     print(f"\nVAEs on Push, {args.size}x{args.size}, {len(cores)} core(s); probes on held-out episodes")
-    table = print_table(["method", "encoder", "steps/s", "R^2", "kNN-MSE", "GTC", "pos R^2", "pos kNN-MSE", "pos GTC"], rows)
+    table = print_table(
+        ["method", "encoder", "steps/s", "R^2", "kNN-MSE", "GTC", "pos R^2", "pos kNN-MSE", "pos GTC"], rows
+    )
     save_results(out / "vae_bench.json", "vae_bench", dict(results, table=table), dict(vars(args), cores=cores))
     return results
 
 
-def _grid(rows) -> "np.ndarray":  # noqa: F821
+def _grid(rows) -> np.ndarray:  # noqa: F821
     """Rows of float [0,1] or uint8 (n, 3, H, W) images -> one uint8 (H*, W*, 3) image, 2x upscaled."""
     import numpy as np
 
@@ -176,8 +215,9 @@ def _images(method, rep, test, out: pathlib.Path, rng) -> None:
     else:
         first = test.first_frame(idx)
         recon = rep.reconstruct(frames, first)
-        imageio.imwrite(out / "cc-vae_reconstructions.png",
-                        _grid([frames, recon, first, rep.decode_context(rep.context_of(first))]))
+        imageio.imwrite(
+            out / "cc-vae_reconstructions.png", _grid([frames, recon, first, rep.decode_context(rep.context_of(first))])
+        )
         rows = []
         for e in range(min(2, test.num_episodes)):
             s0 = test.first_frame(test.ep_start[[e]])

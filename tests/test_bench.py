@@ -24,8 +24,13 @@ TINY = {
     "pretrain": {"steps": 4, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 8}},
     "methods": {"tcn": {}, "deepmdp": {}},
     "references": ["state_sac"],
-    "rl": {"algo": "sac", "env_steps": 160, "eval_every": 80, "eval_episodes": 1,
-           "hyperparams": {"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]}},
+    "rl": {
+        "algo": "sac",
+        "env_steps": 160,
+        "eval_every": 80,
+        "eval_episodes": 1,
+        "hyperparams": {"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]},
+    },
 }
 
 
@@ -43,12 +48,25 @@ def test_tiny_suite_runs_end_to_end_and_writes_every_artefact(tiny_suite, tmp_pa
         assert (out / name).exists(), name
     rows = {r["row"]: r for r in summary["rows"]}
     assert set(rows) == {"tcn", "deepmdp", "state_sac"}
-    assert rows["tcn"]["probe_r2"] != "-" and rows["deepmdp"]["probe_r2"] != "-" and rows["state_sac"]["final_return"] != "-"
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert {r["row"] for r in runs} == {"tcn", "deepmdp", "state_sac"}
     assert sorted({r["env_steps"] for r in runs}) == [0, 80, 160]
+    for row in rows:
+        cell = out / "cells" / f"{row}__cartpole-swingup__s0"
+        result = json.loads((cell / "result.json").read_text())
+        # The report's numbers are the cell's: its last evaluation in the RL run's own log ...
+        evals = [json.loads(line) for line in (cell / "run" / "metrics.jsonl").read_text().splitlines()]
+        last = [e for e in evals if e["kind"] == "eval"][-1]
+        assert result["final_return"] == last["return_mean"] and last["env_steps"] == 160
+        assert rows[row]["final_return"] == f"{last['return_mean']:.1f}"
+        # ... one seed and one task: the IQM is that return / 1000, with a degenerate interval.
+        assert summary["aggregates"][row]["iqm"] == pytest.approx(last["return_mean"] / 1000)
+        assert summary["aggregates"][row]["ci95"] == pytest.approx([last["return_mean"] / 1000] * 2)
+        if row != "state_sac":  # ... and the probe's R^2 on held-out episodes
+            assert rows[row]["probe_r2"] == f"{result['probe']['r2']:.3f}"
+            assert result["probe"]["n_test"] == 25  # one held-out episode of 3: 24 steps + the reset frame
+    assert "probe_r2" not in rows["state_sac"]
     assert "test budgets" in (out / "summary.md").read_text()
-    assert set(summary["aggregates"]) == {"tcn", "deepmdp", "state_sac"}
 
     # Resume: finished cells are skipped (their results are not rewritten); a cell whose result
     # is gone runs again and reuses its cached pretrained model.
@@ -88,7 +106,6 @@ def test_bad_suites_and_selections_name_the_valid_choices(tmp_path, tiny_suite):
 
 def test_every_shipped_suite_is_valid_and_quick_covers_every_method():
     import ssrl.representations as reps
-
     from ssrl.benchmarks.bench import available_suites
 
     assert {"quick", "dmc6", "distracting", "manipulation", "representations"} <= set(available_suites())
@@ -97,7 +114,7 @@ def test_every_shipped_suite_is_valid_and_quick_covers_every_method():
         assert cells
     quick = plan(load_suite("quick"))
     rows = {c.row for c in quick}
-    assert set(reps.names()) <= rows
+    assert set(reps.core.BUILTIN) <= rows  # (names() also holds methods tests register)
     assert {"state_sac", "pixel_sac", "dbc_joint", "deepmdp_joint", "random_encoder"} <= rows
 
 
@@ -105,8 +122,9 @@ def test_status_lines_show_phase_steps_and_return(tmp_path):
     cells = plan(TINY)
     folder = tmp_path / "cells" / cells[0].id
     folder.mkdir(parents=True)
-    (folder / "progress.json").write_text(json.dumps({"phase": "rl", "env_steps": 80, "budget": 160,
-                                                      "eval_return": 12.5, "env_steps_per_s": 40.0}))
+    (folder / "progress.json").write_text(
+        json.dumps({"phase": "rl", "env_steps": 80, "budget": 160, "eval_return": 12.5, "env_steps_per_s": 40.0})
+    )
     lines = status_lines(tmp_path, cells, elapsed=60.0)
     assert "0/3 cells done" in lines[0]
     assert "80/160 env steps" in lines[1] and "return    12" in lines[1]
@@ -117,7 +135,7 @@ def test_iqm_and_stratified_bootstrap_by_hand():
     scores = np.array([[0.1, 0.5], [0.2, 0.6], [0.3, 0.7], [0.4, 0.8]])  # 4 runs x 2 tasks
     point, low, high = stratified_bootstrap_ci(scores, reps=500)
     assert point == pytest.approx(np.mean([0.3, 0.4, 0.5, 0.6]))
-    assert low < point < high and 0.1 <= low and high <= 0.8
+    assert low < point < high and low >= 0.1 and high <= 0.8
     # Stratified: a task's column only ever resamples its own runs.
     constant = np.array([[0.0, 1.0]] * 5)
     assert stratified_bootstrap_ci(constant, reps=50)[1:] == (0.5, 0.5)
@@ -144,16 +162,31 @@ def test_ray_path_runs_a_cell(tiny_suite, tmp_path, monkeypatch):
     env = dict(os.environ, **ray_env)
     # Output to a file, not a pipe: the daemons `ray start` leaves behind would hold a pipe open.
     with open(tmp_path / "ray.log", "w") as log:
-        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
-                       check=True, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=120)
+        subprocess.run(
+            [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"],
+            check=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
     try:
-        summary = run_bench(str(tiny_suite), out=tmp_path / "bench", methods=["state_sac"],
-                            ray_address=f"127.0.0.1:{port}", display=False)
+        summary = run_bench(
+            str(tiny_suite),
+            out=tmp_path / "bench",
+            methods=["state_sac"],
+            ray_address=f"127.0.0.1:{port}",
+            display=False,
+        )
         assert [r["row"] for r in summary["rows"]] == ["state_sac"]
-        result = json.loads((tmp_path / "bench" / "cells" / "state_sac__cartpole-swingup__s0" / "result.json").read_text())
+        result = json.loads(
+            (tmp_path / "bench" / "cells" / "state_sac__cartpole-swingup__s0" / "result.json").read_text()
+        )
         assert result["rl"]["env_steps"] == 160
     finally:
         import ray
 
         ray.shutdown()
-        subprocess.run([ray_bin, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        subprocess.run(
+            [ray_bin, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
+        )

@@ -1,0 +1,253 @@
+"""Running one cell, in a worker process: collect -> pretrain -> probe -> RL -> result.
+
+Every stage writes its output atomically and resumes from it: data sets (``data/KEY``, shared by
+a task's cells), pretrained models (``models/...``, cached by their configuration), the RL run
+(``cells/ID/run``), and the result (``cells/ID/result.json``). A cell folder is a
+:class:`ssrl.runs.RunFolder` whose identity (``cell.json``) is the whole cell: a finished cell is
+reused only when it was run with the same configuration, and a different one is refused with the
+keys that differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+import traceback
+from typing import Any
+
+from ssrl.runs import RunFolder
+from ssrl.utils import write_json
+
+from .cells import Cell, DataSpec, _hash
+
+
+class Progress:
+    """A cell's live status, written atomically for the parent's display."""
+
+    def __init__(self, folder: pathlib.Path) -> None:
+        self.path = folder / "progress.json"
+        self.state: dict[str, Any] = {"phase": "queued", "started": time.time()}
+
+    def update(self, **fields: Any) -> None:
+        self.state.update(fields, updated=time.time())
+        write_json(self.path, self.state)
+
+
+def worker_init() -> None:
+    """One thread per worker for torch, OpenMP and Mesa (set before they start threads)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["LP_NUM_THREADS"] = "1"
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
+    """Collect (or finish collecting) a data set; idempotent."""
+    worker_init()
+    import gymnasium as gym
+
+    from ssrl.envs.pixels import state_mode_kwargs
+    from ssrl.envs.rollouts import RolloutDataset, collect
+
+    path = pathlib.Path(out) / "data" / spec.key
+    have = len(RolloutDataset(path)) if (path / "meta.json").exists() else 0
+    if have >= spec.collect.episodes:
+        return path
+    cameras = spec.collect.cameras
+    if cameras is None:  # two synchronised views, for the multi-view methods
+        env = gym.make(spec.env_id, **state_mode_kwargs(spec.env))
+        cameras = env.unwrapped.camera_names()[:2]
+        env.close()
+    env_kwargs = {k: v for k, v in spec.env.items() if k != "size"}  # size goes to the observer
+    collect(
+        spec.env_id,
+        policy=spec.collect.policy,
+        episodes=spec.collect.episodes - have,
+        out=path,
+        cameras=cameras,
+        size=int(spec.env.get("size", 84)),
+        seed=spec.collect.seed,
+        env_kwargs=env_kwargs or None,
+        max_steps=spec.collect.max_steps,
+        append=have > 0,
+        progress=False,
+    )
+    return path
+
+
+def pretrained_model(out: pathlib.Path, cell: Cell, data, progress: Progress) -> pathlib.Path:
+    """Pretrain (or reuse) the cell's representation; returns its checkpoint path."""
+    from ssrl.representations.pretrain import build, pretrain
+
+    pre = cell.pretrain
+    key = _hash([cell.method, cell.data.key, dataclasses.asdict(pre), cell.seed])
+    folder = out / "models" / f"{cell.method}-{cell.task}-{key}-s{cell.seed}"
+    if (folder / "final.json").exists():
+        return folder / "model.pt"
+    if pre.steps == 0:  # the random-init lower bound: an untrained encoder of the same family
+        import torch
+
+        torch.manual_seed(cell.seed)
+        build(cell.method, data, **pre.config).save(folder / "model.pt")
+        write_json(folder / "final.json", {"steps": 0, "steps_per_s": None, "wall_time": 0.0})
+        return folder / "model.pt"
+    progress.update(phase="pretrain", pretrain_steps=pre.steps)
+    pretrain(
+        cell.method,
+        data,
+        out=folder,
+        steps=pre.steps,
+        batch_size=pre.batch_size,
+        seed=cell.seed,
+        config=pre.config,
+        progress=False,
+    )
+    return folder / "model.pt"
+
+
+def probe_scores(model: pathlib.Path, data, progress: Progress, against_random: bool = False) -> dict[str, Any]:
+    """Probe scores (and the method's own extra scores) of a checkpoint on episodes it never
+    trained on; with ``against_random``, also those of an untrained encoder of the same method
+    and config (keys suffixed ``_random``)."""
+    import torch
+
+    from ssrl.representations import load_representation, make
+    from ssrl.representations.pretrain import probe_split
+    from ssrl.representations.probe import probe
+
+    progress.update(phase="probe")
+    rep = load_representation(model)
+    train, test = probe_split(rep, data)
+    candidates = {"": rep}
+    if against_random:
+        torch.manual_seed(12345)
+        candidates["_random"] = make(rep.name, rep.obs_shape, **dataclasses.asdict(rep.config)).eval()
+    scores: dict[str, Any] = {}
+    for suffix, candidate in candidates.items():
+        part = dict(probe(candidate, train, test), **candidate.extra_scores(test))
+        scores.update(
+            {f"{k}{suffix}": v for k, v in part.items() if not (suffix and k in ("target", "n_train", "n_test"))}
+        )
+    return scores
+
+
+def run_cell(cell: Cell, out: str | pathlib.Path) -> dict[str, Any]:
+    """Run one cell to completion (or resume it); returns and writes its result.
+
+    A cell that fails returns an ``error`` instead of raising, so the other cells go on; it
+    writes no result, so the next ``ssrl bench`` retries it (resuming what it had done).
+    """
+    worker_init()
+    try:
+        return _run_cell(cell, pathlib.Path(out))
+    except Exception as err:  # noqa: BLE001 - reported in the summary, retried on the next run
+        folder = pathlib.Path(out) / "cells" / cell.id
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.txt").write_text(traceback.format_exc())
+        Progress(folder).update(phase="failed", error=str(err))
+        return {
+            "cell": cell.id,
+            "row": cell.row,
+            "task": cell.task,
+            "seed": cell.seed,
+            "kind": cell.kind,
+            "error": f"{type(err).__name__}: {err}",
+            "wall_time": 0.0,
+        }
+
+
+def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    import ssrl  # noqa: F401  (registers the envs)
+
+    run = RunFolder(out / "cells" / cell.id, "bench cell", identity_file="cell.json", finished_file="result.json")
+    identity = cell.identity()
+    run.check(identity, refuse_finished=False)
+    finished = run.read(run.finished_path)
+    if finished is not None:
+        return finished
+    run.start(identity)
+    progress = Progress(run.path)
+    start = time.perf_counter()
+    result: dict[str, Any] = {"cell": cell.id, "row": cell.row, "task": cell.task, "seed": cell.seed, "kind": cell.kind}
+    encoder, pretrain_time = None, 0.0
+    if cell.method is not None:
+        from ssrl.representations import RolloutData
+
+        progress.update(phase="load data")
+        data = RolloutData(out / "data" / cell.data.key)
+        t0 = time.perf_counter()
+        model = pretrained_model(out, cell, data, progress)
+        pretrain_time = time.perf_counter() - t0
+        final = json.loads((model.parent / "final.json").read_text())
+        result["pretrain"] = {k: final.get(k) for k in ("steps", "steps_per_s", "wall_time")}
+        result["probe"] = probe_scores(model, data, progress, against_random=cell.probe_against_random)
+        encoder = str(model)
+    if cell.rl is not None:
+        result.update(_train(cell, run.path, encoder, progress))
+    result["wall_time"] = time.perf_counter() - start
+    result["pretrain_wall_time"] = pretrain_time
+    run.finish(result)
+    progress.update(phase="done")
+    return result
+
+
+def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Progress) -> dict[str, Any]:
+    """The cell's RL run (``ssrl train`` in ``folder/run``) and what the report needs of it."""
+    from ssrl.agents.run import train_run
+    from ssrl.envs.pixels import state_mode_kwargs
+
+    rl = cell.rl
+    env_kwargs = dict(cell.env)
+    hyper = dict(rl.hyperparams)
+    if cell.observation == "state":
+        env_kwargs = state_mode_kwargs(env_kwargs)
+    progress.update(phase="rl", env_steps=0, budget=rl.env_steps)
+
+    def report(status: dict[str, Any]) -> None:
+        progress.update(
+            phase="rl",
+            env_steps=status["env_steps"],
+            budget=status["budget"],
+            eval_return=status["eval_return"],
+            env_steps_per_s=status["env_steps_per_s"],
+        )
+
+    t0 = time.perf_counter()
+    summary = train_run(
+        folder / "run",
+        cell.env_id,
+        algo=rl.algo,
+        env_steps=rl.env_steps,
+        seed=cell.seed,
+        env_kwargs=env_kwargs,
+        hyperparams=hyper,
+        encoder=encoder,
+        aux=cell.aux,
+        eval_every=rl.eval_every,
+        eval_episodes=rl.eval_episodes,
+        progress=False,
+        tensorboard=False,
+        callback=report,
+    )
+    rl_time = time.perf_counter() - t0
+    records = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [
+        {"env_steps": e["env_steps"], "return_mean": e["return_mean"], "returns": e["returns"]}
+        for e in records
+        if e["kind"] == "eval"
+    ]
+    return {
+        "evals": evals,
+        "final_return": evals[-1]["return_mean"] if evals else None,
+        "rl": {
+            "env_steps": summary["env_steps"],
+            "updates": summary["updates"],
+            "wall_time": rl_time,
+            "updates_per_s": summary["updates"] / rl_time if rl_time > 0 else None,
+        },
+    }

@@ -1,0 +1,284 @@
+"""The schema of a bench suite: typed sections, validated when the suite is loaded.
+
+A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
+
+    name: quick                      # required
+    note: ...                        # printed at the top of the report
+    tasks: [cartpole-swingup]        # DMC tasks (DOMAIN-TASK) of the RL cells
+    seeds: 1
+    env: {size: 84}                  # env options of every task (pixel and physics options)
+    distractor: video                # shorthand for env.distractor
+    collect: {episodes: 16, policy: sticky_random, max_steps: null, cameras: null, seed: 0}
+    pretrain: {steps: 200, batch_size: 32, config: {arch: fast}}
+    methods: {tcn: {}, dbc: {bisim_weight: 0.5}}    # method -> options of its Config
+    references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
+    rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...}}
+    pixel_rl: {hyperparams: {...}}   # added to rl.hyperparams for end-to-end pixel rows
+    probes:                          # probe-only cells on the data of any env
+      push: {env: ssrl/PushRandomObject-v0, episodes: 12, policy: push_explore,
+             cameras: [push, front], steps: 150, methods: [tcn], config: {tcn: {...}}}
+    report_steps: [100000, 500000]
+    published: true
+
+Every section is a dataclass; a key that is not a field, at any level, is an error naming the
+valid keys, and so is a value of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import types
+import typing
+from typing import Any
+
+import yaml
+
+SUITES_DIR = pathlib.Path(__file__).parent / "suites"
+# Reference rows: row name -> what the row is (the report's legend).
+REFERENCE_ROWS = {
+    "random_encoder": "frozen random-init encoder of the suite's first method (lower bound)",
+    "state_sac": "SAC on the true state (upper bound)",
+    "pixel_sac": "SAC from pixels end to end (random shift)",
+    "dbc_joint": "pixel SAC with DBC's objective trained jointly",
+    "deepmdp_joint": "pixel SAC with DeepMDP's objective trained jointly",
+}
+JOINT_ROW_SUFFIX = "_joint"  # "<method>_joint": pixel SAC with that method's joint objective
+
+
+class SuiteError(ValueError):
+    """A suite file or a command-line selection that cannot be run."""
+
+
+@dataclasses.dataclass
+class CollectSpec:
+    """How a task's data set is collected (``ssrl collect``)."""
+
+    episodes: int = 20
+    policy: str = "sticky_random"
+    max_steps: int | None = None
+    cameras: list[str] | None = None  # None: two synchronised views of DMC tasks, the env's default elsewhere
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class PretrainSpec:
+    """Pretraining of every method (``ssrl pretrain``); ``config`` goes to each method's Config."""
+
+    steps: int = 1000
+    batch_size: int | None = None
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RLSpec:
+    """The RL part of every task cell (``ssrl train``)."""
+
+    env_steps: int
+    algo: str = "sac"
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class PixelRLSpec:
+    """Hyper-parameters added to ``rl.hyperparams`` for the rows that train from pixels."""
+
+    hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class ProbeSpec:
+    """Probe-only cells: methods pretrained on ``env``'s data, scored against random init."""
+
+    env: str
+    methods: list[str] = dataclasses.field(default_factory=list)
+    episodes: int = 20
+    policy: str = "sticky_random"
+    max_steps: int | None = None
+    cameras: list[str] | None = None
+    seed: int = 0
+    steps: int | None = None  # pretraining steps (default: the suite's pretrain.steps)
+    config: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # method -> options
+
+    @property
+    def collect(self) -> CollectSpec:
+        return CollectSpec(self.episodes, self.policy, self.max_steps, self.cameras, self.seed)
+
+
+@dataclasses.dataclass
+class Suite:
+    """A whole suite (see the module docstring)."""
+
+    name: str
+    tasks: list[str] = dataclasses.field(default_factory=list)
+    note: str = ""
+    seeds: int = 1
+    env: dict[str, Any] = dataclasses.field(default_factory=dict)
+    distractor: str | dict[str, Any] | None = None
+    collect: CollectSpec = dataclasses.field(default_factory=CollectSpec)
+    pretrain: PretrainSpec = dataclasses.field(default_factory=PretrainSpec)
+    methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    references: list[str] = dataclasses.field(default_factory=list)
+    rl: RLSpec | None = None
+    pixel_rl: PixelRLSpec = dataclasses.field(default_factory=PixelRLSpec)
+    probes: dict[str, ProbeSpec] = dataclasses.field(default_factory=dict)
+    report_steps: list[int] = dataclasses.field(default_factory=list)
+    published: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- loading and validation ------------------------------------------------------------------------
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Read and validate a suite by name (``quick``) or path; errors name the field."""
+    path = pathlib.Path(name_or_path)
+    if not path.suffix:
+        path = SUITES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise SuiteError(
+            f"no suite {name_or_path!r}; available suites: {', '.join(available_suites())} (or a path to a YAML file)"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SuiteError(f"suite file {path} is not valid YAML: {err}") from err
+    return parse_suite(raw, str(path))
+
+
+def parse_suite(raw: Any, where: str = "suite") -> Suite:
+    """A :class:`Suite` from a mapping (a loaded YAML file), fully validated."""
+    if isinstance(raw, Suite):
+        raw = raw.as_dict()
+    suite = _from_dict(Suite, raw, where)
+    _check_values(suite, where)
+    return suite
+
+
+def _from_dict(cls: type, raw: Any, where: str, path: str = "") -> Any:
+    """``cls(**raw)`` with unknown keys, missing keys and wrong types named (recursively);
+    ``path`` is the dotted position of ``raw`` in the suite, for messages."""
+    at = f"{where}: {path}" if path else where
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{at} must be a mapping of fields, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SuiteError(f"{at}: unknown field(s) {unknown}; valid fields: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, field in fields.items():
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], where, f"{path}.{name}" if path else name)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise SuiteError(f"{at}: missing field {name!r}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, where: str, path: str) -> Any:
+    """Check ``value`` against a type hint (dataclasses, dict/list of them, optionals, scalars)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    at = f"{where}: {path}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:
+            try:
+                return _coerce(option, value, where, path)
+            except SuiteError:
+                pass
+        return _coerce(options[-1], value, where, path)
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, where, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SuiteError(f"{at} must be a mapping, got {value!r}")
+        inner = args[1] if args else Any
+        # `method: ` with nothing after it in YAML is None: no options.
+        return {
+            k: _coerce(inner, {} if v is None and inner is not Any else v, where, f"{path}.{k}")
+            for k, v in value.items()
+        }
+    if origin is list:
+        if not isinstance(value, list):
+            raise SuiteError(f"{at} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        return [_coerce(inner, v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SuiteError(f"{at} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # YAML reads 1e5 as a float
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SuiteError(f"{at} must be a whole number, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise SuiteError(f"{at} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported type {hint} in the suite schema")  # a schema bug, not a user error
+
+
+def _check_values(suite: Suite, where: str) -> None:
+    """What types alone cannot say: known tasks, methods, rows and algorithms; positive budgets."""
+    from ssrl.envs import suite_tasks
+    from ssrl.representations import names as method_names
+
+    known_tasks = {f"{d}-{t}" for d, t in suite_tasks()}
+    for task in suite.tasks:
+        if task not in known_tasks:
+            raise SuiteError(
+                f"{where}: unknown task {task!r}; tasks are DOMAIN-TASK of the DMC suite, e.g. cartpole-swingup"
+            )
+    if suite.tasks and suite.rl is None:
+        raise SuiteError(f"{where}: missing field 'rl' (the RL budget of the task cells)")
+    valid = method_names()
+    for method in suite.methods:
+        if method not in valid:
+            raise SuiteError(f"{where}: unknown method {method!r}; valid methods: {', '.join(valid)}")
+    for row in suite.references:
+        if row not in REFERENCE_ROWS:
+            raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")
+    if "random_encoder" in suite.references and not suite.methods:
+        raise SuiteError(f"{where}: the random_encoder row is the untrained encoder of the first method; list a method")
+    minimums = [
+        ("seeds", suite.seeds, 1),
+        ("collect.episodes", suite.collect.episodes, 1),
+        ("pretrain.steps", suite.pretrain.steps, 0),
+    ]
+    if suite.rl is not None:
+        minimums += [
+            ("rl.env_steps", suite.rl.env_steps, 1),
+            ("rl.eval_every", suite.rl.eval_every, 1),
+            ("rl.eval_episodes", suite.rl.eval_episodes, 0),
+        ]
+        if suite.rl.algo not in ("sac", "td3"):
+            raise SuiteError(f"{where}: rl.algo must be 'sac' or 'td3', got {suite.rl.algo!r}")
+    for part, spec in suite.probes.items():
+        minimums.append((f"probes.{part}.episodes", spec.episodes, 2))  # one to train on, one held out
+        for method in spec.methods:
+            if method not in valid:
+                raise SuiteError(
+                    f"{where}: probes.{part}: unknown method {method!r}; valid methods: {', '.join(valid)}"
+                )
+        extra = sorted(set(spec.config) - set(spec.methods))
+        if extra:
+            raise SuiteError(
+                f"{where}: probes.{part}.config names {extra}, which are not among its methods {spec.methods}"
+            )
+    for name, value, minimum in minimums:
+        if value < minimum:
+            raise SuiteError(f"{where}: {name} must be at least {minimum}, got {value}")

@@ -1,0 +1,323 @@
+"""The seams: a method is one class (no driver edits), one run-folder mechanism, held-out probes,
+atomic writes that keep the umask's permissions, and layering."""
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import ssrl
+from ssrl.cli import main as cli
+from ssrl.envs.rollouts import collect
+from ssrl.representations import BaseConfig, Need, Representation, RolloutData, load_representation, names, register
+from ssrl.representations.backbones import make_encoder
+from ssrl.representations.pretrain import episode_ids, pretrain, probe_split
+from ssrl.runs import RunFolder, RunFolderError, config_diff, truncate_records
+from ssrl.utils import atomic_path, write_json
+
+SIZE = 32
+
+
+# -- a throwaway method, defined here and nowhere else -----------------------------------------------
+
+
+@dataclasses.dataclass
+class MeanColourConfig(BaseConfig):
+    arch: str = "fast"
+    latent_dim: int = 8
+    frame_stack: int = 1
+    batch_size: int = 16
+
+
+@register
+class MeanColour(Representation):
+    """Predicts a frame's mean colour from its embedding: a real objective, small enough for a test."""
+
+    name = "test-mean-colour"
+    needs = Need.FRAMES
+    Config = MeanColourConfig
+
+    def __init__(self, config, obs_shape):
+        super().__init__(config, obs_shape)
+        self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
+        self.head = nn.Linear(config.latent_dim, obs_shape[0])
+        self.register_buffer("frames_seen_after", torch.zeros(()))
+
+    def sample_batch(self, data, batch_size, rng):
+        return {"obs": data.stack(data.sample_frames(batch_size, rng), k=self.config.frame_stack)}
+
+    def _target(self, obs):
+        return obs.float().mean(dim=(2, 3)) / 255.0
+
+    def loss(self, batch):
+        error = ((self.head(self.encoder(batch["obs"])) - self._target(batch["obs"])) ** 2).mean()
+        return error, {"mse": error.detach()}
+
+    def after_pretraining(self, data):
+        self.frames_seen_after.fill_(len(data))
+
+    def extra_scores(self, data):
+        obs = data.stack(np.arange(len(data)), k=self.config.frame_stack)
+        pred = self.map_batches(lambda x: self.head(self.encoder(x)), obs)
+        return {"colour_mse": float(((pred - self._target(torch.as_tensor(obs)).numpy()) ** 2).mean())}
+
+
+@pytest.fixture(scope="module")
+def cartpole(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "cartpole"
+    collect("ssrl/cartpole-swingup-v0", episodes=5, out=out, size=SIZE, max_steps=20, seed=0, progress=False)
+    return out
+
+
+def test_a_method_defined_in_a_test_runs_through_pretrain_probe_and_a_bench_cell(cartpole, tmp_path):
+    from ssrl.benchmarks.bench import run_bench
+
+    assert "test-mean-colour" in names()
+    rep, summary = pretrain("test-mean-colour", cartpole, out=tmp_path / "pre", steps=30, progress=False)
+    assert summary["last"]["loss"] < summary["first_loss"]
+    # after_pretraining ran on the training episodes only (4 of 5 with the default holdout), and
+    # what it set was saved with the model.
+    train_frames = len(RolloutData(cartpole).split(0.2)[0])
+    assert load_representation(tmp_path / "pre" / "model.pt").frames_seen_after.item() == train_frames
+
+    suite = {
+        "name": "throwaway",
+        "tasks": ["cartpole-swingup"],
+        "env": {"size": SIZE},
+        "collect": {"episodes": 3, "max_steps": 16},
+        "pretrain": {"steps": 3, "batch_size": 8},
+        "methods": {"test-mean-colour": {}},
+        "references": ["random_encoder"],
+        "rl": {
+            "env_steps": 64,
+            "eval_every": 64,
+            "eval_episodes": 1,
+            "hyperparams": {"learning_starts": 4, "batch_size": 8, "hidden_dims": [8]},
+        },
+    }
+    out = tmp_path / "bench"
+    summary = run_bench(suite, out=out, workers=1, display=False)
+    rows = {r["row"]: r for r in summary["rows"]}
+    assert set(rows) == {"test-mean-colour", "random_encoder"}
+    # The method's own score reaches the result and the report without any driver knowing it.
+    assert rows["test-mean-colour"]["probe_colour_mse"] != "-"
+    result = json.loads((out / "cells" / "test-mean-colour__cartpole-swingup__s0" / "result.json").read_text())
+    assert result["probe"]["colour_mse"] >= 0 and result["rl"]["env_steps"] == 64
+    assert "colour_mse" in (out / "summary.md").read_text()
+
+
+def test_no_driver_names_a_method():
+    """Drivers dispatch through the Representation class, never on a method's name."""
+    root = pathlib.Path(ssrl.__file__).parent
+    drivers = [
+        "cli.py",
+        "agents/run.py",
+        "representations/pretrain.py",
+        "representations/probe.py",
+        "benchmarks/bench.py",
+        "benchmarks/cells.py",
+        "benchmarks/runner.py",
+        "benchmarks/executor.py",
+        "benchmarks/suite.py",
+        "benchmarks/report.py",
+        "benchmarks/pretrain_speed.py",
+    ]
+    for driver in drivers:
+        text = (root / driver).read_text()
+        for method in names():
+            assert not re.search(rf"[\"']{re.escape(method)}[\"']", text), f"{driver} names the method {method!r}"
+    assert "hasattr(rep" not in (root / "representations/pretrain.py").read_text()
+
+
+# -- the run folder ------------------------------------------------------------------------------------
+
+
+def test_config_diff_names_every_nested_key_with_both_values():
+    there = {"config": {"lr": 1e-3, "arch": "fast"}, "seed": 0, "dims": (16, 16)}
+    asked = {"config": {"lr": 2e-3, "arch": "fast"}, "seed": 0, "dims": [16, 16], "extra": 1}
+    assert config_diff(there, asked) == [
+        "config.lr: 0.001 in the folder, 0.002 asked",
+        "extra: (absent) in the folder, 1 asked",
+    ]
+    assert config_diff(there, there) == []
+
+
+def test_run_folder_resumes_refuses_and_overwrites(tmp_path):
+    folder = RunFolder(tmp_path / "run", "ssrl thing")
+    identity = {"lr": 0.1, "seed": 1}
+    assert folder.check(identity) is False and not folder.started
+    folder.start(identity, budget=10)
+    assert folder.check(identity, budget=10, budget_key="budget") is True
+    with pytest.raises(RunFolderError, match="lr: 0.1 in the folder, 0.2 asked"):
+        folder.check({"lr": 0.2, "seed": 1})
+    folder.finish({"budget": 10})
+    with pytest.raises(RunFolderError, match="is finished"):
+        folder.check(identity, budget=10, budget_key="budget")
+    assert folder.check(identity, budget=20, budget_key="budget") is True  # a larger budget continues it
+    assert folder.check(identity, budget=10, budget_key="budget", refuse_finished=False) is True
+    assert folder.check({"lr": 0.2}, overwrite=True) is False and not (tmp_path / "run").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{not json")
+    with pytest.raises(RunFolderError, match="corrupt"):
+        RunFolder(tmp_path / "bad", "ssrl thing").check(identity)
+
+
+def test_truncate_records_keeps_what_a_resume_keeps(tmp_path):
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text("".join(json.dumps({"step": s}) + "\n" for s in (10, 20, 30)))
+    truncate_records(jsonl, "step", lambda s: s <= 20)
+    assert [json.loads(line)["step"] for line in jsonl.read_text().splitlines()] == [10, 20]
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text("env_steps,ret\n0,1.5\n100,2.5\n200,3.5\n")
+    truncate_records(csv_path, "env_steps", lambda s: s <= 100)
+    assert csv_path.read_text().splitlines() == ["env_steps,ret", "0,1.5", "100,2.5"]
+
+
+def test_pretrain_resume_names_the_option_that_changed(cartpole, tmp_path):
+    out = tmp_path / "pre"
+    pretrain("test-mean-colour", cartpole, out=out, steps=4, checkpoint_every=2, progress=False)
+    # Before, a changed --lr or --batch-size resumed silently (only method, config and seed were compared).
+    with pytest.raises(FileExistsError, match=r"lr: 0.001 in the folder, 0.01 asked"):
+        pretrain("test-mean-colour", cartpole, out=out, steps=8, lr=1e-2, progress=False)
+    with pytest.raises(FileExistsError, match=r"batch_size: 16 in the folder, 4 asked"):
+        pretrain("test-mean-colour", cartpole, out=out, steps=8, batch_size=4, progress=False)
+    with pytest.raises(FileExistsError, match="is finished"):
+        pretrain("test-mean-colour", cartpole, out=out, steps=4, progress=False)
+    _, summary = pretrain("test-mean-colour", cartpole, out=out, steps=6, progress=False)  # continues to 6
+    assert summary["steps"] == 6
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [4, 6]
+
+
+# -- held-out probes -------------------------------------------------------------------------------------
+
+
+def test_cli_probe_scores_only_episodes_the_encoder_never_saw(cartpole, tmp_path, capsys):
+    model = tmp_path / "pre" / "model.pt"
+    assert (
+        cli(["pretrain", "test-mean-colour", "--data", str(cartpole), "--steps", "2", "--out", str(tmp_path / "pre")])
+        == 0
+    )
+    rep = load_representation(model)
+    data = RolloutData(cartpole)
+    train, test = probe_split(rep, data)
+    assert not set(episode_ids(test)) & set(rep.trained_on)
+    assert set(episode_ids(test)) == set(episode_ids(data)) - set(rep.trained_on)
+    capsys.readouterr()
+    assert cli(["probe", str(model), "--data", str(cartpole)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_test"] == len(test)  # scored on the held-out episode's frames, not a fresh split
+
+    # An encoder that trained on every episode cannot be probed on them: refused, with what to do.
+    assert (
+        cli(
+            [
+                "pretrain",
+                "test-mean-colour",
+                "--data",
+                str(cartpole),
+                "--steps",
+                "2",
+                "--holdout",
+                "0",
+                "--out",
+                str(tmp_path / "all"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert cli(["probe", str(tmp_path / "all" / "model.pt"), "--data", str(cartpole)]) == 2
+    assert "pretrained on every episode" in capsys.readouterr().err
+
+
+def test_probe_split_of_another_data_set_is_a_plain_split(cartpole, tmp_path):
+    other = tmp_path / "other"
+    collect("ssrl/cartpole-swingup-v0", episodes=3, out=other, size=SIZE, max_steps=10, seed=100, progress=False)
+    rep, _ = pretrain("test-mean-colour", cartpole, steps=1, progress=False)
+    train, test = probe_split(rep, RolloutData(other))
+    assert train.num_episodes + test.num_episodes == 3 and test.num_episodes >= 1
+
+
+# -- validation happens before a run folder is claimed ----------------------------------------------
+
+
+def test_a_train_start_that_fails_validation_leaves_no_run_json(tmp_path):
+    from ssrl.agents.run import train_run
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="unknown SACConfig option"):
+        train_run(
+            out,
+            "ssrl/cartpole-swingup-v0",
+            env_steps=16,
+            env_kwargs={"from_pixels": False},
+            hyperparams={"batch_sise": 8},
+            eval_episodes=0,
+            progress=False,
+            tensorboard=False,
+        )
+    assert not (out / "run.json").exists()
+    # The corrected command runs in the same folder (before, it was refused as "a different run").
+    summary = train_run(
+        out,
+        "ssrl/cartpole-swingup-v0",
+        env_steps=16,
+        env_kwargs={"from_pixels": False},
+        hyperparams={"batch_size": 8, "learning_starts": 4},
+        eval_episodes=0,
+        progress=False,
+        tensorboard=False,
+    )
+    assert summary["env_steps"] == 16 and (out / "run.json").exists()
+
+
+def test_collect_with_a_policy_that_does_not_fit_records_nothing_and_append_checks_the_policy(tmp_path):
+    out = tmp_path / "data"
+    with pytest.raises(ValueError, match="push_expert"):
+        collect(
+            "ssrl/cartpole-swingup-v0",
+            policy="push_expert",
+            episodes=1,
+            out=out,
+            size=SIZE,
+            max_steps=4,
+            progress=False,
+        )
+    assert not (out / "meta.json").exists()
+    collect("ssrl/cartpole-swingup-v0", policy="random", episodes=1, out=out, size=SIZE, max_steps=4, progress=False)
+    with pytest.raises(ValueError, match="policy: 'random' in the folder, 'sticky_random' asked"):
+        collect(
+            "ssrl/cartpole-swingup-v0",
+            policy="sticky_random",
+            episodes=1,
+            out=out,
+            size=SIZE,
+            max_steps=4,
+            append=True,
+            progress=False,
+        )
+
+
+# -- atomic writes ---------------------------------------------------------------------------------------------
+
+
+def test_atomic_writes_keep_the_umask_permissions(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"1")
+        os.umask(0o077)
+        write_json(tmp_path / "c.json", {})
+    finally:
+        os.umask(previous)
+    # mkstemp alone makes 0600 whatever the umask.
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o600
