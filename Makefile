@@ -32,7 +32,10 @@ bench: install
 demo: install
 	$(PY) -m ssrl.cli demo
 
+# Lint and format check first (ruff, configured in pyproject.toml), then the tests.
 test: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 clean:

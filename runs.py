@@ -73,8 +73,9 @@ class RunFolder:
         finished_file: the file written when the run reaches its budget.
     """
 
-    def __init__(self, path: str | pathlib.Path, command: str, identity_file: str = "run.json",
-                 finished_file: str = "final.json") -> None:
+    def __init__(
+        self, path: str | pathlib.Path, command: str, identity_file: str = "run.json", finished_file: str = "final.json"
+    ) -> None:
         self.path = pathlib.Path(path)
         self.command = command
         self.identity_path = self.path / identity_file
@@ -87,8 +88,9 @@ class RunFolder:
         try:
             value = json.loads(which.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise RunFolderError(f"{which} is corrupt ({err}); pass --overwrite to start the run again, "
-                                 "or choose another --out") from err
+            raise RunFolderError(
+                f"{which} is corrupt ({err}); pass --overwrite to start the run again, or choose another --out"
+            ) from err
         if not isinstance(value, dict):
             raise RunFolderError(f"{which} does not hold a {self.command} run; choose another --out")
         return value
@@ -97,8 +99,14 @@ class RunFolder:
     def started(self) -> bool:
         return self.identity_path.exists()
 
-    def check(self, identity: dict[str, Any], budget: float | None = None, budget_key: str = "",
-              overwrite: bool = False, refuse_finished: bool = True) -> bool:
+    def check(
+        self,
+        identity: dict[str, Any],
+        budget: float | None = None,
+        budget_key: str = "",
+        overwrite: bool = False,
+        refuse_finished: bool = True,
+    ) -> bool:
         """Check the folder against the run asked; returns whether there is a run to resume.
 
         ``identity`` must equal the folder's on every key it holds; ``budget`` is compared with
@@ -116,7 +124,8 @@ class RunFolder:
         diff = config_diff({k: previous.get(k, _MISSING) for k in identity}, identity)
         if diff:
             raise RunFolderError(
-                f"{self.path} holds a different {self.command} run; it differs in " + "; ".join(diff)
+                f"{self.path} holds a different {self.command} run; it differs in "
+                + "; ".join(diff)
                 + ". Choose another --out, or pass --overwrite to delete that run and start this one"
             )
         finished = self.read(self.finished_path)

@@ -92,9 +92,12 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def read_torch_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
+def read_torch_file(
+    path: str | os.PathLike, what: str, format_version: int | None = None, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """``torch.load`` a checkpoint dict safely (weights only), with errors that name the file:
-    FileNotFoundError if missing, ValueError if corrupt, truncated or not a dict."""
+    FileNotFoundError if missing; ValueError if corrupt, truncated, not a dict, of another
+    ``format_version`` (its ``"format"`` entry) or without the ``required`` entries."""
     import torch
 
     path = pathlib.Path(path)
@@ -106,6 +109,11 @@ def read_torch_file(path: str | os.PathLike, what: str) -> dict[str, Any]:
         raise ValueError(f"{path} is not a readable {what} (corrupt or truncated?): {err}") from err
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not an ssrl {what}")
+    if format_version is not None and state.get("format") != format_version:
+        raise ValueError(f"{path} is not an ssrl {what} of format {format_version} (it has {state.get('format')!r})")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"{path} is not an ssrl {what}: it lacks {', '.join(missing)}")
     return state
 
 

@@ -18,5 +18,21 @@ from .trainer import Trainer, evaluate
 
 ALGOS = {"sac": SAC, "td3": TD3}
 
-__all__ = ["ALGOS", "AgentConfig", "AuxInputs", "AuxObjective", "Batch", "OffPolicyAgent", "Prepared", "ReplayBuffer",
-           "SAC", "SACConfig", "TD3", "TD3Config", "Trainer", "TrainingDiverged", "evaluate", "read_checkpoint"]
+__all__ = [
+    "ALGOS",
+    "AgentConfig",
+    "AuxInputs",
+    "AuxObjective",
+    "Batch",
+    "OffPolicyAgent",
+    "Prepared",
+    "ReplayBuffer",
+    "SAC",
+    "SACConfig",
+    "TD3",
+    "TD3Config",
+    "Trainer",
+    "TrainingDiverged",
+    "evaluate",
+    "read_checkpoint",
+]

@@ -257,8 +257,9 @@ class OffPolicyAgent(abc.ABC):
         space = self.observation_space
         if self.pixels:
             c = self.config
-            enc_cfg = EncoderConfig(c.encoder_arch, space.shape[0], tuple(space.shape[1:]), c.feature_dim,
-                                    output_tanh=c.encoder_tanh)
+            enc_cfg = EncoderConfig(
+                c.encoder_arch, space.shape[0], tuple(space.shape[1:]), c.feature_dim, output_tanh=c.encoder_tanh
+            )
             self.encoder = encoder_from_config(enc_cfg).to(self.device)
             self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
             self.feature_dim = c.feature_dim
@@ -271,12 +272,22 @@ class OffPolicyAgent(abc.ABC):
     def _build_replay(self, reward_fn: Callable | None) -> None:
         """The replay buffer, with hindsight relabelling for goal envs that can recompute rewards."""
         obs_space = self.observation_space
-        if reward_fn is None and self.env is not None and self.is_dict and all(k in obs_space.spaces for k in GOAL_KEYS):
+        if (
+            reward_fn is None
+            and self.env is not None
+            and self.is_dict
+            and all(k in obs_space.spaces for k in GOAL_KEYS)
+        ):
             reward_fn = self.env.get_wrapper_attr("compute_reward")
         her_ratio = self.config.her_ratio if self.is_dict and reward_fn is not None else 0.0
         self.replay = ReplayBuffer(
-            self.config.buffer_size, obs_space, self.action_space, self.frame_stack,
-            reward_fn=reward_fn, her_ratio=her_ratio, seed=self.seed,
+            self.config.buffer_size,
+            obs_space,
+            self.action_space,
+            self.frame_stack,
+            reward_fn=reward_fn,
+            her_ratio=her_ratio,
+            seed=self.seed,
         )
         self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with
 
@@ -340,7 +351,9 @@ class OffPolicyAgent(abc.ABC):
         for v in values:
             v = np.asarray(v)
             if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
-                raise TrainingDiverged(f"the env returned a NaN or infinite observation at env step {self.num_env_steps}")
+                raise TrainingDiverged(
+                    f"the env returned a NaN or infinite observation at env step {self.num_env_steps}"
+                )
 
     # -- acting --------------------------------------------------------------------------------
 
@@ -370,7 +383,7 @@ class OffPolicyAgent(abc.ABC):
 
     # -- training ------------------------------------------------------------------------------
 
-    def learn(self, env_steps: int, progress: bool = False, **trainer_kwargs) -> "OffPolicyAgent":
+    def learn(self, env_steps: int, progress: bool = False, **trainer_kwargs) -> OffPolicyAgent:
         """Train for ``env_steps`` more environment steps (agent steps x action repeat)."""
         from .trainer import Trainer
 
@@ -401,8 +414,16 @@ class OffPolicyAgent(abc.ABC):
 
     def aux_inputs(self, p: Prepared) -> AuxInputs:
         """What the aux objective receives for the batch ``p`` (observations only on pixels)."""
-        return AuxInputs(p.h, p.h_next, p.action, p.reward, p.discount, p.obs if self.pixels else None,
-                         p.next_obs if self.pixels else None, self.encoder)
+        return AuxInputs(
+            p.h,
+            p.h_next,
+            p.action,
+            p.reward,
+            p.discount,
+            p.obs if self.pixels else None,
+            p.next_obs if self.pixels else None,
+            self.encoder,
+        )
 
     def critic_step(self, critic_loss: torch.Tensor, prepared: Prepared) -> dict[str, torch.Tensor]:
         """Backward the critic loss (plus the auxiliary loss on the same batch) and step their
@@ -503,8 +524,13 @@ class OffPolicyAgent(abc.ABC):
         return checkpoint.save_agent(self, path)
 
     @classmethod
-    def load(cls, path: str | pathlib.Path, env: gym.Env | None = None, device: str | torch.device = "auto",
-             aux: AuxObjective | None = None) -> "OffPolicyAgent":
+    def load(
+        cls,
+        path: str | pathlib.Path,
+        env: gym.Env | None = None,
+        device: str | torch.device = "auto",
+        aux: AuxObjective | None = None,
+    ) -> OffPolicyAgent:
         """Rebuild an agent from :meth:`save` (``env`` is needed only to train further); see
         :func:`ssrl.agents.checkpoint.load_agent`."""
         return checkpoint.load_agent(cls, path, env, device=device, aux=aux)

@@ -33,8 +33,9 @@ import torch
 from ssrl.utils import atomic_path, read_torch_file
 
 if TYPE_CHECKING:
-    from .base import OffPolicyAgent
     from ssrl.representations.objective import AuxObjective
+
+    from .base import OffPolicyAgent
 
 CHECKPOINT_FORMAT = 1  # bump when the layout above changes incompatibly
 
@@ -76,10 +77,7 @@ def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     :raises FileNotFoundError: no file at ``path``.
     :raises ValueError: the file is corrupt or is not an ssrl agent checkpoint of this format.
     """
-    state = read_torch_file(path, "ssrl agent checkpoint")
-    if state.get("format") != CHECKPOINT_FORMAT or "algo" not in state:
-        raise ValueError(f"{path} is not an ssrl agent checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
+    return read_torch_file(path, "agent checkpoint", CHECKPOINT_FORMAT, required=("algo", "config", "modules"))
 
 
 def save_agent(agent: OffPolicyAgent, path: str | pathlib.Path) -> pathlib.Path:
@@ -111,12 +109,22 @@ def load_agent(
         raise ValueError(f"{path} holds a {state['algo']} agent, not {cls.algo}")
     obs_space = space_from_dict(state["observation_space"])
     act_space = space_from_dict(state["action_space"])
-    if env is not None and (env.observation_space.shape != obs_space.shape or env.action_space.shape != act_space.shape):
+    if env is not None and (
+        env.observation_space.shape != obs_space.shape or env.action_space.shape != act_space.shape
+    ):
         raise ValueError(
             f"{path} was trained on observations {obs_space} and actions {act_space}; "
             f"the env given has {env.observation_space} and {env.action_space}"
         )
-    agent = cls(env, aux=aux, device=device, seed=state["seed"], observation_space=obs_space, action_space=act_space,
-                frame_stack=state["frame_stack"], **state["config"])
+    agent = cls(
+        env,
+        aux=aux,
+        device=device,
+        seed=state["seed"],
+        observation_space=obs_space,
+        action_space=act_space,
+        frame_stack=state["frame_stack"],
+        **state["config"],
+    )
     agent.load_state_dict(state)
     return agent

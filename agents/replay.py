@@ -78,7 +78,9 @@ class ReplayBuffer:
             raise ValueError("frame stacks of dict observations are not supported; use frame_stack=1")
         self.goal_env = self.is_dict and all(k in spaces for k in GOAL_KEYS)
         if her_ratio and not self.goal_env:
-            raise ValueError("hindsight relabelling needs a goal env (dict observation with achieved_goal and desired_goal)")
+            raise ValueError(
+                "hindsight relabelling needs a goal env (dict observation with achieved_goal and desired_goal)"
+            )
         if her_ratio and reward_fn is None:
             raise ValueError("hindsight relabelling needs the env's compute_reward as reward_fn")
         if not 0.0 <= her_ratio < 1.0:
@@ -94,7 +96,9 @@ class ReplayBuffer:
                 raise ValueError(f"observation {key!r} is a {type(space).__name__}; the replay stores Box observations")
             shape = tuple(space.shape)
             if shape[0] % self.frame_stack:
-                raise ValueError(f"observation of shape {shape} is not a stack of {self.frame_stack} frames along axis 0")
+                raise ValueError(
+                    f"observation of shape {shape} is not a stack of {self.frame_stack} frames along axis 0"
+                )
             frame = (shape[0] // self.frame_stack, *shape[1:])
             self.obs_shapes[key] = shape
             self.frame_shapes[key] = frame
@@ -144,7 +148,9 @@ class ReplayBuffer:
         for key, value in items:
             value = np.asarray(value)
             if value.shape != self.obs_shapes[key]:
-                raise ValueError(f"observation {key!r} of shape {value.shape}, the buffer stores {self.obs_shapes[key]}")
+                raise ValueError(
+                    f"observation {key!r} of shape {value.shape}, the buffer stores {self.obs_shapes[key]}"
+                )
             frames = value.reshape(self.frame_stack, *self.frame_shapes[key])
             if check_stack and self.frame_stack > 1:
                 # The new stack must be the previous one shifted by a frame, else frames would be
@@ -234,7 +240,15 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        arrays = [*self.store.values(), self.action, self.reward, self.terminated, self.has_next, self.ep_pos, self.ep_end]
+        arrays = [
+            *self.store.values(),
+            self.action,
+            self.reward,
+            self.terminated,
+            self.has_next,
+            self.ep_pos,
+            self.ep_end,
+        ]
         return int(sum(a.nbytes for a in arrays))
 
     def bytes_per_transition(self) -> float:
@@ -291,7 +305,9 @@ class ReplayBuffer:
             if first <= covered < last <= total:
                 covered = last
         if covered < total:
-            raise ValueError(f"{folder} lacks replay chunks for slots {covered}..{total}: the replay save is incomplete")
+            raise ValueError(
+                f"{folder} lacks replay chunks for slots {covered}..{total}: the replay save is incomplete"
+            )
         chunks = sorted(folder.glob("chunk_*.npz"))
         for chunk in chunks:
             first, last = (int(x) for x in chunk.stem.split("_")[1:])

@@ -52,9 +52,19 @@ class SACConfig(AgentConfig):
     log_std_bounds: tuple[float, float] = (-5.0, 2.0)
 
     PIXEL_PRESET: ClassVar[dict] = dict(
-        batch_size=128, buffer_size=100_000, learning_starts=1000, actor_lr=1e-3, critic_lr=1e-3,
-        alpha_lr=1e-4, alpha_beta1=0.5, init_alpha=0.1, tau=0.01, actor_update_freq=2, target_update_freq=2,
-        hidden_dims=(1024, 1024), log_std_bounds=(-10.0, 2.0),
+        batch_size=128,
+        buffer_size=100_000,
+        learning_starts=1000,
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+        alpha_lr=1e-4,
+        alpha_beta1=0.5,
+        init_alpha=0.1,
+        tau=0.01,
+        actor_update_freq=2,
+        target_update_freq=2,
+        hidden_dims=(1024, 1024),
+        log_std_bounds=(-10.0, 2.0),
     )
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("actor_update_freq", "target_update_freq")
 
@@ -78,7 +88,9 @@ class SAC(OffPolicyAgent):
 
     def build_networks(self) -> None:
         c = self.config
-        self.actor = TanhGaussianActor(self.feature_dim, self.action_dim, c.hidden_dims, c.log_std_bounds).to(self.device)
+        self.actor = TanhGaussianActor(self.feature_dim, self.action_dim, c.hidden_dims, c.log_std_bounds).to(
+            self.device
+        )
         self.critic = TwinQ(self.feature_dim, self.action_dim, c.hidden_dims).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(torch.tensor(c.init_alpha).log()), device=self.device, requires_grad=True)
@@ -138,8 +150,12 @@ class SAC(OffPolicyAgent):
         return metrics
 
     def modules(self):
-        modules = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
-                   "log_alpha": _ParameterHolder(self.log_alpha)}
+        modules = {
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "log_alpha": _ParameterHolder(self.log_alpha),
+        }
         if self.pixels:
             modules.update(encoder=self.encoder, encoder_target=self.encoder_target)
         return modules

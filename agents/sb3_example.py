@@ -34,9 +34,19 @@ def sac_pixels_model(size: int = 84, learning_starts: int = 500, **extractor_kwa
 
     env = gym.make("ssrl/cartpole-swingup-v0", size=size)
     extractor_kwargs = dict(dict(arch="fast", feature_dim=50), **extractor_kwargs)
-    model = SAC("CnnPolicy", env, buffer_size=10_000, learning_starts=learning_starts, batch_size=64, device="auto",
-                policy_kwargs=dict(features_extractor_class=SSRLEncoderExtractor,
-                                   features_extractor_kwargs=extractor_kwargs, net_arch=[256, 256]))
+    model = SAC(
+        "CnnPolicy",
+        env,
+        buffer_size=10_000,
+        learning_starts=learning_starts,
+        batch_size=64,
+        device="auto",
+        policy_kwargs=dict(
+            features_extractor_class=SSRLEncoderExtractor,
+            features_extractor_kwargs=extractor_kwargs,
+            net_arch=[256, 256],
+        ),
+    )
     return model, env
 
 
@@ -67,9 +77,14 @@ def sac_her_push(steps: int):
     from stable_baselines3 import SAC, HerReplayBuffer
 
     env = gym.make("ssrl/Push-v0", from_pixels=False)
-    model = SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
-                replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future"),
-                learning_starts=max(200, min(1000, steps // 2)), device="auto")
+    model = SAC(
+        "MultiInputPolicy",
+        env,
+        replay_buffer_class=HerReplayBuffer,
+        replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future"),
+        learning_starts=max(200, min(1000, steps // 2)),
+        device="auto",
+    )
     return model.learn(steps), env
 
 
@@ -86,10 +101,12 @@ def main(argv=None) -> dict[str, float]:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = {}
-    for name, fn in [("SAC from pixels (ssrl encoder as extractor)", sac_from_pixels),
-                     ("TD3 from states", td3_from_states),
-                     ("SAC on frozen-encoder latents", sac_on_frozen_latents),
-                     ("SAC + HER on Push", sac_her_push)]:
+    for name, fn in [
+        ("SAC from pixels (ssrl encoder as extractor)", sac_from_pixels),
+        ("TD3 from states", td3_from_states),
+        ("SAC on frozen-encoder latents", sac_on_frozen_latents),
+        ("SAC + HER on Push", sac_her_push),
+    ]:
         model, env = fn(args.steps)
         results[name] = mean_return(model, env)
         print(f"{name}: mean return {results[name]:.1f} after {args.steps} steps")

@@ -41,7 +41,12 @@ class TD3Config(AgentConfig):
     exploration_noise: float = 0.1
 
     PIXEL_PRESET: ClassVar[dict] = dict(
-        batch_size=128, buffer_size=100_000, learning_starts=1000, actor_lr=1e-3, critic_lr=1e-3, tau=0.01,
+        batch_size=128,
+        buffer_size=100_000,
+        learning_starts=1000,
+        actor_lr=1e-3,
+        critic_lr=1e-3,
+        tau=0.01,
         hidden_dims=(1024, 1024),
     )
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("policy_delay",)
@@ -68,7 +73,9 @@ class TD3(OffPolicyAgent):
         action = self.actor(h)
         if deterministic:
             return action
-        noise = torch.randn(action.shape, generator=self.generator, device=action.device) * self.config.exploration_noise
+        noise = (
+            torch.randn(action.shape, generator=self.generator, device=action.device) * self.config.exploration_noise
+        )
         return (action + noise).clamp(-1.0, 1.0)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -108,8 +115,12 @@ class TD3(OffPolicyAgent):
         return metrics
 
     def modules(self):
-        modules = {"actor": self.actor, "actor_target": self.actor_target, "critic": self.critic,
-                   "critic_target": self.critic_target}
+        modules = {
+            "actor": self.actor,
+            "actor_target": self.actor_target,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+        }
         if self.pixels:
             modules.update(encoder=self.encoder, encoder_target=self.encoder_target)
         return modules

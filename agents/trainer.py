@@ -102,8 +102,15 @@ class Logger:
                 writer = csv.writer(fh)
                 if new:
                     writer.writerow(["env_steps", "return_mean", "return_std", "success_rate", "wall_time"])
-                writer.writerow([record["env_steps"], record["return_mean"], record["return_std"],
-                                 record.get("success_rate", ""), record["wall_time"]])
+                writer.writerow(
+                    [
+                        record["env_steps"],
+                        record["return_mean"],
+                        record["return_std"],
+                        record.get("success_rate", ""),
+                        record["wall_time"],
+                    ]
+                )
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "env_steps":
@@ -184,12 +191,17 @@ class Trainer:
         self._budget = total_env_steps
         bar = None
         if self.progress:
-            from tqdm import tqdm
-
             import sys
 
-            bar = tqdm(total=total_env_steps, initial=agent.num_env_steps, unit="env step", dynamic_ncols=True,
-                       mininterval=1.0 if sys.stderr.isatty() else 60.0)
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=total_env_steps,
+                initial=agent.num_env_steps,
+                unit="env step",
+                dynamic_ncols=True,
+                mininterval=1.0 if sys.stderr.isatty() else 60.0,
+            )
         next_eval = self._next_multiple(agent.num_env_steps, self.eval_every, include_current=agent.num_env_steps == 0)
         next_ckpt = self._next_multiple(agent.num_env_steps, self.checkpoint_every)
         next_log = self._next_multiple(agent.num_env_steps, self.log_every)
@@ -228,7 +240,9 @@ class Trainer:
                         self._evaluate()
                         next_eval += self.eval_every
                         if bar is not None:
-                            bar.set_postfix(eval_return=f"{self.last_eval:.1f}", episode_return=f"{self.last_return:.1f}")
+                            bar.set_postfix(
+                                eval_return=f"{self.last_eval:.1f}", episode_return=f"{self.last_return:.1f}"
+                            )
                     if agent.num_env_steps >= next_log:
                         elapsed = time.perf_counter() - window_start
                         if self.logger is not None:
@@ -251,9 +265,14 @@ class Trainer:
                 bar.close()
             if self.logger is not None:
                 self.logger.close()
-        summary = {"env_steps": agent.num_env_steps, "agent_steps": agent.num_agent_steps, "updates": agent.num_updates,
-                   "episodes": agent.num_episodes, "last_eval_return": self.last_eval,
-                   "wall_time": time.perf_counter() - self._start_time}
+        summary = {
+            "env_steps": agent.num_env_steps,
+            "agent_steps": agent.num_agent_steps,
+            "updates": agent.num_updates,
+            "episodes": agent.num_episodes,
+            "last_eval_return": self.last_eval,
+            "wall_time": time.perf_counter() - self._start_time,
+        }
         if self.run_dir is not None:
             self.checkpoint()
             write_json(self.run_dir / "final.json", summary)
@@ -280,7 +299,10 @@ class Trainer:
         agent = self.agent
         index = agent.num_env_steps // max(self.eval_every, 1)
         returns, successes, frames = evaluate(
-            agent, self.eval_env, self.eval_episodes, EVAL_SEED_BASE + index * self.eval_episodes,
+            agent,
+            self.eval_env,
+            self.eval_episodes,
+            EVAL_SEED_BASE + index * self.eval_episodes,
             record_video=self.video and self.run_dir is not None,
         )
         self.last_eval = float(np.mean(returns))
@@ -299,20 +321,36 @@ class Trainer:
             self.logger.write(record)
         self._notify()
         if frames:
-            write_video(self.run_dir / "videos" / f"eval_{agent.num_env_steps:09d}.mp4", frames,
-                        fps=self.eval_env.metadata.get("render_fps", 30))
+            write_video(
+                self.run_dir / "videos" / f"eval_{agent.num_env_steps:09d}.mp4",
+                frames,
+                fps=self.eval_env.metadata.get("render_fps", 30),
+            )
 
     def _notify(self, env_steps_per_s: float | None = None) -> None:
         if self.callback is not None:
-            self.callback({"env_steps": self.agent.num_env_steps, "budget": self._budget, "eval_return": self.last_eval,
-                           "episode_return": self.last_return, "env_steps_per_s": env_steps_per_s,
-                           "updates": self.agent.num_updates})
+            self.callback(
+                {
+                    "env_steps": self.agent.num_env_steps,
+                    "budget": self._budget,
+                    "eval_return": self.last_eval,
+                    "episode_return": self.last_return,
+                    "env_steps_per_s": env_steps_per_s,
+                    "updates": self.agent.num_updates,
+                }
+            )
 
     def _log_train(self, metrics: dict[str, Any], env_steps_per_s: float) -> None:
         agent = self.agent
-        record = {"kind": "train", "env_steps": agent.num_env_steps, "agent_steps": agent.num_agent_steps,
-                  "updates": agent.num_updates, "episode_return": self.last_return,
-                  "env_steps_per_s": env_steps_per_s, "replay_bytes": agent.replay.nbytes,
-                  "wall_time": time.perf_counter() - self._start_time}
+        record = {
+            "kind": "train",
+            "env_steps": agent.num_env_steps,
+            "agent_steps": agent.num_agent_steps,
+            "updates": agent.num_updates,
+            "episode_return": self.last_return,
+            "env_steps_per_s": env_steps_per_s,
+            "replay_bytes": agent.replay.nbytes,
+            "wall_time": time.perf_counter() - self._start_time,
+        }
         record.update({k: float(v) for k, v in metrics.items()})
         self.logger.write(record)

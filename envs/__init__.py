@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from .dmc import PLANET_TASKS, DMCEnv, default_action_repeat, suite_tasks
 from .distractors import DistractorSpec
+from .dmc import PLANET_TASKS, DMCEnv, default_action_repeat, suite_tasks
 from .pixels import PIXEL_OPTIONS, state_mode_kwargs
 from .render import FreeCamera, Renderer
 

@@ -207,7 +207,7 @@ class DistractorSpec:
             raise ValueError("the 'folder' distractor needs a path: distractor='folder:/path/to/videos'")
 
     @classmethod
-    def parse(cls, spec: "str | dict | DistractorSpec | None") -> "DistractorSpec | None":
+    def parse(cls, spec: str | dict | DistractorSpec | None) -> DistractorSpec | None:
         """Accepts ``None``, ``'video'``, ``'folder:/path'``, a dict of fields, or a spec."""
         if spec is None or isinstance(spec, DistractorSpec):
             return spec

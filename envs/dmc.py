@@ -80,8 +80,7 @@ def _check_task(domain: str, task: str) -> None:
     if domain not in domains:
         raise ValueError(f"unknown DeepMind Control domain {domain!r}; known domains: {', '.join(domains)}")
     raise ValueError(
-        f"unknown task {task!r} for domain {domain!r}; its tasks are: "
-        + ", ".join(t for d, t in tasks if d == domain)
+        f"unknown task {task!r} for domain {domain!r}; its tasks are: " + ", ".join(t for d, t in tasks if d == domain)
     )
 
 
@@ -150,8 +149,17 @@ class DMCEnv(PixelEnv):
         self._action_high = spec.maximum.astype(np.float64)
         self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
 
-        self._setup_pixels(from_pixels=from_pixels, size=size, camera=camera, cameras=cameras, frame_stack=frame_stack,
-                           quality=quality, distractor=distractor, render_mode=render_mode, render_size=render_size)
+        self._setup_pixels(
+            from_pixels=from_pixels,
+            size=size,
+            camera=camera,
+            cameras=cameras,
+            frame_stack=frame_stack,
+            quality=quality,
+            distractor=distractor,
+            render_mode=render_mode,
+            render_size=render_size,
+        )
         if self._observer is not None:
             self.observation_space = self._observer.observation_space()
         else:
@@ -163,7 +171,9 @@ class DMCEnv(PixelEnv):
         step_limit = self._env._step_limit  # control steps per episode; dm_control keeps it private
         if np.isfinite(step_limit):
             self._max_env_steps = int(round(step_limit))
-        self.metadata = dict(self.metadata, render_fps=int(round(1.0 / (self._env.control_timestep() * self.action_repeat))))
+        self.metadata = dict(
+            self.metadata, render_fps=int(round(1.0 / (self._env.control_timestep() * self.action_repeat)))
+        )
 
     # -- Gymnasium API -------------------------------------------------------------------------
 

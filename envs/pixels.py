@@ -22,7 +22,14 @@ from .render import QUALITIES, CameraSpec, Quality, Renderer, camera_names, reso
 # none of them changes the physics, the actions, the rewards or the ground-truth state.
 # ``frame_stack`` also stacks DMC's state observations, whose default stack is 1.
 PIXEL_OPTIONS: tuple[str, ...] = (
-    "size", "camera", "cameras", "frame_stack", "quality", "distractor", "render_mode", "render_size",
+    "size",
+    "camera",
+    "cameras",
+    "frame_stack",
+    "quality",
+    "distractor",
+    "render_mode",
+    "render_size",
 )
 
 
@@ -120,7 +127,7 @@ class PixelObserver:
     def observation_space(self) -> gym.Space:
         box = gym.spaces.Box(0, 255, (3 * self.frame_stack, self.height, self.width), np.uint8)
         if self.multi_view:
-            return gym.spaces.Dict({label: box for label in self.camera_labels})
+            return gym.spaces.Dict(dict.fromkeys(self.camera_labels, box))
         return box
 
     def _render(self, data: mujoco.MjData) -> np.ndarray:

@@ -97,7 +97,7 @@ def register(
     """Register policy ``name``: ``factory(env)`` builds it; ``serves`` is the env class(es) it
     works in, or a predicate on the unwrapped env; ``envs`` describes them (default: the class
     names, or the predicate's docstring)."""
-    if isinstance(serves, type) or isinstance(serves, tuple):
+    if isinstance(serves, (type, tuple)):
         classes = serves if isinstance(serves, tuple) else (serves,)
         envs = envs or " or ".join(c.__name__ for c in classes)
         predicate: Callable[[gym.Env], bool] = lambda env: isinstance(env, classes)  # noqa: E731
@@ -208,7 +208,9 @@ class PushExpert:
     @staticmethod
     def _route(hand: np.ndarray, dest: np.ndarray, obstacles) -> np.ndarray:
         """``dest``, or a step round the nearest object on the straight way there."""
-        blocking = [(float(np.linalg.norm(c - hand)), c, r) for c, r in obstacles if PushExpert._blocked(hand, dest, c, r)]
+        blocking = [
+            (float(np.linalg.norm(c - hand)), c, r) for c, r in obstacles if PushExpert._blocked(hand, dest, c, r)
+        ]
         if not blocking:
             return dest
         _, c, r = min(blocking, key=lambda b: b[0])

@@ -23,7 +23,7 @@ import dataclasses
 import os
 import weakref
 from collections.abc import Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import mujoco
 import numpy as np
@@ -49,7 +49,7 @@ class FreeCamera:
     name: str = "free"
 
 
-CameraSpec = Union[int, str, FreeCamera]
+CameraSpec = int | str | FreeCamera
 
 
 def camera_names(model: mujoco.MjModel) -> list[str]:
@@ -87,7 +87,9 @@ def resolve_camera(model: mujoco.MjModel, spec: CameraSpec) -> tuple[str, mujoco
     else:
         cam_id = int(spec)
         if not 0 <= cam_id < model.ncam:
-            raise ValueError(f"camera id {cam_id} out of range; this scene has cameras {names} (ids 0..{model.ncam - 1})")
+            raise ValueError(
+                f"camera id {cam_id} out of range; this scene has cameras {names} (ids 0..{model.ncam - 1})"
+            )
     cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
     cam.fixedcamid = cam_id
     return names[cam_id], cam
@@ -97,7 +99,7 @@ def resolve_camera(model: mujoco.MjModel, spec: CameraSpec) -> tuple[str, mujoco
 # this their finalizers run after EGL's own atexit hook and print EGL_NOT_INITIALIZED errors.
 # atexit runs hooks last-in first-out and MuJoCo registers eglTerminate when it creates the
 # first context, so our hook is registered after that (see Renderer.__init__).
-_LIVE: "weakref.WeakSet[Renderer]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Renderer] = weakref.WeakSet()
 _EXIT_HOOK_REGISTERED = False
 
 
@@ -263,7 +265,7 @@ class Renderer:
             self._gl.free()
             self._gl = None
 
-    def __enter__(self) -> "Renderer":
+    def __enter__(self) -> Renderer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -91,18 +91,26 @@ class Episode:
                 raise DatasetError(f"{where}: {key} has {got[0] if got else 0} entries, expected {want[0]}")
         for camera, frames in self.frames.items():
             if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
-                raise DatasetError(f"{where}: frames/{camera} must be uint8 (T+1, 3, H, W), got {frames.dtype} {frames.shape}")
+                raise DatasetError(
+                    f"{where}: frames/{camera} must be uint8 (T+1, 3, H, W), got {frames.dtype} {frames.shape}"
+                )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"frames/{c}": f for c, f in self.frames.items()}
-        arrays.update(action=self.action, reward=self.reward, terminated=self.terminated, truncated=self.truncated, state=self.state)
+        arrays.update(
+            action=self.action,
+            reward=self.reward,
+            terminated=self.terminated,
+            truncated=self.truncated,
+            state=self.state,
+        )
         arrays.update({f"info/{k}": v for k, v in self.info.items()})
         if self.features is not None:
             arrays["features"] = self.features
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], path: pathlib.Path | None = None) -> "Episode":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], path: pathlib.Path | None = None) -> Episode:
         missing = [k for k in ("action", "reward", "terminated", "truncated", "state") if k not in arrays]
         if missing:
             raise DatasetError(f"episode {path}: missing {', '.join(missing)}")
@@ -134,8 +142,17 @@ class EpisodeRecorder:
         self._truncated: list[bool] = []
         self._info: dict[str, list[Any]] = {}
 
-    def add(self, action, reward, terminated, truncated, frames: dict[str, np.ndarray], state,
-            info: dict[str, Any] | None = None, features: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        action,
+        reward,
+        terminated,
+        truncated,
+        frames: dict[str, np.ndarray],
+        state,
+        info: dict[str, Any] | None = None,
+        features: np.ndarray | None = None,
+    ) -> None:
         self._action.append(np.asarray(action, np.float32))
         self._reward.append(float(reward))
         self._terminated.append(bool(terminated))
@@ -178,7 +195,9 @@ class RolloutDataset:
         except json.JSONDecodeError as err:
             raise DatasetError(f"{meta_path} is corrupt: {err}") from err
         if self.meta.get("format_version") != FORMAT_VERSION:
-            raise DatasetError(f"{self.path}: format version {self.meta.get('format_version')!r}, this ssrl reads {FORMAT_VERSION}")
+            raise DatasetError(
+                f"{self.path}: format version {self.meta.get('format_version')!r}, this ssrl reads {FORMAT_VERSION}"
+            )
         self.files = sorted((self.path / "episodes").glob(_EPISODE_GLOB))
 
     @property
@@ -222,16 +241,30 @@ class RolloutWriter:
     """
 
     # What must agree for episodes to belong to one data set (``append`` checks them all).
-    IDENTITY = ("env_id", "env_kwargs", "cameras", "size", "policy", "seed", "max_steps", "action_repeat", "record_keys")
+    IDENTITY = (
+        "env_id",
+        "env_kwargs",
+        "cameras",
+        "size",
+        "policy",
+        "seed",
+        "max_steps",
+        "action_repeat",
+        "record_keys",
+    )
 
-    def __init__(self, path: str | pathlib.Path, meta: dict[str, Any], append: bool = False, compress: bool = False) -> None:
+    def __init__(
+        self, path: str | pathlib.Path, meta: dict[str, Any], append: bool = False, compress: bool = False
+    ) -> None:
         self.path = pathlib.Path(path)
         self.compress = compress
         meta = dict(meta, format_version=FORMAT_VERSION)
         folder = RunFolder(self.path, "ssrl collect", identity_file="meta.json")
         if folder.started:
             if not append:
-                raise FileExistsError(f"{self.path} already holds a data set; pass --append to add episodes, or choose another --out")
+                raise FileExistsError(
+                    f"{self.path} already holds a data set; pass --append to add episodes, or choose another --out"
+                )
             RolloutDataset(self.path)  # a readable data set of this format
             try:
                 folder.check({k: meta.get(k) for k in self.IDENTITY if k in meta})
@@ -252,9 +285,8 @@ class RolloutWriter:
         episode.validate()
         path = self.path / "episodes" / f"ep_{self.next_index():06d}.npz"
         save = np.savez_compressed if self.compress else np.savez
-        with atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                save(fh, **episode.to_arrays())
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            save(fh, **episode.to_arrays())
         return path
 
 
@@ -293,8 +325,12 @@ def collect(
     try:
         base = env.unwrapped
         cameras = list(cameras) if cameras else base.default_cameras()
-        observer = base.make_observer(size=size, cameras=cameras, quality=env_kwargs.get("quality", "fast"),
-                                      distractor=env_kwargs.get("distractor"))
+        observer = base.make_observer(
+            size=size,
+            cameras=cameras,
+            quality=env_kwargs.get("quality", "fast"),
+            distractor=env_kwargs.get("distractor"),
+        )
         labels = observer.camera_labels
         record_keys = tuple(getattr(base, "record_keys", ()))
         agent = make_policy(policy, env)  # before the writer: a policy that does not fit records nothing
@@ -319,7 +355,9 @@ def collect(
         for i in range(first, first + episodes):
             obs, info = env.reset(seed=seed + i)
             agent.reset(seed + i)
-            recorder = EpisodeRecorder(_frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs))
+            recorder = EpisodeRecorder(
+                _frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs)
+            )
             steps = 0
             while True:
                 action = agent(obs, info)
@@ -327,8 +365,14 @@ def collect(
                 steps += 1
                 cut = max_steps is not None and steps >= max_steps
                 recorder.add(
-                    action, reward, terminated, truncated or cut, _frames(observer.step(base.data), labels),
-                    info["state"], {k: info[k] for k in record_keys}, _features(obs),
+                    action,
+                    reward,
+                    terminated,
+                    truncated or cut,
+                    _frames(observer.step(base.data), labels),
+                    info["state"],
+                    {k: info[k] for k in record_keys},
+                    _features(obs),
                 )
                 if terminated or truncated or cut:
                     break

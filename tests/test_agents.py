@@ -40,11 +40,13 @@ class Reach1D(gym.Env):
 class PointGoal(gym.Env):
     """A goal env: move a 2-D point; sparse reward -(distance > 0.1)."""
 
-    observation_space = gym.spaces.Dict({
-        "observation": gym.spaces.Box(-1, 1, (2,), np.float32),
-        "achieved_goal": gym.spaces.Box(-1, 1, (2,), np.float32),
-        "desired_goal": gym.spaces.Box(-1, 1, (2,), np.float32),
-    })
+    observation_space = gym.spaces.Dict(
+        {
+            "observation": gym.spaces.Box(-1, 1, (2,), np.float32),
+            "achieved_goal": gym.spaces.Box(-1, 1, (2,), np.float32),
+            "desired_goal": gym.spaces.Box(-1, 1, (2,), np.float32),
+        }
+    )
     action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
 
     def reset(self, seed=None, options=None):
@@ -144,7 +146,9 @@ def test_td3_target_uses_clipped_smoothing_noise_and_min_of_targets():
     with torch.no_grad():
         noise = (torch.randn(6, 1, generator=gen) * 0.5).clamp(-0.1, 0.1)
         next_a = (actor_t(next_obs) + noise).clamp(-1, 1)
-        y = torch.tensor(batch.reward) + 0.99 * torch.tensor(batch.discount) * torch.minimum(*critic_t(next_obs, next_a))
+        y = torch.tensor(batch.reward) + 0.99 * torch.tensor(batch.discount) * torch.minimum(
+            *critic_t(next_obs, next_a)
+        )
         q1, q2 = critic0(obs, torch.tensor(batch.action))
         hand = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
     assert float(agent.update(batch)["critic_loss"]) == pytest.approx(float(hand), rel=1e-5)
@@ -152,8 +156,16 @@ def test_td3_target_uses_clipped_smoothing_noise_and_min_of_targets():
 
 def test_target_networks_move_by_tau():
     env = make_dmc("cartpole", "swingup", frame_stack=3, task_kwargs={"time_limit": 0.2})
-    agent = SAC(env, hidden_dims=(16, 16), batch_size=4, buffer_size=200, tau=0.1, encoder_tau=0.3,
-                target_update_freq=1, feature_dim=8)
+    agent = SAC(
+        env,
+        hidden_dims=(16, 16),
+        batch_size=4,
+        buffer_size=200,
+        tau=0.1,
+        encoder_tau=0.3,
+        target_update_freq=1,
+        feature_dim=8,
+    )
     fill(agent, env, 30)
     before_t = [p.clone() for p in agent.critic_target.parameters()]
     before_e = [p.clone() for p in agent.encoder_target.parameters()]
@@ -379,7 +391,9 @@ def test_unknown_hyperparameter_is_named():
 
 
 def test_importing_agents_loads_no_representation_method():
-    code = "import sys, ssrl.agents; print(sorted(m for m in sys.modules if m.startswith('ssrl.representations.control')))"
+    code = (
+        "import sys, ssrl.agents; print(sorted(m for m in sys.modules if m.startswith('ssrl.representations.control')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -409,10 +423,18 @@ def test_aux_on_vector_observations_is_refused():
 
 # -- runs: resume, NaN detection ----------------------------------------------------------------
 
-RUN = dict(env_id="ssrl/cartpole-swingup-v0", algo="sac", seed=1,
-           env_kwargs={"from_pixels": False, "task_kwargs": {"time_limit": 0.5}},
-           hyperparams={"learning_starts": 40, "batch_size": 16, "hidden_dims": [32, 32]},
-           eval_every=200, eval_episodes=2, checkpoint_every=100, progress=False, tensorboard=False)
+RUN = dict(
+    env_id="ssrl/cartpole-swingup-v0",
+    algo="sac",
+    seed=1,
+    env_kwargs={"from_pixels": False, "task_kwargs": {"time_limit": 0.5}},
+    hyperparams={"learning_starts": 40, "batch_size": 16, "hidden_dims": [32, 32]},
+    eval_every=200,
+    eval_episodes=2,
+    checkpoint_every=100,
+    progress=False,
+    tensorboard=False,
+)
 
 
 def killed_run(monkeypatch, cls, method: str, on_call: int, run_dir, env_steps: int) -> None:
@@ -449,7 +471,7 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
         for key in a["modules"][name]:
             torch.testing.assert_close(a["modules"][name][key], b["modules"][name][key], rtol=0, atol=0)
     assert a["counters"] == b["counters"]
-    evals = lambda run: [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    evals = lambda run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
     ra = [(r["env_steps"], r["returns"]) for r in evals("full") if r["kind"] == "eval"]
     rb = [(r["env_steps"], r["returns"]) for r in evals("killed") if r["kind"] == "eval"]
     assert ra == rb and len(ra) == 4
@@ -465,8 +487,8 @@ def test_run_killed_before_its_first_checkpoint_restarts_without_duplicate_recor
     train_run(tmp_path / "run", env_steps=200, **RUN)
     steps = [int(line.split(",")[0]) for line in (tmp_path / "run" / "eval.csv").read_text().splitlines()[1:]]
     assert steps == [0, 200]
-    evals = [json.loads(l)["env_steps"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(l)["kind"] == "eval"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["env_steps"] for r in records if r["kind"] == "eval"]
     assert evals == [0, 200]
 
 

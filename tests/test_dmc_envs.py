@@ -1,8 +1,8 @@
 """DeepMind Control from pixels: API conformance, determinism, repeats, views, distractors."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
-import gymnasium as gym
 from gymnasium.utils.env_checker import check_env
 
 import ssrl.envs as envs
@@ -74,7 +74,7 @@ def test_action_repeat_sums_rewards_over_physics_steps():
     rng = np.random.default_rng(0)
     for _ in range(5):
         action = rng.uniform(-1, 1, 1)
-        _, r4, *_ , info4 = repeated.step(action)
+        _, r4, *_, info4 = repeated.step(action)
         total = 0.0
         for _ in range(4):
             _, r1, *_, info1 = single.step(action)
@@ -116,7 +116,9 @@ def test_several_cameras_show_the_same_instant():
         np.testing.assert_array_equal(om["side"], os_)
         np.testing.assert_array_equal(om["back"], ob)
     # A free camera adds a view the model does not define.
-    extra = make_dmc("cheetah", "run", cameras=["side", FreeCamera(distance=4, azimuth=45, track_body="torso", name="orbit")])
+    extra = make_dmc(
+        "cheetah", "run", cameras=["side", FreeCamera(distance=4, azimuth=45, track_body="torso", name="orbit")]
+    )
     obs, _ = extra.reset(seed=0)
     assert set(obs) == {"side", "orbit"} and not np.array_equal(obs["side"], obs["orbit"])
 
@@ -222,8 +224,16 @@ def test_render_rgb_array():
 def test_state_mode_kwargs_drops_every_pixel_option():
     from ssrl.envs import PIXEL_OPTIONS, state_mode_kwargs
 
-    pixel_kwargs = dict(size=(48, 64), camera=1, frame_stack=2, quality="faithful", distractor="color",
-                        render_mode="rgb_array", render_size=32, action_repeat=2)
+    pixel_kwargs = dict(
+        size=(48, 64),
+        camera=1,
+        frame_stack=2,
+        quality="faithful",
+        distractor="color",
+        render_mode="rgb_array",
+        render_size=32,
+        action_repeat=2,
+    )
     assert set(PIXEL_OPTIONS) >= set(pixel_kwargs) - {"action_repeat"}
     kwargs = state_mode_kwargs(pixel_kwargs)
     assert kwargs == {"action_repeat": 2, "from_pixels": False}

@@ -83,7 +83,10 @@ def test_push_spaces_and_info():
 
 
 def test_reset_is_deterministic_and_episodes_differ():
-    for env_id, action in (("ssrl/PushRandomObject-v0", np.array([0.5, -0.5])), ("ssrl/Grasp-v0", np.array([0.1, 0.2, 0.3]))):
+    for env_id, action in (
+        ("ssrl/PushRandomObject-v0", np.array([0.5, -0.5])),
+        ("ssrl/Grasp-v0", np.array([0.1, 0.2, 0.3])),
+    ):
         a, b = gym.make(env_id), gym.make(env_id)
         obs_a, info_a = a.reset(seed=7)
         obs_b, info_b = b.reset(seed=7)
@@ -129,8 +132,11 @@ def test_compute_reward_is_vectorised_and_equals_step_reward(from_pixels, reward
     np.testing.assert_array_equal(batch, rewards)
     # Leading axes broadcast: a (2, T/2) batch gives (2, T/2) rewards.
     half = len(rewards) // 2 * 2
-    grid = env.compute_reward(achieved[:half].reshape(2, half // 2, *achieved.shape[1:]),
-                              desired[:half].reshape(2, half // 2, *desired.shape[1:]), None)
+    grid = env.compute_reward(
+        achieved[:half].reshape(2, half // 2, *achieved.shape[1:]),
+        desired[:half].reshape(2, half // 2, *desired.shape[1:]),
+        None,
+    )
     np.testing.assert_array_equal(grid.ravel(), rewards[:half])
     assert len(np.unique(rewards)) > 1 or reward_type.endswith("sparse")
 
@@ -163,16 +169,24 @@ def test_sb3_her_accepts_push_and_relabels_with_compute_reward():
     from stable_baselines3 import SAC, HerReplayBuffer
 
     env = gym.make("ssrl/Push-v0", from_pixels=False, reward_type="sparse")
-    model = SAC("MultiInputPolicy", env, replay_buffer_class=HerReplayBuffer,
-                replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future"),
-                learning_starts=100, batch_size=32, policy_kwargs=dict(net_arch=[16, 16]), seed=0)
+    model = SAC(
+        "MultiInputPolicy",
+        env,
+        replay_buffer_class=HerReplayBuffer,
+        replay_buffer_kwargs=dict(n_sampled_goal=4, goal_selection_strategy="future"),
+        learning_starts=100,
+        batch_size=32,
+        policy_kwargs=dict(net_arch=[16, 16]),
+        seed=0,
+    )
     model.learn(250)
     buffer = model.replay_buffer
     sample = buffer.sample(256)
     achieved = sample.next_observations["achieved_goal"].numpy()
     desired = sample.observations["desired_goal"].numpy()
-    np.testing.assert_array_equal(sample.rewards.numpy().ravel(),
-                                  env.unwrapped.compute_reward(achieved, desired, None).astype(np.float32))
+    np.testing.assert_array_equal(
+        sample.rewards.numpy().ravel(), env.unwrapped.compute_reward(achieved, desired, None).astype(np.float32)
+    )
     episode_goals = buffer.observations["desired_goal"][: buffer.pos, 0]
     relabelled = [not np.any(np.all(episode_goals == d, axis=1)) for d in desired]
     assert 0.6 < np.mean(relabelled) < 0.95  # her_ratio 0.8 with k=4
@@ -234,7 +248,9 @@ def test_grasp_on_an_object_centre_lifts_it_by_friction(shape):
     assert lifted[0]
     # Held by the pads: both touch it, and it hangs between them, 40 cm up.
     pads = env.scene.pad_geoms
-    assert env.scene.touching(pads[:1], env.scene.object_geoms[0]) and env.scene.touching(pads[1:], env.scene.object_geoms[0])
+    assert env.scene.touching(pads[:1], env.scene.object_geoms[0]) and env.scene.touching(
+        pads[1:], env.scene.object_geoms[0]
+    )
     assert env.scene.object_pos(0)[2] > 0.35
     # Without friction on the pads the same grasp lifts nothing: no teleporting.
     env.scene.set_state(state)
@@ -249,7 +265,9 @@ def test_fingers_open_as_far_as_the_bin_walls_allow_and_close_at_a_grippers_spee
     # In the middle both fingers open fully; next to a wall the finger on its side opens less.
     np.testing.assert_allclose(env.finger_openings(0.0, 0.0, 0.3), [0.045, 0.045])
     left, right = env.finger_openings(0.0, 0.10, 0.0)  # the left finger opens along the hand's +y
-    assert right == pytest.approx(0.045) and left == pytest.approx(h - env.wall_clearance - 0.10 - 2 * scene.pad_half_thickness)
+    assert right == pytest.approx(0.045) and left == pytest.approx(
+        h - env.wall_clearance - 0.10 - 2 * scene.pad_half_thickness
+    )
     rng = np.random.default_rng(0)
     for _ in range(200):
         x, y = rng.uniform(-h, h, 2)
@@ -356,8 +374,10 @@ def test_grasps_keep_the_other_objects_in_the_bin_and_on_its_floor():
     newtons, sinking objects out of sight or launching them out of the bin)."""
     env = GraspEnv(from_pixels=False, record_triplets=False)
     scene, m = env.scene, env.model
-    supports = {mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n)
-                for n in ("bin_floor", "table_top", "bin_wall_px", "bin_wall_nx", "bin_wall_py", "bin_wall_ny")}
+    supports = {
+        mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n)
+        for n in ("bin_floor", "table_top", "bin_wall_px", "bin_wall_nx", "bin_wall_py", "bin_wall_ny")
+    }
     outside, depths = [], []
     grasp = env.execute_grasp
 
@@ -409,7 +429,7 @@ def test_goal_conditioned_grasping():
     assert np.abs(base.render_goal_image(1).astype(int) - obs["desired_goal"]).mean() > 2
     bin_view = GraspEnv(goal_conditioned=True, goal_view="bin")
     o, _ = bin_view.reset(seed=1, options={"goal_id": 0})
-    assert 0 < np.abs(o["desired_goal"].astype(int) - o["observation"]).mean()
+    assert np.abs(o["desired_goal"].astype(int) - o["observation"]).mean() > 0
     # Lifting another object is no success; lifting the goal object is, and ends the episode.
     other = next(j for j in range(base.n_objects) if j != 0)
     for target, expected in ((other, 0.0), (0, 1.0)):
@@ -439,13 +459,24 @@ def test_push_expert_moves_the_puck_to_the_goal():
     finals = [run_policy(env, expert, seed)[-1][2] for seed in range(5)]
     assert sum(f["is_success"] for f in finals) >= 4
     explore = make_policy("push_explore", env)
-    moved = [np.linalg.norm(s[-1][2]["state"][9:11] - s[0][2]["state"][9:11]) for s in (run_policy(env, explore, k) for k in range(3))]
+    moved = [
+        np.linalg.norm(s[-1][2]["state"][9:11] - s[0][2]["state"][9:11])
+        for s in (run_policy(env, explore, k) for k in range(3))
+    ]
     assert max(moved) > 0.02  # exploration does push the puck around
 
 
 def test_collect_round_trips_push_and_grasp(tmp_path):
-    ds = collect("ssrl/Push-v0", policy="push_expert", episodes=2, out=tmp_path / "push", cameras=["push", "front"],
-                 max_steps=8, seed=5, progress=False)
+    ds = collect(
+        "ssrl/Push-v0",
+        policy="push_expert",
+        episodes=2,
+        out=tmp_path / "push",
+        cameras=["push", "front"],
+        max_steps=8,
+        seed=5,
+        progress=False,
+    )
     ep = ds[1]
     assert ep.frames["push"].shape == (9, 3, 84, 84) and ep.action.shape == (8, 2)
     assert ep.info["state_desired_goal"].shape == (8, 4) and ep.info["is_success"].dtype == bool
@@ -456,8 +487,16 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
         obs, reward, _, _, info = env.step(ep.action[t])
         np.testing.assert_array_equal(obs["observation"][3:], ep.frames["front"][t + 1])
         np.testing.assert_array_equal(info["state"], ep.state[t + 1])
-    ds = collect("ssrl/Grasp-v0", policy="centred_grasp", episodes=1, out=tmp_path / "grasp", cameras=["bin", "object"],
-                 max_steps=3, seed=0, progress=False)
+    ds = collect(
+        "ssrl/Grasp-v0",
+        policy="centred_grasp",
+        episodes=1,
+        out=tmp_path / "grasp",
+        cameras=["bin", "object"],
+        max_steps=3,
+        seed=0,
+        progress=False,
+    )
     ep = ds[0]
     assert ds.meta["record_keys"] == ["s_pre", "s_post", "o", "object_id", "grasp_success"]
     assert ep.info["s_pre"].shape == ep.info["o"].shape == (3, 3, 84, 84) and ep.info["s_post"].dtype == np.uint8
@@ -465,8 +504,9 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
     np.testing.assert_array_equal(ep.reward, ep.info["grasp_success"].astype(np.float32))
     np.testing.assert_array_equal(ep.info["s_pre"][0], ep.frames["bin"][0])  # the same camera, same instant
     np.testing.assert_array_equal(ep.info["s_pre"][1:], ep.frames["bin"][1:-1])
-    ds = collect("ssrl/GraspGoal-v0", policy="goal_grasp", episodes=2, out=tmp_path / "goal", max_steps=2, seed=0,
-                 progress=False)
+    ds = collect(
+        "ssrl/GraspGoal-v0", policy="goal_grasp", episodes=2, out=tmp_path / "goal", max_steps=2, seed=0, progress=False
+    )
     assert ds.meta["record_keys"][-1] == "goal_id"
     for i, ep in enumerate(ds):
         env = GraspEnv(goal_conditioned=True)

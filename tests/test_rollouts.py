@@ -11,8 +11,15 @@ from ssrl.envs.rollouts import DatasetError, RolloutDataset, RolloutWriter, coll
 
 def test_collect_round_trips_frames_states_and_actions(tmp_path):
     out = tmp_path / "ds"
-    ds = collect("ssrl/cartpole-swingup-v0", episodes=2, out=out, cameras=["fixed", "lookatcart"],
-                 max_steps=12, seed=3, progress=False)
+    ds = collect(
+        "ssrl/cartpole-swingup-v0",
+        episodes=2,
+        out=out,
+        cameras=["fixed", "lookatcart"],
+        max_steps=12,
+        seed=3,
+        progress=False,
+    )
     assert len(ds) == 2 and ds.cameras == ["fixed", "lookatcart"]
     ep = ds[1]
     assert len(ep) == 12
@@ -63,9 +70,15 @@ def test_writer_validates_episode_shapes(tmp_path):
     writer = RolloutWriter(tmp_path / "ds", meta={"env_id": "x", "cameras": ["c"], "size": [8, 8]})
     from ssrl.envs.rollouts import Episode
 
-    bad = Episode(frames={"c": np.zeros((3, 3, 8, 8), np.uint8)}, action=np.zeros((3, 1), np.float32),
-                  reward=np.zeros(3, np.float32), terminated=np.zeros(3, bool), truncated=np.zeros(3, bool),
-                  state=np.zeros((4, 2), np.float32), info={})
+    bad = Episode(
+        frames={"c": np.zeros((3, 3, 8, 8), np.uint8)},
+        action=np.zeros((3, 1), np.float32),
+        reward=np.zeros(3, np.float32),
+        terminated=np.zeros(3, bool),
+        truncated=np.zeros(3, bool),
+        state=np.zeros((4, 2), np.float32),
+        info={},
+    )
     with pytest.raises(DatasetError, match="frames/c"):
         writer.write(bad)
     assert json.loads((tmp_path / "ds" / "meta.json").read_text())["format_version"] == 1

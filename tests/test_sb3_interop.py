@@ -40,9 +40,21 @@ def _sac_with_given_encoder(encoder, freeze: bool):
     from stable_baselines3 import SAC
 
     env = gym.make("ssrl/cartpole-swingup-v0", size=32)
-    return SAC("CnnPolicy", env, tau=0.1, learning_starts=8, batch_size=8, buffer_size=64, seed=0, device="cpu",
-               policy_kwargs=dict(features_extractor_class=SSRLEncoderExtractor, net_arch=[32, 32],
-                                  features_extractor_kwargs=dict(encoder=encoder, freeze=freeze)))
+    return SAC(
+        "CnnPolicy",
+        env,
+        tau=0.1,
+        learning_starts=8,
+        batch_size=8,
+        buffer_size=64,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(
+            features_extractor_class=SSRLEncoderExtractor,
+            net_arch=[32, 32],
+            features_extractor_kwargs=dict(encoder=encoder, freeze=freeze),
+        ),
+    )
 
 
 @pytest.mark.parametrize("freeze", [True, False])
@@ -58,8 +70,11 @@ def test_a_given_encoder_is_frozen_bit_for_bit_or_trained_and_the_users_module_i
     model.learn(24)
     assert model._n_updates >= 10
     assert not _identical(heads, _snapshot(policy.critic.qf0))  # the critic did learn
-    extractors = [policy.actor.features_extractor, policy.critic.features_extractor,
-                  policy.critic_target.features_extractor]
+    extractors = [
+        policy.actor.features_extractor,
+        policy.critic.features_extractor,
+        policy.critic_target.features_extractor,
+    ]
     # The user's module: same weights, still trainable, still in train mode.
     assert _identical(given, _snapshot(encoder))
     assert encoder.training and all(p.requires_grad for p in encoder.parameters())

@@ -29,7 +29,8 @@ ENVS: dict[str, tuple[str, dict]] = {
     "ssrl/Push-v0": ("ssrl.envs.manipulation.push:PushEnv", {}),
     "ssrl/PushRandomObject-v0": ("ssrl.envs.manipulation.push:PushEnv", {"randomize_objects": True}),
     "ssrl/PushMultiObject-v0": (
-        "ssrl.envs.manipulation.push:PushEnv", {"n_objects": 3, "randomize_objects": True, "max_episode_steps": 100}
+        "ssrl.envs.manipulation.push:PushEnv",
+        {"n_objects": 3, "randomize_objects": True, "max_episode_steps": 100},
     ),
     "ssrl/Grasp-v0": ("ssrl.envs.manipulation.grasp:GraspEnv", {}),
     "ssrl/GraspGoal-v0": ("ssrl.envs.manipulation.grasp:GraspEnv", {"goal_conditioned": True}),

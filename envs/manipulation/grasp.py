@@ -150,9 +150,17 @@ class GraspEnv(ManipulationEnv):
         self.bin = BinSpec(half_size=float(bin_half_size))
         scene = Scene(self.n_objects, self.bin, [BIN_CAMERA, OBJECT_CAMERA], pad_half_thickness=self.pad_half_thickness)
         self.scene = scene
-        self._setup_pixels(from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
-                           frame_stack=frame_stack, quality=quality, distractor=distractor,
-                           render_mode=render_mode, render_size=render_size)
+        self._setup_pixels(
+            from_pixels=from_pixels,
+            size=size,
+            camera=camera,
+            cameras=cameras,
+            frame_stack=frame_stack,
+            quality=quality,
+            distractor=distractor,
+            render_mode=render_mode,
+            render_size=render_size,
+        )
         self.metadata = dict(self.metadata, render_fps=2)
         self.triplet_size = parse_size(triplet_size) if triplet_size is not None else self.size
         self._bin_renderer: Renderer | None = None
@@ -285,8 +293,9 @@ class GraspEnv(ManipulationEnv):
         # Free space: nothing is touched; the fingers pre-shaped to the walls.
         scene.teleport_hand((x, y, z_top), yaw, self.finger_openings(x, y, yaw))
         scene.forward()
-        scene.move_hand((x, y, z_grasp), max(0.04, (z_top - z_grasp) / self.descend_speed),
-                        max_force=self.max_press_force)
+        scene.move_hand(
+            (x, y, z_grasp), max(0.04, (z_top - z_grasp) / self.descend_speed), max_force=self.max_press_force
+        )
         scene.close_fingers(self.close_time, self.finger_speed, FINGER_CLOSED_CTRL)
         scene.move_hand((x, y, self.floor_z + self.lift_height), self.lift_time)
         scene.step(int(round(self.hold_time / scene.dt)))
@@ -455,7 +464,11 @@ class GraspEnv(ManipulationEnv):
         if self.from_pixels:
             achieved = self._last_o if self._last_o is not None else np.zeros((3, *self.triplet_size), np.uint8)
             observation = self._flatten_views(scene_obs, self.camera_labels)
-            return {"observation": observation, "achieved_goal": achieved.copy(), "desired_goal": self._goal_image.copy()}
+            return {
+                "observation": observation,
+                "achieved_goal": achieved.copy(),
+                "desired_goal": self._goal_image.copy(),
+            }
         desired = np.zeros(self.n_objects, np.float32)
         desired[self.goal_id] = 1.0
         return {"observation": scene_obs, "achieved_goal": self._lifted.astype(np.float32), "desired_goal": desired}

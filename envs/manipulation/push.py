@@ -38,8 +38,8 @@ import gymnasium as gym
 import numpy as np
 
 from ..distractors import DistractorSpec
-from ..render import CameraSpec, Quality
 from ..pixels import check_count
+from ..render import CameraSpec, Quality
 from .base import ManipulationEnv
 from .scene import (
     FINGER_CLOSED_CTRL,
@@ -137,9 +137,17 @@ class PushEnv(ManipulationEnv):
         # dragging them round or up (the grasping task keeps grippy ones).
         scene.model.geom_friction[scene.pad_geoms] = self.pad_friction
         self.scene = scene
-        self._setup_pixels(from_pixels=from_pixels, size=size, camera=camera, cameras=cameras,
-                           frame_stack=frame_stack, quality=quality, distractor=distractor,
-                           render_mode=render_mode, render_size=render_size)
+        self._setup_pixels(
+            from_pixels=from_pixels,
+            size=size,
+            camera=camera,
+            cameras=cameras,
+            frame_stack=frame_stack,
+            quality=quality,
+            distractor=distractor,
+            render_mode=render_mode,
+            render_size=render_size,
+        )
         self.metadata = dict(self.metadata, render_fps=int(round(1 / (self.n_substeps * scene.dt))))
 
         goal_dim = 2 + 2 * self.n_objects
@@ -254,11 +262,15 @@ class PushEnv(ManipulationEnv):
         if "goal" in options:
             goal = np.asarray(options["goal"], float)
             if goal.shape != self._goal.shape:
-                raise ValueError(f"options['goal'] must have shape {self._goal.shape} ([hand_xy, object_xy...]), got {goal.shape}")
+                raise ValueError(
+                    f"options['goal'] must have shape {self._goal.shape} ([hand_xy, object_xy...]), got {goal.shape}"
+                )
         else:
             hand_goal = rng.uniform(self.hand_goal_low, self.hand_goal_high)
             # Goals at least two thresholds from where each object starts, so no episode starts solved.
-            object_goals = self._sample_positions(rng, radii, avoid=[], away_from=starts, min_move=2 * self.success_threshold)
+            object_goals = self._sample_positions(
+                rng, radii, avoid=[], away_from=starts, min_move=2 * self.success_threshold
+            )
             goal = np.concatenate([hand_goal, object_goals.ravel()])
         self._goal = goal
         scene.forward()
@@ -291,7 +303,9 @@ class PushEnv(ManipulationEnv):
         observation = self._flatten_views(stacked, self.camera_labels)
         n_views = len(self.camera_labels)
         frames_per_view = 3 * self.frame_stack
-        newest = [observation[v * frames_per_view + frames_per_view - 3 : (v + 1) * frames_per_view] for v in range(n_views)]
+        newest = [
+            observation[v * frames_per_view + frames_per_view - 3 : (v + 1) * frames_per_view] for v in range(n_views)
+        ]
         return {
             "observation": observation,
             "achieved_goal": np.concatenate(newest, axis=0),

@@ -162,9 +162,7 @@ def random_color(rng: np.random.Generator) -> tuple[float, float, float, float]:
     return (*colorsys.hsv_to_rgb(h, s, v), 1.0)
 
 
-def random_object(
-    rng: np.random.Generator, shapes: Sequence[str] = SHAPES, scale: float = 1.0
-) -> ObjectSpec:
+def random_object(rng: np.random.Generator, shapes: Sequence[str] = SHAPES, scale: float = 1.0) -> ObjectSpec:
     """A random object: uniform shape among ``shapes``, sizes uniform in graspable ranges."""
     shape = shapes[int(rng.integers(len(shapes)))]
     size = [scale * rng.uniform(lo, hi) for lo, hi in _SIZE_RANGES[shape]]
@@ -246,8 +244,15 @@ def build_xml(
         b = bin_spec
         body = ET.SubElement(world, "body", name="bin", pos="0 0 0")
         outer = b.half_size + b.wall_thickness
-        ET.SubElement(body, "geom", name="bin_floor", type="box", material="bin",
-                      pos=_fmt((0, 0, b.floor_thickness / 2)), size=_fmt((outer, outer, b.floor_thickness / 2)))
+        ET.SubElement(
+            body,
+            "geom",
+            name="bin_floor",
+            type="box",
+            material="bin",
+            pos=_fmt((0, 0, b.floor_thickness / 2)),
+            size=_fmt((outer, outer, b.floor_thickness / 2)),
+        )
         zc, hz = b.wall_height / 2, b.wall_height / 2
         c = b.half_size + b.wall_thickness / 2
         for name, pos, size in (
@@ -263,16 +268,30 @@ def build_xml(
         # Mass and inertia are set per episode from the active shape (Scene.set_object).
         ET.SubElement(body, "inertial", pos="0 0 0", mass="0.05", diaginertia="1e-5 1e-5 1e-5")
         for shape in SHAPES:
-            attrs = dict(name=f"object{i}_{shape}", type=shape, size="0.02 0.02 0.02", rgba="0.5 0.5 0.5 1",
-                         group=str(HIDDEN_GROUP), contype="0", conaffinity="0", density="0")
+            attrs = dict(
+                name=f"object{i}_{shape}",
+                type=shape,
+                size="0.02 0.02 0.02",
+                rgba="0.5 0.5 0.5 1",
+                group=str(HIDDEN_GROUP),
+                contype="0",
+                conaffinity="0",
+                density="0",
+            )
             attrs["class"] = "object"
             if shape == "capsule":
                 attrs["euler"] = "0 1.5707963267948966 0"  # lying along the body's x axis
             ET.SubElement(body, "geom", attrs)
     for cam in cameras:
         parent = world if cam.body is None else bodies[cam.body]
-        ET.SubElement(parent, "camera", name=cam.name, pos=_fmt(cam.pos), xyaxes=look_at(cam.pos, cam.target),
-                      fovy=f"{cam.fovy:g}")
+        ET.SubElement(
+            parent,
+            "camera",
+            name=cam.name,
+            pos=_fmt(cam.pos),
+            xyaxes=look_at(cam.pos, cam.target),
+            fovy=f"{cam.fovy:g}",
+        )
     return ET.tostring(root, encoding="unicode")
 
 
@@ -324,8 +343,12 @@ class Scene:
         hand_joint = name2id(mujoco.mjtObj.mjOBJ_JOINT, "hand")
         self.hand_qpos = slice(m.jnt_qposadr[hand_joint], m.jnt_qposadr[hand_joint] + 7)
         self.hand_qvel = slice(m.jnt_dofadr[hand_joint], m.jnt_dofadr[hand_joint] + 6)
-        self.finger_qpos = np.array([m.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("left_finger", "right_finger")])
-        self.finger_qvel = np.array([m.jnt_dofadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("left_finger", "right_finger")])
+        self.finger_qpos = np.array(
+            [m.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("left_finger", "right_finger")]
+        )
+        self.finger_qvel = np.array(
+            [m.jnt_dofadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("left_finger", "right_finger")]
+        )
         self.pad_geoms = np.array([name2id(mujoco.mjtObj.mjOBJ_GEOM, g) for g in ("left_pad", "right_pad")])
         self.gripper_geoms = np.array([i for i in range(m.ngeom) if self._is_gripper_body(m.geom_bodyid[i])])
         self.is_gripper_geom = np.zeros(m.ngeom, bool)
@@ -537,13 +560,19 @@ class Scene:
             m.geom_rgba[g] = spec.rgba
             s = spec.size
             aabb = {
-                "box": (s[0], s[1], s[2]), "cylinder": (s[0], s[0], s[1]), "sphere": (s[0],) * 3,
-                "capsule": (s[0], s[0], s[0] + s[1]), "ellipsoid": (s[0], s[1], s[2]),
+                "box": (s[0], s[1], s[2]),
+                "cylinder": (s[0], s[0], s[1]),
+                "sphere": (s[0],) * 3,
+                "capsule": (s[0], s[0], s[0] + s[1]),
+                "ellipsoid": (s[0], s[1], s[2]),
             }[shape]
             m.geom_aabb[g] = (0, 0, 0, *aabb)  # in the geom's own frame
             m.geom_rbound[g] = {
-                "box": math.sqrt(s[0] ** 2 + s[1] ** 2 + s[2] ** 2), "cylinder": math.hypot(s[0], s[1]),
-                "sphere": s[0], "capsule": s[0] + s[1], "ellipsoid": max(s),
+                "box": math.sqrt(s[0] ** 2 + s[1] ** 2 + s[2] ** 2),
+                "cylinder": math.hypot(s[0], s[1]),
+                "sphere": s[0],
+                "capsule": s[0] + s[1],
+                "ellipsoid": max(s),
             }[shape]
         body = self.object_bodies[i]
         mass = OBJECT_DENSITY * spec.volume
