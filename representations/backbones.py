@@ -16,6 +16,11 @@ Architectures (``make_encoder(arch, ...)``):
     A small ResNet: a stride-2 stem and three stages of two basic blocks (32, 64, 128 channels,
     stride 2 between stages), global average pooling, then the same Linear + LayerNorm head.
 
+Pooling: the feature map becomes a vector by flattening (``dmc``, ``fast``) or by global average
+pooling (``resnet``, or any architecture with ``pool="mean"``). A pooled encoder takes any image
+its convolutions fit, so patch-based pretext methods train it on patches and RL uses the same
+module on full frames.
+
 Inputs are channels-first images, uint8 in [0, 255] or float in [0, 1] (Stable-Baselines3
 divides by 255 before its features extractor); any number of channels (a 3-frame stack is 9).
 The conv trunk runs channels-last, which oneDNN's CPU kernels prefer (1.35x faster for the
@@ -33,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ARCHITECTURES: tuple[str, ...] = ("dmc", "fast", "resnet")
+POOLING: tuple[str, ...] = ("flatten", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,10 +51,19 @@ class EncoderConfig:
     feature_dim: int = 50
     num_filters: int = 32
     output_tanh: bool = False
+    # How the feature map becomes a vector: "flatten" (dmc, fast: the published encoders) or
+    # "mean" (global average pooling; resnet). None: the architecture's own. With "mean" the
+    # encoder takes any image at least as large as its trunk needs (patch-based pretext methods
+    # train it on patches; RL uses the same module on full frames).
+    pool: str | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown encoder architecture {self.arch!r}; use one of {ARCHITECTURES}")
+        if self.pool is None:
+            object.__setattr__(self, "pool", "mean" if self.arch == "resnet" else "flatten")
+        if self.pool not in POOLING:
+            raise ValueError(f"unknown pooling {self.pool!r}; use one of {POOLING}")
         if self.in_channels < 1 or self.feature_dim < 1 or self.num_filters < 1:
             raise ValueError(f"encoder sizes must be positive: {self}")
         if isinstance(self.image_size, int):
@@ -138,7 +153,10 @@ class ConvTrunk(nn.Module):
             self.output_shape = tuple(self.net(torch.zeros(1, *self.input_shape)).shape[1:])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-3:]) != self.input_shape:
+        # A pooled encoder takes any image size its convolutions fit (patches or full frames).
+        shape = tuple(x.shape[-3:]) if self.config.pool == "flatten" else tuple(x.shape[-3:-2])
+        expected = self.input_shape if self.config.pool == "flatten" else self.input_shape[:1]
+        if shape != expected:
             raise ValueError(f"encoder expects images of shape {self.input_shape}, got {tuple(x.shape[-3:])}")
         return self.net(to_float_image(x).contiguous(memory_format=torch.channels_last))
 
@@ -158,7 +176,7 @@ class ConvEncoder(nn.Module):
         self.trunk = ConvTrunk(config)
         self.input_shape = self.trunk.input_shape
         self.spatial_shape = self.trunk.output_shape
-        self.pool = config.arch == "resnet"
+        self.pool = config.pool == "mean"
         c, h, w = self.spatial_shape
         self.fc = nn.Linear(c if self.pool else c * h * w, config.feature_dim)
         self.norm = nn.LayerNorm(config.feature_dim)
@@ -183,9 +201,10 @@ def make_encoder(
     feature_dim: int = 50,
     num_filters: int = 32,
     output_tanh: bool = False,
+    pool: str | None = None,
 ) -> ConvEncoder:
     """Build an encoder of the suite's family (see the module docstring)."""
-    return ConvEncoder(EncoderConfig(arch, in_channels, image_size, feature_dim, num_filters, output_tanh))
+    return ConvEncoder(EncoderConfig(arch, in_channels, image_size, feature_dim, num_filters, output_tanh, pool))
 
 
 def encoder_from_config(config: dict | EncoderConfig) -> ConvEncoder:

@@ -424,3 +424,19 @@ def test_pretrain_fits_the_vae_prior_into_the_checkpoint(cartpole, tmp_path):
     z = rep.embed(train.stack(np.arange(len(train)), None, 1))
     np.testing.assert_allclose(rep.prior_mu.numpy(), z.mean(0), rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(rep.prior_std.numpy(), z.std(0), rtol=1e-3, atol=1e-4)
+
+
+def test_a_pooled_encoder_takes_patches_and_full_frames_with_the_same_weights():
+    pooled = make_encoder("fast", 3, 84, 8, pool="mean")
+    frames = torch.randint(0, 256, (2, 3, 84, 84), dtype=torch.uint8)
+    patch = frames[:, :, :42, :42]
+    assert pooled(frames).shape == pooled(patch).shape == (2, 8)
+    # Global average pooling by hand: the mean of the trunk's feature map, then Linear + LayerNorm.
+    features = pooled.trunk(patch)
+    by_hand = pooled.norm(pooled.fc(features.mean(dim=(2, 3))))
+    torch.testing.assert_close(pooled(patch), by_hand)
+    flat = make_encoder("fast", 3, 84, 8)
+    with pytest.raises(ValueError, match="expects images of shape"):
+        flat(patch)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        make_encoder("fast", 3, 84, 8, pool="max")
