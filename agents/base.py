@@ -37,6 +37,7 @@ from ssrl.utils import build_config, is_image_space, resolve_device
 
 from . import checkpoint
 from .augment import random_shift
+from .networks import soft_update
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
 
 
@@ -320,8 +321,23 @@ class OffPolicyAgent(abc.ABC):
         """Action in [-1, 1] for features ``h`` (exploration noise included unless deterministic)."""
 
     @abc.abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """The algorithm's own networks and targets, by name (the encoder is added by
+        :meth:`modules`)."""
+
     def modules(self) -> dict[str, nn.Module]:
-        """Everything with weights, by name (checkpoints)."""
+        """Everything with weights, by name (checkpoints): the algorithm's networks, and the
+        pixel encoder with its target."""
+        encoder = {"encoder": self.encoder, "encoder_target": self.encoder_target} if self.pixels else {}
+        return dict(self.networks(), **encoder)
+
+    def update_targets(self, *pairs: tuple[nn.Module, nn.Module]) -> None:
+        """Polyak-average each ``(target, online)`` pair at ``tau``, and the encoder's target at
+        ``encoder_tau`` (pixels)."""
+        for target, online in pairs:
+            soft_update(target, online, self.config.tau)
+        if self.pixels:
+            soft_update(self.encoder_target, self.encoder, self.config.encoder_tau)
 
     @abc.abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

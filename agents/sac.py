@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 
 from .base import AgentConfig, OffPolicyAgent
-from .networks import TanhGaussianActor, TwinQ, soft_update
+from .networks import TanhGaussianActor, TwinQ
 from .replay import Batch
 
 
@@ -143,22 +143,17 @@ class SAC(OffPolicyAgent):
 
         # Targets: Polyak averages of the critic and of the encoder.
         if self.num_updates % c.target_update_freq == 0:
-            soft_update(self.critic_target, self.critic, c.tau)
-            if self.pixels:
-                soft_update(self.encoder_target, self.encoder, c.encoder_tau)
+            self.update_targets((self.critic_target, self.critic))
         self.num_updates += 1
         return metrics
 
-    def modules(self):
-        modules = {
+    def networks(self):
+        return {
             "actor": self.actor,
             "critic": self.critic,
             "critic_target": self.critic_target,
             "log_alpha": _ParameterHolder(self.log_alpha),
         }
-        if self.pixels:
-            modules.update(encoder=self.encoder, encoder_target=self.encoder_target)
-        return modules
 
     def optimizers(self):
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer, "alpha": self.alpha_optimizer}

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 
 from .base import AgentConfig, OffPolicyAgent
-from .networks import DeterministicActor, TwinQ, soft_update
+from .networks import DeterministicActor, TwinQ
 from .replay import Batch
 
 
@@ -107,23 +107,17 @@ class TD3(OffPolicyAgent):
             self.optimizer_step(self.actor_optimizer, actor_loss, "actor loss")
             self.critic.requires_grad_(True)
             metrics["actor_loss"] = actor_loss.detach()
-            soft_update(self.actor_target, self.actor, c.tau)
-            soft_update(self.critic_target, self.critic, c.tau)
-            if self.pixels:
-                soft_update(self.encoder_target, self.encoder, c.encoder_tau)
+            self.update_targets((self.actor_target, self.actor), (self.critic_target, self.critic))
         self.num_updates += 1
         return metrics
 
-    def modules(self):
-        modules = {
+    def networks(self):
+        return {
             "actor": self.actor,
             "actor_target": self.actor_target,
             "critic": self.critic,
             "critic_target": self.critic_target,
         }
-        if self.pixels:
-            modules.update(encoder=self.encoder, encoder_target=self.encoder_target)
-        return modules
 
     def optimizers(self):
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
