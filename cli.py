@@ -82,7 +82,10 @@ def _train(args: argparse.Namespace) -> int:
     from ssrl.agents import TrainingDiverged
     from ssrl.agents.run import train_run
 
-    out = args.out or f"runs/{args.env.split('/')[-1]}-{args.algo}{'-' + args.aux if args.aux else ''}-s{args.seed}"
+    rep = args.aux or args.method
+    tag = f"-{rep}" if rep else ""
+    tag += f"-{args.regime}" if args.regime else ""
+    out = args.out or f"runs/{args.env.split('/')[-1]}-{args.algo}{tag}-s{args.seed}"
     try:
         summary = train_run(
             out,
@@ -93,6 +96,9 @@ def _train(args: argparse.Namespace) -> int:
             env_kwargs=parse_options(args.env_option),
             hyperparams=parse_options(args.set),
             encoder=args.encoder,
+            method=args.method,
+            regime=args.regime,
+            method_kwargs=parse_options(args.method_option),
             aux=args.aux,
             aux_kwargs=parse_options(args.aux_option),
             eval_every=args.eval_every,
@@ -230,12 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--env-steps", type=int, default=100_000, help="budget in env steps (agent steps x action repeat)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(
-        "--encoder", default=None, help="a pretrained representation checkpoint: train on its frozen latents"
+        "--encoder",
+        default=None,
+        help="a pretrained representation checkpoint (ssrl pretrain); alone: train on its frozen latents",
+    )
+    tr.add_argument("--method", default=None, help="the representation a --regime uses (when no --encoder gives it)")
+    tr.add_argument(
+        "--regime",
+        default=None,
+        choices=["frozen", "finetune", "decoupled", "joint"],
+        help="how the representation serves the agent: frozen latents; finetune (the critic trains the pretrained "
+        "encoder); decoupled (only the method's own loss on the replay trains it); joint (both losses)",
+    )
+    tr.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of a fresh representation's config, e.g. --method-option latent_dim=32",
     )
     tr.add_argument(
         "--aux",
         default=None,
-        help="a method whose objective trains the pixel encoder jointly with the critic, e.g. dbc or deepmdp",
+        help="shorthand for --method NAME --regime joint (e.g. dbc: its objective trained with the critic)",
     )
     tr.add_argument("--aux-option", action="append", default=[], metavar="KEY=VALUE")
     tr.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")

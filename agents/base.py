@@ -93,6 +93,13 @@ class AgentConfig:
     encoder_tanh: bool = True
     # Polyak rate of the target encoder, at each target update. SAC-AE's and CURL's 0.05.
     encoder_tau: float = 0.05
+    # Adam learning rate of the encoder in the critic's optimiser; None: critic_lr. Fine-tuning
+    # a pretrained encoder (``--regime finetune``) often wants it lower.
+    encoder_lr: float | None = None
+    # Whether the critic's loss trains the encoder. False is the decoupled regime (ATC): the
+    # critic and the actor read the encoder's output detached, and only an aux objective (the
+    # representation's own loss on replay batches) trains it.
+    critic_trains_encoder: bool = True
     # Observation augmentation of replay batches: "shift" (DrQ's random shift) or None.
     augment: str | None = "shift"
     # Largest shift of "shift", in pixels each way. DrQ's pad 4 (for 84x84 images).
@@ -127,11 +134,12 @@ class Prepared:
 
     obs: torch.Tensor  # (augmented) observations: uint8 images or float vectors
     next_obs: torch.Tensor
-    h: torch.Tensor  # encoder(obs), with gradient to the encoder
+    h: torch.Tensor  # encoder(obs), what the critic reads: with gradient unless it must not train the encoder
     h_next: torch.Tensor  # target_encoder(next_obs), without gradient
     action: torch.Tensor  # in [-1, 1], (B, A)
     reward: torch.Tensor  # (B,)
     discount: torch.Tensor  # 0 after a terminal transition, else 1, (B,)
+    latent: torch.Tensor | None = None  # encoder(obs) with gradient, for the aux objective
 
 
 def _protocol_members(protocol: type) -> list[str]:
@@ -171,6 +179,7 @@ class OffPolicyAgent(abc.ABC):
         action_space: gym.spaces.Box | None = None,
         frame_stack: int | None = None,
         reward_fn: Callable | None = None,
+        encoder: nn.Module | None = None,
         **hyperparams: Any,
     ) -> None:
         self.env = env
@@ -189,7 +198,7 @@ class OffPolicyAgent(abc.ABC):
         self._high = self.action_space.high.astype(np.float32)
         self.action_dim = int(self.action_space.shape[0])
         self._seed()
-        self._build_encoder()
+        self._build_encoder(encoder)
         self._build_replay(reward_fn)
         # Loop state, saved in checkpoints so that a resumed run continues the same run.
         self.num_agent_steps = 0
@@ -250,20 +259,28 @@ class OffPolicyAgent(abc.ABC):
         self.generator.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
 
-    def _build_encoder(self) -> None:
-        """Pixels: the conv encoder and its EMA target. Set ``feature_dim``, the width of what
-        the actor and critics read (the encoder's output, or the flattened vector observation)."""
+    def _build_encoder(self, encoder: nn.Module | None) -> None:
+        """Pixels: the conv encoder (``encoder`` if given: a representation's, pretrained or not,
+        whose architecture then replaces ``encoder_arch``, ``feature_dim`` and ``encoder_tanh``)
+        and its EMA target. Set ``feature_dim``, the width of what the actor and critics read
+        (the encoder's output, or the flattened vector observation)."""
         self.encoder: nn.Module | None = None
         self.encoder_target: nn.Module | None = None
         space = self.observation_space
+        if encoder is not None and not self.pixels:
+            raise ValueError("an encoder was given, but this agent's observations are not images")
         if self.pixels:
             c = self.config
-            enc_cfg = EncoderConfig(
-                c.encoder_arch, space.shape[0], tuple(space.shape[1:]), c.feature_dim, output_tanh=c.encoder_tanh
-            )
-            self.encoder = encoder_from_config(enc_cfg).to(self.device)
+            if encoder is None:
+                enc_cfg = EncoderConfig(
+                    c.encoder_arch, space.shape[0], tuple(space.shape[1:]), c.feature_dim, output_tanh=c.encoder_tanh
+                )
+                encoder = encoder_from_config(enc_cfg)
+            self.encoder = encoder.to(self.device)
             self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
-            self.feature_dim = c.feature_dim
+            with torch.no_grad():
+                probe = torch.zeros(1, *space.shape, dtype=torch.uint8, device=self.device)
+                self.feature_dim = int(self.encoder(probe).shape[-1])
         elif self.is_dict:
             spaces = space.spaces
             self.feature_dim = int(np.prod(spaces["observation"].shape) + np.prod(spaces["desired_goal"].shape))
@@ -423,15 +440,18 @@ class OffPolicyAgent(abc.ABC):
         action = torch.from_numpy(batch.action).to(self.device)
         reward = torch.from_numpy(batch.reward).to(self.device)
         discount = torch.from_numpy(batch.discount).to(self.device)
-        h = self.features(obs)
+        latent = self.features(obs)
         with torch.no_grad():
             h_next = self.encoder_target(next_obs) if self.pixels else next_obs
-        return Prepared(obs, next_obs, h, h_next, action, reward, discount)
+        # The decoupled regime: the critic reads the latents detached, so its loss never reaches
+        # the encoder; the aux objective still gets them with gradient.
+        h = latent if self.config.critic_trains_encoder else latent.detach()
+        return Prepared(obs, next_obs, h, h_next, action, reward, discount, latent)
 
     def aux_inputs(self, p: Prepared) -> AuxInputs:
         """What the aux objective receives for the batch ``p`` (observations only on pixels)."""
         return AuxInputs(
-            p.h,
+            p.latent if p.latent is not None else p.h,
             p.h_next,
             p.action,
             p.reward,
@@ -479,10 +499,15 @@ class OffPolicyAgent(abc.ABC):
                 "lower the learning rate or check the observations and rewards"
             )
 
-    def critic_parameters(self, critic: nn.Module) -> list[nn.Parameter]:
-        """The critic optimiser trains the encoder too (the critic loss shapes it)."""
+    def critic_parameters(self, critic: nn.Module) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """What the critic's optimiser trains: the critic, and the encoder too (the critic loss
+        shapes it) unless ``critic_trains_encoder`` is off; the encoder at ``encoder_lr`` when set."""
         params = list(critic.parameters())
-        return params + list(self.encoder.parameters()) if self.pixels else params
+        if not self.pixels or not self.config.critic_trains_encoder:
+            return params
+        if self.config.encoder_lr is None:
+            return params + list(self.encoder.parameters())
+        return [{"params": params}, {"params": list(self.encoder.parameters()), "lr": self.config.encoder_lr}]
 
     # -- checkpoints (the file format: ssrl.agents.checkpoint) ---------------------------------
 
@@ -546,7 +571,9 @@ class OffPolicyAgent(abc.ABC):
         env: gym.Env | None = None,
         device: str | torch.device = "auto",
         aux: AuxObjective | None = None,
+        encoder: nn.Module | None = None,
     ) -> OffPolicyAgent:
-        """Rebuild an agent from :meth:`save` (``env`` is needed only to train further); see
+        """Rebuild an agent from :meth:`save` (``env`` is needed only to train further; ``encoder``
+        a module of the architecture it was trained with, when that was given); see
         :func:`ssrl.agents.checkpoint.load_agent`."""
-        return checkpoint.load_agent(cls, path, env, device=device, aux=aux)
+        return checkpoint.load_agent(cls, path, env, device=device, aux=aux, encoder=encoder)

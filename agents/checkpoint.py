@@ -94,6 +94,7 @@ def load_agent(
     env: gym.Env | None = None,
     device: str | torch.device = "auto",
     aux: AuxObjective | None = None,
+    encoder: torch.nn.Module | None = None,
 ) -> AgentT:
     """Rebuild a ``cls`` agent from a checkpoint written by :func:`save_agent`.
 
@@ -103,6 +104,8 @@ def load_agent(
         observation and action shapes must be the checkpoint's.
     :param device: where to put the networks ("auto": the GPU if torch sees one).
     :param aux: the auxiliary objective the agent was trained with, if any (its state is restored).
+    :param encoder: a module of the encoder architecture the agent was built with, if it was
+        given one (a representation's); its weights are replaced by the checkpoint's.
     """
     state = read_checkpoint(path)
     if state["algo"] != cls.algo:
@@ -124,6 +127,7 @@ def load_agent(
         observation_space=obs_space,
         action_space=act_space,
         frame_stack=state["frame_stack"],
+        encoder=encoder,
         **state["config"],
     )
     agent.load_state_dict(state)

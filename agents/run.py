@@ -1,10 +1,17 @@
 """``ssrl train``: a training run in a folder, resumable, never overwritten by accident.
 
 A run folder holds ``run.json`` (what was asked: env, options, algorithm, hyper-parameters,
-seed), the trainer's logs and checkpoints (see :mod:`ssrl.agents.trainer`) and, once the budget
-is reached, ``final.json``. Calling :func:`train_run` on a folder with a checkpoint resumes it;
-on a finished run it refuses unless ``overwrite=True``; with a different configuration it
-refuses always (:class:`ssrl.runs.RunFolder`, shared by every long-running command).
+seed, representation and regime), the trainer's logs and checkpoints (see
+:mod:`ssrl.agents.trainer`) and, once the budget is reached, ``final.json``. Calling
+:func:`train_run` on a folder with a checkpoint resumes it; on a finished run it refuses unless
+``overwrite=True``; with a different configuration it refuses always (:class:`ssrl.runs.RunFolder`,
+shared by every long-running command).
+
+A representation serves the agent in one of four regimes (:mod:`ssrl.representations.regimes`):
+``frozen`` (latents of a pretrained encoder, ``--encoder CHECKPOINT``), ``finetune`` (the
+pretrained encoder trained further by the critic), ``decoupled`` (the method's own loss on the
+agent's replay trains the encoder; the critic reads it detached) and ``joint`` (the method's loss
+added to the critic's). ``--aux NAME`` is shorthand for ``--method NAME --regime joint``.
 """
 
 from __future__ import annotations
@@ -35,23 +42,59 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None
     return env
 
 
-def make_aux(name: str | None, env: gym.Env, kwargs: dict[str, Any], latent_dim: int):
-    """Method ``name``'s joint objective for an agent on ``env`` (``None`` for no name)."""
-    if name is None:
-        return None
-    from ssrl.representations import make_aux_objective
+def resolve_regime(
+    method: str | None, regime: str | None, encoder: str | None, aux: str | None
+) -> tuple[str | None, str | None]:
+    """(method, regime) of a run from what was asked, with the shorthands: ``--aux NAME`` is
+    ``--method NAME --regime joint``; ``--encoder`` alone is the frozen regime."""
+    from ssrl.representations.regimes import check_regime
 
-    return make_aux_objective(name, env, latent_dim=latent_dim, **kwargs)
+    if aux is not None:
+        if (method not in (None, aux)) or (regime not in (None, "joint")):
+            raise ValueError(
+                f"--aux {aux} means --method {aux} --regime joint; it contradicts the method or regime given"
+            )
+        method, regime = aux, "joint"
+    if regime is None:
+        if method is not None:
+            raise ValueError("--method needs a --regime: frozen, finetune, decoupled or joint")
+        return None, "frozen" if encoder else None
+    check_regime(regime)
+    if regime in ("frozen", "finetune") and encoder is None:
+        raise ValueError(f"the {regime} regime needs a pretrained encoder: --encoder CHECKPOINT (from ssrl pretrain)")
+    if regime in ("decoupled", "joint") and method is None and encoder is None:
+        raise ValueError(f"the {regime} regime needs a --method (or a pretrained --encoder of one)")
+    return method, regime
 
 
-def agent_hyperparams(aux: str | None, hyperparams: dict[str, Any]) -> dict[str, Any]:
-    """The agent's hyper-parameters: what the joint objective ``aux`` needs of the agent (its
-    method's ``joint_agent_options``, e.g. DBC's encoder without tanh), then the user's."""
-    if aux is None:
-        return dict(hyperparams)
-    from ssrl.representations import get
+def representation_for(
+    method: str | None,
+    encoder: str | None,
+    method_kwargs: dict[str, Any],
+    env: gym.Env,
+    hyperparams: dict[str, Any],
+    seed: int = 0,
+):
+    """The representation a run's agent adopts: the pretrained one at ``encoder`` (which must
+    be of ``method`` when both are given), else a fresh ``method`` sized for the env's frames,
+    with the agent's ``encoder_arch`` and ``feature_dim`` unless ``method_kwargs`` say otherwise."""
+    from ssrl.representations import load_representation
+    from ssrl.representations.regimes import fresh_representation
 
-    return dict(get(aux).joint_agent_options, **hyperparams)
+    if encoder is not None:
+        rep = load_representation(encoder)
+        if method is not None and rep.name != method:
+            raise ValueError(f"--encoder {encoder} holds a {rep.name} model, not {method}")
+        if method_kwargs:
+            raise ValueError("method options apply to a fresh representation; the --encoder checkpoint has its own")
+        return rep.train()
+    import torch
+
+    torch.manual_seed(seed)  # the fresh encoder's initialisation is part of the seeded run
+    defaults = {"arch": hyperparams.get("encoder_arch", "dmc"), "latent_dim": hyperparams.get("feature_dim", 50)}
+    return fresh_representation(
+        method, env.observation_space.shape, int(env.action_space.shape[0]), **dict(defaults, **method_kwargs)
+    )
 
 
 def train_run(
@@ -63,6 +106,9 @@ def train_run(
     env_kwargs: dict[str, Any] | None = None,
     hyperparams: dict[str, Any] | None = None,
     encoder: str | None = None,
+    method: str | None = None,
+    regime: str | None = None,
+    method_kwargs: dict[str, Any] | None = None,
     aux: str | None = None,
     aux_kwargs: dict[str, Any] | None = None,
     eval_every: int = 10_000,
@@ -75,9 +121,15 @@ def train_run(
     tensorboard: bool = True,
     callback=None,
 ) -> dict[str, Any]:
-    """Train (or resume) one run in ``out``; returns the trainer's summary."""
+    """Train (or resume) one run in ``out``; returns the trainer's summary.
+
+    ``encoder``: a representation checkpoint; ``method``/``regime``: how a representation serves
+    the agent (see the module docstring); ``method_kwargs`` (or ``aux_kwargs`` with ``aux``):
+    options of a fresh representation's config.
+    """
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; use one of {sorted(ALGOS)}")
+    method, regime = resolve_regime(method, regime, encoder, aux)
     out = pathlib.Path(out)
     spec = {
         "env_id": env_id,
@@ -86,25 +138,36 @@ def train_run(
         "hyperparams": dict(hyperparams or {}),
         "seed": int(seed),
         "encoder": str(encoder) if encoder else None,
-        "aux": aux,
-        "aux_kwargs": dict(aux_kwargs or {}),
+        "method": method,
+        "regime": regime,
+        "method_kwargs": dict(method_kwargs or aux_kwargs or {}),
     }
     folder = RunFolder(out, "ssrl train")
     folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
-    env = make_env(env_id, spec["env_kwargs"], encoder)
+    frozen = spec["encoder"] if regime == "frozen" else None
+    env = make_env(env_id, spec["env_kwargs"], frozen)
     eval_env = None
     try:
-        eval_env = make_env(env_id, spec["env_kwargs"], encoder, render=video) if eval_episodes > 0 else None
+        eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video) if eval_episodes > 0 else None
+        agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
+        if regime in ("finetune", "decoupled", "joint"):
+            from ssrl.representations import StackedFramesEncoder
+            from ssrl.representations.regimes import RepresentationObjective
+
+            rep = representation_for(method, spec["encoder"], spec["method_kwargs"], env, hyper, seed)
+            agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
+            hyper["critic_trains_encoder"] = regime != "decoupled"
+            if regime != "finetune":
+                aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed=seed)
         agent_cls = ALGOS[algo]
         checkpoint = out / "checkpoint" / "agent.pt"
-        aux_obj = make_aux(aux, env, spec["aux_kwargs"], latent_dim=int(spec["hyperparams"].get("feature_dim", 50)))
         if checkpoint.exists():
-            agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj)
+            agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj, encoder=agent_encoder)
             agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
             if progress:
                 print(f"resuming {out} from {agent.num_env_steps} env steps")
         else:
-            agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, **agent_hyperparams(aux, spec["hyperparams"]))
+            agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, encoder=agent_encoder, **hyper)
         # Only now, with the env and the agent built from the options, is the run real: a start
         # that fails validation leaves no run.json to refuse (or mislabel) the corrected command.
         folder.start(spec, env_steps=int(env_steps))

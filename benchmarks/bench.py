@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from .cells import Cell, plan
+from .cells import Cell, plan, unservable
 from .executor import run_all, status_lines
 from .runner import collect_data, run_cell
 from .suite import REFERENCE_ROWS, Suite, SuiteError, available_suites, load_suite, parse_suite
@@ -86,14 +86,15 @@ def run_bench(
         ).items()
         if v is not None
     }
-    described = dict(spec.as_dict(), command_line_overrides=overrides)
+    # Rows the planner leaves out (a method whose data an agent's replay cannot give), with why.
+    described = dict(spec.as_dict(), command_line_overrides=overrides, not_run=unservable(spec))
     (out / "suite.yaml").write_text(yaml.safe_dump(described, sort_keys=False))
     start = time.perf_counter()
     # Data first, once per data set (the cells of a task share it): in parallel across tasks.
     datasets = {c.data.key: c.data for c in cells if c.data is not None}
     run_all([(collect_data, (out, d)) for d in datasets.values()], workers, ray_address, out, [], display=False)
     # On Ray, cells that train a conv net (all but state SAC) may ask for a share of a GPU.
-    gpus = [ray_gpus if c.observation != "state" or c.method else 0.0 for c in cells]
+    gpus = [ray_gpus if c.pixels or c.pretrain is not None else 0.0 for c in cells]
     results = run_all(
         [(run_cell, (c, str(out))) for c in cells], workers, ray_address, out, cells, display=display, gpus=gpus
     )

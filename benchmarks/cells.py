@@ -3,12 +3,18 @@
 A cell is one row of the table (a method or a reference row) on one task with one seed. What a
 cell does follows from its fields, never from a method's name:
 
-* ``data`` set: it collects (shared by the cells of a task) and loads a data set;
-* ``method`` set: it pretrains that method on the data (``pretrain.steps == 0``: the untrained
-  encoder, the random-init lower bound) and probes it on held-out episodes;
-* ``rl`` set: it trains SAC/TD3 on ``observation`` = ``"state"``, ``"pixels"`` (end to end,
-  with ``aux`` = a method whose objective trains the encoder jointly) or ``"latents"`` (of the
-  pretrained encoder, frozen).
+* ``pretrain`` set: it collects ``data`` (shared by the cells of a task), pretrains ``method``
+  on it (``pretrain.steps == 0``: the untrained encoder, the random-init lower bound) and probes
+  it on held-out episodes;
+* ``rl`` set: it trains SAC/TD3 on the state (``state=True``), or from pixels: end to end
+  (no ``method``), or with ``method`` serving the agent in ``regime`` (``frozen`` and
+  ``finetune`` use the pretrained encoder; ``decoupled`` and ``joint`` use the pretrained one
+  when the cell pretrains, else a fresh one with ``method_options``; see
+  :mod:`ssrl.representations.regimes`).
+
+Rows: a method in the frozen regime is its name (``tcn``); in another regime
+``METHOD:REGIME`` (``tcn:finetune``); the reference rows keep their names (``dbc_joint`` is
+``dbc`` in the joint regime, from scratch).
 """
 
 from __future__ import annotations
@@ -16,11 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any
 
 from .suite import JOINT_ROW_SUFFIX, CollectSpec, PretrainSpec, RLSpec, Suite, SuiteError, parse_suite
-
-Observation = Literal["state", "pixels", "latents"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +56,19 @@ class Cell:
     env_id: str | None = None  # the RL env
     env: dict[str, Any] = dataclasses.field(default_factory=dict)
     rl: RLSpec | None = None
-    observation: Observation = "latents"
-    aux: str | None = None
+    state: bool = False  # RL on the true state (no pixels)
+    regime: str | None = None  # how ``method`` serves the agent
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # a fresh method's config
 
     def __post_init__(self) -> None:
-        if self.method is not None and (self.data is None or self.pretrain is None):
-            raise ValueError(f"cell {self.id}: a method needs data and a pretraining spec")
+        if self.pretrain is not None and (self.method is None or self.data is None):
+            raise ValueError(f"cell {self.id}: pretraining needs a method and data")
         if self.rl is not None and self.env_id is None:
             raise ValueError(f"cell {self.id}: RL needs an env id")
-        if self.rl is not None and self.observation == "latents" and self.method is None:
-            raise ValueError(f"cell {self.id}: RL on latents needs a method to encode them")
+        if self.rl is not None and self.method is not None and self.regime is None:
+            raise ValueError(f"cell {self.id}: RL with a method needs a regime")
+        if self.regime in ("frozen", "finetune") and self.pretrain is None:
+            raise ValueError(f"cell {self.id}: the {self.regime} regime needs a pretrained encoder")
 
     @property
     def id(self) -> str:
@@ -72,11 +79,18 @@ class Cell:
         """A label for tables and the live display."""
         if self.rl is None:
             return "probe"
-        if self.observation == "latents":
-            return "random" if self.pretrain is not None and self.pretrain.steps == 0 else "frozen"
-        if self.observation == "pixels":
-            return "joint" if self.aux else "pixel"
-        return "state"
+        if self.state:
+            return "state"
+        if self.method is None:
+            return "pixel"
+        if self.regime == "frozen" and self.pretrain.steps == 0:
+            return "random"
+        return self.regime
+
+    @property
+    def pixels(self) -> bool:
+        """Whether the agent trains a conv net (end to end, or a method's encoder)."""
+        return self.rl is not None and not self.state and (self.method is None or self.regime != "frozen")
 
     @property
     def budget(self) -> int:
@@ -141,22 +155,51 @@ def plan(
         rl_env = dict(env_id=env_id, env=env_opts)
         for seed in range(n_seeds):
             for method in rows["methods"]:
-                cells.append(
-                    Cell(method, task, seed, data, method, _pretrain_spec(suite, method), rl=suite.rl, **rl_env)
-                )
+                pre = _pretrain_spec(suite, method)
+                for regime in suite.regimes:
+                    row = method if regime == "frozen" else f"{method}:{regime}"
+                    if regime == "frozen":
+                        cells.append(Cell(row, task, seed, data, method, pre, rl=suite.rl, regime=regime, **rl_env))
+                    elif regime == "finetune":
+                        cells.append(Cell(row, task, seed, data, method, pre, rl=pixel_rl, regime=regime, **rl_env))
+                    elif replay_refusal(method, pre.config) is None:  # decoupled, joint: from scratch
+                        cells.append(
+                            Cell(
+                                row,
+                                task,
+                                seed,
+                                method=method,
+                                rl=pixel_rl,
+                                regime=regime,
+                                method_options=pre.config,
+                                **rl_env,
+                            )
+                        )
             for row in rows["references"]:
                 if row == "random_encoder":
                     # The lower bound: the untrained encoder of the suite's first method.
                     first = next(iter(suite.methods))
                     spec = dataclasses.replace(_pretrain_spec(suite, first), steps=0)
-                    cells.append(Cell(row, task, seed, data, first, spec, rl=suite.rl, **rl_env))
+                    cells.append(Cell(row, task, seed, data, first, spec, rl=suite.rl, regime="frozen", **rl_env))
                 elif row == "state_sac":
-                    cells.append(Cell(row, task, seed, rl=suite.rl, observation="state", **rl_env))
+                    cells.append(Cell(row, task, seed, rl=suite.rl, state=True, **rl_env))
                 elif row == "pixel_sac":
-                    cells.append(Cell(row, task, seed, rl=pixel_rl, observation="pixels", **rl_env))
-                else:
-                    aux = row.removesuffix(JOINT_ROW_SUFFIX)
-                    cells.append(Cell(row, task, seed, rl=pixel_rl, observation="pixels", aux=aux, **rl_env))
+                    cells.append(Cell(row, task, seed, rl=pixel_rl, **rl_env))
+                else:  # METHOD_joint: the method's loss with the critic's, from scratch
+                    method = row.removesuffix(JOINT_ROW_SUFFIX)
+                    options = _pretrain_spec(suite, method).config
+                    cells.append(
+                        Cell(
+                            row,
+                            task,
+                            seed,
+                            method=method,
+                            rl=pixel_rl,
+                            regime="joint",
+                            method_options=options,
+                            **rl_env,
+                        )
+                    )
     for part, spec in suite.probes.items():
         data = DataSpec(spec.env, {}, spec.collect)
         for method in spec.methods:
@@ -170,6 +213,31 @@ def plan(
             for seed in range(n_seeds):
                 cells.append(Cell(method, part, seed, data, method, pre, probe_against_random=True))
     return cells
+
+
+def replay_refusal(method: str, options: dict[str, Any]) -> str | None:
+    """Why ``method`` (with these config options) cannot learn from an agent's replay (the
+    decoupled and joint regimes), or None if it can."""
+    from ssrl.envs.rollouts import DatasetError
+    from ssrl.representations.regimes import RepresentationObjective, fresh_representation
+
+    rep = fresh_representation(method, (9, 84, 84), 1, **dict(options, arch="fast", latent_dim=2))
+    try:
+        RepresentationObjective(rep, "decoupled", action_dim=1)
+    except DatasetError as err:
+        return str(err)
+    return None
+
+
+def unservable(suite: Suite) -> list[str]:
+    """The suite's (method, regime) rows the planner leaves out, each with the reason."""
+    out = []
+    for method in suite.methods:
+        for regime in set(suite.regimes) & {"decoupled", "joint"}:
+            reason = replay_refusal(method, _pretrain_spec(suite, method).config)
+            if reason is not None:
+                out.append(f"{method}:{regime}: {reason}")
+    return sorted(out)
 
 
 def _pretrain_spec(suite: Suite, method: str) -> PretrainSpec:

@@ -159,6 +159,8 @@ def write_report(
     md = [f"# ssrl bench: suite `{suite['name']}`", ""]
     if suite.get("note"):
         md += [f"> {suite['note']}", ""]
+    if suite.get("not_run"):
+        md += ["Rows not run:", ""] + [f"- {line}" for line in suite["not_run"]] + [""]
     if suite.get("command_line_overrides"):
         md += [f"Run with command-line overrides of the suite: `{json.dumps(suite['command_line_overrides'])}`.", ""]
     cell_time = sum(r.get("wall_time") or 0.0 for r in results)

@@ -173,9 +173,17 @@ def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
     run.start(identity)
     progress = Progress(run.path)
     start = time.perf_counter()
-    result: dict[str, Any] = {"cell": cell.id, "row": cell.row, "task": cell.task, "seed": cell.seed, "kind": cell.kind}
+    result: dict[str, Any] = {
+        "cell": cell.id,
+        "row": cell.row,
+        "task": cell.task,
+        "seed": cell.seed,
+        "kind": cell.kind,
+        "method": cell.method,
+        "regime": cell.regime,
+    }
     encoder, pretrain_time = None, 0.0
-    if cell.method is not None:
+    if cell.pretrain is not None:
         from ssrl.representations import RolloutData
 
         progress.update(phase="load data")
@@ -204,8 +212,11 @@ def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Prog
     rl = cell.rl
     env_kwargs = dict(cell.env)
     hyper = dict(rl.hyperparams)
-    if cell.observation == "state":
+    if cell.state:
         env_kwargs = state_mode_kwargs(env_kwargs)
+    # A pretrained encoder serves the agent in the cell's regime; without one (decoupled and
+    # joint cells that do not pretrain) the run builds a fresh method with the cell's options.
+    fresh = encoder is None and cell.method is not None
     progress.update(phase="rl", env_steps=0, budget=rl.env_steps)
 
     def report(status: dict[str, Any]) -> None:
@@ -227,7 +238,9 @@ def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Prog
         env_kwargs=env_kwargs,
         hyperparams=hyper,
         encoder=encoder,
-        aux=cell.aux,
+        method=cell.method if fresh else None,
+        regime=cell.regime,
+        method_kwargs=cell.method_options if fresh else None,
         eval_every=rl.eval_every,
         eval_episodes=rl.eval_episodes,
         progress=False,

@@ -11,6 +11,7 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     collect: {episodes: 16, policy: sticky_random, max_steps: null, cameras: null, seed: 0}
     pretrain: {steps: 200, batch_size: 32, config: {arch: fast}}
     methods: {tcn: {}, dbc: {bisim_weight: 0.5}}    # method -> options of its Config
+    regimes: [frozen, finetune, decoupled, joint]   # rows per method (default [frozen])
     references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
     rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...}}
     pixel_rl: {hyperparams: {...}}   # added to rl.hyperparams for end-to-end pixel rows
@@ -120,6 +121,7 @@ class Suite:
     collect: CollectSpec = dataclasses.field(default_factory=CollectSpec)
     pretrain: PretrainSpec = dataclasses.field(default_factory=PretrainSpec)
     methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    regimes: list[str] = dataclasses.field(default_factory=lambda: ["frozen"])  # how each method serves the agent
     references: list[str] = dataclasses.field(default_factory=list)
     rl: RLSpec | None = None
     pixel_rl: PixelRLSpec = dataclasses.field(default_factory=PixelRLSpec)
@@ -249,6 +251,11 @@ def _check_values(suite: Suite, where: str) -> None:
     for method in suite.methods:
         if method not in valid:
             raise SuiteError(f"{where}: unknown method {method!r}; valid methods: {', '.join(valid)}")
+    from ssrl.representations.regimes import REGIMES
+
+    for regime in suite.regimes:
+        if regime not in REGIMES:
+            raise SuiteError(f"{where}: unknown regime {regime!r}; valid regimes: {', '.join(REGIMES)}")
     for row in suite.references:
         if row not in REFERENCE_ROWS:
             raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")

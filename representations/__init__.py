@@ -16,16 +16,14 @@ from .core import (
     Need,
     Representation,
     get,
-    joint_methods,
     load_representation,
     make,
-    make_aux_objective,
     names,
     register,
 )
 from .data import RolloutData
 from .objective import AuxInputs, AuxObjective
-from .wrappers import EncodedObservation, EncodedVectorObservation
+from .wrappers import EncodedObservation, EncodedVectorObservation, StackedFramesEncoder
 
 __all__ = [
     "ARCHITECTURES",
@@ -38,14 +36,13 @@ __all__ = [
     "EncoderConfig",
     "Need",
     "Representation",
-    "joint_methods",
     "RolloutData",
+    "StackedFramesEncoder",
     "TemporalEncoder",
     "encoder_from_config",
     "get",
     "load_representation",
     "make",
-    "make_aux_objective",
     "make_encoder",
     "names",
     "register",

@@ -80,22 +80,22 @@ class Representation(nn.Module, abc.ABC):
       (benchmarks, examples): a DMC task by default; grasp2vec needs our Grasp scene.
     * :meth:`after_pretraining`: runs once pretraining ends (the VAEs fit their prior there).
     * :meth:`extra_scores`: scores beside the probe's (grasp2vec's retrieval accuracy).
-    * :meth:`joint_objective`: the objective that trains an agent's encoder jointly with its
-      critic (``ssrl train --aux NAME``), for methods that can; ``joint_agent_options``: the
-      agent hyper-parameters that setting needs (a suite's own settings win).
+    * :meth:`replay_loss`: the loss on an agent's replay batch (the decoupled and joint regimes
+      of :mod:`ssrl.representations.regimes`); by default the method's own ``sample_batch``
+      draws from the replay batch.
     """
 
     name: ClassVar[str]
     needs: ClassVar[Need]
     Config: ClassVar[type]
     example_env: ClassVar[str] = "ssrl/cartpole-swingup-v0"
-    joint_agent_options: ClassVar[dict[str, Any]] = {}  # agent hyper-parameters its joint objective needs
 
     def __init__(self, config: Any, obs_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.config = config
         self.obs_shape = tuple(int(s) for s in obs_shape)
         self.encoder: nn.Module
+        self.generator: torch.Generator | None = None  # the agent's, while it trains this representation
         # Ids of the episodes pretraining used (``ssrl.representations.pretrain.episode_ids``):
         # saved with the model, so probes can keep to episodes the encoder never saw.
         self.trained_on: list[str] | None = None
@@ -125,14 +125,15 @@ class Representation(nn.Module, abc.ABC):
         that larger is better unless the name says otherwise, e.g. ``alignment_error``)."""
         return {}
 
-    @classmethod
-    def joint_objective(cls, latent_dim: int, action_dim: int, **config: Any):
-        """An :class:`~ssrl.representations.objective.AuxObjective` that trains an agent's
-        encoder (of ``latent_dim`` outputs) jointly with its critic; ``config`` holds options of
-        this method's ``Config``."""
-        raise ValueError(
-            f"{cls.name} cannot train an agent's encoder jointly yet; methods that can: {', '.join(joint_methods())}"
-        )
+    def replay_loss(self, inputs, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective on an agent's replay batch (:class:`~ssrl.representations.objective.AuxInputs`),
+        when this representation's encoder is the agent's: by default :meth:`sample_batch` draws
+        the batch from :class:`~ssrl.representations.regimes.ReplayData`, so the method samples as
+        it does from rollouts. ``self.generator`` is the agent's torch generator here."""
+        from .regimes import ReplayData
+
+        data = ReplayData.from_inputs(inputs)
+        return self.loss(self.to_batch(self.sample_batch(data, len(data), rng)))
 
     # -- shared ------------------------------------------------------------------------------------
 
@@ -202,6 +203,16 @@ BUILTIN = {
     "deepmdp": "ssrl.representations.control.deepmdp",
     "dbc": "ssrl.representations.control.dbc",
     "rotation": "ssrl.representations.pretext.image.rotation",
+    "exemplar": "ssrl.representations.pretext.image.exemplar",
+    "relative-position": "ssrl.representations.pretext.image.relative_position",
+    "jigsaw": "ssrl.representations.pretext.image.jigsaw",
+    "colorization": "ssrl.representations.pretext.image.colorization",
+    "split-brain": "ssrl.representations.pretext.image.split_brain",
+    "denoising-ae": "ssrl.representations.pretext.image.denoising_ae",
+    "context-encoder": "ssrl.representations.pretext.image.context_encoder",
+    "bigan": "ssrl.representations.pretext.image.bigan",
+    "counting": "ssrl.representations.pretext.image.counting",
+    "cpc": "ssrl.representations.pretext.image.cpc",
 }
 
 
@@ -225,17 +236,6 @@ def get(name: str) -> type[Representation]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown representation {name!r}; known: {', '.join(names())}")
     return _REGISTRY[name]
-
-
-def joint_methods() -> list[str]:
-    """Methods whose objective can train an agent's encoder jointly (``ssrl train --aux``)."""
-    return [n for n in names() if get(n).joint_objective.__func__ is not Representation.joint_objective.__func__]
-
-
-def make_aux_objective(name: str, env, latent_dim: int = 50, **config: Any):
-    """Method ``name``'s joint objective for an agent on ``env`` whose encoder outputs
-    ``latent_dim`` features (see :meth:`Representation.joint_objective`)."""
-    return get(name).joint_objective(latent_dim, int(env.action_space.shape[0]), **config)
 
 
 def make(name: str, obs_shape: tuple[int, ...], **config: Any) -> Representation:

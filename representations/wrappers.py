@@ -33,31 +33,47 @@ def encoder_input_shape(encoder: nn.Module) -> tuple[int, ...]:
     return tuple(shape)
 
 
-class _Encoding:
-    """Encode batches of images with a frozen encoder, frame by frame when needed."""
+class StackedFramesEncoder(nn.Module):
+    """An encoder over the env's observations: the encoder itself when their channels match;
+    when the env stacks k times the encoder's channels (an encoder of single frames under a
+    3-frame stack), each chunk is encoded and the k latents are concatenated, oldest first.
+
+    A module, so an agent can train it (fine-tuning); the wrapped encoder's weights are shared.
+    """
 
     def __init__(self, encoder: nn.Module, obs_shape: tuple[int, ...]) -> None:
-        self.encoder = encoder.eval().requires_grad_(False)
-        self.device = next(encoder.parameters()).device
+        super().__init__()
+        self.encoder = encoder
         c_in, *hw = encoder_input_shape(encoder)
         c, *obs_hw = obs_shape
         if tuple(obs_hw) != tuple(hw):
             raise ValueError(f"the encoder takes {hw[0]}x{hw[1]} images, the env gives {obs_hw[0]}x{obs_hw[1]}")
         if c % c_in:
             raise ValueError(f"the env gives {c} channels, not a multiple of the encoder's {c_in}")
-        self.chunks = c // c_in
-        self.c_in = c_in
+        self.chunks, self.c_in = c // c_in, c_in
+        self.input_shape = tuple(obs_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = len(x)
+        if self.chunks > 1:
+            x = x.reshape(b * self.chunks, self.c_in, *x.shape[2:])
+        return self.encoder(x).reshape(b, -1)
+
+
+class _Encoding:
+    """Encode batches of numpy images with a frozen encoder (see :class:`StackedFramesEncoder`)."""
+
+    def __init__(self, encoder: nn.Module, obs_shape: tuple[int, ...]) -> None:
+        self.module = StackedFramesEncoder(encoder.eval().requires_grad_(False), obs_shape)
+        self.device = next(encoder.parameters()).device
         with torch.no_grad():
-            probe = torch.zeros(1, *encoder_input_shape(encoder), dtype=torch.uint8, device=self.device)
-            self.latent_dim = int(encoder(probe).shape[-1]) * self.chunks
+            probe = torch.zeros(1, *obs_shape, dtype=torch.uint8, device=self.device)
+            self.latent_dim = int(self.module(probe).shape[-1])
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray) -> np.ndarray:
         x = torch.as_tensor(np.ascontiguousarray(images)).to(self.device)
-        b = len(x)
-        if self.chunks > 1:
-            x = x.reshape(b * self.chunks, self.c_in, *x.shape[2:])
-        return self.encoder(x).float().reshape(b, -1).cpu().numpy()
+        return self.module(x).float().cpu().numpy()
 
 
 def _encoded_space(space: gym.Space, encoder: nn.Module, who: str):

@@ -104,17 +104,21 @@ def test_bad_suites_and_selections_name_the_valid_choices(tmp_path, tiny_suite):
         plan(load_suite(str(tiny_suite)), methods=["dbc"])
 
 
-def test_every_shipped_suite_is_valid_and_quick_covers_every_method():
+def test_every_shipped_suite_is_valid_quick_covers_every_control_method_and_some_suite_every_method():
     import ssrl.representations as reps
     from ssrl.benchmarks.bench import available_suites
 
-    assert {"quick", "dmc6", "distracting", "manipulation", "representations"} <= set(available_suites())
+    assert {"quick", "dmc6", "distracting", "manipulation", "representations", "pretext"} <= set(available_suites())
+    methods_in_suites = set()
     for name in available_suites():
         cells = plan(load_suite(name))
         assert cells
+        methods_in_suites |= {c.method for c in cells}
+    assert set(reps.core.BUILTIN) <= methods_in_suites  # (names() also holds methods tests register)
     quick = plan(load_suite("quick"))
     rows = {c.row for c in quick}
-    assert set(reps.core.BUILTIN) <= rows  # (names() also holds methods tests register)
+    control = {name for name, module in reps.core.BUILTIN.items() if ".control." in module}
+    assert control <= rows
     assert {"state_sac", "pixel_sac", "dbc_joint", "deepmdp_joint", "random_encoder"} <= rows
 
 
@@ -190,3 +194,40 @@ def test_ray_path_runs_a_cell(tiny_suite, tmp_path, monkeypatch):
         subprocess.run(
             [ray_bin, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
         )
+
+
+def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_decoupled_cell(tmp_path):
+    from ssrl.benchmarks.cells import unservable
+
+    suite = dict(
+        TINY, methods={"rotation": {}, "tcn": {}}, regimes=["frozen", "finetune", "decoupled"], references=["dbc_joint"]
+    )
+    cells = {c.row: c for c in plan(suite)}
+    assert set(cells) == {"rotation", "rotation:finetune", "rotation:decoupled", "tcn", "tcn:finetune", "dbc_joint"}
+    assert cells["rotation:decoupled"].pretrain is None and cells["rotation:decoupled"].pixels
+    assert cells["tcn:finetune"].pretrain is not None and cells["tcn"].kind == "frozen"
+    assert (cells["dbc_joint"].method, cells["dbc_joint"].regime) == ("dbc", "joint")
+    assert unservable(load_suite_dict(suite)) == [
+        "tcn:decoupled: multi-view TCN needs views, which an agent's replay does not hold (it holds frame stacks of "
+        "one camera and transitions); use it pretrained and frozen or fine-tuned instead"
+    ]
+    with pytest.raises(SuiteError, match="unknown regime 'tuned'"):
+        plan(dict(suite, regimes=["tuned"]))
+    summary = run_bench(suite, out=tmp_path / "b", methods=["rotation"], workers=1, display=False, rl_steps=48)
+    rows = {r["row"]: r for r in summary["rows"]}
+    assert {"rotation", "rotation:finetune", "rotation:decoupled"} == set(rows)
+    result = json.loads(
+        (tmp_path / "b" / "cells" / "rotation:decoupled__cartpole-swingup__s0" / "result.json").read_text()
+    )
+    assert result["regime"] == "decoupled" and result["rl"]["env_steps"] == 48 and "probe" not in result
+    run = json.loads(
+        (tmp_path / "b" / "cells" / "rotation:decoupled__cartpole-swingup__s0" / "run" / "run.json").read_text()
+    )
+    assert (run["method"], run["regime"], run["method_kwargs"]["arch"]) == ("rotation", "decoupled", "fast")
+    assert "tcn:decoupled" in (tmp_path / "b" / "summary.md").read_text()
+
+
+def load_suite_dict(suite):
+    from ssrl.benchmarks.suite import parse_suite
+
+    return parse_suite(suite)

@@ -218,7 +218,7 @@ def test_vector_env_is_encoded_in_one_batch():
     wrapped = EncodedVectorObservation(envs, make_encoder("fast", 9, SIZE, 6))
     obs, _ = wrapped.reset(seed=0)
     assert obs.shape == (2, 6) and wrapped.observation_space.contains(obs)
-    single = EncodedObservation(make_dmc("cartpole", "swingup", size=SIZE), wrapped._encode.encoder)
+    single = EncodedObservation(make_dmc("cartpole", "swingup", size=SIZE), wrapped._encode.module.encoder)
     np.testing.assert_allclose(single.reset(seed=0)[0], obs[0], rtol=1e-5)
 
 
@@ -228,7 +228,7 @@ def test_vector_goal_env_encodes_every_image_entry_in_one_batch():
     obs, _ = wrapped.reset(seed=0)
     assert wrapped.observation_space.contains(obs)
     assert obs["observation"].shape == obs["desired_goal"].shape == (2, 5)
-    single = EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), wrapped._encode.encoder)
+    single = EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), wrapped._encode.module.encoder)
     first, _ = single.reset(seed=0)
     for key in ("observation", "achieved_goal", "desired_goal"):
         np.testing.assert_allclose(first[key], obs[key][0], rtol=1e-5, atol=1e-6)
@@ -386,29 +386,6 @@ def test_tcn_pairs_three_cameras_in_small_batches(loss):
         else:  # 8 distinct instants of one episode
             assert "negative" not in batch and len(set(ep)) == 1 and len(set(t)) == 8
     assert seen == {(a, b) for a in range(3) for b in range(3) if a != b}
-
-
-def test_dbc_trains_jointly_with_sac_through_the_aux_hook():
-    from ssrl.agents import SAC
-    from ssrl.representations import make_aux_objective
-
-    env = make_dmc("cartpole", "swingup", size=SIZE, task_kwargs={"time_limit": 0.4})
-    aux = make_aux_objective("dbc", env, latent_dim=8)
-    agent = SAC(env, aux=aux, feature_dim=8, hidden_dims=(16,), batch_size=8, buffer_size=200, learning_starts=10)
-    models = [p.clone() for p in aux.parameters()]
-    agent.learn(8 * 20)
-    assert agent.num_updates > 5
-    assert all(not torch.equal(a, b) for a, b in zip(models, aux.parameters()))
-    batch = agent.replay.sample(8)
-    metrics = agent.update(batch)
-    assert {"aux_loss", "aux/bisim_loss", "aux/transition_nll", "aux/reward_loss"} <= set(metrics)
-    # The bisimulation gradient reaches the agent's encoder: with the critic loss removed, the
-    # aux loss alone still moves it.
-    obs = agent.obs_to_tensor(batch.obs)
-    z = agent.encoder(obs)
-    loss, _ = aux.latent_loss(z, torch.tensor(batch.action), torch.tensor(batch.reward), z.detach(), torch.ones(8))
-    loss.backward()
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.encoder.parameters())
 
 
 def test_pretrain_fits_the_vae_prior_into_the_checkpoint(cartpole, tmp_path):

@@ -17,8 +17,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ssrl.utils import build_config
-
 from ..backbones import make_encoder
 from ..core import Need, Representation
 
@@ -55,22 +53,16 @@ class RewardModel(nn.Module):
 
 
 class LatentObjective(nn.Module, abc.ABC):
-    """An objective on (z, a, r, z') latents. As an agent's ``aux`` it receives the agent's
-    latents (``loss(AuxInputs)``) and only its own models are its parameters."""
+    """An objective on (z, a, r, z') latents: of its representation's own encoder offline, or of
+    an agent's encoder in the decoupled and joint regimes (``replay_loss``)."""
 
-    generator: torch.Generator | None = None  # set by an agent to its own (see AuxObjective)
+    generator: torch.Generator | None = None  # its sampling randomness: an agent's while it trains one
 
     @abc.abstractmethod
     def latent_loss(
         self, z: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_z: torch.Tensor, discount: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss given encoder latents ``z`` (with gradient) and ``next_z`` (without)."""
-
-    def loss(self, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """:class:`~ssrl.representations.objective.AuxObjective`'s loss, on an agent's latents."""
-        return self.latent_loss(
-            inputs.latent, inputs.action, inputs.reward, inputs.next_latent.detach(), inputs.discount
-        )
 
 
 class TransitionRepresentation(Representation):
@@ -79,18 +71,11 @@ class TransitionRepresentation(Representation):
 
     needs = Need.TRANSITIONS
     Objective: ClassVar[type[LatentObjective]]
-    # DBC's and DeepMDP's encoders end at LayerNorm (DBC's code), not the SAC-AE tanh.
-    joint_agent_options: ClassVar[dict] = {"encoder_tanh": False}
 
     def __init__(self, config, obs_shape) -> None:
         super().__init__(config, obs_shape)
         self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
         self.objective = self.Objective(config)
-
-    @classmethod
-    def joint_objective(cls, latent_dim: int, action_dim: int, **config):
-        """The same objective on an agent's latents (``ssrl train --aux NAME``)."""
-        return cls.Objective(build_config(cls.Config, dict(config, latent_dim=latent_dim, action_dim=action_dim)))
 
     def check_data(self, data) -> None:
         super().check_data(data)
@@ -102,6 +87,14 @@ class TransitionRepresentation(Representation):
 
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         return data.transitions(data.sample_frames(batch_size, rng, with_next=True), k=self.config.frame_stack)
+
+    def replay_loss(self, inputs, rng: np.random.Generator):
+        """On an agent's replay: the agent's latents of the batch (its encoder is this one) and
+        its target encoder's next latents, as DBC's agent does; no extra encoder pass."""
+        self.objective.generator = self.generator
+        return self.objective.latent_loss(
+            inputs.latent, inputs.action, inputs.reward, inputs.next_latent.detach(), inputs.discount
+        )
 
     def loss(self, batch):
         z = self.encoder(batch["obs"])

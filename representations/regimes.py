@@ -1,0 +1,167 @@
+"""How a representation serves an agent: the four regimes, through one mechanism.
+
+==========  ===================================  ====================  ==========================
+regime      the agent's encoder                  critic trains it      the method's own loss
+==========  ===================================  ====================  ==========================
+frozen      none: ``EncodedObservation`` turns   no                    no
+            images into latents (RL on vectors)
+finetune    the pretrained encoder               yes (``encoder_lr``)  no
+decoupled   the method's encoder (pretrained     no: the critic and    yes, on the agent's replay
+            or freshly initialised)              actor read it         batches; the only thing
+                                                 detached              that trains it (ATC)
+joint       the method's encoder (pretrained     yes                   yes, added to the critic's
+            or freshly initialised)                                    loss (CURL, DBC, DeepMDP)
+==========  ===================================  ====================  ==========================
+
+In the decoupled and joint regimes the method's objective is the agent's ``aux``
+(:class:`RepresentationObjective`): at every update it draws the method's batch from the agent's
+replay batch with the method's own ``sample_batch``, through :class:`ReplayData`, a replay batch
+seen through the sampling interface of :class:`~ssrl.representations.data.RolloutData` (frames
+and transitions). A method whose data a replay cannot give (synchronised views, clips, grasp
+triplets, episode contexts) is refused when the run is built, with what it needs. A method may
+instead override :meth:`~ssrl.representations.core.Representation.replay_loss` (DBC and DeepMDP
+use the agent's own latents there, saving encoder passes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ssrl.envs.rollouts import DatasetError
+from ssrl.utils import build_config
+
+from .core import Need, Representation, get
+from .objective import AuxInputs
+
+REGIMES: tuple[str, ...] = ("frozen", "finetune", "decoupled", "joint")
+# The needs a replay batch can serve: frame stacks of the agent's one camera, and transitions.
+REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS
+
+
+def check_regime(regime: str) -> str:
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; use one of {', '.join(REGIMES)}")
+    return regime
+
+
+def fresh_representation(method: str, obs_shape: tuple[int, ...], action_dim: int, **config: Any) -> Representation:
+    """An untrained ``method`` for an agent on observations ``obs_shape`` (a ``3k``-channel frame
+    stack): its ``frame_stack`` defaults to the observation's ``k``, and methods with an
+    ``action_dim`` get the env's."""
+    cls = get(method)
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    defaults = {"frame_stack": obs_shape[0] // 3}
+    if "action_dim" in fields:
+        defaults["action_dim"] = action_dim
+    cfg = build_config(cls.Config, dict(defaults, **config))
+    return cls(cfg, (3 * cfg.frame_stack, *obs_shape[1:]))
+
+
+class ReplayData:
+    """A replay batch (uint8 frame stacks ``(B, 3k, H, W)``, actions, rewards, discounts) with
+    the sampling interface methods use on rollout data: ``sample_frames``, ``stack``,
+    ``transitions`` and ``require``. Every index is a transition with a next frame."""
+
+    cameras = ["agent"]
+
+    def __init__(
+        self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray, discount: np.ndarray
+    ) -> None:
+        self.obs, self.next_obs = obs, next_obs
+        self.action, self.reward, self.discount = action, reward, discount
+        self.frames_per_obs = obs.shape[1] // 3
+
+    @classmethod
+    def from_inputs(cls, inputs: AuxInputs) -> ReplayData:
+        as_numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731  (free on the CPU)
+        return cls(
+            as_numpy(inputs.obs),
+            as_numpy(inputs.next_obs),
+            as_numpy(inputs.action),
+            as_numpy(inputs.reward),
+            as_numpy(inputs.discount),
+        )
+
+    def __len__(self) -> int:
+        return len(self.obs)
+
+    @property
+    def frame_shape(self) -> tuple[int, ...]:
+        return (3, *self.obs.shape[2:])
+
+    def require(self, needs: Need, method: str = "this method") -> None:
+        missing = needs & ~REPLAY_SERVES
+        if missing:
+            names = ", ".join(n.name.lower() for n in Need if n in missing)
+            raise DatasetError(
+                f"{method} needs {names}, which an agent's replay does not hold (it holds frame stacks of one "
+                "camera and transitions); use it pretrained and frozen or fine-tuned instead"
+            )
+
+    def sample_frames(self, n: int, rng: np.random.Generator, with_next: bool = False) -> np.ndarray:
+        """``n`` distinct indices when the batch has them (every index has a next frame)."""
+        return rng.permutation(len(self))[:n] if n <= len(self) else rng.integers(0, len(self), n)
+
+    def _last_frames(self, x: np.ndarray, k: int) -> np.ndarray:
+        if k > self.frames_per_obs:
+            raise ValueError(f"the method stacks {k} frames; the agent's observations hold {self.frames_per_obs}")
+        return x[:, x.shape[1] - 3 * k :]
+
+    def stack(self, idx: np.ndarray, camera: str | None = None, k: int = 1, stride: int = 1) -> np.ndarray:
+        """The last ``k`` frames of the observations ``idx`` (consecutive agent steps)."""
+        if stride != 1:
+            raise ValueError("an agent's replay holds frame stacks of consecutive steps only (stride 1)")
+        return self._last_frames(self.obs[np.asarray(idx)], k)
+
+    def transitions(self, idx: np.ndarray, camera: str | None = None, k: int = 1) -> dict[str, np.ndarray]:
+        idx = np.asarray(idx)
+        return {
+            "obs": self.stack(idx, camera, k),
+            "action": self.action[idx],
+            "reward": self.reward[idx],
+            "next_obs": self._last_frames(self.next_obs[idx], k),
+            "discount": self.discount[idx],
+        }
+
+
+class RepresentationObjective(nn.Module):
+    """A representation's own loss as an agent's ``aux`` objective (the decoupled and joint
+    regimes; see the module docstring). The agent's encoder must be ``rep.encoder`` (or a
+    :class:`~ssrl.representations.wrappers.StackedFramesEncoder` around it).
+
+    ``parameters()`` are what the aux optimiser steps: every parameter of the representation in
+    the decoupled regime (its loss is the only one that trains the encoder), all but the
+    encoder's in the joint regime (the critic's optimiser steps the encoder, on the sum of both
+    losses). The sampling RNG is part of the state dict, so a resumed run draws the same batches.
+    """
+
+    def __init__(self, rep: Representation, regime: str, action_dim: int, seed: int = 0) -> None:
+        super().__init__()
+        if check_regime(regime) not in ("decoupled", "joint"):
+            raise ValueError(f"the {regime} regime trains no objective on the replay")
+        self.rep, self.regime = rep, regime
+        self.rng = np.random.default_rng(seed)
+        self.generator: torch.Generator | None = None
+        shape = rep.obs_shape
+        probe = np.zeros((2, *shape), np.uint8)
+        actions = np.zeros((2, action_dim), np.float32)
+        rep.check_data(ReplayData(probe, probe, actions, np.zeros(2, np.float32), np.ones(2, np.float32)))
+
+    def parameters(self, recurse: bool = True):
+        encoder = {id(p) for p in self.rep.encoder.parameters()} if self.regime == "joint" else set()
+        return (p for p in self.rep.parameters(recurse) if id(p) not in encoder)
+
+    def loss(self, inputs: AuxInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.rep.generator = self.generator
+        return self.rep.replay_loss(inputs, self.rng)
+
+    def get_extra_state(self) -> Any:
+        return {"rng": self.rng.bit_generator.state}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.rng.bit_generator.state = state["rng"]

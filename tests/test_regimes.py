@@ -1,0 +1,173 @@
+"""The four regimes: what trains the encoder in each, the replay serving a method's sampler,
+refusals, the CLI shorthands, and exact resume with a method's loss on the replay."""
+
+import numpy as np
+import pytest
+import torch
+
+from ssrl.agents import SAC
+from ssrl.agents.run import resolve_regime, train_run
+from ssrl.envs import make_dmc
+from ssrl.envs.rollouts import DatasetError, collect
+from ssrl.representations import StackedFramesEncoder, load_representation
+from ssrl.representations.pretrain import pretrain
+from ssrl.representations.regimes import ReplayData, RepresentationObjective, fresh_representation
+
+SIZE = 48
+AGENT = dict(hidden_dims=(16,), batch_size=8, buffer_size=400, learning_starts=10)
+
+
+def cartpole():
+    return make_dmc("cartpole", "swingup", size=SIZE, task_kwargs={"time_limit": 0.4})
+
+
+def agent_for(method: str, regime: str, **hyper):
+    """An agent adopting a fresh ``method``'s encoder in ``regime``, and the representation."""
+    env = cartpole()
+    torch.manual_seed(0)
+    rep = fresh_representation(method, env.observation_space.shape, 1, arch="fast", latent_dim=8)
+    aux = RepresentationObjective(rep, regime, action_dim=1) if regime != "finetune" else None
+    hyper = dict(AGENT, critic_trains_encoder=regime != "decoupled", **hyper)
+    agent = SAC(env, aux=aux, encoder=StackedFramesEncoder(rep.encoder, env.observation_space.shape), **hyper)
+    agent.learn(8 * 14)  # some updates, so the replay holds batches
+    return agent, rep, aux
+
+
+def encoder_grads(agent, loss) -> list[torch.Tensor | None]:
+    agent.encoder.zero_grad(set_to_none=True)
+    loss.backward()
+    return [p.grad for p in agent.encoder.parameters()]
+
+
+def critic_and_aux_grads(agent):
+    """The encoder's gradient from the critic's loss alone and from the aux loss alone."""
+    batch = agent.replay.sample(8)
+    p = agent.prepare(batch)
+    critic_grads = encoder_grads(agent, agent.critic(p.h, p.action).sum()) if p.h.requires_grad else None
+    p = agent.prepare(batch)
+    aux_grads = encoder_grads(agent, agent.aux.loss(agent.aux_inputs(p))[0]) if agent.aux is not None else None
+    return critic_grads, aux_grads
+
+
+def nonzero(grads) -> bool:
+    return grads is not None and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("method", ["rotation", "dbc"])
+def test_joint_trains_the_encoder_through_both_losses_decoupled_only_through_its_own(method):
+    joint, _, aux = agent_for(method, "joint")
+    critic, objective = critic_and_aux_grads(joint)
+    assert nonzero(critic) and nonzero(objective)
+    # The aux optimiser steps the method's heads; the encoder is in the critic's optimiser once.
+    encoder_ids = {id(p) for p in joint.encoder.parameters()}
+    assert not encoder_ids & {id(p) for p in aux.parameters()}
+    assert encoder_ids <= {id(p) for g in joint.critic_optimizer.param_groups for p in g["params"]}
+
+    decoupled, _, aux = agent_for(method, "decoupled")
+    critic, objective = critic_and_aux_grads(decoupled)
+    assert critic is None  # the critic reads the latents detached: its loss cannot reach the encoder
+    assert nonzero(objective)
+    encoder_ids = {id(p) for p in decoupled.encoder.parameters()}
+    assert not encoder_ids & {id(p) for g in decoupled.critic_optimizer.param_groups for p in g["params"]}
+    assert encoder_ids <= {id(p) for p in aux.parameters()}
+
+
+def test_decoupled_encoder_moves_only_with_its_own_loss_and_finetune_only_with_the_critic():
+    frozen_aux, rep, _ = agent_for("rotation", "decoupled", aux_lr=0.0)
+    before = [p.clone() for p in rep.encoder.parameters()]
+    frozen_aux.learn(8 * 6)
+    assert all(torch.equal(a, b) for a, b in zip(before, rep.encoder.parameters()))  # critic steps cannot move it
+    moving, rep, _ = agent_for("rotation", "decoupled")
+    before = [p.clone() for p in rep.encoder.parameters()]
+    moving.learn(8 * 6)
+    assert not all(torch.equal(a, b) for a, b in zip(before, rep.encoder.parameters()))
+
+    still, rep, _ = agent_for("rotation", "finetune", encoder_lr=0.0)
+    before = [p.clone() for p in rep.encoder.parameters()]
+    still.learn(8 * 6)
+    assert all(torch.equal(a, b) for a, b in zip(before, rep.encoder.parameters()))
+    tuned, rep, _ = agent_for("rotation", "finetune", encoder_lr=1e-3)
+    before = [p.clone() for p in rep.encoder.parameters()]
+    tuned.learn(8 * 6)
+    assert not all(torch.equal(a, b) for a, b in zip(before, rep.encoder.parameters()))
+    assert tuned.aux is None and len(tuned.critic_optimizer.param_groups) == 2
+
+
+def test_replay_data_serves_a_methods_own_sampler_and_refuses_what_it_cannot_hold():
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, (5, 9, 8, 8), dtype=np.uint8)
+    data = ReplayData(obs, obs[::-1].copy(), np.ones((5, 2), np.float32), np.arange(5.0), np.ones(5, np.float32))
+    idx = data.sample_frames(5, rng)
+    assert sorted(idx) == [0, 1, 2, 3, 4]  # distinct frames of the batch
+    np.testing.assert_array_equal(data.stack([1, 3], k=1), obs[[1, 3], 6:])  # the newest frame
+    t = data.transitions(np.array([2]), k=3)
+    np.testing.assert_array_equal(t["next_obs"], obs[[2]])  # obs[::-1][2] is obs[2]
+    assert t["reward"].tolist() == [2.0]
+    with pytest.raises(ValueError, match="stacks 4 frames"):
+        data.stack([0], k=4)
+    env = cartpole()
+    for method, need in (("tcn", "views"), ("mftcn", "views, clips"), ("cc-vae", "context")):
+        rep = fresh_representation(method, env.observation_space.shape, 1, arch="fast", latent_dim=8)
+        with pytest.raises(DatasetError, match=f"needs {need}.*frozen or fine-tuned"):
+            RepresentationObjective(rep, "decoupled", action_dim=1)
+
+
+def test_regime_shorthands_and_refusals():
+    assert resolve_regime(None, None, None, "dbc") == ("dbc", "joint")
+    assert resolve_regime(None, None, "m.pt", None) == (None, "frozen")
+    assert resolve_regime(None, None, None, None) == (None, None)
+    with pytest.raises(ValueError, match="needs a --regime"):
+        resolve_regime("tcn", None, None, None)
+    with pytest.raises(ValueError, match="needs a pretrained encoder"):
+        resolve_regime("tcn", "finetune", None, None)
+    with pytest.raises(ValueError, match="unknown regime 'tuned'; use one of frozen, finetune"):
+        resolve_regime("tcn", "tuned", None, None)
+    with pytest.raises(ValueError, match="contradicts"):
+        resolve_regime("tcn", None, None, "dbc")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("regimes")
+    collect("ssrl/cartpole-swingup-v0", episodes=3, out=root / "data", size=SIZE, max_steps=12, progress=False)
+    pretrain("rotation", root / "data", out=root / "rot", steps=3, config={"arch": "fast", "latent_dim": 8},
+             progress=False)
+    return root / "rot" / "model.pt"
+
+
+RUN = dict(env_id="ssrl/cartpole-swingup-v0", env_kwargs={"size": SIZE, "task_kwargs": {"time_limit": 0.4}},
+           hyperparams=dict(AGENT, hidden_dims=[16]), eval_every=80, eval_episodes=1, progress=False, tensorboard=False)
+
+
+def test_frozen_leaves_the_pretrained_weights_bit_identical_and_finetune_changes_them(pretrained, tmp_path):
+    from ssrl.agents.checkpoint import read_checkpoint
+
+    saved = load_representation(pretrained).encoder.state_dict()
+    train_run(tmp_path / "frozen", env_steps=160, encoder=str(pretrained), **RUN)
+    # Frozen: the agent trains on latents; nothing of the encoder is in its checkpoint to change.
+    assert "encoder" not in read_checkpoint(tmp_path / "frozen" / "checkpoint" / "agent.pt")["modules"]
+    train_run(tmp_path / "tuned", env_steps=160, encoder=str(pretrained), regime="finetune", **RUN)
+    tuned = read_checkpoint(tmp_path / "tuned" / "checkpoint" / "agent.pt")["modules"]["encoder"]
+    changed = [k for k, v in saved.items() if not torch.equal(v, tuned[f"encoder.{k}"])]
+    assert changed  # the critic fine-tuned the pretrained weights
+    assert torch.equal(load_representation(pretrained).encoder.state_dict()["fc.weight"], saved["fc.weight"])
+
+
+def test_a_decoupled_run_resumes_bit_exactly(tmp_path):
+    """The method's sampling RNG and its optimiser are part of the checkpoint."""
+    from ssrl.agents.checkpoint import read_checkpoint
+
+    run = dict(RUN, method="rotation", regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8},
+               checkpoint_every=40)
+    train_run(tmp_path / "full", env_steps=160, **run)
+    train_run(tmp_path / "split", env_steps=80, **run)
+    train_run(tmp_path / "split", env_steps=160, **run)  # a larger budget continues the run
+    a = read_checkpoint(tmp_path / "full" / "checkpoint" / "agent.pt")
+    b = read_checkpoint(tmp_path / "split" / "checkpoint" / "agent.pt")
+    assert a["counters"] == b["counters"] and a["counters"]["updates"] > 0
+    for name in a["modules"]:
+        for key, value in a["modules"][name].items():
+            assert torch.equal(value, b["modules"][name][key]), (name, key)
+    for key, value in a["aux"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, b["aux"][key]), key
