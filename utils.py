@@ -50,13 +50,20 @@ def _umask() -> int:
 
 
 def build_config(config_cls: type, values: dict[str, Any], preset: dict[str, Any] | None = None) -> Any:
-    """``config_cls(**preset, **values)`` with the user's keys checked by name first, so a typo
-    gets a message listing the valid options instead of a ``TypeError`` from the constructor."""
+    """``config_cls(**preset, **values)`` with the user's keys checked by name and their values
+    by type first (:mod:`ssrl.configs`), so a typo or ``batch_size=abc`` gets a message naming the
+    option instead of a ``TypeError`` from deep inside: unknown options list the valid ones."""
+    import typing
+
+    from ssrl.configs import coerce
+
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown {config_cls.__qualname__} option(s) {unknown}; valid options: {sorted(fields)}")
-    return config_cls(**dict(preset or {}, **values))
+    hints = typing.get_type_hints(config_cls)
+    checked = {k: coerce(hints[k], v, config_cls.__qualname__, k) for k, v in values.items()}
+    return config_cls(**dict(preset or {}, **checked))
 
 
 def resolve_device(device: Any = "auto") -> Any:

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import types
-import typing
 from typing import Any
 
 import yaml
+
+from ssrl.configs import ConfigError, from_dict
 
 SUITES_DIR = pathlib.Path(__file__).parent / "suites"
 # Reference rows: row name -> what the row is (the report's legend).
@@ -160,78 +160,12 @@ def parse_suite(raw: Any, where: str = "suite") -> Suite:
     """A :class:`Suite` from a mapping (a loaded YAML file), fully validated."""
     if isinstance(raw, Suite):
         raw = raw.as_dict()
-    suite = _from_dict(Suite, raw, where)
+    try:
+        suite = from_dict(Suite, raw, where)
+    except ConfigError as err:
+        raise SuiteError(str(err)) from err
     _check_values(suite, where)
     return suite
-
-
-def _from_dict(cls: type, raw: Any, where: str, path: str = "") -> Any:
-    """``cls(**raw)`` with unknown keys, missing keys and wrong types named (recursively);
-    ``path`` is the dotted position of ``raw`` in the suite, for messages."""
-    at = f"{where}: {path}" if path else where
-    if not isinstance(raw, dict):
-        raise SuiteError(f"{at} must be a mapping of fields, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise SuiteError(f"{at}: unknown field(s) {unknown}; valid fields: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, field in fields.items():
-        if name in raw:
-            values[name] = _coerce(hints[name], raw[name], where, f"{path}.{name}" if path else name)
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise SuiteError(f"{at}: missing field {name!r}")
-    return cls(**values)
-
-
-def _coerce(hint: Any, value: Any, where: str, path: str) -> Any:
-    """Check ``value`` against a type hint (dataclasses, dict/list of them, optionals, scalars)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    at = f"{where}: {path}"
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        for option in options[:-1]:
-            try:
-                return _coerce(option, value, where, path)
-            except SuiteError:
-                pass
-        return _coerce(options[-1], value, where, path)
-    if dataclasses.is_dataclass(hint):
-        return _from_dict(hint, value, where, path)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SuiteError(f"{at} must be a mapping, got {value!r}")
-        inner = args[1] if args else Any
-        # `method: ` with nothing after it in YAML is None: no options.
-        return {
-            k: _coerce(inner, {} if v is None and inner is not Any else v, where, f"{path}.{k}")
-            for k, v in value.items()
-        }
-    if origin is list:
-        if not isinstance(value, list):
-            raise SuiteError(f"{at} must be a list, got {value!r}")
-        inner = args[0] if args else Any
-        return [_coerce(inner, v, where, f"{path}[{i}]") for i, v in enumerate(value)]
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SuiteError(f"{at} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)  # YAML reads 1e5 as a float
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SuiteError(f"{at} must be a whole number, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise SuiteError(f"{at} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported type {hint} in the suite schema")  # a schema bug, not a user error
 
 
 def _check_values(suite: Suite, where: str) -> None:

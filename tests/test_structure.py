@@ -321,3 +321,63 @@ def test_atomic_writes_keep_the_umask_permissions(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "c.json").stat().st_mode & 0o777 == 0o600
+
+
+# -- typed configs ------------------------------------------------------------------------------------
+
+
+def test_every_config_default_passes_its_own_type_check():
+    """A config field whose type the checker cannot read would make every user value of it fail."""
+    import typing
+
+    from ssrl.agents import SACConfig, TD3Config
+    from ssrl.configs import coerce
+    from ssrl.representations import get
+
+    for cls in [SACConfig, TD3Config] + [get(n).Config for n in names()]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                assert coerce(hints[f.name], f.default, cls.__name__, f.name) == f.default
+
+
+def test_config_values_of_the_wrong_type_are_named_and_yaml_numbers_are_read_as_meant(tmp_path, capsys):
+    from ssrl.agents import SAC
+    from ssrl.benchmarks.suite import SuiteError, parse_suite
+    from ssrl.configs import ConfigError
+    from ssrl.envs import make_dmc
+
+    env = make_dmc("cartpole", "swingup", from_pixels=False)
+    with pytest.raises(ConfigError, match="SACConfig: batch_size must be a whole number, got 'abc'"):
+        SAC(env, batch_size="abc")
+    assert SAC(env, learning_starts=1e3).config.learning_starts == 1000  # --set learning_starts=1e3
+    assert SAC(env, hidden_dims=[16, 16]).config.hidden_dims == (16, 16)
+    with pytest.raises(ConfigError, match=r"hidden_dims\[1\] must be a whole number"):
+        SAC(env, hidden_dims=[16, "x"])
+    # The same checker reads suites, at every level: a typo in a nested key is not accepted.
+    base = {"name": "t", "tasks": ["cartpole-swingup"], "rl": {"env_steps": 10}}
+    for section, typo in (
+        ("rl", {"env_steps": 10, "eval_evry": 5}),
+        ("collect", {"episode": 3}),
+        ("pretrain", {"step": 3}),
+    ):
+        with pytest.raises(SuiteError, match=rf"{section}: unknown field\(s\) \['(eval_evry|episode|step)'\]"):
+            parse_suite(dict(base, **{section: typo}))
+    with pytest.raises(SuiteError, match="rl.env_steps must be a whole number"):
+        parse_suite(dict(base, rl={"env_steps": "many"}))
+    # And the command line reports it as an error of the command, not a traceback.
+    code = cli(
+        [
+            "train",
+            "--env",
+            "ssrl/cartpole-swingup-v0",
+            "-o",
+            "from_pixels=false",
+            "--set",
+            "batch_size=abc",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
+    assert code == 2 and "batch_size must be a whole number" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "run.json").exists()
