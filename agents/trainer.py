@@ -26,6 +26,7 @@ import json
 import math
 import pathlib
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -189,6 +190,7 @@ class Trainer:
         agent, env = self.agent, self.env
         c = agent.config
         self._budget = total_env_steps
+        self._warn_if_no_update(total_env_steps)
         bar = None
         if self.progress:
             import sys
@@ -277,6 +279,19 @@ class Trainer:
             self.checkpoint()
             write_json(self.run_dir / "final.json", summary)
         return summary
+
+    def _warn_if_no_update(self, total_env_steps: int) -> None:
+        """A budget that ends inside the random-action warm-up trains nothing: say so up front
+        (learning_starts counts agent steps, so with action repeat 8 its 5,000 are 40,000 env steps)."""
+        repeat = action_repeat_of(self.env)
+        agent_steps = -(-(total_env_steps - self.agent.num_env_steps) // repeat) + self.agent.num_agent_steps
+        if agent_steps <= self.agent.config.learning_starts:
+            warnings.warn(
+                f"this run ends at {agent_steps} agent steps (env steps / action repeat {repeat}), within "
+                f"learning_starts={self.agent.config.learning_starts}: the agent will not be updated at all and its "
+                "evaluations are of random initial weights. Lower it (--set learning_starts=...) or raise the budget.",
+                stacklevel=3,
+            )
 
     @staticmethod
     def _next_multiple(value: int, every: int, include_current: bool = False) -> int:

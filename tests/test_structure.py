@@ -381,3 +381,33 @@ def test_config_values_of_the_wrong_type_are_named_and_yaml_numbers_are_read_as_
     )
     assert code == 2 and "batch_size must be a whole number" in capsys.readouterr().err
     assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_a_budget_inside_the_warm_up_warns_that_nothing_will_train(tmp_path):
+    from ssrl.agents.run import train_run
+
+    with pytest.warns(UserWarning, match="will not be updated at all"):
+        train_run(
+            tmp_path / "r",
+            "ssrl/cartpole-swingup-v0",
+            env_steps=80,
+            env_kwargs={"from_pixels": False},
+            hyperparams={"batch_size": 8},
+            eval_episodes=0,
+            progress=False,
+            tensorboard=False,
+        )
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough budget: no warning
+        train_run(
+            tmp_path / "s",
+            "ssrl/cartpole-swingup-v0",
+            env_steps=80,
+            env_kwargs={"from_pixels": False},
+            hyperparams={"batch_size": 8, "learning_starts": 4},
+            eval_episodes=0,
+            progress=False,
+            tensorboard=False,
+        )
