@@ -41,6 +41,10 @@ from .base import OffPolicyAgent, TrainingDiverged
 EVAL_SEED_BASE = 1_000_000  # eval episodes use their own seeds, never the training stream's
 
 
+def _finite_or_none(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def action_repeat_of(env: gym.Env) -> int:
     return int(getattr(env.unwrapped, "action_repeat", 1))
 
@@ -94,9 +98,17 @@ class Logger:
         for log in (self.jsonl, self.csv):
             truncate_records(log, "env_steps", lambda steps: steps <= env_steps)
 
+    def last(self, kind: str) -> dict[str, Any] | None:
+        """The last record of ``kind`` kept in the log ("eval" or "train"), or None."""
+        if not self.jsonl.exists():
+            return None
+        records = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+        return next((r for r in reversed(records) if r["kind"] == kind), None)
+
     def write(self, record: dict[str, Any]) -> None:
         with self.jsonl.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            # NaN and infinity are not JSON: a metric that has none yet is written as null.
+            fh.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
         if record["kind"] == "eval":
             new = not self.csv.exists()
             with self.csv.open("a", newline="") as fh:
@@ -172,7 +184,14 @@ class Trainer:
             self.logger = Logger(self.run_dir, tensorboard, resume_from=agent.num_env_steps)
         self.last_return = math.nan
         self.last_eval = math.nan
-        self._start_time = time.perf_counter()
+        elapsed = 0.0
+        if self.logger is not None and agent.num_env_steps > 0:
+            # A resumed run goes on with its own clock and its last evaluation, as if never stopped.
+            last_eval, last_any = self.logger.last("eval"), self.logger.last("train") or self.logger.last("eval")
+            if last_eval is not None and last_eval.get("return_mean") is not None:
+                self.last_eval = last_eval["return_mean"]
+            elapsed = max((r or {}).get("wall_time") or 0.0 for r in (last_eval, last_any))
+        self._start_time = time.perf_counter() - elapsed
 
     # -- paths -----------------------------------------------------------------------------------
 

@@ -411,3 +411,29 @@ def test_a_budget_inside_the_warm_up_warns_that_nothing_will_train(tmp_path):
             progress=False,
             tensorboard=False,
         )
+
+
+def test_a_resumed_run_keeps_its_clock_and_writes_strict_json(tmp_path):
+    from ssrl.agents.run import train_run
+
+    run = dict(
+        env_kwargs={"from_pixels": False, "task_kwargs": {"time_limit": 0.5}},
+        eval_every=40,
+        eval_episodes=1,
+        hyperparams={"batch_size": 8, "learning_starts": 4},
+        progress=False,
+        tensorboard=False,
+    )
+    train_run(tmp_path / "r", "ssrl/cartpole-swingup-v0", env_steps=80, **run)
+    train_run(tmp_path / "r", "ssrl/cartpole-swingup-v0", env_steps=160, **run)  # continues the run
+
+    def strict(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    records = [
+        json.loads(line, parse_constant=strict) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    ]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["env_steps"] for r in evals] == [0, 40, 80, 120, 160]
+    times = [r["wall_time"] for r in evals]
+    assert times == sorted(times)  # the resumed run's clock starts where the first one stopped
