@@ -1,4 +1,4 @@
-"""The ``ssrl`` command line: one subcommand per stage of the pipeline.
+"""The ssrl command line: one subcommand per stage of the pipeline.
 
 ``ssrl demo`` renders a rollout of a pixel task to an mp4. Every subcommand lives in the module
 that owns its stage; this file only parses arguments and dispatches.
@@ -141,17 +141,44 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    import dataclasses
     import json
+    import pathlib
 
-    from ssrl.representations import RolloutData, load_representation
+    import torch
+
+    from ssrl.representations import RolloutData, load_representation, make
     from ssrl.representations.pretrain import probe_split
     from ssrl.representations.probe import probe
+    from ssrl.utils import write_json
 
     rep = load_representation(args.checkpoint)
+    data = RolloutData(args.data)
     # Only episodes the encoder never trained on are scored (or a clear refusal).
-    train, test = probe_split(rep, RolloutData(args.data), args.holdout)
-    scores = probe(rep, train, test, camera=args.camera)
-    print(json.dumps(scores, indent=2))
+    train, test = probe_split(rep, data, args.holdout)
+    torch.manual_seed(0)
+    untrained = make(rep.name, rep.obs_shape, **dataclasses.asdict(rep.config)).eval()
+    scores = {
+        name: dict(probe(model, train, test, camera=args.camera), **model.extra_scores(test))
+        for name, model in (("trained", rep), ("random_init", untrained))
+    }
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data),
+        "method": rep.name,
+        **scores,
+        "meaning": "r2: ridge regression of the probe target from the embedding, held-out episodes (1 is perfect, 0 "
+        "is the mean's); knn_mse: k-NN regression error (lower is better); gtc: max |correlation| of a target "
+        "with one latent dim; random_init: an untrained encoder of the same method, the baseline to beat",
+    }
+    out = (
+        pathlib.Path(args.out)
+        if args.out
+        else pathlib.Path(args.checkpoint).with_name(f"probe-{pathlib.Path(args.data).resolve().name}.json")
+    )
+    write_json(out, result)
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}", file=sys.stderr)
     return 0
 
 
@@ -190,15 +217,35 @@ def _tile(frames):
     return np.concatenate(list(frames), axis=1)
 
 
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it has none or the help already says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or action.dest.replace("_", " ")
+        default = action.default
+        nothing = default is None or default is False or default is argparse.SUPPRESS or default in ("", [])
+        if "default" in text or nothing or not action.option_strings:
+            return text
+        return f"{text} (default: {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssrl", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: with 2, a busy second core slows updates 10-40x)",
+    threads_help = "torch threads (1: with 2, a busy second core slowed updates 10-40x on our 2-core machines)"
+    parser = argparse.ArgumentParser(
+        prog="ssrl", description=__doc__.splitlines()[0], formatter_class=_HelpWithDefaults
     )
+    parser.add_argument("--threads", type=int, default=1, help=threads_help)
+    # Global options are taken after the subcommand too (`ssrl demo --threads 2`); SUPPRESS keeps
+    # a subcommand's absent option from overwriting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=int, default=argparse.SUPPRESS, help=threads_help)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs) -> argparse.ArgumentParser:
+        return _add_parser(name, parents=[common], formatter_class=_HelpWithDefaults, **kwargs)
+
+    sub.add_parser = add_parser
 
     demo = sub.add_parser("demo", help="render a random rollout of a pixel task to an mp4")
     demo.add_argument("--env", default="ssrl/cheetah-run-v0")
@@ -313,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint", help="a representation checkpoint (model.pt)")
     pr.add_argument("--data", required=True)
     pr.add_argument("--camera", default=None)
+    pr.add_argument("--out", default=None, help="where to write the scores (default: probe-DATA.json beside the model)")
     pr.add_argument(
         "--holdout",
         type=float,
@@ -341,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--overwrite", action="store_true", help="delete the output folder first")
     be.add_argument("--list", action="store_true", help="list the suites and exit")
     be.set_defaults(func=_bench)
+    # Options without a help text still get a line (and so their default) in --help.
+    for command in sub.choices.values():
+        for action in command._actions:
+            action.help = action.dest.replace("_", " ") if action.help is None else action.help
     return parser
 
 

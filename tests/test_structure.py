@@ -211,7 +211,11 @@ def test_cli_probe_scores_only_episodes_the_encoder_never_saw(cartpole, tmp_path
     capsys.readouterr()
     assert cli(["probe", str(model), "--data", str(cartpole)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["n_test"] == len(test)  # scored on the held-out episode's frames, not a fresh split
+    assert printed["trained"]["n_test"] == len(test)  # scored on the held-out episode's frames, not a fresh split
+    saved = json.loads((tmp_path / "pre" / f"probe-{cartpole.name}.json").read_text())
+    assert saved["trained"] == printed["trained"] and saved["random_init"]["n_test"] == len(test)
+    assert saved["trained"]["colour_mse"] >= 0  # the method's extra scores come along
+    assert "random_init" in saved["meaning"]
 
     # An encoder that trained on every episode cannot be probed on them: refused, with what to do.
     assert (
@@ -437,3 +441,17 @@ def test_a_resumed_run_keeps_its_clock_and_writes_strict_json(tmp_path):
     assert [r["env_steps"] for r in evals] == [0, 40, 80, 120, 160]
     times = [r["wall_time"] for r in evals]
     assert times == sorted(times)  # the resumed run's clock starts where the first one stopped
+
+
+def test_global_options_work_after_the_subcommand_and_help_shows_defaults(capsys):
+    from ssrl.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--threads", "2", "demo"]).threads == 2
+    assert parser.parse_args(["demo", "--threads", "2"]).threads == 2  # refused before
+    assert parser.parse_args(["demo"]).threads == 1
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 10000)" in text and "--seed SEED" in text and "(default: 0)" in text
+    assert "``" not in parser.format_help()
