@@ -30,11 +30,12 @@ from .trainer import Trainer
 def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False) -> gym.Env:
     """The env of a run: ``env_id`` with its options, wrapped by a frozen encoder if given."""
     import ssrl  # noqa: F401  (registers the envs)
+    from ssrl.envs import make
 
     kwargs = dict(env_kwargs)
     if render:
         kwargs["render_mode"] = "rgb_array"
-    env = gym.make(env_id, **kwargs)
+    env = make(env_id, **kwargs)
     if encoder is not None:
         from ssrl.representations import EncodedObservation, load_representation
 

@@ -46,8 +46,7 @@ def worker_init() -> None:
 def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
     """Collect (or finish collecting) a data set; idempotent."""
     worker_init()
-    import gymnasium as gym
-
+    from ssrl.envs import make
     from ssrl.envs.pixels import state_mode_kwargs
     from ssrl.envs.rollouts import RolloutDataset, collect
 
@@ -57,7 +56,7 @@ def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
         return path
     cameras = spec.collect.cameras
     if cameras is None:  # two synchronised views, for the multi-view methods
-        env = gym.make(spec.env_id, **state_mode_kwargs(spec.env))
+        env = make(spec.env_id, **state_mode_kwargs(spec.env))
         cameras = env.unwrapped.camera_names()[:2]
         env.close()
     env_kwargs = {k: v for k, v in spec.env.items() if k != "size"}  # size goes to the observer

@@ -28,6 +28,27 @@ def make_dmc(domain: str, task: str, **options) -> DMCEnv:
     return DMCEnv(domain, task, **options)
 
 
+def make(env_id: str, **options) -> gym.Env:
+    """``gym.make(env_id, **options)`` with the options checked first: an option the env does
+    not take (a typo like ``from_pixel``) is a ValueError naming the valid ones, where
+    Gymnasium would raise a TypeError from inside the env's constructor."""
+    import inspect
+
+    if env_id in gym.registry:
+        spec = gym.spec(env_id)
+        entry = spec.entry_point
+        if isinstance(entry, str):
+            module, _, name = entry.partition(":")
+            entry = getattr(__import__(module, fromlist=[name]), name)
+        params = inspect.signature(entry).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            valid = sorted(set(params) - {"self"})
+            unknown = sorted(set(options) - set(params) - {"render_mode"})
+            if unknown:
+                raise ValueError(f"{env_id} takes no option {unknown}; its options: {', '.join(valid)}")
+    return gym.make(env_id, **options)
+
+
 def _register() -> None:
     for domain, task in suite_tasks():
         env_id = dmc_id(domain, task)
@@ -51,6 +72,7 @@ __all__ = [
     "Renderer",
     "default_action_repeat",
     "dmc_id",
+    "make",
     "make_dmc",
     "state_mode_kwargs",
 ]

@@ -206,6 +206,8 @@ class PixelEnv(gym.Env):
             raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
         if quality not in QUALITIES:
             raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
+        if not isinstance(from_pixels, (bool, np.bool_)):
+            raise ValueError(f"from_pixels must be true or false, got {from_pixels!r}")
         self.from_pixels = bool(from_pixels)
         self.frame_stack = check_count("frame_stack", frame_stack)
         self.size = parse_size(size)

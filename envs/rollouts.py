@@ -311,16 +311,16 @@ def collect(
     their cost does not double with the env's own observation. ``max_steps`` caps an episode.
     Episode ``i`` of a collection resets with seed ``seed + i`` (appends continue the count).
     """
-    import gymnasium as gym
     from tqdm import tqdm
 
+    from ssrl.envs import make
     from ssrl.envs.pixels import state_mode_kwargs
     from ssrl.envs.policies import make_policy
 
     env_kwargs = dict(env_kwargs or {})
     # The env's own observation is not stored (the observer renders the frames), so it runs in
     # its cheapest form, on states; the pixel options go to the observer instead.
-    env = gym.make(env_id, **state_mode_kwargs(env_kwargs))
+    env = make(env_id, **state_mode_kwargs(env_kwargs))
     observer = None
     try:
         base = env.unwrapped

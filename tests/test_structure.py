@@ -455,3 +455,17 @@ def test_global_options_work_after_the_subcommand_and_help_shows_defaults(capsys
     text = capsys.readouterr().out
     assert "(default: 10000)" in text and "--seed SEED" in text and "(default: 0)" in text
     assert "``" not in parser.format_help()
+
+
+def test_env_options_are_checked_by_name_and_type(tmp_path, capsys):
+    from ssrl.envs import make
+
+    with pytest.raises(ValueError, match=r"takes no option \['from_pixel'\]; its options: .*from_pixels"):
+        make("ssrl/cartpole-swingup-v0", from_pixel=False)
+    with pytest.raises(ValueError, match="from_pixels must be true or false, got 'nope'"):
+        make("ssrl/cartpole-swingup-v0", from_pixels="nope")
+    with pytest.raises(ValueError, match=r"takes no option \['n_object'\]; its options: .*n_objects"):
+        make("ssrl/PushMultiObject-v0", n_object=2)
+    assert make("ssrl/cartpole-swingup-v0", from_pixels=False).observation_space.shape == (5,)
+    code = cli(["train", "--env", "ssrl/cartpole-swingup-v0", "-o", "from_pixel=false", "--out", str(tmp_path / "r")])
+    assert code == 2 and "takes no option ['from_pixel']" in capsys.readouterr().err
