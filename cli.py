@@ -70,7 +70,7 @@ def _collect(args: argparse.Namespace) -> int:
         seed=args.seed,
         env_kwargs=parse_options(args.env_option),
         max_steps=args.max_steps,
-        append=args.append,
+        append=args.append or 0,
         compress=args.compress,
     )
     info = dataset.summary()
@@ -265,7 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--seed", type=int, default=0)
     col.add_argument("--max-steps", type=int, default=None, help="cap on agent steps per episode")
     col.add_argument("--out", required=True, help="data set folder")
-    col.add_argument("--append", action="store_true", help="add episodes to an existing data set")
+    col.add_argument(
+        "--append",
+        type=int,
+        default=None,
+        metavar="N",
+        help="add N episodes to the data set (without it, --episodes is the total: a rerun finishes a collection)",
+    )
     col.add_argument("--compress", action="store_true", help="zip-compress episode files (smaller, slower to read)")
     col.add_argument(
         "--env-option",

@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     import torch
 
     import ssrl  # noqa: F401
-    from ssrl.envs.rollouts import DatasetError, RolloutDataset, collect
+    from ssrl.envs.rollouts import collect
     from ssrl.representations.data import RolloutData
     from ssrl.representations.pretrain import build
 
@@ -57,21 +57,16 @@ def main(argv=None) -> dict:
             raise SystemExit(f"no collection settings for {env_id}; add them to DATA in {__file__}")
         spec = DATA[env_id]
         path = pathlib.Path(args.data) / env_id.removeprefix("ssrl/").removesuffix("-v0")
-        try:
-            ds = RolloutDataset(path)
-            if len(ds) < spec["episodes"]:
-                raise DatasetError("incomplete")
-        except DatasetError:
-            ds = collect(
-                env_id,
-                policy=spec["policy"],
-                episodes=spec["episodes"],
-                out=path,
-                cameras=spec["cameras"],
-                seed=0,
-                progress=False,
-                append=path.exists(),
-            )
+        # collect resumes: it collects only the episodes still missing from the cache.
+        ds = collect(
+            env_id,
+            policy=spec["policy"],
+            episodes=spec["episodes"],
+            out=path,
+            cameras=spec["cameras"],
+            seed=0,
+            progress=False,
+        )
         return RolloutData(ds)
 
     data_of = {m: get(m).example_env for m in args.methods}

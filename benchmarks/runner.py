@@ -44,7 +44,7 @@ def worker_init() -> None:
 
 
 def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
-    """Collect (or finish collecting) a data set; idempotent."""
+    """Collect (or finish collecting: ``collect`` resumes) a data set; idempotent."""
     worker_init()
     from ssrl.envs import make
     from ssrl.envs.pixels import state_mode_kwargs
@@ -63,14 +63,13 @@ def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
     collect(
         spec.env_id,
         policy=spec.collect.policy,
-        episodes=spec.collect.episodes - have,
+        episodes=spec.collect.episodes,
         out=path,
         cameras=cameras,
         size=int(spec.env.get("size", 84)),
         seed=spec.collect.seed,
         env_kwargs=env_kwargs or None,
         max_steps=spec.collect.max_steps,
-        append=have > 0,
         progress=False,
     )
     return path

@@ -31,7 +31,7 @@ key                   shape, dtype           meaning
 
 Frames are single frames: frame stacks are rebuilt by whoever samples them. Because an episode
 file appears only once it is complete (temp file + rename), a killed collection leaves every
-episode already written readable, and ``collect(..., append=True)`` continues the numbering.
+episode already written readable, and running the same collection again finishes it.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ class RolloutWriter:
     """Writes episodes into a data set folder, one atomic file each.
 
     ``meta`` describes the collection; when the folder already holds a data set, ``append=True``
-    continues it (the meta must agree on env, cameras and image size) and ``append=False``
+    continues it (the meta must agree on every key of ``IDENTITY``) and ``append=False``
     refuses to touch it.
     """
 
@@ -300,17 +300,22 @@ def collect(
     seed: int = 0,
     env_kwargs: dict[str, Any] | None = None,
     max_steps: int | None = None,
-    append: bool = False,
+    append: int = 0,
     compress: bool = False,
     progress: bool = True,
 ) -> RolloutDataset:
-    """Run ``policy`` in ``env_id`` for ``episodes`` episodes and write them to ``out``.
+    """Run ``policy`` in ``env_id`` until ``out`` holds ``episodes`` episodes (or, with
+    ``append=N``, N more than it holds), and return the data set.
 
-    The env runs on state observations; the frames of every requested camera are rendered at
-    each instant by a separate observer over the same physics, so they are synchronised and
-    their cost does not double with the env's own observation. ``max_steps`` caps an episode.
-    Episode ``i`` of a collection resets with seed ``seed + i`` (appends continue the count).
+    Like every long-running command, a collection resumes: run again, it collects only the
+    episodes still missing, and it refuses a folder whose data set was collected differently
+    (naming what differs). The env runs on state observations; the frames of every requested
+    camera are rendered at each instant by a separate observer over the same physics, so they
+    are synchronised and their cost does not double with the env's own observation.
+    ``max_steps`` caps an episode. Episode ``i`` of a data set resets with seed ``seed + i``.
     """
+    if isinstance(append, bool) or append < 0:
+        raise ValueError(f"append is a number of episodes to add (0 or more), got {append!r}")
     from tqdm import tqdm
 
     from ssrl.envs import make
@@ -347,12 +352,13 @@ def collect(
                 "action_repeat": getattr(base, "action_repeat", 1),
                 "record_keys": list(record_keys),
             },
-            append=append,
+            append=True,
             compress=compress,
         )
         first = writer.next_index()
-        bar = tqdm(total=episodes, desc=f"collect {env_id}", unit="ep", disable=not progress)
-        for i in range(first, first + episodes):
+        last = first + append if append else episodes
+        bar = tqdm(total=last, initial=first, desc=f"collect {env_id}", unit="ep", disable=not progress)
+        for i in range(first, last):
             obs, info = env.reset(seed=seed + i)
             agent.reset(seed + i)
             recorder = EpisodeRecorder(

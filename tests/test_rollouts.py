@@ -37,17 +37,21 @@ def test_collect_round_trips_frames_states_and_actions(tmp_path):
         assert reward == pytest.approx(ep.reward[t])
 
 
-def test_append_continues_and_refuses_silent_overwrite(tmp_path):
+def test_a_rerun_finishes_a_collection_and_append_adds_to_it(tmp_path):
     out = tmp_path / "ds"
     collect("ssrl/reacher-easy-v0", episodes=1, out=out, max_steps=5, progress=False)
-    with pytest.raises(FileExistsError, match="--append"):
-        collect("ssrl/reacher-easy-v0", episodes=1, out=out, max_steps=5, progress=False)
-    ds = collect("ssrl/reacher-easy-v0", episodes=2, out=out, max_steps=5, append=True, progress=False)
+    first = (out / "episodes" / "ep_000000.npz").stat().st_mtime_ns
+    # The same command again is a resume: a finished collection is left as it is ...
+    assert len(collect("ssrl/reacher-easy-v0", episodes=1, out=out, max_steps=5, progress=False)) == 1
+    # ... a larger total collects only what is missing, and --append N adds N.
+    assert len(collect("ssrl/reacher-easy-v0", episodes=2, out=out, max_steps=5, progress=False)) == 2
+    ds = collect("ssrl/reacher-easy-v0", episodes=2, out=out, max_steps=5, append=1, progress=False)
     assert [p.name for p in ds.files] == ["ep_000000.npz", "ep_000001.npz", "ep_000002.npz"]
+    assert (out / "episodes" / "ep_000000.npz").stat().st_mtime_ns == first  # never rewritten
     # Episode i is reset with seed + i, so appended episodes are new ones, not repeats.
     assert not np.array_equal(ds[0].state[0], ds[1].state[0])
     with pytest.raises(DatasetError, match="cameras"):
-        collect("ssrl/reacher-easy-v0", episodes=1, out=out, cameras=["hand"], append=True, progress=False)
+        collect("ssrl/reacher-easy-v0", episodes=1, out=out, cameras=["hand"], append=1, progress=False)
 
 
 def test_partial_and_corrupt_data_sets(tmp_path):

@@ -271,14 +271,14 @@ def test_a_train_start_that_fails_validation_leaves_no_run_json(tmp_path):
     summary = train_run(
         out,
         "ssrl/cartpole-swingup-v0",
-        env_steps=16,
+        env_steps=48,
         env_kwargs={"from_pixels": False},
-        hyperparams={"batch_size": 8, "learning_starts": 4},
+        hyperparams={"batch_size": 4, "learning_starts": 4},
         eval_episodes=0,
         progress=False,
         tensorboard=False,
     )
-    assert summary["env_steps"] == 16 and (out / "run.json").exists()
+    assert summary["env_steps"] == 48 and (out / "run.json").exists()
 
 
 def test_collect_with_a_policy_that_does_not_fit_records_nothing_and_append_checks_the_policy(tmp_path):
@@ -303,7 +303,7 @@ def test_collect_with_a_policy_that_does_not_fit_records_nothing_and_append_chec
             out=out,
             size=SIZE,
             max_steps=4,
-            append=True,
+            append=1,
             progress=False,
         )
 
