@@ -291,7 +291,7 @@ class CentredGrasp:
 
 
 def is_goal_grasp(env: gym.Env) -> bool:
-    """GraspEnv with goal_conditioned=True (ssrl/GraspGoal-v0)."""
+    """GraspGoalEnv (ssrl/GraspGoal-v0)."""
     return isinstance(env, GraspEnv) and env.goal_conditioned
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from ssrl.envs.manipulation import ENVS, GraspEnv, PushEnv
+from ssrl.envs.manipulation import ENVS, GraspEnv, GraspGoalEnv, PushEnv
 from ssrl.envs.manipulation.scene import SHAPES
 from ssrl.envs.policies import make_policy
 from ssrl.envs.rollouts import collect
@@ -50,8 +50,19 @@ def project(env, camera, point, size):
 @pytest.mark.parametrize("from_pixels", [True, False])
 @pytest.mark.parametrize("env_id", list(ENVS))
 def test_check_env_passes_for_every_id(env_id, from_pixels):
+    import warnings
+
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
     env = gym.make(env_id, from_pixels=from_pixels)
     check_env(env.unwrapped, skip_render_check=True)
+    # SB3's checker takes an env with compute_reward for a goal env; Grasp-v0 used to have one.
+    # It is called on the unwrapped env: Gymnasium 1.x wrappers do not forward compute_reward
+    # (SB3's HerReplayBuffer reaches it with env.get_wrapper_attr("compute_reward")).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sb3_check_env(env.unwrapped, warn=False)
+    assert hasattr(env.unwrapped, "compute_reward") == isinstance(env.observation_space, gym.spaces.Dict)
     obs, info = env.reset(seed=1)
     assert env.observation_space.contains(obs)
     assert info["state"].dtype == np.float32 and info["state"].shape == env.unwrapped.state_space.shape
@@ -427,7 +438,7 @@ def test_goal_conditioned_grasping():
     assert obs["desired_goal"].shape == (3, 84, 84) and not obs["achieved_goal"].any()
     # The goal image is the object camera's view of that object: other goals look different.
     assert np.abs(base.render_goal_image(1).astype(int) - obs["desired_goal"]).mean() > 2
-    bin_view = GraspEnv(goal_conditioned=True, goal_view="bin")
+    bin_view = GraspGoalEnv(goal_view="bin")
     o, _ = bin_view.reset(seed=1, options={"goal_id": 0})
     assert np.abs(o["desired_goal"].astype(int) - o["observation"]).mean() > 0
     # Lifting another object is no success; lifting the goal object is, and ends the episode.
@@ -439,7 +450,7 @@ def test_goal_conditioned_grasping():
         assert reward == expected and terminated == bool(expected) and info["is_success"] == bool(expected)
         assert reward == base.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
         np.testing.assert_array_equal(obs["achieved_goal"], info["o"])  # the newest lifted object
-    state = GraspEnv(goal_conditioned=True, from_pixels=False, record_triplets=False)
+    state = GraspGoalEnv(from_pixels=False, record_triplets=False)
     obs, _ = state.reset(seed=2)
     oracle = make_policy("goal_grasp", state)
     for _ in range(5):
@@ -509,7 +520,7 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
     )
     assert ds.meta["record_keys"][-1] == "goal_id"
     for i, ep in enumerate(ds):
-        env = GraspEnv(goal_conditioned=True)
+        env = GraspGoalEnv()
         env.reset(seed=i)  # episode i of a collection resets with seed + i
         np.testing.assert_array_equal(ep.info["goal_id"], env.goal_id)
 
@@ -629,7 +640,7 @@ def test_policies_for_lists_exactly_the_policies_that_act_in_an_env():
         "cartpole": gym.make("ssrl/cartpole-swingup-v0", from_pixels=False),
         "push": gym.make("ssrl/PushMultiObject-v0", from_pixels=False),
         "grasp": GraspEnv(n_objects=2, from_pixels=False, record_triplets=False),
-        "grasp_goal": GraspEnv(n_objects=2, goal_conditioned=True, from_pixels=False, record_triplets=False),
+        "grasp_goal": GraspGoalEnv(n_objects=2, from_pixels=False, record_triplets=False),
     }
     fits = {name: policies_for(env) for name, env in envs.items()}
     assert fits["push"] == ["push_expert", "push_explore", "random", "sticky_random"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from .grasp import GraspEnv
+from .grasp import GraspEnv, GraspGoalEnv
 from .push import PushEnv
 from .scene import SHAPES, ObjectSpec, Scene
 
@@ -33,7 +33,7 @@ ENVS: dict[str, tuple[str, dict]] = {
         {"n_objects": 3, "randomize_objects": True, "max_episode_steps": 100},
     ),
     "ssrl/Grasp-v0": ("ssrl.envs.manipulation.grasp:GraspEnv", {}),
-    "ssrl/GraspGoal-v0": ("ssrl.envs.manipulation.grasp:GraspEnv", {"goal_conditioned": True}),
+    "ssrl/GraspGoal-v0": ("ssrl.envs.manipulation.grasp:GraspGoalEnv", {}),
 }
 
 
@@ -45,4 +45,4 @@ def register() -> None:
             gym.register(env_id, entry_point=entry_point, kwargs=dict(kwargs))
 
 
-__all__ = ["ENVS", "GraspEnv", "ObjectSpec", "PushEnv", "SHAPES", "Scene", "register"]
+__all__ = ["ENVS", "GraspEnv", "GraspGoalEnv", "ObjectSpec", "PushEnv", "SHAPES", "Scene", "register"]

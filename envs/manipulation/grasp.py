@@ -37,7 +37,7 @@ every episode. One env step is one grasp attempt:
 * reward: 1 for a successful grasp, else 0 (``Grasp-v0``); episodes are truncated after
   ``max_attempts`` attempts (10).
 
-Goal-conditioned mode (``ssrl/GraspGoal-v0``, or ``goal_conditioned=True``): at reset one object
+Goal-conditioned mode (``ssrl/GraspGoal-v0``, :class:`GraspGoalEnv`): at reset one object
 is the goal; ``desired_goal`` is an image of it: with ``goal_view="object"`` (default) the
 ``object`` camera's view of it held between the fingers (the distribution of ``o``, rendered by
 placing it there and restoring the state), with ``goal_view="bin"`` the ``bin`` camera's view of
@@ -141,6 +141,10 @@ class GraspEnv(ManipulationEnv):
         self.object_shapes = check_shapes(object_shapes)
         if goal_view not in GOAL_VIEWS:
             raise ValueError(f"unknown goal_view {goal_view!r}; use one of {GOAL_VIEWS}")
+        if goal_conditioned and not isinstance(self, GraspGoalEnv):
+            raise ValueError(
+                "goal-conditioned grasping is GraspGoalEnv (ssrl/GraspGoal-v0), the env with compute_reward"
+            )
         self.goal_conditioned = bool(goal_conditioned)
         if self.goal_conditioned:  # collected goal-mode data says which object each episode wanted
             self.record_keys = type(self).record_keys + ("goal_id",)
@@ -428,23 +432,6 @@ class GraspEnv(ManipulationEnv):
             return obs, reward, success, truncated, info
         return scene_obs, float(len(ids) > 0), False, truncated, info
 
-    def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
-        """1 where the goal object was lifted, else 0; vectorised. In state mode the goals are
-        object masks and suffice; in pixel mode the ids come from ``info`` (a dict, or a sequence
-        of dicts, with ``lifted`` and ``goal_id``): images alone cannot say which object it is."""
-        if not self.from_pixels:
-            a = np.asarray(achieved_goal, np.float64)
-            d = np.asarray(desired_goal, np.float64)
-            return (np.sum(a * d, axis=-1) > 0.5).astype(np.float64)
-        infos = [info] if isinstance(info, dict) else list(info) if info is not None else []
-        if not infos or not all(isinstance(i, dict) and "lifted" in i and "goal_id" in i for i in infos):
-            raise ValueError(
-                "in pixel mode GraspGoal's compute_reward needs info with 'lifted' and 'goal_id' (one dict per "
-                "goal); image goals cannot be compared exactly, relabel them with a learned embedding"
-            )
-        rewards = np.array([float(np.asarray(i["lifted"])[int(i["goal_id"])]) for i in infos])
-        return rewards[0] if isinstance(info, dict) else rewards
-
     # -- helpers --------------------------------------------------------------------------------
 
     def _scene_obs(self, reset: bool):
@@ -479,3 +466,31 @@ class GraspEnv(ManipulationEnv):
                 r.close()
         self._bin_renderer = self._object_renderer = None
         super().close()
+
+
+class GraspGoalEnv(GraspEnv):
+    """:class:`GraspEnv` in goal-conditioned mode (``ssrl/GraspGoal-v0``): the only grasping env
+    with ``compute_reward``, so that Stable-Baselines3's checker (which takes any env with that
+    method for a goal env) and HER see a goal env exactly where there is one."""
+
+    def __init__(self, **options) -> None:
+        if options.pop("goal_conditioned", True) is not True:
+            raise ValueError("GraspGoalEnv is goal-conditioned; use GraspEnv for plain grasping")
+        super().__init__(goal_conditioned=True, **options)
+
+    def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
+        """1 where the goal object was lifted, else 0; vectorised. In state mode the goals are
+        object masks and suffice; in pixel mode the ids come from ``info`` (a dict, or a sequence
+        of dicts, with ``lifted`` and ``goal_id``): images alone cannot say which object it is."""
+        if not self.from_pixels:
+            a = np.asarray(achieved_goal, np.float64)
+            d = np.asarray(desired_goal, np.float64)
+            return (np.sum(a * d, axis=-1) > 0.5).astype(np.float64)
+        infos = [info] if isinstance(info, dict) else list(info) if info is not None else []
+        if not infos or not all(isinstance(i, dict) and "lifted" in i and "goal_id" in i for i in infos):
+            raise ValueError(
+                "in pixel mode GraspGoal's compute_reward needs info with 'lifted' and 'goal_id' (one dict per "
+                "goal); image goals cannot be compared exactly, relabel them with a learned embedding"
+            )
+        rewards = np.array([float(np.asarray(i["lifted"])[int(i["goal_id"])]) for i in infos])
+        return rewards[0] if isinstance(info, dict) else rewards
