@@ -147,6 +147,9 @@ class DMCEnv(PixelEnv):
         spec = self._env.action_spec()
         self._action_low = spec.minimum.astype(np.float64)
         self._action_high = spec.maximum.astype(np.float64)
+        # Every PlaNet task's actions are already in [-1, 1]: pass them on untouched (the affine map
+        # would round a tiny action, e.g. (1e-17 + 1) - 1 == 0 in float64).
+        self._unit_actions = bool(np.all(self._action_low == -1.0) and np.all(self._action_high == 1.0))
         self.action_space = gym.spaces.Box(-1.0, 1.0, spec.shape, np.float32)
 
         self._setup_pixels(
@@ -187,7 +190,10 @@ class DMCEnv(PixelEnv):
 
     def step(self, action):
         action = self._check_action(action)
-        scaled = self._action_low + (action + 1.0) * 0.5 * (self._action_high - self._action_low)
+        if self._unit_actions:
+            scaled = action
+        else:
+            scaled = self._action_low + (action + 1.0) * 0.5 * (self._action_high - self._action_low)
         reward = 0.0
         terminated = truncated = False
         for _ in range(self.action_repeat):

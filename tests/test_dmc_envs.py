@@ -6,7 +6,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import ssrl.envs as envs
-from ssrl.envs import DMCEnv, FreeCamera, dmc_id, make_dmc
+from ssrl.envs import PLANET_TASKS, DMCEnv, FreeCamera, dmc_id, make_dmc
 
 
 def rollout(env, seed, n, action_seed=0):
@@ -242,3 +242,27 @@ def test_state_mode_kwargs_drops_every_pixel_option():
     env = gym.make("ssrl/cartpole-swingup-v0", **state_mode_kwargs(pixel_kwargs))
     assert env.unwrapped.from_pixels is False and env.observation_space.shape == (5,)
     assert env.unwrapped.action_repeat == 2
+
+
+@pytest.mark.parametrize("domain,task", PLANET_TASKS)
+def test_rewards_equal_dm_controls_for_the_same_actions(domain, task):
+    """Our env and dm_control itself, from the same initial state, given the same actions."""
+    from dm_control import suite
+
+    ours = make_dmc(domain, task, from_pixels=False, action_repeat=1)
+    ours.reset(seed=3)
+    theirs = suite.load(domain, task)
+    theirs.reset()
+    with theirs.physics.reset_context():
+        theirs.physics.set_state(ours.unwrapped.physics.get_state())
+    passed = []
+    real_step = ours.unwrapped._env.step
+    ours.unwrapped._env.step = lambda a: passed.append(np.array(a)) or real_step(a)
+    rng = np.random.default_rng(0)
+    for t in range(20):
+        action = rng.uniform(-1, 1, ours.action_space.shape)
+        action[0] = 1e-17 if t == 0 else action[0]  # a value the old affine map rounded to 0
+        _, reward, *_ = ours.step(action)
+        assert reward == pytest.approx(theirs.step(action).reward, abs=1e-6)
+        assert np.array_equal(passed[-1], action)  # dm_control gets the action itself, not a rounded one
+    np.testing.assert_allclose(ours.unwrapped.physics.get_state(), theirs.physics.get_state(), rtol=0, atol=1e-9)
