@@ -31,6 +31,7 @@ flattening, for methods that need spatial features (grasp2vec's localisation hea
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -192,6 +193,25 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(x))
+
+
+@functools.lru_cache(maxsize=8)
+def min_input_size(arch: str) -> int:
+    """The smallest square image side the trunk of ``arch`` maps to a non-empty feature map
+    (15 for ``dmc``, 31 for ``fast``, 1 for ``resnet``): the smallest patch a pooled encoder of
+    that architecture takes."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown encoder architecture {arch!r}; use one of {ARCHITECTURES}")
+    trunk = _conv_trunk(EncoderConfig(arch, 1, 128, 1, pool="mean"))
+    with torch.no_grad():
+        for size in range(1, 129):
+            try:
+                out = trunk(torch.zeros(2, 1, size, size))
+            except (RuntimeError, ValueError):  # the convolutions do not fit
+                continue
+            if out.shape[-1] >= 1 and out.shape[-2] >= 1:
+                return size
+    raise ValueError(f"the {arch!r} trunk takes no image up to 128 px")  # pragma: no cover
 
 
 def make_encoder(
