@@ -202,6 +202,8 @@ BUILTIN = {
     "cc-vae": "ssrl.representations.control.ccvae",
     "deepmdp": "ssrl.representations.control.deepmdp",
     "dbc": "ssrl.representations.control.dbc",
+    "curl": "ssrl.representations.control.curl",
+    "atc": "ssrl.representations.control.atc",
     "rotation": "ssrl.representations.pretext.image.rotation",
     "exemplar": "ssrl.representations.pretext.image.exemplar",
     "relative-position": "ssrl.representations.pretext.image.relative_position",

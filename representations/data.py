@@ -10,6 +10,7 @@ episode and time index of each. On top of that it draws what the objectives eat:
 * the instants of an n-pairs batch (``spaced_frames``): episodes drawn without replacement, the
   instants of one episode at least ``min_gap`` frames apart;
 * transitions (s, a, r, s', discount);
+* instants with a frame ``delta`` steps later in the same episode (``sample_frames_ahead``: ATC's pairs);
 * grasp records (the per-step ``info/`` arrays of ``ssrl/Grasp-v0``);
 * the episode's first frame (the context of CC-VAE).
 
@@ -132,6 +133,17 @@ class RolloutData:
             valid = np.flatnonzero(self.has_next)
             return valid[rng.integers(0, len(valid), n)]
         return rng.integers(0, len(self), n)
+
+    def sample_frames_ahead(self, n: int, rng: np.random.Generator, delta: int) -> np.ndarray:
+        """``n`` uniform frame indices t whose frame ``delta`` steps later is in the same episode,
+        so ``idx + delta`` indexes it (``delta=1`` draws as ``sample_frames(with_next=True)``)."""
+        if delta < 0:
+            raise ValueError(f"delta must be >= 0 steps, got {delta}")
+        valid = np.flatnonzero(self.frame_t + delta <= self.ep_len[self.frame_episode])
+        if not len(valid):
+            longest = int(self.ep_len.max())
+            raise DatasetError(f"no episode has a frame {delta} steps after another (the longest has {longest} steps)")
+        return valid[rng.integers(0, len(valid), n)]
 
     def stack_indices(self, idx: np.ndarray, k: int, stride: int = 1) -> np.ndarray:
         """(B, k) frame indices of the stacks ending at ``idx``, oldest first, clamped at the
