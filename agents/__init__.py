@@ -9,7 +9,7 @@ checkpoint files.
 
 from ssrl.representations.objective import AuxInputs, AuxObjective
 
-from .base import AgentConfig, OffPolicyAgent, Prepared, TrainingDiverged
+from .base import AgentConfig, OffPolicyAgent, Prepared, TrainingDiverged, resolve_precision
 from .checkpoint import read_checkpoint
 from .replay import Batch, ReplayBuffer
 from .sac import SAC, SACConfig
@@ -35,4 +35,5 @@ __all__ = [
     "TrainingDiverged",
     "evaluate",
     "read_checkpoint",
+    "resolve_precision",
 ]

@@ -2,19 +2,36 @@
 
 An agent is built from an env (for its spaces) and a config dataclass whose defaults depend on
 the observation: vectors (states or frozen-encoder latents) or pixels (a frame stack, encoded by
-the suite's conv encoder). Subclasses define the networks and ``update(batch)``; the training
-loop lives in :mod:`ssrl.agents.trainer`, the checkpoint files in :mod:`ssrl.agents.checkpoint`.
+the suite's conv encoder). On pixels a named preset (``pixel_preset``, a config field) replaces
+some defaults: ``"drq"`` (the default: DrQ's values and update, exactly), ``"sac-ae"`` (SAC-AE's)
+or ``"legacy"`` (this suite's earlier pixel preset); see :data:`DRQ`, :data:`SAC_AE`,
+:data:`LEGACY` and each algorithm's ``PIXEL_PRESETS``. Subclasses define the networks and
+``update(batch)``; the training loop lives in :mod:`ssrl.agents.trainer`, the checkpoint files in
+:mod:`ssrl.agents.checkpoint`.
 
-The pixel path follows SAC-AE, DrQ and DBC: one conv encoder (with a slow EMA copy for targets)
-is trained by the critic loss; the actor reads its output detached. Each update encodes the
-observations once with gradient and the next observations once without (:meth:`prepare`), and
-the actor update reuses the detached critic features: two encoder passes per update, where
-SB3's SAC (separate actor and critic CNNs) makes five.
+The pixel path follows SAC-AE (Yarats et al. 2019, ``denisyarats/pytorch_sac_ae``) and DrQ
+(Kostrikov, Yarats and Fergus, ICLR 2021, ``denisyarats/drq``): one conv encoder, with an EMA
+copy for targets, is trained by the critic's loss only. With ``actor_head`` (both codes) the actor
+has its own Linear + LayerNorm (+ tanh) head on the encoder's *conv* output read detached (the
+convolutions are shared, the fc/LayerNorm heads are not), SAC's next actions for the target
+come from the online convolutions (TD3's target actor reads the target encoder's), and the
+actor's update encodes the observations anew after the critic's step, as both codes do; an
+adopted encoder (``encoder=``) is a black box, so the head then reads its output. Without it
+(``"legacy"``) the actor reads the critic's encoder output detached, from before the critic's
+step, and the next actions read the target encoder's output.
+
+DrQ's regularisation (``target_augmentations`` K, ``critic_augmentations`` M): each update
+augments the observations M times and the next observations K times independently; the target
+is the mean of the K targets, the critic loss the mean of the M losses (:meth:`prepare`,
+:meth:`OffPolicyAgent.critic_loss`). Encoder passes per update: M with gradient and K without
+(the target encoder), plus, with an actor head, K more without gradient in SAC (the next actions
+read the online convolutions) and one every actor update; the legacy preset makes two.
 
 Auxiliary objectives (DBC, DeepMDP, contrastive) plug in through ``aux``, an
 :class:`~ssrl.representations.objective.AuxObjective`: ``loss(AuxInputs) -> (loss, metrics)``
-is added to the critic loss on the same batch, so its gradient reaches the encoder, and its own
-``parameters()`` (reward and transition models) get their own optimiser.
+is added to the critic loss on the same batch (its first augmented view), so its gradient
+reaches the encoder, and its own ``parameters()`` (reward and transition models) get their own
+optimiser.
 """
 
 from __future__ import annotations
@@ -37,42 +54,87 @@ from ssrl.utils import build_config, is_image_space, resolve_device
 
 from . import checkpoint
 from .augment import random_shift
-from .networks import soft_update
+from .networks import ActorHead, soft_update
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
+
+PRECISIONS = ("fp32", "bf16", "auto")
+# /proc/cpuinfo flags of CPUs with native bfloat16 matmuls: AVX-512 BF16 (Cooper Lake, Zen 4 and
+# later) and AMX (Sapphire Rapids and later).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CONV_INITS = ("delta-orthogonal", "orthogonal")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where it cannot be read."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def resolve_precision(value: str, device: str | torch.device) -> str:
+    """``"fp32"`` or ``"bf16"`` for a ``precision`` setting on ``device``.
+
+    ``"auto"`` is ``"bf16"`` on a CPU with AVX-512 BF16 or AMX (the ``/proc/cpuinfo`` flags
+    ``avx512_bf16``, ``amx_bf16``: :func:`cpu_flags`) and on a CUDA GPU with native bfloat16
+    (``torch.cuda.is_bf16_supported``, emulation not counted), else ``"fp32"``; ``"fp32"`` and
+    ``"bf16"`` are returned as they are.
+
+    :raises ValueError: any other value.
+    """
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {value!r}")
+    if value != "auto":
+        return value
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "fp32"
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no emulation argument
+            native = torch.cuda.is_bf16_supported()
+        return "bf16" if native else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_flags() & set(CPU_BF16_FLAGS) else "fp32"
+    return "fp32"
 
 
 @dataclasses.dataclass
 class AgentConfig:
     """Hyper-parameters SAC and TD3 share; each algorithm's config adds its own.
 
-    Defaults are for state or latent observations and follow Stable-Baselines3 and CleanRL; a
-    subclass's ``PIXEL_PRESET`` replaces some for pixels with those of DrQ (Kostrikov, Yarats
-    and Fergus, ICLR 2021, ``denisyarats/drq`` config.yaml) and SAC-AE (Yarats et al. 2019,
-    ``denisyarats/pytorch_sac_ae``). Steps are agent steps (one ``act`` each, whatever the
-    env's action repeat) unless a name says otherwise.
+    Defaults are for state or latent observations and follow Stable-Baselines3 and CleanRL. On
+    pixels the preset named by ``pixel_preset`` (an entry of the subclass's ``PIXEL_PRESETS``)
+    replaces some of them first, and the values given replace the preset's. Steps are agent steps
+    (one ``act`` each, whatever the env's action repeat) unless a name says otherwise.
     """
 
-    # Discount factor per agent step. SB3/CleanRL/DrQ all use 0.99.
+    # Discount factor per agent step. SB3/CleanRL/DrQ/SAC-AE all use 0.99.
     gamma: float = 0.99
-    # Transitions per gradient update. SB3's 256; pixels: DrQ's and SAC-AE's 128.
+    # Transitions per gradient update. SB3's 256; pixel presets: DrQ's 512, SAC-AE's 128.
     batch_size: int = 256
-    # Replay capacity, in transitions. SB3/CleanRL 1e6; pixels: DrQ's 100k.
+    # Replay capacity, in transitions. SB3/CleanRL 1e6; pixel presets: DrQ's 100k, SAC-AE's 1e6.
     buffer_size: int = 1_000_000
     # Agent steps of uniform random actions (and no updates) at the start. CleanRL SAC's 5000;
-    # pixels: DrQ's 1000 seed steps.
+    # pixel presets: DrQ's num_seed_steps and SAC-AE's init_steps, 1000.
     learning_starts: int = 5000
     # Gradient updates per agent step after ``learning_starts``. SB3's gradient_steps=1.
     updates_per_step: int = 1
-    # Adam learning rate of the actor. SB3/CleanRL 3e-4; pixels: DrQ's 1e-3.
+    # Adam learning rate of the actor. SB3/CleanRL 3e-4; pixel presets 1e-3.
     actor_lr: float = 3e-4
     # Adam learning rate of the critics, and of the pixel encoder (the critic optimiser trains
-    # it). SB3's 3e-4; pixels: DrQ's 1e-3.
+    # it). SB3's 3e-4; pixel presets 1e-3.
     critic_lr: float = 3e-4
     # Polyak rate of the target critics (target <- tau * online + (1 - tau) * target, per target
-    # update). SB3/CleanRL 0.005; pixels: DrQ's critic_tau 0.01.
+    # update). SB3/CleanRL 0.005; pixel presets: critic_tau 0.01 (DrQ, SAC-AE).
     tau: float = 0.005
     # Widths of the hidden layers of the actor and of each critic MLP. SB3's net_arch [256, 256];
-    # pixels: DrQ's 1024 x 2.
+    # pixel presets: 1024 x 2 (DrQ, SAC-AE).
     hidden_dims: tuple[int, ...] = (256, 256)
     # Goal envs only: fraction of each batch relabelled with hindsight goals ("future"
     # strategy). 0.8 is SB3's HerReplayBuffer default n_sampled_goal=4 (4 of 5).
@@ -80,19 +142,34 @@ class AgentConfig:
     # Adam learning rate of the aux objective's own models (reward and transition). DBC's
     # decoder_lr 1e-3 (facebookresearch/deep_bisim4control train.py).
     aux_lr: float = 1e-3
-    # "fp32", or "bf16": matmuls and convs in bfloat16 (weights, Adam states and losses stay
-    # fp32). Ours; fp32 is the reference behaviour.
+    # "fp32"; "bf16": matmuls and convs in bfloat16 (weights, Adam states and losses stay fp32);
+    # "auto": bf16 where the hardware has native bfloat16 (resolve_precision), else fp32. The
+    # agent stores the resolved value, so a checkpoint resumes in the precision it ran in.
+    # Ours; fp32 is the reference behaviour.
     precision: str = "fp32"
     # -- pixels only -------------------------------------------------------------------------
+    # The pixel preset (a name of the algorithm's PIXEL_PRESETS): "drq" (DrQ exactly), "sac-ae"
+    # (SAC-AE's values) or "legacy" (this suite's earlier preset: DrQ's sizes with SAC-AE's
+    # temperature optimiser and encoder tau, K = M = 1, the actor on the critic's head). Ignored
+    # on vector observations.
+    pixel_preset: str = "drq"
     # Conv encoder architecture, a name of ssrl.representations.backbones.ARCHITECTURES. "dmc":
     # the 4-layer conv of SAC-AE, CURL, DrQ and DBC.
     encoder_arch: str = "dmc"
-    # Encoder output size (the latent the actor and critics read). SAC-AE/DrQ/DBC's 50.
+    # Encoder output size (the latent the critics, and the actor's own head, produce).
+    # SAC-AE/DrQ/DBC's 50.
     feature_dim: int = 50
-    # tanh after the encoder's LayerNorm: SAC-AE and DrQ do it, CURL and DBC do not.
+    # tanh after the encoder's LayerNorm (and the actor head's): SAC-AE and DrQ do it, CURL and
+    # DBC do not.
     encoder_tanh: bool = True
-    # Polyak rate of the target encoder, at each target update. SAC-AE's and CURL's 0.05.
-    encoder_tau: float = 0.05
+    # Initialisation of the convolutions of an encoder the agent builds: "delta-orthogonal"
+    # (SAC-AE's weight_init, the suite's backbones' own) or "orthogonal" (DrQ's utils.weight_init:
+    # orthogonal with ReLU gain over the whole kernel). Linear layers are orthogonal in both.
+    conv_init: str = "delta-orthogonal"
+    # Polyak rate of the target encoder, at each target update. SAC-AE's and CURL's encoder_tau
+    # 0.05; None: ``tau``, i.e. the whole critic target, encoder included, is one EMA (DrQ has no
+    # encoder tau: it soft-updates the whole critic at critic_tau).
+    encoder_tau: float | None = 0.05
     # Adam learning rate of the encoder in the critic's optimiser; None: critic_lr. Fine-tuning
     # a pretrained encoder (``--regime finetune``) often wants it lower.
     encoder_lr: float | None = None
@@ -102,23 +179,136 @@ class AgentConfig:
     critic_trains_encoder: bool = True
     # Observation augmentation of replay batches: "shift" (DrQ's random shift) or None.
     augment: str | None = "shift"
-    # Largest shift of "shift", in pixels each way. DrQ's pad 4 (for 84x84 images).
+    # Largest shift of "shift", in pixels each way. DrQ's image_pad 4 (for 84x84 images).
     shift_pad: int = 4
+    # K: independently augmented copies of each next observation; the critic's target is the
+    # mean of the K targets (DrQ's K = 2). 1: one target, as in SAC-AE and RAD.
+    target_augmentations: int = 1
+    # M: independently augmented copies of each observation; the critic's loss is the mean of
+    # the M losses (DrQ's M = 2). 1: one loss.
+    critic_augmentations: int = 1
+    # The actor's own Linear + LayerNorm (+ tanh) head (ssrl.agents.networks.ActorHead) on the
+    # encoder's conv output read detached, as SAC-AE's and DrQ's actors (convolutions tied to the
+    # critic's, their own fc/LayerNorm); on an adopted encoder it reads the encoder's output.
+    # False: the actor reads the critic's encoder output detached (the legacy preset).
+    actor_head: bool = False
 
-    # Overrides of the defaults for pixel observations (a subclass's; see the class docstring).
-    PIXEL_PRESET: ClassVar[dict[str, Any]] = {}
+    # Pixel presets by name: field values applied before the user's (a subclass's; see above).
+    PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     # Fields that must be at least 1 (checked in __post_init__; subclasses extend it).
-    AT_LEAST_ONE: ClassVar[tuple[str, ...]] = ("batch_size", "buffer_size", "updates_per_step")
+    AT_LEAST_ONE: ClassVar[tuple[str, ...]] = (
+        "batch_size",
+        "buffer_size",
+        "updates_per_step",
+        "target_augmentations",
+        "critic_augmentations",
+    )
+
+    @classmethod
+    def pixel_preset_values(cls, name: str) -> dict[str, Any]:
+        """The field values of the pixel preset ``name``.
+
+        :raises ValueError: no such preset; the message names the valid ones.
+        """
+        if name not in cls.PIXEL_PRESETS:
+            valid = ", ".join(sorted(cls.PIXEL_PRESETS))
+            raise ValueError(f"unknown pixel_preset {name!r} for {cls.__name__}; valid presets: {valid}")
+        return dict(cls.PIXEL_PRESETS[name])
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.PIXEL_PRESETS:
+            self.pixel_preset_values(self.pixel_preset)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
         if self.augment not in (None, "shift"):
             raise ValueError(f"augment must be None or 'shift', got {self.augment!r}")
+        if self.conv_init not in CONV_INITS:
+            raise ValueError(f"conv_init must be one of {', '.join(map(repr, CONV_INITS))}, got {self.conv_init!r}")
         for name in self.AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
+
+
+# -- pixel presets: the values SAC and TD3 share (each algorithm adds its own) ----------------
+
+# DrQ: Kostrikov, Yarats and Fergus, "Image Augmentation Is All You Need", ICLR 2021, and its
+# code, denisyarats/drq (config.yaml, drq.py, replay_buffer.py, utils.py).
+DRQ: dict[str, Any] = dict(
+    gamma=0.99,  # config.yaml discount: 0.99
+    # The paper's batch. config.yaml's default is 128, with "IMPORTANT: please use a batch size
+    # of 512 to reproduce the results in the paper"; the README's reproduction command passes
+    # batch_size=512.
+    batch_size=512,
+    buffer_size=100_000,  # config.yaml replay_buffer_capacity: 100000
+    learning_starts=1000,  # config.yaml num_seed_steps: 1000
+    actor_lr=1e-3,  # config.yaml lr: 1e-3, one rate for actor, critic (+ encoder) and temperature
+    critic_lr=1e-3,  # same lr; drq.py: Adam(critic.parameters(), lr=lr), default betas (0.9, 0.999)
+    encoder_lr=None,  # drq.py: the encoder is in the critic's optimiser, at its lr
+    tau=0.01,  # config.yaml critic_tau: 0.01
+    encoder_tau=None,  # drq.py: soft_update_params(critic, critic_target, critic_tau), encoder included
+    hidden_dims=(1024, 1024),  # config.yaml critic/actor hidden_dim: 1024, hidden_depth: 2
+    encoder_arch="dmc",  # drq.py Encoder: conv3x3(32, s2) + 3 conv3x3(32, s1), fc, LayerNorm
+    feature_dim=50,  # config.yaml encoder feature_dim: 50
+    encoder_tanh=True,  # drq.py Encoder: output_logits = False, so tanh after the LayerNorm
+    conv_init="orthogonal",  # drq.py: self.apply(utils.weight_init), orthogonal convs with ReLU gain
+    augment="shift",  # replay_buffer.py: ReplicationPad2d(image_pad) + kornia RandomCrop(84)
+    shift_pad=4,  # config.yaml image_pad: 4
+    target_augmentations=2,  # K = 2: paper Alg. 1 (DrQ on SAC); drq.py update_critic averages 2 targets
+    critic_augmentations=2,  # M = 2: paper Alg. 1; drq.py update_critic, losses on obs and obs_aug
+    actor_head=True,  # drq.py Actor: own Encoder, convs tied to the critic's, detach_encoder=True
+)
+
+# SAC-AE: Yarats et al., "Improving Sample Efficiency in Model-Free Reinforcement Learning from
+# Images", 2019; denisyarats/pytorch_sac_ae (train.py defaults, sac_ae.py), its SAC without the
+# decoder (the repository's pixel SAC baseline).
+SAC_AE: dict[str, Any] = dict(
+    gamma=0.99,  # train.py --discount 0.99
+    batch_size=128,  # train.py --batch_size 128
+    buffer_size=1_000_000,  # train.py --replay_buffer_capacity 1000000
+    learning_starts=1000,  # train.py --init_steps 1000
+    actor_lr=1e-3,  # train.py --actor_lr 1e-3 (--actor_beta 0.9: Adam's default beta1)
+    critic_lr=1e-3,  # train.py --critic_lr 1e-3 (--critic_beta 0.9); the critic's optimiser holds the encoder
+    encoder_lr=None,  # sac_ae.py: Adam(critic.parameters(), lr=critic_lr), encoder included
+    tau=0.01,  # train.py --critic_tau 0.01
+    encoder_tau=0.05,  # train.py --encoder_tau 0.05
+    hidden_dims=(1024, 1024),  # train.py --hidden_dim 1024; sac_ae.py: two hidden layers
+    encoder_arch="dmc",  # encoder.py PixelEncoder, --num_layers 4, --num_filters 32
+    feature_dim=50,  # train.py --encoder_feature_dim 50
+    encoder_tanh=True,  # encoder.py: fc -> LayerNorm -> tanh
+    conv_init="delta-orthogonal",  # sac_ae.py weight_init: delta-orthogonal convolutions
+    augment=None,  # SAC-AE does not augment observations
+    shift_pad=4,  # (unused: no augmentation)
+    target_augmentations=1,  # one target
+    critic_augmentations=1,  # one loss
+    actor_head=True,  # sac_ae.py Actor: own encoder, copy_conv_weights_from(critic.encoder), detach_encoder=True
+)
+
+# This suite's earlier pixel preset, kept so that its runs can be repeated and resumed: DrQ's
+# config.yaml sizes (batch 128) with SAC-AE's encoder tau (and, in SAC, SAC-AE's temperature
+# optimiser), one augmentation (K = M = 1) and the actor reading the critic's encoder output
+# detached. Checkpoints written before presets existed load with it.
+LEGACY: dict[str, Any] = dict(
+    gamma=0.99,
+    batch_size=128,
+    buffer_size=100_000,
+    learning_starts=1000,
+    actor_lr=1e-3,
+    critic_lr=1e-3,
+    encoder_lr=None,
+    tau=0.01,
+    encoder_tau=0.05,
+    hidden_dims=(1024, 1024),
+    encoder_arch="dmc",
+    feature_dim=50,
+    encoder_tanh=True,
+    conv_init="delta-orthogonal",
+    augment="shift",
+    shift_pad=4,
+    target_augmentations=1,
+    critic_augmentations=1,
+    actor_head=False,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -127,9 +317,12 @@ class TrainingDiverged(RuntimeError):
 
 @dataclasses.dataclass
 class Prepared:
-    """A replay batch on the agent's device, with the two encoder passes of an update done.
+    """A replay batch on the agent's device, with the encoder passes of an update done.
 
-    On vector observations ``h`` is ``obs`` and ``h_next`` is ``next_obs``.
+    The single-view fields are the first augmented view (what the aux objective and the actor
+    use); the list fields hold every view: ``hs`` the M views of the observations (``hs[0]`` is
+    ``h``), ``h_nexts`` and ``actor_nexts`` the K views of the next observations. On vector
+    observations ``h`` is ``obs`` and ``h_next`` is ``next_obs``.
     """
 
     obs: torch.Tensor  # (augmented) observations: uint8 images or float vectors
@@ -140,6 +333,10 @@ class Prepared:
     reward: torch.Tensor  # (B,)
     discount: torch.Tensor  # 0 after a terminal transition, else 1, (B,)
     latent: torch.Tensor | None = None  # encoder(obs) with gradient, for the aux objective
+    hs: list[torch.Tensor] = dataclasses.field(default_factory=list)  # critic features of the M views
+    h_nexts: list[torch.Tensor] = dataclasses.field(default_factory=list)  # target features of the K views
+    # What the actor (SAC) or the target actor (TD3) reads for each of the K next views, no gradient.
+    actor_nexts: list[torch.Tensor] = dataclasses.field(default_factory=list)
 
 
 def _protocol_members(protocol: type) -> list[str]:
@@ -188,8 +385,7 @@ class OffPolicyAgent(abc.ABC):
         self._check_spaces()
         self.device = resolve_device(device)
         self.seed = int(seed)
-        preset = self.config_cls.PIXEL_PRESET if self.pixels else None
-        self.config = build_config(self.config_cls, hyperparams, preset=preset)
+        self.config = self._build_config(hyperparams)
         self._check_aux(aux)
         self.aux = aux
         self.frame_stack = self._resolve_frame_stack(frame_stack)
@@ -209,6 +405,17 @@ class OffPolicyAgent(abc.ABC):
         self._attach_aux()
 
     # -- construction, in the order __init__ runs it ------------------------------------------
+
+    def _build_config(self, hyperparams: dict[str, Any]) -> AgentConfig:
+        """The config: on pixels the preset ``pixel_preset`` names (the default if none is
+        given), then the values given; ``precision`` resolved for the device ("auto")."""
+        preset = None
+        if self.pixels:
+            default = next(f.default for f in dataclasses.fields(self.config_cls) if f.name == "pixel_preset")
+            preset = self.config_cls.pixel_preset_values(hyperparams.get("pixel_preset", default))
+        config = build_config(self.config_cls, hyperparams, preset=preset)
+        config.precision = resolve_precision(config.precision, self.device)
+        return config
 
     def _check_spaces(self) -> None:
         """Check the spaces and set ``is_dict`` (a goal env) and ``pixels`` (uint8 CHW images)."""
@@ -261,11 +468,14 @@ class OffPolicyAgent(abc.ABC):
 
     def _build_encoder(self, encoder: nn.Module | None) -> None:
         """Pixels: the conv encoder (``encoder`` if given: a representation's, pretrained or not,
-        whose architecture then replaces ``encoder_arch``, ``feature_dim`` and ``encoder_tanh``)
-        and its EMA target. Set ``feature_dim``, the width of what the actor and critics read
-        (the encoder's output, or the flattened vector observation)."""
+        whose architecture then replaces ``encoder_arch``, ``feature_dim``, ``encoder_tanh`` and
+        ``conv_init``) and its EMA target. Set ``feature_dim``, the width of what the critics
+        read (the encoder's output, or the flattened vector observation), and ``split_encoder``:
+        whether the actor's own head reads the encoder's conv trunk (an encoder the agent built,
+        with ``actor_head``) rather than its output."""
         self.encoder: nn.Module | None = None
         self.encoder_target: nn.Module | None = None
+        self.split_encoder = False
         space = self.observation_space
         if encoder is not None and not self.pixels:
             raise ValueError("an encoder was given, but this agent's observations are not images")
@@ -276,6 +486,9 @@ class OffPolicyAgent(abc.ABC):
                     c.encoder_arch, space.shape[0], tuple(space.shape[1:]), c.feature_dim, output_tanh=c.encoder_tanh
                 )
                 encoder = encoder_from_config(enc_cfg)
+                if c.conv_init == "orthogonal":
+                    _orthogonal_convs(encoder)
+                self.split_encoder = c.actor_head
             self.encoder = encoder.to(self.device)
             self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
             with torch.no_grad():
@@ -321,6 +534,18 @@ class OffPolicyAgent(abc.ABC):
         if aux_params:
             self.aux_optimizer = torch.optim.Adam(aux_params, lr=self.config.aux_lr)
 
+    def make_actor_head(self) -> ActorHead | None:
+        """The actor's own head (``actor_head``, pixels), or None: on an encoder the agent built
+        it reads the conv trunk's feature map, on an adopted encoder that encoder's output; it
+        outputs ``feature_dim`` values, like the critic's encoder."""
+        if not (self.pixels and self.config.actor_head):
+            return None
+        if self.split_encoder:
+            in_dim, pool = self.encoder.fc.in_features, self.encoder.pool
+        else:
+            in_dim, pool = self.feature_dim, False
+        return ActorHead(in_dim, self.feature_dim, self.config.encoder_tanh, pool).to(self.device)
+
     # -- what an algorithm defines -------------------------------------------------------------
 
     @abc.abstractmethod
@@ -350,11 +575,12 @@ class OffPolicyAgent(abc.ABC):
 
     def update_targets(self, *pairs: tuple[nn.Module, nn.Module]) -> None:
         """Polyak-average each ``(target, online)`` pair at ``tau``, and the encoder's target at
-        ``encoder_tau`` (pixels)."""
+        ``encoder_tau`` (pixels; None: at ``tau``, the whole critic target one EMA as in DrQ)."""
+        c = self.config
         for target, online in pairs:
-            soft_update(target, online, self.config.tau)
+            soft_update(target, online, c.tau)
         if self.pixels:
-            soft_update(self.encoder_target, self.encoder, self.config.encoder_tau)
+            soft_update(self.encoder_target, self.encoder, c.tau if c.encoder_tau is None else c.encoder_tau)
 
     @abc.abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -369,14 +595,37 @@ class OffPolicyAgent(abc.ABC):
             return torch.from_numpy(np.concatenate(parts, axis=1)).to(self.device)
         x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
         if self.pixels:
-            if augment and self.config.augment == "shift":
-                x = random_shift(x, self.config.shift_pad, self.generator)
-            return x
+            return self.augment(x) if augment else x
         return x.float()
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """One independently augmented view of network input ``x`` (pixels with ``augment``)."""
+        if self.pixels and self.config.augment == "shift":
+            return random_shift(x, self.config.shift_pad, self.generator)
+        return x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """What the actor and critics read: ``encoder(x)`` on pixels, ``x`` itself otherwise."""
+        """What the critics read: ``encoder(x)`` on pixels, ``x`` itself otherwise."""
         return self.encoder(x) if self.pixels else x
+
+    def actor_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the actor reads for network input ``x``: the conv trunk's feature map (which its
+        own head maps to features) on an encoder the agent built with ``actor_head``, else
+        :meth:`features` (an adopted encoder's output, or the critic's features when the actor
+        has no head, or the vector itself)."""
+        return self.encoder.trunk(x) if self.split_encoder else self.features(x)
+
+    def encode(self, x: torch.Tensor, target: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features(x), actor_input(x))`` from one pass of the encoder (its EMA target if
+        ``target``): the trunk's output serves both the critic's head and the actor's."""
+        if not self.pixels:
+            return x, x
+        encoder = self.encoder_target if target else self.encoder
+        if self.split_encoder:
+            z = encoder.trunk(x)
+            return encoder.head(z), z
+        h = encoder(x)
+        return h, h
 
     def check_observation(self, obs) -> None:
         """Raise :class:`TrainingDiverged` if a float observation holds a NaN or an infinity."""
@@ -398,7 +647,7 @@ class OffPolicyAgent(abc.ABC):
     @torch.no_grad()
     def act(self, obs, deterministic: bool = False) -> np.ndarray:
         """An action for one observation, rescaled to the env's action space."""
-        h = self.features(self.obs_to_tensor(self._batch_obs(obs)))
+        h = self.actor_input(self.obs_to_tensor(self._batch_obs(obs)))
         a = self.policy(h, deterministic)[0].cpu().numpy()
         return self._low + (a + 1.0) * 0.5 * (self._high - self._low)
 
@@ -432,21 +681,91 @@ class OffPolicyAgent(abc.ABC):
         on CPUs with AVX-512 BF16); network outputs are cast back to fp32 for the losses."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
+    # Which encoder the actor's input for the next observations comes from, when the actor has
+    # its own head: "online" (SAC: SAC-AE's and DrQ's actor(next_obs), its convolutions tied to
+    # the online critic's) or "target" (TD3: the target actor, whose convolutions are the target's).
+    next_actor_encoder: ClassVar[str] = "online"
+
     def prepare(self, batch: Batch) -> Prepared:
-        """Batch -> tensors, with the two encoder passes of an update: ``h = encoder(obs)``
-        with gradient and ``h_next = target_encoder(next_obs)`` without."""
-        obs = self.obs_to_tensor(batch.obs, augment=True)
-        next_obs = self.obs_to_tensor(batch.next_obs, augment=True)
+        """Batch -> tensors, with the encoder passes of the critic's update.
+
+        The observations are augmented ``critic_augmentations`` (M) times and the next
+        observations ``target_augmentations`` (K) times, each view independently (M views first,
+        then K, from the agent's generator). Each observation view is encoded with gradient
+        (``hs``), each next view by the target encoder without (``h_nexts``); ``actor_nexts``
+        is what the actor reads for each next view: without an actor head the target encoder's
+        output (legacy), with one the online trunk (SAC) or the target trunk (TD3).
+        """
+        c = self.config
+        obs = self.obs_to_tensor(batch.obs)
+        next_obs = self.obs_to_tensor(batch.next_obs)
+        views = [self.augment(obs) for _ in range(c.critic_augmentations)]
+        next_views = [self.augment(next_obs) for _ in range(c.target_augmentations)]
         action = torch.from_numpy(batch.action).to(self.device)
         reward = torch.from_numpy(batch.reward).to(self.device)
         discount = torch.from_numpy(batch.discount).to(self.device)
-        latent = self.features(obs)
-        with torch.no_grad():
-            h_next = self.encoder_target(next_obs) if self.pixels else next_obs
+        latents = [self.encode(x)[0] for x in views]
         # The decoupled regime: the critic reads the latents detached, so its loss never reaches
-        # the encoder; the aux objective still gets them with gradient.
-        h = latent if self.config.critic_trains_encoder else latent.detach()
-        return Prepared(obs, next_obs, h, h_next, action, reward, discount, latent)
+        # the encoder; the aux objective still gets them (the first view's) with gradient.
+        hs = latents if c.critic_trains_encoder else [h.detach() for h in latents]
+        own_head = self.pixels and c.actor_head
+        h_nexts, actor_nexts = [], []
+        with torch.no_grad():
+            for x in next_views:
+                h_next, z_next = self.encode(x, target=True)
+                h_nexts.append(h_next)
+                if not own_head:
+                    actor_nexts.append(h_next)
+                elif self.next_actor_encoder == "target":
+                    actor_nexts.append(z_next)
+                else:
+                    actor_nexts.append(self.actor_input(x))
+        return Prepared(
+            views[0],
+            next_views[0],
+            hs[0],
+            h_nexts[0],
+            action,
+            reward,
+            discount,
+            latents[0],
+            hs=hs,
+            h_nexts=h_nexts,
+            actor_nexts=actor_nexts,
+        )
+
+    @staticmethod
+    def average(values: list[torch.Tensor]) -> torch.Tensor:
+        """The mean of equally shaped tensors (the one itself when there is one)."""
+        return values[0] if len(values) == 1 else torch.stack(values).mean(0)
+
+    def critic_loss(self, p: Prepared, target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, q)``: for each of the M observation views, the MSE of each Q against
+        ``target_q`` summed over the two Qs (SAC-AE, DrQ: ``mse(Q1) + mse(Q2)``); the loss is the
+        mean over the views (the paper's 1/M; drq.py sums its two, a factor 2 that Adam's scale
+        invariance all but cancels), ``q`` the first view's Q values, (2, B)."""
+        losses, first_q = [], None
+        for h in p.hs:
+            q = self.critic(h, p.action)
+            first_q = q if first_q is None else first_q
+            losses.append((q - target_q).pow(2).mean(1).sum())
+        return self.average(losses), first_q
+
+    def actor_update_inputs(self, p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(actor input, critic features)`` of the first observation view for the actor's
+        loss, neither with a gradient path into the encoder.
+
+        With an actor head the view is encoded again, after the critic's step, as SAC-AE's and
+        DrQ's actor updates do (``actor(obs, detach_encoder=True)``, ``critic(obs, action,
+        detach_encoder=True)`` run the encoder anew); without one the critic's features from
+        before its step, detached (legacy).
+        """
+        if not (self.pixels and self.config.actor_head):
+            h = p.h.detach()
+            return h, h
+        with torch.no_grad():
+            h, z = self.encode(p.obs)
+        return z, h
 
     def aux_inputs(self, p: Prepared) -> AuxInputs:
         """What the aux objective receives for the batch ``p`` (observations only on pixels)."""
@@ -577,3 +896,18 @@ class OffPolicyAgent(abc.ABC):
         a module of the architecture it was trained with, when that was given); see
         :func:`ssrl.agents.checkpoint.load_agent`."""
         return checkpoint.load_agent(cls, path, env, device=device, aux=aux, encoder=encoder)
+
+
+def _orthogonal_convs(encoder: nn.Module) -> None:
+    """DrQ's initialisation of convolutions (``denisyarats/drq`` utils.weight_init): orthogonal
+    over the whole flattened kernel with ReLU gain, zero bias. (Linear layers are orthogonal with
+    zero bias in the suite's encoders already, as there.)"""
+    gain = nn.init.calculate_gain("relu")
+    for m in encoder.modules():
+        if isinstance(m, nn.Conv2d):
+            weight = torch.empty(m.weight.shape)  # contiguous: the trunk's weights are channels-last
+            nn.init.orthogonal_(weight, gain)
+            with torch.no_grad():
+                m.weight.copy_(weight)
+                if m.bias is not None:
+                    m.bias.zero_()

@@ -4,7 +4,9 @@ A checkpoint is one ``torch.save`` file (loaded back with ``weights_only=True``)
 
     format              CHECKPOINT_FORMAT
     algo                "sac" | "td3"
-    config              the agent's config dataclass, as a dict
+    config              the agent's config dataclass, as a dict: every value resolved (the pixel
+                        preset applied, ``precision`` "fp32" or "bf16", never "auto"), so a
+                        resumed agent is configured exactly as the saved one
     observation_space   space_to_dict(...) of the agent's spaces, so the agent can be rebuilt
     action_space        without its env
     frame_stack, seed
@@ -19,6 +21,9 @@ The agent builds the dict (:meth:`~ssrl.agents.OffPolicyAgent.state_dict`) and r
 (:meth:`~ssrl.agents.OffPolicyAgent.load_state_dict`); this module writes, reads and checks
 files. ``agent.save(path)`` and ``SAC.load(path, env)`` call :func:`save_agent` and
 :func:`load_agent`.
+
+Checkpoints written before pixel presets existed have no ``pixel_preset`` in their config; they
+load with the ``"legacy"`` preset, the behaviour they were trained with.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
     from .base import OffPolicyAgent
 
 CHECKPOINT_FORMAT = 1  # bump when the layout above changes incompatibly
+LEGACY_PRESET = "legacy"  # the pixel preset of checkpoints whose config names none
 
 AgentT = TypeVar("AgentT", bound="OffPolicyAgent")
 
@@ -119,6 +125,8 @@ def load_agent(
             f"{path} was trained on observations {obs_space} and actions {act_space}; "
             f"the env given has {env.observation_space} and {env.action_space}"
         )
+    config = dict(state["config"])
+    config.setdefault("pixel_preset", LEGACY_PRESET)  # written before presets: the preset of that time
     agent = cls(
         env,
         aux=aux,
@@ -128,7 +136,7 @@ def load_agent(
         action_space=act_space,
         frame_stack=state["frame_stack"],
         encoder=encoder,
-        **state["config"],
+        **config,
     )
     agent.load_state_dict(state)
     return agent

@@ -1,4 +1,4 @@
-"""Actor and critic networks of SAC and TD3.
+"""Actor and critic networks of SAC and TD3, and the actor's own encoder head.
 
 The twin critics are one *ensemble* MLP: each layer holds the weights of both Q networks as a
 ``(2, in, out)`` tensor and runs them in one batched matmul (``baddbmm``). Same maths as two
@@ -73,20 +73,65 @@ class TwinQ(nn.Module):
         return self.q(torch.cat([h, action], dim=-1)).squeeze(-1).float()
 
 
+class ActorHead(nn.Module):
+    """The actor's own Linear + LayerNorm (+ tanh) on features it reads *detached*.
+
+    SAC-AE (Yarats et al. 2019, ``denisyarats/pytorch_sac_ae`` sac_ae.py) and DrQ (Kostrikov,
+    Yarats and Fergus, ICLR 2021, ``denisyarats/drq`` drq.py) give the actor an encoder of its
+    own whose convolutions are tied to the critic's and whose fc + LayerNorm (+ tanh) head is its
+    own, and call it with ``detach_encoder=True``: the conv output is detached, so the actor's
+    loss trains this head and never the shared convolutions. Here the head is that fc +
+    LayerNorm (+ tanh); it detaches its input itself, so nothing it reads can receive a gradient
+    through it.
+
+    :param in_dim: width of what it reads once flattened (a conv feature map ``(B, C, H, W)`` is
+        flattened, or averaged over H and W when ``pool``; a ``(B, in_dim)`` vector is read as is).
+    :param out_dim: width of its output (the encoder's feature dimension, 50 in both codes).
+    :param tanh: tanh after the LayerNorm (SAC-AE and DrQ: yes).
+    :param pool: global average pooling instead of flattening (an encoder with ``pool="mean"``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, tanh: bool = True, pool: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+        self.tanh, self.pool = tanh, pool
+        nn.init.orthogonal_(self.fc.weight)  # both codes' weight_init: orthogonal, zero bias
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        if x.dim() > 2:
+            x = x.mean(dim=(2, 3)) if self.pool else x.flatten(1)
+        out = self.norm(self.fc(x).float())
+        return torch.tanh(out) if self.tanh else out
+
+
 class TanhGaussianActor(nn.Module):
     """SAC's policy: a Gaussian squashed by tanh, with the change-of-variables log-density.
 
     ``log_std`` is squashed into ``[log_std_min, log_std_max]`` with tanh (SAC-AE, DrQ).
     Sampling takes an explicit ``torch.Generator`` so a run's randomness can be saved and resumed.
+    ``head`` (an :class:`ActorHead`, optional) maps what the actor reads to the MLP's input.
     """
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int], log_std_bounds=(-10.0, 2.0)) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        action_dim: int,
+        hidden: Sequence[int],
+        log_std_bounds=(-10.0, 2.0),
+        head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
+        self.head = head
         self.net = mlp(feature_dim, hidden, 2 * action_dim)
         self.log_std_min, self.log_std_max = log_std_bounds
 
     def forward(self, h: torch.Tensor, generator: torch.Generator | None = None, deterministic: bool = False):
         """Returns ``(action, log_prob)``; ``log_prob`` is None when deterministic."""
+        if self.head is not None:
+            h = self.head(h)
         mu, log_std = self.net(h).float().chunk(2, dim=-1)
         if deterministic:
             return torch.tanh(mu), None
@@ -103,13 +148,16 @@ class TanhGaussianActor(nn.Module):
 
 
 class DeterministicActor(nn.Module):
-    """TD3's policy: tanh(MLP(h))."""
+    """TD3's policy: tanh(MLP(h)), with an optional ``head`` (:class:`ActorHead`) before the MLP."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int], head: nn.Module | None = None) -> None:
         super().__init__()
+        self.head = head
         self.net = mlp(feature_dim, hidden, action_dim)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.head is not None:
+            h = self.head(h)
         return torch.tanh(self.net(h).float())
 
 

@@ -2,19 +2,22 @@
 
 Clipped double Q-learning, target policy smoothing (clipped Gaussian noise on the target
 action) and a delayed actor with delayed target updates. From pixels, as in SAC
-(:mod:`ssrl.agents.sac`), the critic's optimiser trains the conv encoder and the actor reads its
-output detached. Every hyper-parameter is a field of :class:`TD3Config`.
+(:mod:`ssrl.agents.sac`), the critic's optimiser trains the conv encoder and the actor reads it
+detached; with its own head (``actor_head``) the *target* actor reads the target encoder's conv
+trunk, as SAC-AE's TD3 (``denisyarats/pytorch_sac_ae`` td3.py), whose target actor is a Polyak
+copy of an actor whose convolutions are tied to the critic's. Every hyper-parameter is a field
+of :class:`TD3Config`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from .base import AgentConfig, OffPolicyAgent
+from .base import DRQ, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
 from .networks import DeterministicActor, TwinQ
 from .replay import Batch
 
@@ -23,9 +26,17 @@ from .replay import Batch
 class TD3Config(AgentConfig):
     """TD3's hyper-parameters (with :class:`~ssrl.agents.base.AgentConfig`'s).
 
-    Defaults from the TD3 paper, SB3 and CleanRL; ``PIXEL_PRESET`` borrows DrQ's pixel SAC values
-    (Kostrikov, Yarats and Fergus, ICLR 2021) for what the two algorithms share: batch 128,
-    replay 100k, 1000 seed steps, learning rates 1e-3, tau 0.01, hidden 1024 x 2.
+    Defaults from the TD3 paper, SB3 and CleanRL. DrQ and SAC-AE are SAC agents; on pixels
+    ``PIXEL_PRESETS`` take their values for what the two algorithms share
+    (:data:`~ssrl.agents.base.DRQ`, :data:`~ssrl.agents.base.SAC_AE`,
+    :data:`~ssrl.agents.base.LEGACY`): ``"drq"`` (the default) is DrQ's recipe on TD3, which
+    the paper says combines with any model-free algorithm (batch 512, replay 100k, 1000 seed
+    steps, learning rates 1e-3, one tau 0.01 for the whole critic target, hidden 1024 x 2, K = M
+    = 2 random shifts, the actor's own head); ``"sac-ae"`` SAC-AE's shared values (batch 128,
+    replay 1e6, tau 0.01 and encoder tau 0.05, no augmentation, the actor's own head);
+    ``"legacy"`` this suite's earlier TD3 pixel preset (batch 128, replay 100k, encoder tau
+    0.05, K = M = 1, the actor on the critic's encoder output). The TD3 fields keep the TD3
+    paper's values in all three (its d = 2 is DrQ's and SAC-AE's update frequency too).
     """
 
     # Actor and target updates every this many critic updates. The paper's d = 2 (SB3's and
@@ -40,15 +51,7 @@ class TD3Config(AgentConfig):
     # The paper's and CleanRL's 0.1.
     exploration_noise: float = 0.1
 
-    PIXEL_PRESET: ClassVar[dict] = dict(
-        batch_size=128,
-        buffer_size=100_000,
-        learning_starts=1000,
-        actor_lr=1e-3,
-        critic_lr=1e-3,
-        tau=0.01,
-        hidden_dims=(1024, 1024),
-    )
+    PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"drq": DRQ, "sac-ae": SAC_AE, "legacy": LEGACY}
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("policy_delay",)
 
 
@@ -58,10 +61,13 @@ class TD3(OffPolicyAgent):
 
     algo = "td3"
     config_cls = TD3Config
+    next_actor_encoder = "target"  # the target actor reads the target encoder (see the module docstring)
 
     def build_networks(self) -> None:
         c = self.config
-        self.actor = DeterministicActor(self.feature_dim, self.action_dim, c.hidden_dims).to(self.device)
+        self.actor = DeterministicActor(
+            self.feature_dim, self.action_dim, c.hidden_dims, head=self.make_actor_head()
+        ).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = TwinQ(self.feature_dim, self.action_dim, c.hidden_dims).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -85,25 +91,28 @@ class TD3(OffPolicyAgent):
 
     def _update(self, batch: Batch) -> dict[str, torch.Tensor]:
         c = self.config
-        p = self.prepare(batch)  # h = encoder(obs) with gradient, h_next = target encoder(next_obs)
+        p = self.prepare(batch)  # M observation views with gradient, K next views without (see prepare)
 
-        # Critic: clipped double-Q target with a smoothed target action.
+        # Critic: clipped double-Q targets with smoothed target actions, one per next view,
+        # averaged (DrQ's K); the loss is averaged over the observation views (M).
         with torch.no_grad():
-            target_action = self.actor_target(p.h_next)
-            noise = torch.randn(target_action.shape, generator=self.generator, device=target_action.device)
-            noise = (noise * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
-            next_action = (target_action + noise).clamp(-1.0, 1.0)
-            target_q = p.reward + p.discount * c.gamma * self.critic_target(p.h_next, next_action).min(0).values
-        q = self.critic(p.h, p.action)
-        critic_loss = (q - target_q).pow(2).mean(1).sum()
+            targets = []
+            for h_next, actor_next in zip(p.h_nexts, p.actor_nexts):
+                target_action = self.actor_target(actor_next)
+                noise = torch.randn(target_action.shape, generator=self.generator, device=target_action.device)
+                noise = (noise * c.policy_noise).clamp(-c.noise_clip, c.noise_clip)
+                next_action = (target_action + noise).clamp(-1.0, 1.0)
+                targets.append(p.reward + p.discount * c.gamma * self.critic_target(h_next, next_action).min(0).values)
+            target_q = self.average(targets)
+        critic_loss, q = self.critic_loss(p, target_q)
         metrics = self.critic_step(critic_loss, p)  # steps the critic and the encoder
         metrics["q"] = q.detach().mean()
 
-        # Delayed actor (on the encoder's output detached) and target updates.
+        # Delayed actor (on the first view, no gradient into the encoder) and target updates.
         if self.num_updates % c.policy_delay == 0:
-            h_detached = p.h.detach()
+            actor_in, h_critic = self.actor_update_inputs(p)
             self.critic.requires_grad_(False)
-            actor_loss = -self.critic(h_detached, self.actor(h_detached))[0].mean()  # Q1, as in the paper
+            actor_loss = -self.critic(h_critic, self.actor(actor_in))[0].mean()  # Q1, as in the paper
             self.optimizer_step(self.actor_optimizer, actor_loss, "actor loss")
             self.critic.requires_grad_(True)
             metrics["actor_loss"] = actor_loss.detach()

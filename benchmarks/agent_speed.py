@@ -149,7 +149,17 @@ def main(argv=None) -> dict:
         # -- pixels --------------------------------------------------------------------------
         if args.skip_pixels:
             continue
-        pix = SAC(None, observation_space=pix_space, action_space=act_space, buffer_size=600, seed=0, frame_stack=3)
+        # The legacy preset (no K/M augmentation averaging, as SB3 has none): the same work as SB3's
+        # update, so the ratio compares implementations, not algorithms.
+        pix = SAC(
+            None,
+            observation_space=pix_space,
+            action_space=act_space,
+            buffer_size=600,
+            seed=0,
+            frame_stack=3,
+            pixel_preset="legacy",
+        )
         _fill_ours(pix, _next_stack, 500, rng, episode=125)
         pix_bf16 = SAC(
             None,
@@ -159,6 +169,7 @@ def main(argv=None) -> dict:
             seed=0,
             frame_stack=3,
             precision="bf16",
+            pixel_preset="legacy",
         )
         pix_bf16.replay = pix.replay
         sb3_pix = sb3_model(

@@ -1,4 +1,5 @@
-"""SAC and TD3: losses against hand computations, targets, temperature, replay, checkpoints, resume."""
+"""SAC and TD3: losses against hand computations, targets, temperature, pixel presets (DrQ's K/M
+averaging and actor head), precision, replay, checkpoints, resume."""
 
 import copy
 import json
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.agents import SAC, TD3, ReplayBuffer, Trainer, TrainingDiverged
+from ssrl.agents import SAC, TD3, ReplayBuffer, Trainer, TrainingDiverged, resolve_precision
 from ssrl.agents.augment import random_shift
+from ssrl.agents.networks import ActorHead
 from ssrl.agents.run import train_run
 from ssrl.envs import make_dmc
 
@@ -188,17 +190,337 @@ def test_temperature_moves_toward_target_entropy(target_entropy, direction):
     assert np.sign(float(agent.alpha.detach()) - alpha0) == direction
 
 
-def test_actor_gradient_stops_at_the_encoder():
+@pytest.mark.parametrize("preset", ["drq", "sac-ae", "legacy"])
+def test_actor_gradient_stops_at_the_encoder(preset):
     env = make_dmc("cartpole", "swingup", task_kwargs={"time_limit": 0.2})
-    agent = SAC(env, hidden_dims=(16, 16), batch_size=4, buffer_size=200, feature_dim=8)
+    agent = SAC(env, pixel_preset=preset, hidden_dims=(16, 16), batch_size=4, buffer_size=200, feature_dim=8)
     fill(agent, env, 30)
-    obs = agent.obs_to_tensor(agent.replay.sample(4).obs)
-    h = agent.encoder(obs)
-    agent.actor(h.detach(), agent.generator)[1].sum().backward()
+    # What the actor's update reads (after the critic's step), through the actor and the critic.
+    actor_in, h_critic = agent.actor_update_inputs(agent.prepare(agent.replay.sample(4)))
+    action, log_prob = agent.actor(actor_in, agent.generator)
+    (log_prob - agent.critic(h_critic, action).min(0).values).sum().backward()
     assert all(p.grad is None for p in agent.encoder.parameters())
+    assert all(p.grad is not None for p in agent.actor.parameters())
     enc0 = [p.clone() for p in agent.encoder.parameters()]
     agent.update(agent.replay.sample(4))  # the critic loss trains it
     assert any(not torch.equal(a, b) for a, b in zip(enc0, agent.encoder.parameters()))
+
+
+# -- pixel presets: DrQ's K/M averaging, the actor's own head, the presets' values --------------
+
+
+def pixel_env(size=32):
+    return make_dmc("cartpole", "swingup", size=size, task_kwargs={"time_limit": 1.0})
+
+
+def roll_augment(calls):
+    """A deterministic stand-in for the random shift: the i-th view drawn is the image rolled by
+    i + 1 pixels, so every view differs and the hand computation knows each one."""
+
+    def augment(x):
+        calls.append(len(calls))
+        return torch.roll(x, shifts=len(calls), dims=3)
+
+    return augment
+
+
+def test_sac_target_is_the_mean_of_k_targets_and_loss_the_mean_of_m_losses(monkeypatch):
+    env = pixel_env()
+    hyper = dict(hidden_dims=(16, 16), batch_size=6, buffer_size=200, feature_dim=8)
+    agent = SAC(env, target_augmentations=3, critic_augmentations=2, **hyper)
+    fill(agent, env, 40)
+    for _ in range(4):  # so that the online and the target encoders differ (the 5th update moves the actor)
+        agent.update(agent.replay.sample(6))
+    assert not torch.equal(agent.encoder.trunk.net[0].weight, agent.encoder_target.trunk.net[0].weight)
+    batch = agent.replay.sample(6)
+    batch.discount[0] = 0.0
+    calls = []
+    monkeypatch.setattr(agent, "augment", roll_augment(calls))
+    actor0, critic0, target0 = (copy.deepcopy(m) for m in (agent.actor, agent.critic, agent.critic_target))
+    enc0, enc_t = copy.deepcopy(agent.encoder), copy.deepcopy(agent.encoder_target)
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(agent.generator.get_state())
+    alpha, gamma = agent.alpha.item(), agent.config.gamma
+    obs, next_obs = torch.tensor(batch.obs), torch.tensor(batch.next_obs)
+    act, rew, disc = torch.tensor(batch.action), torch.tensor(batch.reward), torch.tensor(batch.discount)
+    views = [torch.roll(obs, i, dims=3) for i in (1, 2)]  # M = 2 observation views first,
+    next_views = [torch.roll(next_obs, i, dims=3) for i in (3, 4, 5)]  # then K = 3 next views
+    with torch.no_grad():
+        targets = []
+        for v in next_views:
+            # The next action: the actor's own head on the *online* conv features (DrQ's actor(next_obs)).
+            a, logp = actor0(enc0.trunk(v), gen)
+            targets.append(rew + gamma * disc * (target0(enc_t(v), a).min(0).values - alpha * logp))
+        y = sum(targets) / 3
+        losses = [sum(((q - y) ** 2).mean() for q in critic0(enc0(v), act)) for v in views]
+        hand = sum(losses) / 2
+        one_view = sum(((q - targets[0]) ** 2).mean() for q in critic0(enc0(views[0]), act))
+    metrics = agent.update(batch)
+    assert calls == [0, 1, 2, 3, 4]
+    assert float(metrics["critic_loss"]) == pytest.approx(float(hand), rel=1e-5)
+    assert float(hand) != pytest.approx(float(one_view), rel=1e-3)  # the averaging is visible
+    # The actor's loss: the first view encoded anew by the encoder *after* the critic's step (as
+    # SAC-AE's and DrQ's actor updates do), the actor's own head on its conv output.
+    state = gen.get_state()
+    with torch.no_grad():
+        losses = []
+        for encoder in (agent.encoder, enc0):  # after the critic's step, and before it
+            gen.set_state(state)
+            z = encoder.trunk(views[0])
+            pi, logp = actor0(z, gen)
+            losses.append(float((alpha * logp - agent.critic(encoder.head(z), pi).min(0).values).mean()))
+    assert float(metrics["actor_loss"]) == pytest.approx(losses[0], rel=1e-5)
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)
+
+
+def test_td3_target_actor_reads_the_target_trunk_and_k_m_average(monkeypatch):
+    env = pixel_env()
+    hyper = dict(hidden_dims=(16, 16), batch_size=6, buffer_size=200, feature_dim=8, policy_noise=0.5, noise_clip=0.3)
+    agent = TD3(env, target_augmentations=2, critic_augmentations=3, **hyper)
+    fill(agent, env, 40)
+    for _ in range(3):  # so that the online and the target encoders differ
+        agent.update(agent.replay.sample(6))
+    assert not torch.equal(agent.encoder.trunk.net[0].weight, agent.encoder_target.trunk.net[0].weight)
+    batch = agent.replay.sample(6)
+    monkeypatch.setattr(agent, "augment", roll_augment([]))
+    actor_t, critic0, critic_t = (copy.deepcopy(m) for m in (agent.actor_target, agent.critic, agent.critic_target))
+    enc0, enc_t = copy.deepcopy(agent.encoder), copy.deepcopy(agent.encoder_target)
+    gen = torch.Generator().manual_seed(0)
+    gen.set_state(agent.generator.get_state())
+    obs, next_obs = torch.tensor(batch.obs), torch.tensor(batch.next_obs)
+    act, rew, disc = torch.tensor(batch.action), torch.tensor(batch.reward), torch.tensor(batch.discount)
+    with torch.no_grad():
+        targets = []
+        for i in (4, 5):  # after the M = 3 observation views
+            z = enc_t.trunk(torch.roll(next_obs, i, dims=3))
+            noise = (torch.randn(6, 1, generator=gen) * 0.5).clamp(-0.3, 0.3)
+            a = (actor_t(z) + noise).clamp(-1, 1)
+            targets.append(rew + 0.99 * disc * critic_t(enc_t.head(z), a).min(0).values)
+        y = sum(targets) / 2
+        losses = [sum(((q - y) ** 2).mean() for q in critic0(enc0(torch.roll(obs, i, dims=3)), act)) for i in (1, 2, 3)]
+        hand = sum(losses) / 3
+    assert float(agent.update(batch)["critic_loss"]) == pytest.approx(float(hand), rel=1e-5)
+
+
+def test_actor_head_has_its_own_parameters_and_reads_the_conv_output_detached():
+    env = pixel_env()
+    agent = SAC(env, hidden_dims=(16, 16), batch_size=4, buffer_size=200, feature_dim=8)  # the drq preset
+    fill(agent, env, 30)
+    head = agent.actor.head
+    assert isinstance(head, ActorHead)
+    assert head.fc.in_features == agent.encoder.fc.in_features  # the conv trunk's output, flattened
+    head_ids, enc_ids = {id(p) for p in head.parameters()}, {id(p) for p in agent.encoder.parameters()}
+    assert not head_ids & enc_ids
+    actor_opt = {id(p) for g in agent.actor_optimizer.param_groups for p in g["params"]}
+    critic_opt = {id(p) for g in agent.critic_optimizer.param_groups for p in g["params"]}
+    assert head_ids <= actor_opt and not enc_ids & actor_opt  # the actor's loss trains the head only
+    assert enc_ids <= critic_opt and not head_ids & critic_opt  # the critic's trains the shared conv
+    obs = agent.obs_to_tensor(agent.replay.sample(4).obs)
+    z = agent.actor_input(obs)
+    assert z.requires_grad and z.dim() == 4  # the trunk's feature map, itself differentiable
+    assert not torch.allclose(head(z), agent.encoder.head(z))  # its own head, not the critic's
+    agent.actor(z, agent.generator)[1].sum().backward()  # detached inside the head
+    assert all(p.grad is None for p in agent.encoder.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    # With the critic's optimiser frozen the shared encoder stays bit-identical while the head moves.
+    frozen = SAC(env, hidden_dims=(16, 16), batch_size=4, buffer_size=200, feature_dim=8, critic_lr=0.0)
+    fill(frozen, env, 30)
+    enc0 = [p.clone() for p in frozen.encoder.parameters()]
+    head0 = [p.clone() for p in frozen.actor.head.parameters()]
+    for _ in range(4):
+        frozen.update(frozen.replay.sample(4))
+    assert all(torch.equal(a, b) for a, b in zip(enc0, frozen.encoder.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(head0, frozen.actor.head.parameters()))
+
+
+@pytest.mark.parametrize("critic_trains_encoder", [True, False])
+def test_actor_head_sits_on_an_adopted_encoders_output(critic_trains_encoder):
+    from ssrl.representations.backbones import make_encoder
+
+    env = pixel_env()
+    torch.manual_seed(0)
+    adopted = make_encoder("fast", in_channels=9, image_size=32, feature_dim=6)
+    hyper = dict(hidden_dims=(16,), batch_size=4, buffer_size=200, critic_trains_encoder=critic_trains_encoder)
+    agent = SAC(env, encoder=adopted, **hyper)
+    fill(agent, env, 30)
+    assert agent.actor.head.fc.in_features == 6 == agent.feature_dim
+    obs = agent.obs_to_tensor(agent.replay.sample(4).obs)
+    torch.testing.assert_close(agent.actor_input(obs), adopted(obs))
+    agent.actor(agent.actor_input(obs), agent.generator)[1].sum().backward()
+    assert all(p.grad is None for p in adopted.parameters())
+    before = [p.clone() for p in adopted.parameters()]
+    for _ in range(3):
+        agent.update(agent.replay.sample(4))
+    moved = not all(torch.equal(a, b) for a, b in zip(before, adopted.parameters()))
+    assert moved == critic_trains_encoder  # only the critic's loss can move it
+
+
+# The DrQ paper's hyper-parameter table (Kostrikov, Yarats and Fergus, ICLR 2021, appendix) and
+# denisyarats/drq config.yaml / drq.py, written here from those sources.
+DRQ_PAPER = dict(
+    gamma=0.99,  # discount
+    batch_size=512,  # mini-batch size (config.yaml: "use a batch size of 512 to reproduce the results in the paper")
+    buffer_size=100_000,  # replay buffer capacity
+    learning_starts=1000,  # seed steps
+    actor_lr=1e-3,  # learning rate, Adam
+    critic_lr=1e-3,
+    alpha_lr=1e-3,  # drq.py: the temperature's Adam uses the same lr, default betas
+    alpha_beta1=0.9,
+    init_alpha=0.1,  # init temperature
+    tau=0.01,  # critic Q-function soft-update rate
+    target_update_freq=2,  # critic target update frequency
+    actor_update_freq=2,  # actor update frequency
+    log_std_bounds=(-10.0, 2.0),  # actor log stddev bounds
+    hidden_dims=(1024, 1024),  # hidden_dim 1024, hidden_depth 2
+    feature_dim=50,  # encoder feature_dim
+    encoder_tanh=True,
+    augment="shift",  # random shifts: replicate pad 4 and random crop
+    shift_pad=4,  # image pad
+    target_augmentations=2,  # K
+    critic_augmentations=2,  # M
+    actor_head=True,
+)
+
+
+def tiny_pixel_spaces():
+    return gym.spaces.Box(0, 255, (9, 16, 16), np.uint8), gym.spaces.Box(-1, 1, (2,), np.float32)
+
+
+def test_drq_preset_values_equal_the_papers_table_and_it_is_the_default():
+    obs_space, act_space = tiny_pixel_spaces()
+    agent = SAC(None, observation_space=obs_space, action_space=act_space)  # no preset named: drq
+    c = agent.config
+    assert c.pixel_preset == "drq"
+    assert {k: getattr(c, k) for k in DRQ_PAPER} == DRQ_PAPER
+    for opt in (agent.actor_optimizer, agent.critic_optimizer, agent.alpha_optimizer):
+        assert [(g["lr"], g["betas"]) for g in opt.param_groups] == [(1e-3, (0.9, 0.999))]
+    assert float(agent.alpha) == pytest.approx(0.1)
+    # One tau (0.01) for the whole critic target, encoder included, every 2 updates.
+    fill(agent, _SpaceEnv(obs_space, act_space), 20)
+    target0 = [p.clone() for p in agent.encoder_target.parameters()]
+    agent.update(agent.replay.sample(4))  # update 0: a target update
+    for old, new, src in zip(target0, agent.encoder_target.parameters(), agent.encoder.parameters()):
+        torch.testing.assert_close(new, 0.99 * old + 0.01 * src)
+    target1 = [p.clone() for p in agent.encoder_target.parameters()]
+    agent.update(agent.replay.sample(4))  # update 1: none
+    assert all(torch.equal(a, b) for a, b in zip(target1, agent.encoder_target.parameters()))
+    # The values given replace the preset's; the other presets keep their own.
+    assert SAC(None, observation_space=obs_space, action_space=act_space, batch_size=64).config.batch_size == 64
+    sac_ae = SAC(None, observation_space=obs_space, action_space=act_space, pixel_preset="sac-ae").config
+
+    def values(config, keys):
+        return {k: getattr(config, k) for k in keys}
+
+    # pytorch_sac_ae train.py defaults; SAC-AE does not augment; its actor has its own head.
+    sac_ae = SAC(None, observation_space=obs_space, action_space=act_space, pixel_preset="sac-ae").config
+    assert values(sac_ae, ["batch_size", "buffer_size", "alpha_lr", "alpha_beta1", "encoder_tau", "augment"]) == dict(
+        batch_size=128, buffer_size=1_000_000, alpha_lr=1e-4, alpha_beta1=0.5, encoder_tau=0.05, augment=None
+    )
+    assert values(sac_ae, ["target_augmentations", "critic_augmentations", "actor_head"]) == dict(
+        target_augmentations=1, critic_augmentations=1, actor_head=True
+    )
+    legacy = SAC(None, observation_space=obs_space, action_space=act_space, pixel_preset="legacy").config
+    assert values(legacy, ["batch_size", "alpha_lr", "encoder_tau", "target_augmentations", "actor_head"]) == dict(
+        batch_size=128, alpha_lr=1e-4, encoder_tau=0.05, target_augmentations=1, actor_head=False
+    )
+    td3 = TD3(None, observation_space=obs_space, action_space=act_space).config
+    assert values(td3, ["batch_size", "tau", "encoder_tau", "target_augmentations", "critic_augmentations"]) == dict(
+        batch_size=512, tau=0.01, encoder_tau=None, target_augmentations=2, critic_augmentations=2
+    )
+    # Vector observations keep the SB3-like defaults whatever the preset.
+    assert SAC(Reach1D()).config.batch_size == 256 and SAC(Reach1D()).config.target_augmentations == 1
+
+
+class _SpaceEnv(gym.Env):
+    def __init__(self, obs_space, act_space):
+        self.observation_space, self.action_space = obs_space, act_space
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_an_unknown_preset_is_refused_naming_the_valid_ones(algo, tmp_path):
+    obs_space, act_space = tiny_pixel_spaces()
+    with pytest.raises(ValueError, match=r"unknown pixel_preset 'drq2'.*valid presets: drq, legacy, sac-ae$"):
+        algo(None, observation_space=obs_space, action_space=act_space, pixel_preset="drq2")
+    with pytest.raises(ValueError, match=r"unknown pixel_preset 'DrQ'.*valid presets: drq, legacy, sac-ae$"):
+        algo(Reach1D(), pixel_preset="DrQ")  # refused on vectors too, where presets do not apply
+    with pytest.raises(ValueError, match="valid presets: drq, legacy, sac-ae"):  # --set pixel_preset=nope
+        train_run(
+            tmp_path / "run",
+            "ssrl/cartpole-swingup-v0",
+            algo=algo.algo,
+            env_steps=8,
+            env_kwargs={"size": 16},
+            hyperparams={"pixel_preset": "nope"},
+            progress=False,
+            tensorboard=False,
+        )
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_a_pixel_run_with_the_drq_preset_resumes_bit_exactly(tmp_path):
+    run = dict(
+        env_id="ssrl/cartpole-swingup-v0",
+        env_kwargs={"size": 24, "task_kwargs": {"time_limit": 0.4}},
+        hyperparams={"hidden_dims": [16], "batch_size": 8, "buffer_size": 400, "learning_starts": 4, "feature_dim": 8},
+        eval_every=80,
+        eval_episodes=1,
+        checkpoint_every=40,
+        progress=False,
+        tensorboard=False,
+    )
+    train_run(tmp_path / "full", env_steps=160, **run)
+    train_run(tmp_path / "split", env_steps=80, **run)
+    train_run(tmp_path / "split", env_steps=160, **run)
+    a = torch.load(tmp_path / "full" / "checkpoint" / "agent.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoint" / "agent.pt", weights_only=True)
+    assert a["config"]["pixel_preset"] == "drq" and a["config"]["target_augmentations"] == 2
+    assert a["counters"] == b["counters"] and a["counters"]["updates"] > 0
+    assert "head.fc.weight" in a["modules"]["actor"]
+    for name in a["modules"]:
+        for key, value in a["modules"][name].items():
+            assert torch.equal(value, b["modules"][name][key]), (name, key)
+
+
+# -- precision -----------------------------------------------------------------------------------
+
+
+def test_resolve_precision_auto_follows_the_hardware(monkeypatch):
+    import ssrl.agents.base as base
+
+    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx2", "amx_tile", "amx_bf16"})
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    assert resolve_precision("auto", "cuda") == "bf16"  # native bf16 (emulation does not count)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert resolve_precision("auto", "cuda:0") == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of 'fp32', 'bf16', 'auto', got 'fp16'"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_auto_precision_is_resolved_and_a_checkpoint_keeps_it(monkeypatch, tmp_path):
+    import ssrl.agents.base as base
+
+    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx512_bf16"})
+    agent = SAC(Reach1D(), hidden_dims=(8,), precision="auto", device="cpu")
+    assert agent.config.precision == "bf16"
+    assert SAC(Reach1D(), hidden_dims=(8,), device="cpu").config.precision == "fp32"  # the default is unchanged
+    agent.save(tmp_path / "sac.pt")
+    monkeypatch.setattr(base, "cpu_flags", lambda: set())  # resumed on a machine without bf16
+    assert SAC(Reach1D(), hidden_dims=(8,), precision="auto", device="cpu").config.precision == "fp32"
+    assert SAC.load(tmp_path / "sac.pt", device="cpu").config.precision == "bf16"
 
 
 # -- replay ------------------------------------------------------------------------------------

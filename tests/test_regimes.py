@@ -130,13 +130,21 @@ def test_regime_shorthands_and_refusals():
 def pretrained(tmp_path_factory):
     root = tmp_path_factory.mktemp("regimes")
     collect("ssrl/cartpole-swingup-v0", episodes=3, out=root / "data", size=SIZE, max_steps=12, progress=False)
-    pretrain("rotation", root / "data", out=root / "rot", steps=3, config={"arch": "fast", "latent_dim": 8},
-             progress=False)
+    pretrain(
+        "rotation", root / "data", out=root / "rot", steps=3, config={"arch": "fast", "latent_dim": 8}, progress=False
+    )
     return root / "rot" / "model.pt"
 
 
-RUN = dict(env_id="ssrl/cartpole-swingup-v0", env_kwargs={"size": SIZE, "task_kwargs": {"time_limit": 0.4}},
-           hyperparams=dict(AGENT, hidden_dims=[16]), eval_every=80, eval_episodes=1, progress=False, tensorboard=False)
+RUN = dict(
+    env_id="ssrl/cartpole-swingup-v0",
+    env_kwargs={"size": SIZE, "task_kwargs": {"time_limit": 0.4}},
+    hyperparams=dict(AGENT, hidden_dims=[16]),
+    eval_every=80,
+    eval_episodes=1,
+    progress=False,
+    tensorboard=False,
+)
 
 
 def test_frozen_leaves_the_pretrained_weights_bit_identical_and_finetune_changes_them(pretrained, tmp_path):
@@ -157,8 +165,9 @@ def test_a_decoupled_run_resumes_bit_exactly(tmp_path):
     """The method's sampling RNG and its optimiser are part of the checkpoint."""
     from ssrl.agents.checkpoint import read_checkpoint
 
-    run = dict(RUN, method="rotation", regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8},
-               checkpoint_every=40)
+    run = dict(
+        RUN, method="rotation", regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8}, checkpoint_every=40
+    )
     train_run(tmp_path / "full", env_steps=160, **run)
     train_run(tmp_path / "split", env_steps=80, **run)
     train_run(tmp_path / "split", env_steps=160, **run)  # a larger budget continues the run
