@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import DatasetError, Episode, collect
+from ssrl.envs.rollouts import DatasetError, Episode
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.control.curl import contrastive_loss
 from ssrl.representations.objective import AuxInputs
@@ -162,22 +162,6 @@ def test_on_the_replay_the_positive_is_the_next_observation_and_delta_t_above_1_
     replay = ReplayData(obs.numpy(), next_obs.numpy(), np.zeros((4, 1), np.float32), np.zeros(4), np.ones(4))
     RepresentationObjective(rep, "decoupled", action_dim=1)  # delta_t = 1 is accepted
     rep.check_data(replay)
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=SIZE,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

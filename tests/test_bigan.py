@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image.bigan import encoder_generator_loss, value
 from ssrl.representations.pretext.image.context_encoder import discriminator_loss
@@ -121,22 +120,6 @@ def test_prior_lies_where_the_encoder_can_reach_and_samples_are_frames():
     frames = np.random.default_rng(0).integers(0, 256, (3, 9, 32, 32), dtype=np.uint8)
     recon = rep.reconstruct(frames)
     assert recon.shape == frames.shape and recon.dtype == np.uint8
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=SIZE,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

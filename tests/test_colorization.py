@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image import colour
 from ssrl.representations.pretrain import pretrain
@@ -177,22 +176,6 @@ def test_config_checks_name_the_numbers():
         make("colorization", (9, 48, 48), rebalance_lambda=1.5)
     with pytest.raises(ValueError, match="3k channels"):
         make("colorization", (4, 48, 48))
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=48,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image.context_encoder import (
     context_encoder_loss,
@@ -145,22 +144,6 @@ def test_the_discriminator_learns_on_a_toy_problem():
         d_losses.append(metrics["d_loss"].item())
     assert d_losses[0] == pytest.approx(2 * math.log(2), abs=0.1)  # D starts near chance
     assert np.mean(d_losses[-5:]) < 0.7 * d_losses[0]
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=SIZE,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image.cpc import RowCausalContext, patch_grid, row_info_nce
 from ssrl.representations.pretrain import pretrain
@@ -100,22 +99,6 @@ def test_context_never_sees_the_rows_it_predicts():
                 assert torch.equal(up[k][:, : i + 1], base[1][1][k][:, : i + 1]), (i, k)
                 if i + 1 < 5 - k:  # the next row sees changed pixels: its predictions differ
                     assert not torch.equal(down[k][:, i + 1], base[0][1][k][:, i + 1])
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=48,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

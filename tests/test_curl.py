@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.control.curl import contrastive_loss
 from ssrl.representations.losses import info_nce
@@ -95,22 +94,6 @@ def test_keys_come_from_the_key_encoder_and_the_two_views_are_shifted_independen
     rep.generator = gen
     views = [rep.augment(obs) for _ in range(2)]
     assert not torch.equal(views[0], views[1])
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=SIZE,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image.denoising_ae import gaussian_noise, masking_noise, reconstruction_loss
 from ssrl.representations.pretrain import pretrain
@@ -110,22 +109,6 @@ def test_the_target_is_the_clean_image(reconstruction):
     else:
         assert best == pytest.approx(0.0, abs=1e-6)
     assert copy > best + 100  # ~1/4 of 3072 entries wrong
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=SIZE,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

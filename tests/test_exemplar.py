@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import Episode, collect
+from ssrl.envs.rollouts import Episode
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image.exemplar import gradient_energy, hsv_to_rgb, rgb_to_hsv, select_exemplars
 from ssrl.representations.pretrain import pretrain
@@ -142,22 +142,6 @@ def test_loss_is_log_n_at_uniform_logits_and_zero_when_always_right():
     rep.logits = lambda b: torch.nn.functional.one_hot(b["label"], 7).float() * 50.0
     loss, metrics = rep.loss(batch)
     assert loss.item() == pytest.approx(6 * math.exp(-50.0), abs=1e-12) and metrics["accuracy"] == 1.0
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=48,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

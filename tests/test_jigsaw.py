@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import Episode, collect
+from ssrl.envs.rollouts import Episode
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.backbones import min_input_size
 from ssrl.representations.pretext.image.jigsaw import hamming_permutations, hamming_stats
@@ -130,22 +130,6 @@ def test_loss_is_log_P_at_uniform_logits_and_zero_when_always_right():
     rep.logits = lambda tiles: torch.nn.functional.one_hot(batch["label"], 10).float() * 50.0
     loss, metrics = rep.loss(batch)
     assert loss.item() == pytest.approx(9 * math.exp(-50.0), abs=1e-12) and metrics["accuracy"] == 1.0
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=48,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_path):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.envs.rollouts import collect
 from ssrl.representations import RolloutData, load_representation, make
 from ssrl.representations.pretext.image import colour
 from ssrl.representations.pretrain import pretrain
@@ -84,22 +83,6 @@ def test_representation_is_l_half_then_ab_half(latent_dim, halves):
         make("split-brain", (6, 32, 32), latent_dim=1)
     with pytest.raises(ValueError, match=r"downsample=3 must divide the frame size 32x32"):
         make("split-brain", (6, 32, 32), downsample=3)
-
-
-@pytest.fixture(scope="module")
-def cartpole(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "cartpole"
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=4,
-        out=out,
-        size=48,
-        max_steps=30,
-        seed=0,
-        progress=False,
-    )
-    return out
 
 
 def test_learns_on_env_frames_trains_both_encoders_and_round_trips(cartpole, tmp_path):
