@@ -14,18 +14,28 @@ the run reaches its budget, a *finished file* (``final.json``). Calling the same
 
 Logs are appended as a run goes; on resume, :func:`truncate_records` drops the records a killed
 run wrote after its last checkpoint, since the resumed run writes them again.
+
+While a run works in its folder it holds a lock on ``.lock`` there (:meth:`RunFolder.locked`): a
+second invocation on the same ``--out`` refuses at once, naming the process that holds it. The
+operating system releases the lock when that process ends, however it ends, so a killed run
+never leaves its folder locked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
+import os
 import pathlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ssrl.utils import atomic_path, write_json
+
+LOCK_FILE = ".lock"
 
 
 class RunFolderError(FileExistsError):
@@ -116,7 +126,9 @@ class RunFolder:
         """
         if overwrite:
             if self.path.exists():
-                shutil.rmtree(self.path)
+                for child in self.path.iterdir():  # all but the lock this process may hold
+                    if child.name != LOCK_FILE:
+                        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             return False
         previous = self.read(self.identity_path)
         if previous is None:
@@ -138,6 +150,30 @@ class RunFolder:
                     "ask for a larger budget to continue it, or choose another --out"
                 )
         return True
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock (creating the folder) for the ``with`` block; refuse at once,
+        with the holder's process id, if another process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / LOCK_FILE, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "?"
+                raise RunFolderError(
+                    f"{self.path} is in use by another {self.command} (process {holder}); wait for it to end, "
+                    "or choose another --out"
+                ) from None
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(str(os.getpid()))
+                fh.flush()
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def start(self, identity: dict[str, Any], **extra: Any) -> None:
         """Record the run's identity (and ``extra``, e.g. its budget); call once the run has

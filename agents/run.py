@@ -144,49 +144,50 @@ def train_run(
         "method_kwargs": dict(method_kwargs or aux_kwargs or {}),
     }
     folder = RunFolder(out, "ssrl train")
-    folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
-    frozen = spec["encoder"] if regime == "frozen" else None
-    env = make_env(env_id, spec["env_kwargs"], frozen)
-    eval_env = None
-    try:
-        eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video) if eval_episodes > 0 else None
-        agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
-        if regime in ("finetune", "decoupled", "joint"):
-            from ssrl.representations import StackedFramesEncoder
-            from ssrl.representations.regimes import RepresentationObjective
+    with folder.locked():  # a second ssrl train on this --out refuses while this one runs
+        folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
+        frozen = spec["encoder"] if regime == "frozen" else None
+        env = make_env(env_id, spec["env_kwargs"], frozen)
+        eval_env = None
+        try:
+            eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video) if eval_episodes > 0 else None
+            agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
+            if regime in ("finetune", "decoupled", "joint"):
+                from ssrl.representations import StackedFramesEncoder
+                from ssrl.representations.regimes import RepresentationObjective
 
-            rep = representation_for(method, spec["encoder"], spec["method_kwargs"], env, hyper, seed)
-            agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
-            hyper["critic_trains_encoder"] = regime != "decoupled"
-            if regime != "finetune":
-                aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed=seed)
-        agent_cls = ALGOS[algo]
-        checkpoint = out / "checkpoint" / "agent.pt"
-        if checkpoint.exists():
-            agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj, encoder=agent_encoder)
-            agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
-            if progress:
-                print(f"resuming {out} from {agent.num_env_steps} env steps")
-        else:
-            agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, encoder=agent_encoder, **hyper)
-        # Only now, with the env and the agent built from the options, is the run real: a start
-        # that fails validation leaves no run.json to refuse (or mislabel) the corrected command.
-        folder.start(spec, env_steps=int(env_steps))
-        trainer = Trainer(
-            agent,
-            env,
-            eval_env,
-            eval_every=eval_every,
-            eval_episodes=eval_episodes,
-            run_dir=out,
-            checkpoint_every=checkpoint_every,
-            video=video,
-            progress=progress,
-            tensorboard=tensorboard,
-            callback=callback,
-        )
-        return trainer.train(env_steps)
-    finally:
-        env.close()
-        if eval_env is not None:
-            eval_env.close()
+                rep = representation_for(method, spec["encoder"], spec["method_kwargs"], env, hyper, seed)
+                agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
+                hyper["critic_trains_encoder"] = regime != "decoupled"
+                if regime != "finetune":
+                    aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed=seed)
+            agent_cls = ALGOS[algo]
+            checkpoint = out / "checkpoint" / "agent.pt"
+            if checkpoint.exists():
+                agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj, encoder=agent_encoder)
+                agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
+                if progress:
+                    print(f"resuming {out} from {agent.num_env_steps} env steps")
+            else:
+                agent = agent_cls(env, aux=aux_obj, device=device, seed=seed, encoder=agent_encoder, **hyper)
+            # Only now, with the env and the agent built from the options, is the run real: a start
+            # that fails validation leaves no run.json to refuse (or mislabel) the corrected command.
+            folder.start(spec, env_steps=int(env_steps))
+            trainer = Trainer(
+                agent,
+                env,
+                eval_env,
+                eval_every=eval_every,
+                eval_episodes=eval_episodes,
+                run_dir=out,
+                checkpoint_every=checkpoint_every,
+                video=video,
+                progress=progress,
+                tensorboard=tensorboard,
+                callback=callback,
+            )
+            return trainer.train(env_steps)
+        finally:
+            env.close()
+            if eval_env is not None:
+                eval_env.close()

@@ -23,11 +23,12 @@ and resumes running ones. Results go to the output folder (see :mod:`ssrl.benchm
 from __future__ import annotations
 
 import pathlib
-import shutil
 import time
 from typing import Any
 
 import yaml
+
+from ssrl.runs import RunFolder
 
 from .cells import Cell, plan, unservable
 from .executor import run_all, status_lines
@@ -69,16 +70,25 @@ def run_bench(
 ) -> dict[str, Any]:
     """Plan, run (resuming what is there) and report a suite (a name, a YAML path, a
     :class:`Suite` or a mapping of its fields); returns the summary."""
-    from .report import write_report
-
     spec = load_suite(suite) if isinstance(suite, (str, pathlib.Path)) else parse_suite(suite)
     out = pathlib.Path(out or f"outputs/bench-{spec.name}")
     cells = plan(spec, methods, tasks, seeds, rl_steps, pretrain_steps)
     if not cells:
         raise SuiteError("the selection leaves no cell to run")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    bench_folder = RunFolder(out, "ssrl bench")
+    with bench_folder.locked():  # a second ssrl bench on this --out refuses while this one runs
+        if overwrite:
+            bench_folder.check({}, overwrite=True)  # empties the folder, all but the lock
+        return _run_locked(
+            spec, out, cells, methods, tasks, seeds, rl_steps, pretrain_steps, workers, ray_address, ray_gpus, display
+        )
+
+
+def _run_locked(
+    spec, out, cells, methods, tasks, seeds, rl_steps, pretrain_steps, workers, ray_address, ray_gpus, display
+) -> dict[str, Any]:
+    from .report import write_report
+
     overrides = {
         k: v
         for k, v in dict(

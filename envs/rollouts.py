@@ -36,6 +36,7 @@ episode already written readable, and running the same collection again finishes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import pathlib
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.runs import RunFolder, RunFolderError
+from ssrl.runs import LOCK_FILE, RunFolder, RunFolderError
 from ssrl.utils import atomic_path
 
 FORMAT_VERSION = 1
@@ -271,7 +272,7 @@ class RolloutWriter:
             except RunFolderError as err:
                 raise DatasetError(f"cannot append to {self.path}: {err}") from err
         else:
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
                 raise FileExistsError(f"{self.path} exists and is not an ssrl data set; choose an empty or new folder")
             folder.start(meta)
         (self.path / "episodes").mkdir(parents=True, exist_ok=True)
@@ -325,9 +326,12 @@ def collect(
     env_kwargs = dict(env_kwargs or {})
     # The env's own observation is not stored (the observer renders the frames), so it runs in
     # its cheapest form, on states; the pixel options go to the observer instead.
-    env = make(env_id, **state_mode_kwargs(env_kwargs))
+    held = contextlib.ExitStack()  # the folder's lock: a second collect on this --out refuses meanwhile
+    held.enter_context(RunFolder(out, "ssrl collect", identity_file="meta.json").locked())
+    env = None
     observer = None
     try:
+        env = make(env_id, **state_mode_kwargs(env_kwargs))
         base = env.unwrapped
         cameras = list(cameras) if cameras else base.default_cameras()
         observer = base.make_observer(
@@ -389,7 +393,9 @@ def collect(
     finally:
         if observer is not None:
             observer.close()
-        env.close()
+        if env is not None:
+            env.close()
+        held.close()
     return RolloutDataset(out)
 
 

@@ -22,6 +22,7 @@ finished run is not overwritten unless asked, and a larger ``steps`` continues i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -148,77 +149,79 @@ def pretrain(
     rng = np.random.default_rng(seed)
     step, first_loss = 0, None
     folder = RunFolder(out, "ssrl pretrain") if out is not None else None
-    if folder is not None:
-        resuming = folder.check(identity, budget=steps, budget_key="steps", overwrite=overwrite)
-        if resuming and (folder.path / "state.pt").exists():
-            state = read_torch_file(folder.path / "state.pt", "pretraining state")
-            rep.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            step, first_loss = state["step"], state["first_loss"]
-        # A killed run's records past its checkpoint are written again (none kept on a fresh start).
-        truncate_records(folder.path / "metrics.jsonl", "step", lambda s: s <= step if step else False)
-        folder.start(identity, steps=int(steps), data=source)
+    # A second ssrl pretrain on this --out refuses while this one runs.
+    with folder.locked() if folder is not None else contextlib.nullcontext():
+        if folder is not None:
+            resuming = folder.check(identity, budget=steps, budget_key="steps", overwrite=overwrite)
+            if resuming and (folder.path / "state.pt").exists():
+                state = read_torch_file(folder.path / "state.pt", "pretraining state")
+                rep.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                rng.bit_generator.state = state["rng"]
+                torch.set_rng_state(state["torch_rng"])
+                step, first_loss = state["step"], state["first_loss"]
+            # A killed run's records past its checkpoint are written again (none kept on a fresh start).
+            truncate_records(folder.path / "metrics.jsonl", "step", lambda s: s <= step if step else False)
+            folder.start(identity, steps=int(steps), data=source)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+        bar = None
+        if progress:
+            from tqdm import tqdm
 
-        bar = tqdm(
-            total=steps,
-            initial=step,
-            desc=f"pretrain {method}",
-            unit="step",
-            mininterval=1.0 if sys.stderr.isatty() else 60.0,
-        )
-    start, start_step = time.perf_counter(), step
-    rep.train()
-    last: dict[str, float] = {}
-    while step < steps:
-        batch = rep.to_batch(rep.sample_batch(data, batch_size, rng))
-        loss, metrics = rep.loss(batch)
-        if not torch.isfinite(loss):
-            raise PretrainDiverged(
-                f"{method} loss is {loss.item()} at step {step}; the last good checkpoint is in {out}"
+            bar = tqdm(
+                total=steps,
+                initial=step,
+                desc=f"pretrain {method}",
+                unit="step",
+                mininterval=1.0 if sys.stderr.isatty() else 60.0,
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        value = float(loss.detach())
-        first_loss = value if first_loss is None else first_loss
-        last = {"step": step, "loss": value, **{k: float(v) for k, v in metrics.items()}}
+        start, start_step = time.perf_counter(), step
+        rep.train()
+        last: dict[str, float] = {}
+        while step < steps:
+            batch = rep.to_batch(rep.sample_batch(data, batch_size, rng))
+            loss, metrics = rep.loss(batch)
+            if not torch.isfinite(loss):
+                raise PretrainDiverged(
+                    f"{method} loss is {loss.item()} at step {step}; the last good checkpoint is in {out}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            first_loss = value if first_loss is None else first_loss
+            last = {"step": step, "loss": value, **{k: float(v) for k, v in metrics.items()}}
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            if folder is not None and (step % log_every == 0 or step == steps):
+                with (folder.path / "metrics.jsonl").open("a") as fh:
+                    fh.write(json.dumps(last) + "\n")
+            if folder is not None and (step % checkpoint_every == 0 or step == steps):
+                _checkpoint(folder.path, rep, optimizer, rng, step, first_loss)
         if bar is not None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-        if folder is not None and (step % log_every == 0 or step == steps):
-            with (folder.path / "metrics.jsonl").open("a") as fh:
-                fh.write(json.dumps(last) + "\n")
-        if folder is not None and (step % checkpoint_every == 0 or step == steps):
-            _checkpoint(folder.path, rep, optimizer, rng, step, first_loss)
-    if bar is not None:
-        bar.close()
-    elapsed = time.perf_counter() - start
-    with rep.evaluating(), torch.no_grad():
-        rep.after_pretraining(data)  # e.g. the VAEs' prior (RIG's step 3): part of the saved model
-    if folder is not None:
-        rep.save(folder.path / "model.pt")
-    summary = {
-        "method": method,
-        "steps": step,
-        "batch_size": batch_size,
-        "lr": lr,
-        "steps_per_s": (step - start_step) / elapsed if elapsed > 0 else math.nan,
-        "first_loss": first_loss,
-        "last": last,
-        "wall_time": elapsed,
-    }
-    if folder is not None:
-        folder.finish(summary)
-    rep.eval()
-    return rep, summary
+            bar.close()
+        elapsed = time.perf_counter() - start
+        with rep.evaluating(), torch.no_grad():
+            rep.after_pretraining(data)  # e.g. the VAEs' prior (RIG's step 3): part of the saved model
+        if folder is not None:
+            rep.save(folder.path / "model.pt")
+        summary = {
+            "method": method,
+            "steps": step,
+            "batch_size": batch_size,
+            "lr": lr,
+            "steps_per_s": (step - start_step) / elapsed if elapsed > 0 else math.nan,
+            "first_loss": first_loss,
+            "last": last,
+            "wall_time": elapsed,
+        }
+        if folder is not None:
+            folder.finish(summary)
+        rep.eval()
+        return rep, summary
 
 
 def _checkpoint(out: pathlib.Path, rep, optimizer, rng, step: int, first_loss: float | None) -> None:

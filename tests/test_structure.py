@@ -161,7 +161,8 @@ def test_run_folder_resumes_refuses_and_overwrites(tmp_path):
         folder.check(identity, budget=10, budget_key="budget")
     assert folder.check(identity, budget=20, budget_key="budget") is True  # a larger budget continues it
     assert folder.check(identity, budget=10, budget_key="budget", refuse_finished=False) is True
-    assert folder.check({"lr": 0.2}, overwrite=True) is False and not (tmp_path / "run").exists()
+    assert folder.check({"lr": 0.2}, overwrite=True) is False
+    assert [p.name for p in (tmp_path / "run").iterdir()] in ([], [".lock"])  # emptied: a new run
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "run.json").write_text("{not json")
     with pytest.raises(RunFolderError, match="corrupt"):
@@ -469,3 +470,67 @@ def test_env_options_are_checked_by_name_and_type(tmp_path, capsys):
     assert make("ssrl/cartpole-swingup-v0", from_pixels=False).observation_space.shape == (5,)
     code = cli(["train", "--env", "ssrl/cartpole-swingup-v0", "-o", "from_pixel=false", "--out", str(tmp_path / "r")])
     assert code == 2 and "takes no option ['from_pixel']" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_folder_refuses_and_a_killed_one_leaves_no_lock(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    folder = RunFolder(tmp_path / "run", "ssrl thing")
+    with folder.locked():
+        with pytest.raises(RunFolderError, match=rf"in use by another ssrl thing \(process {os.getpid()}\)"):
+            with RunFolder(tmp_path / "run", "ssrl thing").locked():
+                pass
+    with folder.locked():  # released at the end of the block
+        pass
+    # A process holding the lock is killed (SIGKILL): the OS releases its lock with it.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from ssrl.runs import RunFolder\n"
+            f"with RunFolder({str(tmp_path / 'run')!r}, 'x').locked():\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunFolderError, match=f"process {holder.pid}"):
+        with folder.locked():
+            pass
+    holder.kill()
+    holder.wait()
+    time.sleep(0.1)
+    with folder.locked():
+        pass
+
+
+@pytest.mark.filterwarnings("ignore:this run ends")  # a 16-step run, on purpose
+def test_train_pretrain_and_collect_refuse_a_folder_in_use(cartpole, tmp_path):
+    from ssrl.agents.run import train_run
+
+    for out, call in (
+        (
+            tmp_path / "t",
+            lambda out: train_run(
+                out,
+                "ssrl/cartpole-swingup-v0",
+                env_steps=16,
+                progress=False,
+                env_kwargs={"from_pixels": False},
+                eval_episodes=0,
+            ),
+        ),
+        (tmp_path / "p", lambda out: pretrain("test-mean-colour", cartpole, out=out, steps=1, progress=False)),
+        (
+            tmp_path / "c",
+            lambda out: collect(
+                "ssrl/cartpole-swingup-v0", episodes=1, out=out, size=SIZE, max_steps=2, progress=False
+            ),
+        ),
+    ):
+        with RunFolder(out, "other").locked():
+            with pytest.raises(RunFolderError, match="in use by another"):
+                call(out)
+        call(out)  # free again: the same command runs
