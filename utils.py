@@ -142,6 +142,32 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
     return path
 
 
+def image_grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Images ``(3, H, W)`` or ``(H, W, 3)`` uint8, row by row, tiled into one ``(H', W', 3)``
+    picture with white gaps (rows may have different lengths)."""
+    as_hwc = [
+        [np.asarray(im).transpose(1, 2, 0) if np.asarray(im).shape[0] == 3 else np.asarray(im) for im in row]
+        for row in rows
+    ]
+    h, w = as_hwc[0][0].shape[:2]
+    cols = max(len(row) for row in as_hwc)
+    grid = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for r, row in enumerate(as_hwc):
+        for c, im in enumerate(row):
+            grid[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = im
+    return grid
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> pathlib.Path:
+    """An ``(H, W, 3)`` uint8 image to a PNG, atomically."""
+    import imageio.v2 as imageio
+
+    path = pathlib.Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        imageio.imwrite(tmp, np.asarray(image, np.uint8), format="PNG")
+    return path
+
+
 def machine_info() -> dict[str, Any]:
     """What a result file records about where it was measured."""
     import importlib.metadata as md

@@ -105,7 +105,9 @@ def pretrained_model(out: pathlib.Path, cell: Cell, data, progress: Progress) ->
     return folder / "model.pt"
 
 
-def probe_scores(model: pathlib.Path, data, progress: Progress, against_random: bool = False) -> dict[str, Any]:
+def probe_scores(
+    model: pathlib.Path, data, progress: Progress, against_random: bool = False, pictures: pathlib.Path | None = None
+) -> dict[str, Any]:
     """Probe scores (and the method's own extra scores) of a checkpoint on episodes it never
     trained on; with ``against_random``, also those of an untrained encoder of the same method
     and config (keys suffixed ``_random``)."""
@@ -128,6 +130,8 @@ def probe_scores(model: pathlib.Path, data, progress: Progress, against_random: 
         scores.update(
             {f"{k}{suffix}": v for k, v in part.items() if not (suffix and k in ("target", "n_train", "n_test"))}
         )
+    if pictures is not None:  # what the method does, for a person to look at (Representation.pictures)
+        scores["pictures"] = [str(path.relative_to(pictures.parent)) for path in rep.pictures(test, pictures)]
     return scores
 
 
@@ -191,7 +195,9 @@ def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
         pretrain_time = time.perf_counter() - t0
         final = json.loads((model.parent / "final.json").read_text())
         result["pretrain"] = {k: final.get(k) for k in ("steps", "steps_per_s", "wall_time")}
-        result["probe"] = probe_scores(model, data, progress, against_random=cell.probe_against_random)
+        result["probe"] = probe_scores(
+            model, data, progress, against_random=cell.probe_against_random, pictures=run.path / "pictures"
+        )
         encoder = str(model)
     if cell.rl is not None:
         result.update(_train(cell, run.path, encoder, progress))

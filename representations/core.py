@@ -80,6 +80,8 @@ class Representation(nn.Module, abc.ABC):
       (benchmarks, examples): a DMC task by default; grasp2vec needs our Grasp scene.
     * :meth:`after_pretraining`: runs once pretraining ends (the VAEs fit their prior there).
     * :meth:`extra_scores`: scores beside the probe's (grasp2vec's retrieval accuracy).
+    * :meth:`pictures`: PNGs a person would rather look at than read (colorizations,
+      in-paintings, samples), written by ``ssrl bench`` beside a cell's probe scores.
     * :meth:`replay_loss`: the loss on an agent's replay batch (the decoupled and joint regimes
       of :mod:`ssrl.representations.regimes`); by default the method's own ``sample_batch``
       draws from the replay batch.
@@ -124,6 +126,11 @@ class Representation(nn.Module, abc.ABC):
         """Method-specific scores on held-out ``data``, reported beside the probe's (named so
         that larger is better unless the name says otherwise, e.g. ``alignment_error``)."""
         return {}
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """Write pictures of what the method does on held-out ``data`` into ``folder``; returns
+        the paths (none by default)."""
+        return []
 
     def replay_loss(self, inputs, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective on an agent's replay batch (:class:`~ssrl.representations.objective.AuxInputs`),

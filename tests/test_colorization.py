@@ -209,3 +209,20 @@ def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_p
     frames = held_out.stack(np.arange(5), k=3)
     assert np.array_equal(loaded.embed(frames), model.embed(frames))
     assert np.array_equal(loaded.colorize(frames), model.colorize(frames))
+
+
+def test_pictures_show_grey_input_colouring_and_original_per_held_out_frame(cartpole, tmp_path):
+    import imageio.v2 as imageio
+
+    from ssrl.representations import RolloutData, make
+
+    data = RolloutData(cartpole)
+    rep = make("colorization", (9, 48, 48), arch="fast", latent_dim=8)
+    rep.sample_batch(data, 4, np.random.default_rng(0))  # fits the colour prior, as training does
+    (path,) = rep.pictures(data, tmp_path)
+    picture = imageio.imread(path)
+    assert picture.shape == (6 * 48 + 5 * 2, 3 * 48 + 2 * 2, 3)  # 6 frames x (grey, coloured, original), 2-px gaps
+    first = data.stack(np.array([0]), k=3)[0, -3:].transpose(1, 2, 0)
+    np.testing.assert_array_equal(picture[:48, 2 * 50 : 2 * 50 + 48], first)  # the original, untouched
+    grey = picture[:48, :48].astype(int)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()  # no colour in the input

@@ -65,11 +65,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ssrl.utils import image_grid, write_png
 
 from ...backbones import ConvTrunk, EncoderConfig, make_encoder, orthogonal_init, to_float_image
 from ...control.vae import MirrorDecoder
@@ -209,6 +212,15 @@ class BiGAN(Representation):
         """G(E(x)) of ``frames``, uint8, for pictures."""
         with self.evaluating():
             return _to_uint8(self.generate(self.encoder(torch.as_tensor(np.asarray(frames)).to(self.device))))
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """``bigan.png``: a row of samples G(z), then per held-out frame the original beside
+        its reconstruction G(E(x)) (newest frame of each stack)."""
+        idx = np.linspace(0, len(data) - 1, 6).astype(int)
+        obs = data.stack(idx, self.config.camera, self.config.frame_stack)
+        samples, recon = self.samples(6), self.reconstruct(obs)
+        rows = [[s[-3:] for s in samples]] + [[obs[i, -3:], recon[i, -3:]] for i in range(len(obs))]
+        return [write_png(folder / "bigan.png", image_grid(rows))]
 
     def extra_scores(self, data) -> dict[str, float]:
         """Held-out G(E(x)) pixel MSE (lower is better) and D's accuracy on held-out pairs (0.5 at equilibrium)."""

@@ -67,10 +67,13 @@ the suite's defaults.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ssrl.utils import image_grid, write_png
 
 from ...backbones import make_encoder
 from ...core import BaseConfig, Need, Representation, register
@@ -181,6 +184,17 @@ class Colorization(Representation):
         loss = colour.weighted_soft_cross_entropy(logits, idx, weights, self.prior.weights)
         accuracy = (logits.argmax(-1) == idx[..., 0]).float().mean()
         return loss, {"accuracy": accuracy.detach()}
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """``colorization.png``: per held-out frame, the grey input (L), the network's colouring
+        (annealed mean) and the original (newest frame of each stack)."""
+        idx = np.linspace(0, len(data) - 1, 6).astype(int)
+        obs = data.stack(idx, self.config.camera, self.config.frame_stack)
+        painted = self.colorize(obs)
+        newest = obs[:, -3:].astype(np.float32)
+        grey = np.repeat((0.299 * newest[:, :1] + 0.587 * newest[:, 1:2] + 0.114 * newest[:, 2:3]), 3, axis=1)
+        rows = [[grey[i].astype(np.uint8), painted[i, -3:], obs[i, -3:]] for i in range(len(obs))]
+        return [write_png(folder / "colorization.png", image_grid(rows))]
 
     def extra_scores(self, data) -> dict[str, float]:
         """Held-out bin accuracy (chance: the most common bin's share) and unweighted soft

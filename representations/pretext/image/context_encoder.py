@@ -94,11 +94,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import pathlib
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ssrl.utils import image_grid, write_png
 
 from ...backbones import ConvTrunk, EncoderConfig, make_encoder, orthogonal_init, to_float_image
 from ...control.vae import MirrorDecoder
@@ -342,6 +345,18 @@ class ContextEncoder(Representation):
             keep = self.keep_masks(len(obs), torch.Generator(device=self.device).manual_seed(seed))
         with self.evaluating():
             return _to_uint8(self.predict(obs, keep.to(self.device).float())["composite"])
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """``inpainting.png``: per held-out frame, the input with its hole, the in-painting, and
+        the original (newest frame of each stack)."""
+        idx = np.linspace(0, len(data) - 1, 6).astype(int)
+        obs = data.stack(idx, self.config.camera, self.config.frame_stack)
+        keep = self.keep_masks(len(obs), torch.Generator(device=self.device).manual_seed(0))
+        with self.evaluating(), torch.no_grad():
+            masked = _to_uint8(self.predict(torch.as_tensor(obs).to(self.device), keep.float())["masked"])
+        filled = self.inpaint(obs, keep=keep)
+        rows = [[masked[i, -3:], filled[i, -3:], obs[i, -3:]] for i in range(len(obs))]
+        return [write_png(folder / "inpainting.png", image_grid(rows))]
 
     def extra_scores(self, data) -> dict[str, float]:
         """Held-out squared error per dropped entry of the prediction and of the fill (lower is better)."""
