@@ -217,6 +217,20 @@ def _tile(frames):
     return np.concatenate(list(frames), axis=1)
 
 
+def _set_keys_epilog() -> str:
+    """The agent hyper-parameters ``--set`` takes, by algorithm (read from the config classes)."""
+    import dataclasses
+
+    from ssrl.agents import SACConfig, TD3Config
+
+    sac = [f.name for f in dataclasses.fields(SACConfig)]
+    td3_only = [f.name for f in dataclasses.fields(TD3Config) if f.name not in sac]
+    return (
+        f"--set keys (SAC): {', '.join(sac)}. TD3 also: {', '.join(td3_only)}. Each is documented where "
+        "ssrl.agents.SACConfig / TD3Config define it."
+    )
+
+
 class _HelpWithDefaults(argparse.HelpFormatter):
     """Every option's help ends with its default, unless it has none or the help already says."""
 
@@ -283,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     col.set_defaults(func=_collect)
 
-    tr = sub.add_parser("train", help="train SAC or TD3 in a run folder (resumes a killed run)")
+    tr = sub.add_parser(
+        "train", help="train SAC or TD3 in a run folder (resumes a killed run)", epilog=_set_keys_epilog()
+    )
     tr.add_argument("--env", required=True, help="environment id, e.g. ssrl/cartpole-swingup-v0")
     tr.add_argument("--algo", default="sac", choices=["sac", "td3"])
     tr.add_argument("--env-steps", type=int, default=100_000, help="budget in env steps (agent steps x action repeat)")
@@ -340,7 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.set_defaults(func=_train)
 
-    pre = sub.add_parser("pretrain", help="train a representation on a collected data set (resumable)")
+    pre = sub.add_parser(
+        "pretrain",
+        help="train a representation on a collected data set (resumable)",
+        epilog="--set keys: the fields of the method's config (every method takes latent_dim, arch, frame_stack, lr, "
+        "batch_size; the rest are in its module's docstring and in ssrl.representations.get(NAME).Config).",
+    )
     pre.add_argument("method", help="representation name (see ssrl.representations.names())")
     pre.add_argument("--data", required=True, help="data set folder written by ssrl collect")
     pre.add_argument("--steps", type=int, default=2000)
