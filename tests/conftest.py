@@ -37,3 +37,37 @@ def cartpole(tmp_path_factory):
         progress=False,
     )
     return out
+
+
+@pytest.fixture
+def tiny_regime_run(tmp_path):
+    """``run(method, regime, **method_kwargs) -> (start, checkpoint)``: a 160-env-step SAC run on
+    48x48 cartpole with a fresh ``method`` serving the agent in ``regime``; ``start`` is that
+    fresh representation as it was before training (same seed), ``checkpoint`` the agent's."""
+    import torch
+
+    from ssrl.agents.checkpoint import read_checkpoint
+    from ssrl.agents.run import train_run
+    from ssrl.representations.regimes import fresh_representation
+
+    def run(method: str, regime: str, **method_kwargs):
+        out = tmp_path / f"{method}-{regime}"
+        train_run(
+            out,
+            env_id="ssrl/cartpole-swingup-v0",
+            env_kwargs={"size": 48, "task_kwargs": {"time_limit": 0.4}},
+            hyperparams=dict(hidden_dims=[16], batch_size=8, buffer_size=400, learning_starts=10),
+            env_steps=160,
+            method=method,
+            regime=regime,
+            method_kwargs=method_kwargs,
+            eval_every=80,
+            eval_episodes=1,
+            progress=False,
+            tensorboard=False,
+        )
+        torch.manual_seed(0)  # the run's seed: the fresh representation it started from
+        start = fresh_representation(method, (9, 48, 48), 1, **method_kwargs)
+        return start, read_checkpoint(out / "checkpoint" / "agent.pt")
+
+    return run

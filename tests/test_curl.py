@@ -143,28 +143,8 @@ def test_replay_loss_uses_the_agents_latents_as_queries():
         assert again.item() == pytest.approx(contrastive_loss(rep.logits(latent, keys))[0].item(), abs=1e-6)
 
 
-def test_a_tiny_joint_run_trains_the_encoder(tmp_path):
-    from ssrl.agents.checkpoint import read_checkpoint
-    from ssrl.agents.run import train_run
-
-    kwargs = {"arch": "fast", "latent_dim": 8}
-    train_run(
-        tmp_path / "run",
-        env_id="ssrl/cartpole-swingup-v0",
-        env_kwargs={"size": SIZE, "task_kwargs": {"time_limit": 0.4}},
-        hyperparams=dict(hidden_dims=[16], batch_size=8, buffer_size=400, learning_starts=10),
-        env_steps=160,
-        method="curl",
-        regime="joint",
-        method_kwargs=kwargs,
-        eval_every=80,
-        eval_episodes=1,
-        progress=False,
-        tensorboard=False,
-    )
-    torch.manual_seed(0)  # the run's seed: the fresh encoder it started from
-    start = fresh_representation("curl", (9, SIZE, SIZE), 1, **kwargs)
-    state = read_checkpoint(tmp_path / "run" / "checkpoint" / "agent.pt")
+def test_a_tiny_joint_run_trains_the_encoder(tiny_regime_run):
+    start, state = tiny_regime_run("curl", "joint", arch="fast", latent_dim=8)
     assert state["counters"]["updates"] > 0
     encoder = state["modules"]["encoder"]
     assert any(not torch.equal(v, encoder[f"encoder.{k}"]) for k, v in start.encoder.state_dict().items())
