@@ -139,6 +139,10 @@ class AgentConfig:
     # Goal envs only: fraction of each batch relabelled with hindsight goals ("future"
     # strategy). 0.8 is SB3's HerReplayBuffer default n_sampled_goal=4 (4 of 5).
     her_ratio: float = 0.8
+    # Goal envs that imagine goals (``sample_goals(n, rng)``, e.g. a beta-VAE's prior in RIG):
+    # fraction of each batch relabelled with imagined goals. 0 by default; RIG's pusher
+    # (rlkit v0.1.2 examples/rig/pusher) used 0.5 with her_ratio 0.4 (and 0.1 rollout goals).
+    imagined_goal_ratio: float = 0.0
     # Adam learning rate of the aux objective's own models (reward and transition). DBC's
     # decoder_lr 1e-3 (facebookresearch/deep_bisim4control train.py).
     aux_lr: float = 1e-3
@@ -511,6 +515,18 @@ class OffPolicyAgent(abc.ABC):
         ):
             reward_fn = self.env.get_wrapper_attr("compute_reward")
         her_ratio = self.config.her_ratio if self.is_dict and reward_fn is not None else 0.0
+        goal_sampler, imagined = None, self.config.imagined_goal_ratio
+        if imagined:
+            try:
+                if self.env is not None and self.env.get_wrapper_attr("can_imagine_goals"):
+                    goal_sampler = self.env.get_wrapper_attr("sample_goals")
+            except AttributeError:
+                goal_sampler = None
+            if goal_sampler is None:
+                raise ValueError(
+                    f"imagined_goal_ratio={imagined} needs an env that imagines goals (sample_goals(n, rng)): "
+                    "a goal env encoded by a representation with a prior, e.g. ssrl train --encoder BETA_VAE.pt"
+                )
         self.replay = ReplayBuffer(
             self.config.buffer_size,
             obs_space,
@@ -518,6 +534,8 @@ class OffPolicyAgent(abc.ABC):
             self.frame_stack,
             reward_fn=reward_fn,
             her_ratio=her_ratio,
+            goal_sampler=goal_sampler,
+            imagined_ratio=imagined,
             seed=self.seed,
         )
         self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with

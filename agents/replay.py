@@ -14,7 +14,9 @@ Episodes cut by a time limit keep their final observation, so the last transitio
 from it (only ``terminated`` stops bootstrapping). For goal envs (dict observations with
 ``achieved_goal`` and ``desired_goal``), ``her_ratio`` of every batch gets the "future" strategy
 of hindsight experience replay: the goal is replaced by the achieved goal of a later instant of
-the same episode and the reward recomputed with the env's ``compute_reward``.
+the same episode and the reward recomputed with the env's ``compute_reward``; with a
+``goal_sampler`` (an env that imagines goals, e.g. a beta-VAE's prior in RIG) the next
+``imagined_ratio`` of the batch gets imagined goals instead. The rest keep the rollout's goal.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class ReplayBuffer:
         reward_fn: ``compute_reward(achieved, desired, info)`` of a goal env, for HER.
         her_ratio: fraction of each batch relabelled with future achieved goals (goal envs only;
             SB3's ``n_sampled_goal=4`` is 0.8).
+        goal_sampler: ``sample_goals(n, rng) -> (n, *goal_shape)`` of an env that imagines goals.
+        imagined_ratio: fraction of each batch relabelled with ``goal_sampler``'s goals (RIG's
+            0.5); ``her_ratio + imagined_ratio`` is at most 1.
         seed: seed of the sampling generator.
     """
 
@@ -66,6 +71,8 @@ class ReplayBuffer:
         frame_stack: int = 1,
         reward_fn: Callable | None = None,
         her_ratio: float = 0.0,
+        goal_sampler: Callable | None = None,
+        imagined_ratio: float = 0.0,
         seed: int = 0,
     ) -> None:
         if capacity < 2:
@@ -85,8 +92,18 @@ class ReplayBuffer:
             raise ValueError("hindsight relabelling needs the env's compute_reward as reward_fn")
         if not 0.0 <= her_ratio < 1.0:
             raise ValueError(f"her_ratio must be in [0, 1), got {her_ratio}")
+        if not 0.0 <= imagined_ratio <= 1.0 - her_ratio:
+            raise ValueError(
+                f"imagined_ratio must be in [0, 1 - her_ratio] = [0, {1 - her_ratio:g}], got {imagined_ratio}"
+            )
+        if imagined_ratio and not self.goal_env:
+            raise ValueError("imagined goals need a goal env (dict observation with achieved_goal and desired_goal)")
+        if imagined_ratio and (goal_sampler is None or reward_fn is None):
+            raise ValueError("imagined goals need the env's sample_goals as goal_sampler and its compute_reward")
         self.reward_fn = reward_fn
         self.her_ratio = float(her_ratio)
+        self.goal_sampler = goal_sampler
+        self.imagined_ratio = float(imagined_ratio)
 
         self.frame_shapes: dict[str, tuple[int, ...]] = {}
         self.obs_shapes: dict[str, tuple[int, ...]] = {}
@@ -216,7 +233,7 @@ class ReplayBuffer:
             obs[key] = frames[:, :-1].reshape(shape)
             next_obs[key] = frames[:, 1:].reshape(shape)
         reward = self.reward[slots].copy()
-        if self.her_ratio:
+        if self.her_ratio or self.imagined_ratio:
             reward = self._relabel(a, obs, next_obs, reward)
         discount = 1.0 - self.terminated[slots].astype(np.float32)
         if not self.is_dict:
@@ -224,13 +241,25 @@ class ReplayBuffer:
         return Batch(obs=obs, action=self.action[slots].copy(), reward=reward, next_obs=next_obs, discount=discount)
 
     def _relabel(self, a: np.ndarray, obs: dict, next_obs: dict, reward: np.ndarray) -> np.ndarray:
-        """HER "future": goal <- achieved goal of a uniformly drawn later instant (next included)."""
-        n = int(round(self.her_ratio * len(a)))
+        """Rows ``[0, n_future)``: HER "future", goal <- achieved goal of a uniformly drawn later
+        instant of the episode (next included); rows ``[n_future, n_future + n_imagined)``: goals
+        from ``goal_sampler``; rewards recomputed for both."""
+        n_future = int(round(self.her_ratio * len(a)))
+        n_imagined = int(round(self.imagined_ratio * len(a)))
+        n = min(n_future + n_imagined, len(a))
+        if n == 0:
+            return reward
         rows = np.arange(n)
-        end = self.ep_end[a[rows] % self.capacity]
+        futures = rows[:n_future]
+        end = self.ep_end[a[futures] % self.capacity]
         end = np.where(end < 0, self.total - 1, end)  # the running episode ends (for now) at the newest slot
-        future = self.rng.integers(a[rows] + 1, end + 1)
-        new_goal = self.store["achieved_goal"][future % self.capacity]
+        future = self.rng.integers(a[futures] + 1, end + 1)
+        new_goal = np.empty((n, *self.frame_shapes["desired_goal"]), self.store["desired_goal"].dtype)
+        new_goal[:n_future] = self.store["achieved_goal"][future % self.capacity]
+        if n > n_future:
+            new_goal[n_future:] = np.asarray(self.goal_sampler(n - n_future, self.rng)).reshape(
+                n - n_future, *self.frame_shapes["desired_goal"]
+            )
         obs["desired_goal"][rows] = new_goal
         next_obs["desired_goal"][rows] = new_goal
         achieved = next_obs["achieved_goal"][rows]

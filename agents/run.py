@@ -27,8 +27,12 @@ from . import ALGOS
 from .trainer import Trainer
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False) -> gym.Env:
-    """The env of a run: ``env_id`` with its options, wrapped by a frozen encoder if given."""
+def make_env(
+    env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False, explore: bool = True
+) -> gym.Env:
+    """The env of a run: ``env_id`` with its options, seen through a frozen encoder if given (the
+    representation's :meth:`~ssrl.representations.core.Representation.observation_wrapper`;
+    ``explore``: the training env, where RIG pursues imagined goals, not the evaluation one)."""
     import ssrl  # noqa: F401  (registers the envs)
     from ssrl.envs import make
 
@@ -37,9 +41,9 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None
         kwargs["render_mode"] = "rgb_array"
     env = make(env_id, **kwargs)
     if encoder is not None:
-        from ssrl.representations import EncodedObservation, load_representation
+        from ssrl.representations import load_representation
 
-        env = EncodedObservation(env, load_representation(encoder).encoder)
+        env = load_representation(encoder).observation_wrapper(env, explore=explore)
     return env
 
 
@@ -150,7 +154,8 @@ def train_run(
         env = make_env(env_id, spec["env_kwargs"], frozen)
         eval_env = None
         try:
-            eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video) if eval_episodes > 0 else None
+            if eval_episodes > 0:
+                eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video, explore=False)
             agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
             if regime in ("finetune", "decoupled", "joint"):
                 from ssrl.representations import StackedFramesEncoder

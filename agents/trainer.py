@@ -7,7 +7,9 @@ simulator, so an agent step with action repeat R counts R env steps.
 With a ``run_dir`` the loop writes::
 
     run_dir/metrics.jsonl        one JSON record per evaluation ("eval") and per log interval ("train")
-    run_dir/eval.csv             env_steps, mean return, std, success rate, wall time
+    run_dir/eval.csv             env_steps, mean return, std, success rate, wall time, and the
+                                 mean final value of each metric the env names in
+                                 ``final_metrics`` (final_puck_distance, ...)
     run_dir/tb/                  TensorBoard scalars
     run_dir/videos/              an mp4 of the first evaluation episode at each evaluation (if asked)
     run_dir/checkpoint/agent.pt  weights, optimisers, counters, RNG states (atomic)
@@ -50,8 +52,14 @@ def action_repeat_of(env: gym.Env) -> int:
 
 
 def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, record_video: bool = False):
-    """Run the deterministic policy for ``episodes`` episodes; returns (returns, successes, frames)."""
+    """Run the deterministic policy for ``episodes`` episodes.
+
+    Returns ``(returns, successes, finals, frames)``: ``finals`` maps each key the env names in
+    ``final_metrics`` (e.g. Push's ``puck_distance``) to its value in the last step's ``info``,
+    one per episode (RIG's "final puck distance")."""
+    keys = tuple(getattr(env.unwrapped, "final_metrics", ()))
     returns, successes, frames = [], [], []
+    finals: dict[str, list[float]] = {key: [] for key in keys}
     for e in range(episodes):
         obs, info = env.reset(seed=seed + e)
         total, success, done = 0.0, None, False
@@ -69,7 +77,9 @@ def evaluate(agent: OffPolicyAgent, env: gym.Env, episodes: int, seed: int, reco
         returns.append(total)
         if success is not None:
             successes.append(success)
-    return returns, successes, frames
+        for key in keys:
+            finals[key].append(float(info[key]))
+    return returns, successes, finals, frames
 
 
 class Logger:
@@ -110,20 +120,18 @@ class Logger:
             # NaN and infinity are not JSON: a metric that has none yet is written as null.
             fh.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}) + "\n")
         if record["kind"] == "eval":
-            new = not self.csv.exists()
+            base = ["env_steps", "return_mean", "return_std", "success_rate", "wall_time"]
+            if self.csv.exists():
+                with self.csv.open(newline="") as fh:
+                    header = next(csv.reader(fh), base)
+            else:
+                # Scalar final-step metrics the env declares (final_puck_distance, ...) follow.
+                finals = [k for k, v in record.items() if k.startswith("final_") and not isinstance(v, list)]
+                header = base + finals
+                with self.csv.open("w", newline="") as fh:
+                    csv.writer(fh).writerow(header)
             with self.csv.open("a", newline="") as fh:
-                writer = csv.writer(fh)
-                if new:
-                    writer.writerow(["env_steps", "return_mean", "return_std", "success_rate", "wall_time"])
-                writer.writerow(
-                    [
-                        record["env_steps"],
-                        record["return_mean"],
-                        record["return_std"],
-                        record.get("success_rate", ""),
-                        record["wall_time"],
-                    ]
-                )
+                csv.writer(fh).writerow([record.get(key, "") for key in header])
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key != "env_steps":
@@ -332,7 +340,7 @@ class Trainer:
     def _evaluate(self) -> None:
         agent = self.agent
         index = agent.num_env_steps // max(self.eval_every, 1)
-        returns, successes, frames = evaluate(
+        returns, successes, finals, frames = evaluate(
             agent,
             self.eval_env,
             self.eval_episodes,
@@ -351,6 +359,9 @@ class Trainer:
         }
         if successes:
             record["success_rate"] = float(np.mean(successes))
+        for key, values in finals.items():
+            record[f"final_{key}"] = float(np.mean(values))
+            record[f"final_{key}s"] = values
         if self.logger is not None:
             self.logger.write(record)
         self._notify()

@@ -85,6 +85,9 @@ class Representation(nn.Module, abc.ABC):
     * :meth:`replay_loss`: the loss on an agent's replay batch (the decoupled and joint regimes
       of :mod:`ssrl.representations.regimes`); by default the method's own ``sample_batch``
       draws from the replay batch.
+    * :meth:`goal_sampler` and :meth:`observation_wrapper`: how the frozen regime wraps an env
+      (latents of the encoder; on a goal env, the latent reward and, for a method with a prior,
+      RIG's imagined goals).
     """
 
     name: ClassVar[str]
@@ -141,6 +144,26 @@ class Representation(nn.Module, abc.ABC):
 
         data = ReplayData.from_inputs(inputs)
         return self.loss(self.to_batch(self.sample_batch(data, len(data), rng)))
+
+    def goal_sampler(self):
+        """``sample_goals(n, rng) -> (n, latent_dim)`` latent goals this method can imagine (a
+        VAE's prior: RIG), or None."""
+        return None
+
+    def observation_wrapper(self, env, *, explore: bool):
+        """``env`` seen through this frozen encoder (the frozen regime of ``ssrl train``): an
+        :class:`~ssrl.representations.wrappers.EncodedObservation`. On a goal env with image goals
+        the reward is the latent distance, and a method with a :meth:`goal_sampler` offers
+        imagined goals for relabelling and, when ``explore`` (the training env, not the
+        evaluation one), pursues one imagined goal per episode (RIG)."""
+        from .wrappers import EncodedObservation
+
+        sampler = self.goal_sampler()
+        spaces = getattr(env.observation_space, "spaces", {})
+        if sampler is not None and not {"achieved_goal", "desired_goal"} <= set(spaces):
+            sampler = None  # not a goal env: nothing to imagine
+        imagine = explore and sampler is not None
+        return EncodedObservation(env, self.encoder, goal_sampler=sampler, imagine_goals=imagine)
 
     # -- shared ------------------------------------------------------------------------------------
 

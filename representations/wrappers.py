@@ -5,7 +5,12 @@ any agent for vector observations (ours, or Stable-Baselines3's ``MlpPolicy``) t
 unchanged. On a goal env's dict observation it encodes the image entries (observation, achieved
 and desired goal) and redefines ``compute_reward`` in latent space, as RIG does:
 ``r = -||e(achieved) - e(desired)||_2`` (or a sparse ``-(distance > epsilon)``), so hindsight
-relabelling works on latents.
+relabelling works on latents. ``step`` returns that same latent reward, not the env's image
+reward: the agent learns from one reward function, whether a transition is replayed as it came
+or relabelled. With a ``goal_sampler`` (a representation's prior: RIG's imagined goals) the
+wrapper offers ``sample_goals(n, rng)`` for relabelling, and with ``imagine_goals=True`` every
+episode's desired goal is one such sample (RIG's exploration); the env's own goal stays in
+``info`` (``state_desired_goal``) for metrics.
 
 An encoder takes the env's frame stack as it is when their channels match; when the env stacks
 k frames and the encoder eats one (e.g. grasp2vec or a single-frame VAE), each frame is encoded
@@ -121,15 +126,59 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         encoder: the encoder (``representation.encoder``); it is put in eval mode and frozen.
         reward: for goal envs, ``"latent_distance"`` (dense, RIG) or ``"latent_sparse"``.
         epsilon: the success distance of ``"latent_sparse"``.
+        goal_sampler: goal envs: ``sample_goals(n, rng) -> (n, latent_dim)`` latent goals (a
+            representation's :meth:`~ssrl.representations.core.Representation.goal_sampler`).
+        imagine_goals: goal envs: pursue one ``goal_sampler`` goal per episode instead of the
+            env's (RIG's exploration; evaluation uses the env's goals).
     """
 
-    def __init__(self, env: gym.Env, encoder: nn.Module, reward: str = "latent_distance", epsilon: float = 1.0) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        encoder: nn.Module,
+        reward: str = "latent_distance",
+        epsilon: float = 1.0,
+        goal_sampler=None,
+        imagine_goals: bool = False,
+    ) -> None:
         gym.ObservationWrapper.__init__(self, env)
         _check_reward(reward)
         self.reward_type, self.epsilon = reward, float(epsilon)
         self.keys, self._encode, self.observation_space = _encoded_space(
             env.observation_space, encoder, "EncodedObservation"
         )
+        self.goal_env = self.keys is not None and {"achieved_goal", "desired_goal"} <= set(self.keys)
+        if (goal_sampler is not None or imagine_goals) and not self.goal_env:
+            raise ValueError("imagined goals need a goal env whose achieved and desired goals are images")
+        if imagine_goals and goal_sampler is None:
+            raise ValueError("imagine_goals=True needs a goal_sampler (a representation with a prior)")
+        self._goal_sampler = goal_sampler
+        self.imagine_goals = bool(imagine_goals)
+        self._imagined: np.ndarray | None = None
+
+    @property
+    def can_imagine_goals(self) -> bool:
+        """Whether :meth:`sample_goals` works (a ``goal_sampler`` was given)."""
+        return self._goal_sampler is not None
+
+    def sample_goals(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` imagined latent goals, float32 ``(n, latent_dim)``."""
+        if self._goal_sampler is None:
+            raise AttributeError("this EncodedObservation has no goal_sampler: it cannot imagine goals")
+        return np.asarray(self._goal_sampler(n, rng), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        raw, info = self.env.reset(seed=seed, options=options)
+        # The episode's imagined goal is drawn from the env's generator, so a seeded reset repeats it.
+        self._imagined = self.sample_goals(1, self.env.unwrapped.np_random)[0] if self.imagine_goals else None
+        return self.observation(raw), info
+
+    def step(self, action):
+        raw, reward, terminated, truncated, info = self.env.step(action)
+        obs = self.observation(raw)
+        if self.goal_env:
+            reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+        return obs, reward, terminated, truncated, info
 
     def observation(self, observation):
         if self.keys is None:
@@ -138,6 +187,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         latents = self._encode(np.stack([observation[k] for k in self.keys]))
         for key, z in zip(self.keys, latents):
             out[key] = z
+        if self._imagined is not None:
+            out["desired_goal"] = self._imagined.copy()
         return out
 
 
@@ -155,6 +206,13 @@ class EncodedVectorObservation(_LatentGoalReward, VectorObservationWrapper):
             env.single_observation_space, encoder, "EncodedVectorObservation"
         )
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, env.num_envs)
+        self.goal_env = self.keys is not None and {"achieved_goal", "desired_goal"} <= set(self.keys)
+
+    def step(self, actions):
+        obs, rewards, terminated, truncated, infos = super().step(actions)
+        if self.goal_env:  # one reward function: the latent one (see the module docstring)
+            rewards = self.compute_reward(obs["achieved_goal"], obs["desired_goal"], infos)
+        return obs, rewards, terminated, truncated, infos
 
     def observations(self, observations):
         if self.keys is None:

@@ -22,7 +22,8 @@ METHODS = ("beta-vae", "cc-vae")
 
 @pytest.fixture(scope="module")
 def push(tmp_path_factory):
-    """20 short push_explore episodes of PushRandomObject (a new object every episode), 48 px."""
+    """20 short push_explore episodes of PushRandomObject (a new object every episode) on the
+    whole table (varied states for the probes), 48 px."""
     out = tmp_path_factory.mktemp("push") / "data"
     collect(
         "ssrl/PushRandomObject-v0",
@@ -32,6 +33,7 @@ def push(tmp_path_factory):
         size=SIZE,
         seed=0,
         max_steps=30,
+        env_kwargs={"layout": "wide"},
         progress=False,
     )
     data = RolloutData(out)

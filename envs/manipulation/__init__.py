@@ -6,9 +6,10 @@
 id                          what
 ==========================  ===================================================================
 ``ssrl/Push-v0``            push a red puck to a goal; 2-D hand action; goal-env dict, image
-                            goals in pixel mode
-``ssrl/PushRandomObject-v0`` the same, the object's shape, size and colour new every episode
-``ssrl/PushMultiObject-v0`` three random objects, each with a goal (CC-VAE's setting)
+                            goals in pixel mode; RIG's pusher geometry (layout ``easy``)
+``ssrl/PushWide-v0``        the same on the whole table: random starts, the hand anywhere
+``ssrl/PushRandomObject-v0`` Push-v0, the object's shape, size and colour new every episode
+``ssrl/PushMultiObject-v0`` three random objects on the whole table, each with a goal
 ``ssrl/Grasp-v0``           one grasp attempt per step in a bin of 6 random objects; the
                             grasp2vec triplet (s_pre, s_post, o) in ``info``
 ``ssrl/GraspGoal-v0``       the same, conditioned on an image of the object to lift
@@ -27,10 +28,11 @@ from .scene import SHAPES, ObjectSpec, Scene
 
 ENVS: dict[str, tuple[str, dict]] = {
     "ssrl/Push-v0": ("ssrl.envs.manipulation.push:PushEnv", {}),
+    "ssrl/PushWide-v0": ("ssrl.envs.manipulation.push:PushEnv", {"layout": "wide"}),
     "ssrl/PushRandomObject-v0": ("ssrl.envs.manipulation.push:PushEnv", {"randomize_objects": True}),
     "ssrl/PushMultiObject-v0": (
         "ssrl.envs.manipulation.push:PushEnv",
-        {"n_objects": 3, "randomize_objects": True, "max_episode_steps": 100},
+        {"n_objects": 3, "randomize_objects": True, "max_episode_steps": 100, "layout": "wide"},
     ),
     "ssrl/Grasp-v0": ("ssrl.envs.manipulation.grasp:GraspEnv", {}),
     "ssrl/GraspGoal-v0": ("ssrl.envs.manipulation.grasp:GraspGoalEnv", {}),

@@ -31,10 +31,12 @@ objects, each with its own goal: the CC-VAE setting, where goals must show the e
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 
 from ..distractors import DistractorSpec
@@ -54,8 +56,74 @@ from .scene import (
 )
 
 PUSH_CAMERA = CameraDef("push", pos=(0.0, -0.36, 0.40), target=(0.0, 0.02, 0.0), fovy=45)
+
+
+@dataclasses.dataclass(frozen=True)
+class PushLayout:
+    """Where the hand may go and where objects start and are asked to go (table-plane metres).
+
+    Args:
+        hand_low, hand_high: the box the hand is clipped to (and hand goals are drawn from).
+        hand_start: where the hand starts every episode.
+        start_low, start_high: the box object starts are drawn from (unless ``fixed_starts``).
+        goal_low, goal_high: the box object goals are drawn from.
+        fixed_starts: object start positions used when starts are fixed (one per object slot).
+        always_fixed: objects always start at ``fixed_starts`` (else only with ``fixed_start``).
+        min_move: object goals lie at least this many ``success_threshold`` from the start.
+    """
+
+    hand_low: tuple[float, float]
+    hand_high: tuple[float, float]
+    hand_start: tuple[float, float]
+    start_low: tuple[float, float]
+    start_high: tuple[float, float]
+    goal_low: tuple[float, float]
+    goal_high: tuple[float, float]
+    fixed_starts: tuple[tuple[float, float], ...]
+    always_fixed: bool
+    min_move: float
+
+
+LAYOUTS: dict[str, PushLayout] = {
+    # multiworld's SawyerPushNIPSEasy (RIG's and Skew-Fit's pusher): the puck always starts in
+    # the middle, the hand is confined to a 20 x 14 cm box around it (multiworld's 20 x 10 cm
+    # mocap box, deepened so the hand can start clear of bigger random objects), and puck goals
+    # are drawn from a 30 x 20 cm box around the start (multiworld's exactly). Random actions
+    # move the puck in most episodes, so hindsight relabelling sees pushes from the start.
+    "easy": PushLayout(
+        hand_low=(-0.10, -0.06),
+        hand_high=(0.10, 0.08),
+        hand_start=(0.0, 0.08),
+        start_low=(0.0, 0.0),
+        start_high=(0.0, 0.0),
+        goal_low=(-0.15, -0.10),
+        goal_high=(0.15, 0.10),
+        fixed_starts=((0.0, 0.0),),
+        always_fixed=True,
+        min_move=1.0,
+    ),
+    # The whole table: objects start anywhere in a 24 cm square, the hand anywhere in a 40 cm
+    # one, goals at least two thresholds from the start. Random actions touch the puck in about
+    # 7% of episodes, which is why state SAC + HER did not learn it in 40k steps.
+    "wide": PushLayout(
+        hand_low=(-0.20, -0.20),
+        hand_high=(0.20, 0.20),
+        hand_start=(0.0, 0.17),
+        start_low=(-0.12, -0.12),
+        start_high=(0.12, 0.12),
+        goal_low=(-0.12, -0.12),
+        goal_high=(0.12, 0.12),
+        fixed_starts=((0.0, 0.0), (-0.08, 0.06), (0.08, 0.06), (0.0, 0.10)),
+        always_fixed=False,
+        min_move=2.0,
+    ),
+}
 STATE_REWARDS = ("dense", "object_dense", "sparse")
 IMAGE_REWARDS = ("image_distance", "image_sparse")
+HAND_RADIUS = 0.022  # the closed fingers seen from above: 3.6 x 2 cm (PushExpert's hand_radius)
+# A goal image must show each goal object: at least this fraction of it in view of the task
+# camera (before, 5 of 40 Push goals had the puck more than 70% behind the hand).
+MIN_GOAL_VISIBILITY = 0.9
 # Colours of the objects when they are not randomised (the first is the classic red puck).
 FIXED_COLOURS = ((0.85, 0.15, 0.12, 1), (0.15, 0.45, 0.85, 1), (0.95, 0.80, 0.10, 1), (0.20, 0.70, 0.30, 1))
 
@@ -71,7 +139,11 @@ class PushEnv(ManipulationEnv):
         reward_type: ``dense``/``object_dense``/``sparse`` (state mode, default ``dense``) or
             ``image_distance``/``image_sparse`` (pixel mode, default ``image_distance``).
         max_episode_steps: truncation (default 50).
-        fixed_start: objects always start at the same place (else uniformly in their range).
+        layout: a name of :data:`LAYOUTS`: ``"easy"`` (one object; RIG's pusher geometry, the
+            default for one object) or ``"wide"`` (the whole table, any number of objects; the
+            default for several).
+        fixed_start: objects always start at the same place (else uniformly in their range;
+            ``easy`` starts are always fixed).
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``push``, frame stack 1;
         with several cameras the images are concatenated on the channel axis, in order; a
@@ -81,15 +153,10 @@ class PushEnv(ManipulationEnv):
     default_camera = "push"
     # Stored per step by `ssrl collect` (the goal is fixed per episode; the distances are metrics).
     record_keys = ("state_desired_goal", "hand_distance", "puck_distance", "is_success")
+    # Evaluations report these info values at each episode's last step (RIG's final distances).
+    final_metrics = ("puck_distance", "hand_distance")
     hand_z = 0.005  # fingertips 5 mm above the table
     pad_friction = (0.3, 0.005, 0.0001)
-    hand_low = np.array([-0.20, -0.20])
-    hand_high = np.array([0.20, 0.20])
-    hand_start = np.array([0.0, 0.17])  # the far side: the arm comes from there
-    hand_goal_low = np.array([-0.15, -0.15])
-    hand_goal_high = np.array([0.15, 0.15])
-    object_low = np.array([-0.12, -0.12])  # start and goal positions of the objects
-    object_high = np.array([0.12, 0.12])
 
     def __init__(
         self,
@@ -101,6 +168,7 @@ class PushEnv(ManipulationEnv):
         success_threshold: float = 0.05,
         image_threshold: float = 0.02,
         max_episode_steps: int = 50,
+        layout: str | None = None,
         action_scale: float = 0.02,
         n_substeps: int = 25,
         fixed_start: bool = False,
@@ -131,12 +199,23 @@ class PushEnv(ManipulationEnv):
         self.success_threshold = float(success_threshold)
         self.image_threshold = float(image_threshold)
         self.action_scale = float(action_scale)
-        self.fixed_start = bool(fixed_start)
+        layout = layout or ("easy" if self.n_objects == 1 else "wide")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; use one of {sorted(LAYOUTS)}")
+        if layout == "easy" and self.n_objects != 1:
+            raise ValueError(f"layout 'easy' has one object (RIG's pusher); use layout='wide' for {self.n_objects}")
+        self.layout = layout
+        geometry = LAYOUTS[layout]
+        self.geometry = geometry
+        self.hand_low, self.hand_high = np.array(geometry.hand_low), np.array(geometry.hand_high)
+        self.hand_start = np.array(geometry.hand_start)
+        self.fixed_start = bool(fixed_start) or geometry.always_fixed
         scene = Scene(self.n_objects, None, [PUSH_CAMERA])
         # The closed fingers are a pusher here: slippery pads, so they shove objects instead of
         # dragging them round or up (the grasping task keeps grippy ones).
         scene.model.geom_friction[scene.pad_geoms] = self.pad_friction
         self.scene = scene
+        self._task_camera_id = mujoco.mj_name2id(scene.model, mujoco.mjtObj.mjOBJ_CAMERA, PUSH_CAMERA.name)
         self._setup_pixels(
             from_pixels=from_pixels,
             size=size,
@@ -249,16 +328,20 @@ class PushEnv(ManipulationEnv):
             scene.commit_objects()
             self._specs_set = specs
         radii = np.array([s.radius for s in specs])
+        geometry = self.geometry
         hand_clearance = 0.04  # keep objects this far from the hand's start (beyond their radius)
         if self.fixed_start:
-            starts = self._fixed_starts()
+            starts = np.array(geometry.fixed_starts[: self.n_objects])
         else:
-            starts = self._sample_positions(rng, radii, avoid=[(self.hand_start, hand_clearance)])
+            starts = self._sample_positions(
+                rng, radii, geometry.start_low, geometry.start_high, avoid=[(self.hand_start, hand_clearance)]
+            )
         yaws = rng.uniform(-np.pi, np.pi, self.n_objects)
         scene.teleport_hand((*self.hand_start, self.hand_z), 0.0, 0.0)
         scene.set_fingers(FINGER_CLOSED_CTRL)
         for i in range(self.n_objects):
             scene.place_object(i, starts[i], yaws[i])
+        scene.forward()
         if "goal" in options:
             goal = np.asarray(options["goal"], float)
             if goal.shape != self._goal.shape:
@@ -266,12 +349,17 @@ class PushEnv(ManipulationEnv):
                     f"options['goal'] must have shape {self._goal.shape} ([hand_xy, object_xy...]), got {goal.shape}"
                 )
         else:
-            hand_goal = rng.uniform(self.hand_goal_low, self.hand_goal_high)
-            # Goals at least two thresholds from where each object starts, so no episode starts solved.
+            # Object goals far enough from the starts that no episode starts solved.
             object_goals = self._sample_positions(
-                rng, radii, avoid=[], away_from=starts, min_move=2 * self.success_threshold
+                rng,
+                radii,
+                geometry.goal_low,
+                geometry.goal_high,
+                avoid=[],
+                away_from=starts,
+                min_move=geometry.min_move * self.success_threshold,
             )
-            goal = np.concatenate([hand_goal, object_goals.ravel()])
+            goal = np.concatenate([self._sample_hand_goal(rng, object_goals, radii), object_goals.ravel()])
         self._goal = goal
         scene.forward()
         self._steps = 0
@@ -351,14 +439,10 @@ class PushEnv(ManipulationEnv):
     def _object_yaw(self, i: int) -> float:
         return quat_yaw(self.scene.object_quat(i))
 
-    def _fixed_starts(self) -> np.ndarray:
-        spots = [(0.0, 0.0), (-0.08, 0.06), (0.08, 0.06), (0.0, 0.10)]
-        return np.array(spots[: self.n_objects])
-
-    def _sample_positions(self, rng, radii, avoid, away_from=None, min_move=0.0, gap=0.01) -> np.ndarray:
-        """Non-overlapping object positions in the object range (rejection sampling)."""
+    def _sample_positions(self, rng, radii, low, high, avoid, away_from=None, min_move=0.0, gap=0.01) -> np.ndarray:
+        """Non-overlapping object positions in the box ``[low, high]`` (rejection sampling)."""
         for _ in range(1000):
-            pos = rng.uniform(self.object_low, self.object_high, (self.n_objects, 2))
+            pos = rng.uniform(low, high, (self.n_objects, 2))
             ok = all(np.linalg.norm(pos[i] - c) > radii[i] + r for i in range(self.n_objects) for c, r in avoid)
             for i in range(self.n_objects):
                 for j in range(i):
@@ -368,3 +452,46 @@ class PushEnv(ManipulationEnv):
             if ok:
                 return pos
         raise RuntimeError("could not place the objects without overlap; use fewer or smaller objects")
+
+    def _sample_hand_goal(self, rng, object_goals: np.ndarray, radii: np.ndarray) -> np.ndarray:
+        """A hand goal in the hand box that leaves every goal object in plain sight: clear of it
+        on the table and hiding at most ``1 - MIN_GOAL_VISIBILITY`` of it from the task camera
+        (:meth:`goal_visibility`), so a goal image shows what it asks for. The same in state and
+        pixel mode (rays, not renders). The most visible of 200 draws if none qualifies."""
+        best, best_seen = None, -1.0
+        for _ in range(200):
+            hand = rng.uniform(self.hand_low, self.hand_high)
+            clear = all(np.linalg.norm(hand - g) > r + HAND_RADIUS + 0.01 for g, r in zip(object_goals, radii))
+            if not clear:
+                continue
+            seen = float(self.goal_visibility(np.concatenate([hand, object_goals.ravel()])).min())
+            if seen >= MIN_GOAL_VISIBILITY:
+                return hand
+            if seen > best_seen:
+                best, best_seen = hand, seen
+        return best if best is not None else rng.uniform(self.hand_low, self.hand_high)
+
+    def goal_visibility(self, goal: Sequence[float]) -> np.ndarray:
+        """Per object, the fraction of probe points inside it that the task camera (``push``)
+        sees in the goal configuration ``goal``: rays from the camera to 9 points spread through
+        the object, counted when the first geom they hit is the object's. The physics state is
+        restored exactly."""
+        scene = self.scene
+        saved = scene.get_state()
+        try:
+            self.set_to_goal(goal)
+            camera = scene.data.cam_xpos[self._task_camera_id].copy()
+            seen = np.zeros(self.n_objects)
+            hit = np.zeros(1, np.int32)
+            for i, spec in enumerate(scene.specs[: self.n_objects]):
+                centre = scene.object_pos(i)
+                r, h = 0.5 * spec.radius, 0.5 * spec.half_height
+                offsets = [(0, 0, h)] + [
+                    (r * np.cos(a), r * np.sin(a), h * (k % 2)) for k, a in enumerate(np.arange(8) * np.pi / 4)
+                ]
+                for offset in offsets:
+                    mujoco.mj_ray(scene.model, scene.data, camera, centre + offset - camera, None, 1, -1, hit)
+                    seen[i] += hit[0] >= 0 and scene.geom_object[hit[0]] == i
+            return seen / 9
+        finally:
+            scene.set_state(saved)

@@ -229,6 +229,12 @@ class CCVAE(_VAEBase):
         with self.evaluating():
             return self._images(self.decoder(torch.as_tensor(latent).to(self.device)))
 
+    def observation_wrapper(self, env, *, explore: bool):
+        """Latents [mu(s | c(s_0)), c(s_0)] with the episode's first frame as context (the frozen
+        regime of ``ssrl train``); imagined goals are not offered yet (CC-RIG's goals keep each
+        episode's own context, which a replay row does not tell the sampler)."""
+        return ContextEncodedObservation(env, self.encoder)
+
     @torch.no_grad()
     def decode_context(self, c) -> np.ndarray:
         """d_0(c): the context decoder's image of s_0, float32 in [0, 1]."""

@@ -301,6 +301,11 @@ class BetaVAE(_VAEBase):
         with ``prior="standard"``."""
         return self._draw(n, rng, prior)
 
+    def goal_sampler(self):
+        """RIG's imagined goals: the fitted prior once fitted (``ssrl pretrain`` fits it), else N(0, I)."""
+        prior = "fitted" if bool(self.prior_fitted) else "standard"
+        return lambda n, rng: self.sample_goals(n, rng, prior)
+
     @torch.no_grad()
     def decode(self, z) -> np.ndarray:
         """Latents -> images, float32 ``(n, C, H, W)`` in [0, 1] (the decoder's mean)."""

@@ -1,0 +1,174 @@
+"""RIG's pieces: one latent reward everywhere, imagined goals from the fitted prior (exploration
+and relabelling), and the frozen regime wiring them up from a representation's hooks."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from ssrl.agents import SAC
+from ssrl.agents.replay import ReplayBuffer
+from ssrl.representations import EncodedObservation, EncodedVectorObservation, make
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def vae():
+    """A small beta-VAE with a prior set by hand (mean 3, std 0.5 per dimension)."""
+    rep = make("beta-vae", (3, SIZE, SIZE), latent_dim=4).eval()
+    rep.prior_mu.fill_(3.0)
+    rep.prior_std.fill_(0.5)
+    rep.prior_fitted.fill_(True)
+    return rep
+
+
+def test_step_reward_is_the_latent_reward_not_the_env_image_reward(vae):
+    # Before, step returned the env's image_distance (-0.109 on one step) while relabelled rows got
+    # the latent one (-0.00057 on the same latents): two reward functions in one replay.
+    raw = gym.make("ssrl/Push-v0", size=SIZE)
+    env = vae.observation_wrapper(raw, explore=False)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        obs, reward, *_ = env.step(np.array([1.0, -0.5], np.float32))
+        expected = -np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
+        assert reward == pytest.approx(expected, rel=1e-5)
+        assert reward == pytest.approx(float(env.compute_reward(obs["achieved_goal"], obs["desired_goal"], {})))
+    # The vector wrapper too.
+    envs = EncodedVectorObservation(
+        gym.vector.SyncVectorEnv([lambda: gym.make("ssrl/Push-v0", size=SIZE) for _ in range(2)]), vae.encoder
+    )
+    envs.reset(seed=0)
+    obs, rewards, *_ = envs.step(np.zeros((2, 2), np.float32))
+    np.testing.assert_allclose(rewards, -np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"], axis=-1), rtol=1e-5)
+
+
+def test_exploration_goals_are_imagined_from_the_fitted_prior(vae):
+    env = vae.observation_wrapper(gym.make("ssrl/Push-v0", size=SIZE), explore=True)
+    evaluation = vae.observation_wrapper(gym.make("ssrl/Push-v0", size=SIZE), explore=False)
+    goals = np.array([env.reset(seed=s)[0]["desired_goal"] for s in range(300)])
+    # N(3, 0.5^2) per dimension: mean within 4 standard errors, std within 15%.
+    assert np.all(np.abs(goals.mean(0) - 3.0) < 4 * 0.5 / np.sqrt(300))
+    np.testing.assert_allclose(goals.std(0), 0.5, rtol=0.15)
+    assert np.cov(goals.T)[np.triu_indices(4, 1)].max() < 0.06  # independent dimensions
+    # The goal stays for the whole episode, a seeded reset repeats it, and evaluation pursues the
+    # env's own goal image.
+    first, _ = env.reset(seed=7)
+    for _ in range(3):
+        obs, *_ = env.step(np.zeros(2, np.float32))
+        np.testing.assert_array_equal(obs["desired_goal"], first["desired_goal"])
+    np.testing.assert_array_equal(env.reset(seed=7)[0]["desired_goal"], first["desired_goal"])
+    real, _ = evaluation.reset(seed=7)
+    goal_image = evaluation.unwrapped.render_goal_image()
+    np.testing.assert_allclose(real["desired_goal"], vae.embed(goal_image[None])[0], atol=1e-5)
+    # Many imagined goals for relabelling: the same prior.
+    many = env.get_wrapper_attr("sample_goals")(4000, np.random.default_rng(0))
+    np.testing.assert_allclose(many.mean(0), 3.0, atol=0.05)
+
+
+def test_a_representation_without_a_prior_imagines_nothing():
+    rep = make("curl", (3, SIZE, SIZE))
+    env = rep.observation_wrapper(gym.make("ssrl/Push-v0", size=SIZE), explore=True)
+    assert not env.imagine_goals
+    with pytest.raises(AttributeError, match="cannot imagine goals"):
+        env.sample_goals(1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="imagined_goal_ratio=0.5 needs an env that imagines goals"):
+        SAC(env, imagined_goal_ratio=0.5, her_ratio=0.4)
+    with pytest.raises(ValueError, match="goal_sampler"):
+        EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), rep.encoder, imagine_goals=True)
+
+
+def test_replay_relabels_future_imagined_and_rollout_fractions():
+    space = gym.spaces.Dict(
+        observation=gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+        achieved_goal=gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+        desired_goal=gym.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+    )
+    imagined_goal = np.array([70.0, 70.0], np.float32)
+
+    def reward_fn(achieved, desired, info):
+        return -np.abs(achieved - desired).sum(-1)
+
+    replay = ReplayBuffer(
+        1000,
+        space,
+        gym.spaces.Box(-1, 1, (1,), np.float32),
+        reward_fn=reward_fn,
+        her_ratio=0.4,
+        goal_sampler=lambda n, rng: np.tile(imagined_goal, (n, 1)),
+        imagined_ratio=0.5,
+        seed=0,
+    )
+
+    def obs(episode, t):
+        x = np.array([episode, t], np.float32)
+        return {"observation": x, "achieved_goal": x, "desired_goal": np.array([-1.0, -1.0], np.float32)}
+
+    for episode in range(4):
+        replay.start_episode(obs(episode, 0))
+        for t in range(1, 11):
+            replay.add(np.zeros(1), 0.0, False, obs(episode, t))
+        replay.end_episode()
+    batch = replay.sample(100)
+    goals, achieved = batch.obs["desired_goal"], batch.next_obs["achieved_goal"]
+    future, imagined, rollout = slice(0, 40), slice(40, 90), slice(90, 100)
+    # Future goals: a later achieved goal of the same episode.
+    assert np.all(goals[future, 0] == batch.obs["observation"][future, 0])
+    assert np.all(goals[future, 1] > batch.obs["observation"][future, 1])
+    assert np.all(goals[imagined] == imagined_goal)
+    assert np.all(goals[rollout] == -1.0)
+    np.testing.assert_array_equal(batch.next_obs["desired_goal"], goals)
+    np.testing.assert_allclose(batch.reward[:90], reward_fn(achieved[:90], goals[:90], None))
+    assert np.all(batch.reward[rollout] == 0.0)  # stored as it came
+    with pytest.raises(ValueError, match=r"imagined_ratio must be in \[0, 1 - her_ratio\]"):
+        ReplayBuffer(
+            10,
+            space,
+            gym.spaces.Box(-1, 1, (1,)),
+            reward_fn=reward_fn,
+            her_ratio=0.8,
+            goal_sampler=lambda n, rng: None,
+            imagined_ratio=0.5,
+        )
+
+
+def test_sac_relabels_with_the_envs_imagined_goals(vae):
+    env = vae.observation_wrapper(gym.make("ssrl/Push-v0", size=SIZE), explore=True)
+    agent = SAC(env, hidden_dims=(8, 8), buffer_size=500, her_ratio=0.4, imagined_goal_ratio=0.5, learning_starts=50)
+    agent.learn(120)
+    batch = agent.replay.sample(200)
+    imagined = batch.obs["desired_goal"][80:180]
+    # Imagined goals come from the prior N(3, 0.5^2); the env's encoded goal images do not.
+    assert abs(imagined.mean() - 3.0) < 0.15
+    np.testing.assert_allclose(
+        batch.reward, -np.linalg.norm(batch.next_obs["achieved_goal"] - batch.obs["desired_goal"], axis=-1), rtol=1e-5
+    )
+
+
+def test_ssrl_train_with_a_beta_vae_checkpoint_runs_rig_and_reports_final_distances(vae, tmp_path):
+    import json
+
+    from ssrl.agents.run import train_run
+
+    checkpoint = vae.save(tmp_path / "vae.pt")
+    summary = train_run(
+        tmp_path / "run",
+        "ssrl/Push-v0",
+        env_steps=150,
+        env_kwargs={"size": SIZE},
+        hyperparams={"hidden_dims": (8, 8), "learning_starts": 50, "her_ratio": 0.4, "imagined_goal_ratio": 0.5},
+        encoder=str(checkpoint),
+        eval_every=100,
+        eval_episodes=2,
+        progress=False,
+        tensorboard=False,
+    )
+    assert summary["env_steps"] >= 150
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in evals if r["kind"] == "eval"]
+    # Evaluation pursues the env's goal images and reports RIG's final puck distance per episode.
+    for record in evals:
+        assert len(record["final_puck_distances"]) == 2
+        assert record["final_puck_distance"] == pytest.approx(np.mean(record["final_puck_distances"]))
+        assert 0.0 < record["final_puck_distance"] < 0.4
+    header = (tmp_path / "run" / "eval.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["final_puck_distance", "final_hand_distance"]
