@@ -54,7 +54,7 @@ from ssrl.utils import build_config, is_image_space, resolve_device
 
 from . import checkpoint
 from .augment import random_shift
-from .networks import ActorHead, soft_update
+from .networks import ActorHead, RunningNormalizer, soft_update
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -139,6 +139,11 @@ class AgentConfig:
     # Goal envs only: fraction of each batch relabelled with hindsight goals ("future"
     # strategy). 0.8 is SB3's HerReplayBuffer default n_sampled_goal=4 (4 of 5).
     her_ratio: float = 0.8
+    # Vector observations (and goals) standardised by running statistics of the replay batches
+    # the agent trains on, clipped to +-5 (HER's normaliser, openai/baselines). Positions in
+    # metres differ by centimetres, which an unnormalised MLP barely resolves. Ours; off by
+    # default (SB3 and CleanRL do not normalise). Ignored on pixels.
+    normalize_obs: bool = False
     # Goal envs that imagine goals (``sample_goals(n, rng)``, e.g. a beta-VAE's prior in RIG):
     # fraction of each batch relabelled with imagined goals. 0 by default; RIG's pusher
     # (rlkit v0.1.2 examples/rig/pusher) used 0.5 with her_ratio 0.4 (and 0.1 rollout goals).
@@ -503,6 +508,9 @@ class OffPolicyAgent(abc.ABC):
             self.feature_dim = int(np.prod(spaces["observation"].shape) + np.prod(spaces["desired_goal"].shape))
         else:
             self.feature_dim = int(np.prod(space.shape))
+        self.obs_normalizer: RunningNormalizer | None = None
+        if self.config.normalize_obs and not self.pixels:
+            self.obs_normalizer = RunningNormalizer(self.feature_dim).to(self.device)
 
     def _build_replay(self, reward_fn: Callable | None) -> None:
         """The replay buffer, with hindsight relabelling for goal envs that can recompute rewards."""
@@ -589,6 +597,8 @@ class OffPolicyAgent(abc.ABC):
         """Everything with weights, by name (checkpoints): the algorithm's networks, and the
         pixel encoder with its target."""
         encoder = {"encoder": self.encoder, "encoder_target": self.encoder_target} if self.pixels else {}
+        if self.obs_normalizer is not None:
+            encoder["obs_normalizer"] = self.obs_normalizer
         return dict(self.networks(), **encoder)
 
     def update_targets(self, *pairs: tuple[nn.Module, nn.Module]) -> None:
@@ -607,14 +617,20 @@ class OffPolicyAgent(abc.ABC):
     # -- observations --------------------------------------------------------------------------
 
     def obs_to_tensor(self, obs, augment: bool = False) -> torch.Tensor:
-        """A batch of observations (numpy) -> network input (a float tensor, or uint8 images)."""
+        """A batch of observations (numpy) -> network input (a float tensor, standardised with
+        ``normalize_obs``, or uint8 images)."""
+        if self.pixels:
+            x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
+            return self.augment(x) if augment else x
+        x = self._vector_input(obs)
+        return x if self.obs_normalizer is None else self.obs_normalizer(x)
+
+    def _vector_input(self, obs) -> torch.Tensor:
+        """Vector observations as one float tensor (a goal env's: [observation, desired_goal])."""
         if self.is_dict:
             parts = [np.asarray(obs[k], np.float32).reshape(len(obs[k]), -1) for k in ("observation", "desired_goal")]
             return torch.from_numpy(np.concatenate(parts, axis=1)).to(self.device)
-        x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
-        if self.pixels:
-            return self.augment(x) if augment else x
-        return x.float()
+        return torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True).float()
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """One independently augmented view of network input ``x`` (pixels with ``augment``)."""
@@ -715,6 +731,8 @@ class OffPolicyAgent(abc.ABC):
         output (legacy), with one the online trunk (SAC) or the target trunk (TD3).
         """
         c = self.config
+        if self.obs_normalizer is not None:
+            self.obs_normalizer.update(self._vector_input(batch.obs))
         obs = self.obs_to_tensor(batch.obs)
         next_obs = self.obs_to_tensor(batch.next_obs)
         views = [self.augment(obs) for _ in range(c.critic_augmentations)]

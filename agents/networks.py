@@ -165,3 +165,48 @@ class DeterministicActor(nn.Module):
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) target + tau source, in one fused op over all parameters."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+
+
+class RunningNormalizer(nn.Module):
+    """Vector observations standardised by running statistics: ``clip((x - mean) / std, -clip, clip)``
+    with ``std = max(sqrt(var), eps)``.
+
+    HER's normaliser (``openai/baselines`` her/normalizer.py: eps 0.01, clip 5), on the whole
+    network input, goal included; updated with every replay batch the agent trains on, so
+    relabelled goals count too (baselines updates with relabelled episodes, the same idea).
+    The statistics are buffers: checkpoints carry them, so a resumed run normalises exactly as
+    the killed one would have. Batches are merged into the running moments exactly (Chan et al.'s
+    parallel update), in float64.
+    """
+
+    def __init__(self, dim: int, eps: float = 0.01, clip: float = 5.0) -> None:
+        super().__init__()
+        self.eps, self.clip = float(eps), float(clip)
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(dim, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().to(torch.float64).reshape(len(x), -1)
+        n = float(len(x))
+        if n == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_m2 = ((x - batch_mean) ** 2).sum(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += batch_m2 + delta**2 * (self.count * n / total)
+        self.count.fill_(total)
+
+    @property
+    def std(self) -> torch.Tensor:
+        var = self.m2 / self.count.clamp(min=1.0)
+        return var.sqrt().clamp(min=self.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.count == 0:
+            return x
+        z = (x.to(torch.float64) - self.mean) / self.std
+        return z.clamp(-self.clip, self.clip).to(x.dtype)

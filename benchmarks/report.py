@@ -18,6 +18,9 @@ Written into the bench folder:
   lines), ``curves.png`` (return against env steps, a panel per task and regime, mean with the
   min-max over seeds shaded, reference rows dashed) and ``probes.png`` (probe R^2 trained beside
   random-init, per method and data set);
+* goal tasks (Push): success (exact binomial intervals) and final distances per row, and
+  ``goals.png`` (final distances and success against env steps); their returns stay out of the
+  IQM, which is on DMC's scale;
 * ``runs.jsonl``: every evaluation point of every cell (row, task, seed, env steps, returns);
 * ``bench.json``: all of the above with the machine, versions, date and wall-clock.
 """
@@ -43,7 +46,7 @@ LOWER, PIXEL, UPPER = "random_encoder", "pixel_sac", "state_sac"  # the rows the
 REGIMES = ("frozen", "finetune", "decoupled", "joint")
 PROBE_SCORES = {"r2": "R²", "knn_mse": "kNN-MSE", "gtc": "GTC"}  # the probe's own; others are methods' extras
 _NOT_SCORES = ("target", "n_train", "n_test")
-FIGURES = ("iqm.png", "curves.png", "probes.png")
+FIGURES = ("iqm.png", "curves.png", "probes.png", "goals.png")
 
 
 def iqm(scores: np.ndarray) -> float:
@@ -214,9 +217,21 @@ def _direction(score: str) -> str:
 # --------------------------------------------------------------------------- statistics and headline
 
 
+def _final_keys(evals: list[dict[str, Any]]) -> list[str]:
+    """The scalar final-step metrics in evaluation records (``final_puck_distance``; not the
+    per-episode lists beside them)."""
+    return sorted({k for e in evals for k, v in e.items() if k.startswith("final_") and not isinstance(v, list)})
+
+
+def _is_goal(r: dict[str, Any]) -> bool:
+    """A goal task's cell: its evaluations report final distances (returns are not on DMC's scale)."""
+    return any(k.startswith("final_") for e in r.get("evals", []) for k in e)
+
+
 def _aggregates(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[str, Any]]:
-    """Per row: IQM of normalised final returns across its tasks and runs, with a 95% interval."""
-    done = [r for r in results if _ok(r) and _is_rl(r) and r.get("final_return") is not None]
+    """Per row: IQM of normalised final returns across its (DMC) tasks and runs, with a 95%
+    interval. Goal tasks are reported by success and final distance instead (:func:`_goal_tables`)."""
+    done = [r for r in results if _ok(r) and _is_rl(r) and r.get("final_return") is not None and not _is_goal(r)]
     failed = Counter(r["row"] for r in results if not _ok(r) and _is_rl(r))
     aggregates = {}
     for row in rows.sort(r["row"] for r in done):
@@ -438,6 +453,65 @@ def _returns_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dic
     return tables
 
 
+def _goal_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[str, Any]]:
+    """Per goal task and row, at each run's last evaluation: the success rate (episodes pooled
+    over seeds, with an exact Clopper-Pearson 95% interval) and every final distance the env
+    reports (mean +- std over seeds, and each seed's value)."""
+    from scipy.stats import binomtest
+
+    done = [r for r in results if _ok(r) and _is_goal(r)]
+    tables: dict[str, dict[str, Any]] = {}
+    for task in sorted({r["task"] for r in done}):
+        here = [r for r in done if r["task"] == task]
+        metrics = _final_keys([r["evals"][-1] for r in here])
+        table: dict[str, Any] = {"metrics": metrics, "rows": {}}
+        for row in rows.sort(r["row"] for r in here):
+            runs = sorted((r for r in here if r["row"] == row), key=lambda r: r["seed"])
+            last = [r["evals"][-1] for r in runs]
+            entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "env_steps": [e["env_steps"] for e in last]}
+            rates = [e.get("success_rate") for e in last]
+            if all(x is not None for x in rates):
+                episodes = [len(e["returns"]) for e in last]
+                hits = int(round(sum(x * n for x, n in zip(rates, episodes))))
+                total = int(sum(episodes))
+                ci = binomtest(hits, total).proportion_ci(0.95, method="exact")
+                entry["success"] = {"successes": hits, "episodes": total, "ci95": [ci.low, ci.high], "per_seed": rates}
+            for m in metrics:
+                values = [e.get(m) for e in last]
+                entry[m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+            table["rows"][row] = entry
+        tables[task] = table
+    return tables
+
+
+def _goal_markdown(goals: dict[str, dict[str, Any]]) -> list[str]:
+    md = [
+        "## Goal tasks: success and final distances",
+        "",
+        "At each run's last evaluation. Success: episodes pooled over seeds, exact 95% interval; "
+        "distances (m, at the episode's last step): mean ± std over seeds, then each seed's.",
+        "",
+    ]
+    for task, table in goals.items():
+        header = ["row", "seeds", "success"] + [m.removeprefix("final_") + " ↓" for m in table["metrics"]]
+        body = []
+        for row, e in table["rows"].items():
+            line = [row, str(len(e["seeds"]))]
+            if "success" in e:
+                s = e["success"]
+                lo, hi = s["ci95"]
+                line.append(f"{s['successes']}/{s['episodes']} [{lo:.2f}, {hi:.2f}]")
+            else:
+                line.append("-")
+            for m in table["metrics"]:
+                v = e[m]
+                seeds = ", ".join(f"{x:.3f}" for x in v["per_seed"])
+                line.append(f"{v['mean']:.3f} ± {v['std']:.3f} ({seeds})")
+            body.append(line)
+        md += [f"### {task}", ""] + _md_table(header, body) + [""]
+    return md
+
+
 def _probe_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[str, Any]]:
     """Per data set (a task's or a probe part's): per method, each score trained and, where the
     cell scored one, the random-init encoder of the same method (means over seeds)."""
@@ -589,6 +663,10 @@ def _markdown(
             md += _md_table(["row"] + table["columns"], body) + [""]
             if report_steps:
                 md += _report_steps_table(task, results, suite, report_steps, rows) + [""]
+    goals = _goal_tables(results, rows)
+    if goals:
+        md += _goal_markdown(goals)
+        md += ["Figure: `goals.png` (success and final distances against env steps).", ""]
     if probes:
         md += [
             "## Probes",
@@ -699,6 +777,7 @@ def write_report(
         "rows": flat,
         "aggregates": aggregates,
         "returns_by_regime": returns,
+        "goal_tasks": _goal_tables(results, rows),
         "probes": probes,
         "cost": cost,
         "failed": [{"cell": r["cell"], "error": r["error"]} for r in results if not _ok(r)],
@@ -774,6 +853,7 @@ def _plots(
             ("iqm.png", _plot_iqm, bool(aggregates)),
             ("curves.png", _plot_curves, any(r.get("evals") and _ok(r) for r in results)),
             ("probes.png", _plot_probes, any("r2" in e["scores"] for t in probes.values() for e in t.values())),
+            ("goals.png", _plot_goals, any(_is_goal(r) and _ok(r) for r in results)),
         ):
             if not has:
                 continue
@@ -825,12 +905,13 @@ def _plot_iqm(plt, aggregates, styles, rows, **_):
     return fig
 
 
-def _series(runs: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Steps, mean, min and max over the runs that evaluated at each step."""
+def _series(runs: list[list[dict]], key: str = "return_mean") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, mean, min and max of ``key`` over the runs that evaluated at each step."""
     at: dict[int, list[float]] = defaultdict(list)
     for run in runs:
         for e in run:
-            at[int(e["env_steps"])].append(float(e["return_mean"]))
+            if e.get(key) is not None:
+                at[int(e["env_steps"])].append(float(e[key]))
     steps = np.array(sorted(at))
     values = [at[s] for s in steps]
     return (
@@ -903,6 +984,47 @@ def _plot_curves(plt, results, rows, styles, **_):
     n = f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}"
     band = f"mean over {n} seeds, shaded: min-max over seeds" if seeds[-1] > 1 else "one seed"
     fig.suptitle(f"Evaluation return ({band}); dashed: reference rows", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_goals(plt, results, rows, styles, **_):
+    """Per goal task, one panel per final distance and one for the success rate, against env
+    steps: mean over seeds, shaded min-max."""
+    from matplotlib.ticker import FuncFormatter
+
+    done = [r for r in results if _ok(r) and _is_goal(r)]
+    tasks = sorted({r["task"] for r in done})
+    panels = []
+    for task in tasks:
+        here = [r for r in done if r["task"] == task]
+        keys = _final_keys([e for r in here for e in r["evals"]])
+        keys += ["success_rate"] if any("success_rate" in e for r in here for e in r["evals"]) else []
+        panels += [(task, k, here) for k in keys]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.3 * nrows), squeeze=False)
+    handles: dict[str, Any] = {}
+    for ax, (task, key, here) in zip(axes.ravel(), panels):
+        for row in rows.sort(r["row"] for r in here):
+            colour, style = styles[row]
+            runs = [r["evals"] for r in here if r["row"] == row]
+            steps, mean, low, high = _series(runs, key)
+            (line,) = ax.plot(steps, mean, color=colour, linestyle=style, linewidth=1.8, label=row)
+            if len(runs) > 1:
+                ax.fill_between(steps, low, high, color=colour, alpha=0.13, linewidth=0)
+            handles.setdefault(row, line)
+        label = "success rate" if key == "success_rate" else key.removeprefix("final_").replace("_", " ") + " (m)"
+        ax.set_title(f"{task}: {'success' if key == 'success_rate' else 'final ' + label}")
+        ax.set_ylabel(label)
+        ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
+        ax.set_ylim(bottom=0, top=1.0 if key == "success_rate" else None)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.ravel())[len(panels) :]:
+        ax.remove()
+    fig.legend(list(handles.values()), list(handles), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle("Goal tasks at the end of each evaluation episode (mean over seeds, shaded: min-max)", fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -253,8 +253,13 @@ def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Prog
     )
     rl_time = time.perf_counter() - t0
     records = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
+    # Returns, and for goal tasks the success rate and the final distances the env reports.
     evals = [
-        {"env_steps": e["env_steps"], "return_mean": e["return_mean"], "returns": e["returns"]}
+        {
+            k: v
+            for k, v in e.items()
+            if k in ("env_steps", "return_mean", "returns", "success_rate") or k.startswith("final_")
+        }
         for e in records
         if e["kind"] == "eval"
     ]

@@ -4,7 +4,7 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
 
     name: quick                      # required
     note: ...                        # printed at the top of the report
-    tasks: [cartpole-swingup]        # DMC tasks (DOMAIN-TASK) of the RL cells
+    tasks: [cartpole-swingup]        # RL tasks: DMC's DOMAIN-TASK, or a scene of ours (Push)
     seeds: 1
     env: {size: 84}                  # env options of every task (pixel and physics options)
     distractor: video                # shorthand for env.distractor
@@ -171,13 +171,16 @@ def parse_suite(raw: Any, where: str = "suite") -> Suite:
 def _check_values(suite: Suite, where: str) -> None:
     """What types alone cannot say: known tasks, methods, rows and algorithms; positive budgets."""
     from ssrl.envs import suite_tasks
+    from ssrl.envs.manipulation import ENVS as MANIPULATION_ENVS
     from ssrl.representations import names as method_names
 
     known_tasks = {f"{d}-{t}" for d, t in suite_tasks()}
+    scenes = [env_id.removeprefix("ssrl/").removesuffix("-v0") for env_id in MANIPULATION_ENVS]
     for task in suite.tasks:
-        if task not in known_tasks:
+        if task not in known_tasks and task not in scenes:
             raise SuiteError(
-                f"{where}: unknown task {task!r}; tasks are DOMAIN-TASK of the DMC suite, e.g. cartpole-swingup"
+                f"{where}: unknown task {task!r}; tasks are DOMAIN-TASK of the DMC suite (e.g. cartpole-swingup) "
+                f"or one of our scenes: {', '.join(scenes)}"
             )
     if suite.tasks and suite.rl is None:
         raise SuiteError(f"{where}: missing field 'rl' (the RL budget of the task cells)")

@@ -743,6 +743,24 @@ def test_aux_on_vector_observations_is_refused():
         SAC(Reach1D(), aux=Complete())
 
 
+def test_running_normalizer_merges_batches_exactly_and_clips():
+    from ssrl.agents.networks import RunningNormalizer
+
+    rng = np.random.default_rng(0)
+    data = rng.normal([0.1, -3.0, 5.0], [0.02, 2.0, 0.001], size=(300, 3))
+    norm = RunningNormalizer(3, eps=0.01, clip=5.0)
+    assert torch.equal(norm(torch.ones(2, 3)), torch.ones(2, 3))  # no statistics yet: unchanged
+    for chunk in np.array_split(data, [7, 100, 101]):
+        norm.update(torch.as_tensor(chunk, dtype=torch.float32))
+    mean, std = data.astype(np.float32).mean(0), data.astype(np.float32).std(0)
+    np.testing.assert_allclose(norm.mean.numpy(), mean, rtol=1e-5)
+    np.testing.assert_allclose(norm.std.numpy(), [std[0], std[1], 0.01], rtol=1e-4)  # eps floors the third
+    x = torch.tensor([[0.1 + 0.04, -3.0, 5.0 + 1.0]])
+    z = norm(x)[0].numpy()
+    np.testing.assert_allclose(z[:2], [(0.04 + 0.1 - mean[0]) / std[0], (-3.0 - mean[1]) / std[1]], rtol=1e-3)
+    assert z[2] == 5.0  # 100 standard deviations, clipped
+
+
 # -- runs: resume, NaN detection ----------------------------------------------------------------
 
 RUN = dict(
@@ -759,7 +777,7 @@ RUN = dict(
 )
 
 
-def killed_run(monkeypatch, cls, method: str, on_call: int, run_dir, env_steps: int) -> None:
+def killed_run(monkeypatch, cls, method: str, on_call: int, run_dir, env_steps: int, run=RUN) -> None:
     """Run ``train_run`` with ``cls.method`` raising KeyboardInterrupt (a kill) on its
     ``on_call``-th call, then restore the method."""
     real = getattr(cls, method)
@@ -773,19 +791,21 @@ def killed_run(monkeypatch, cls, method: str, on_call: int, run_dir, env_steps: 
 
     monkeypatch.setattr(cls, method, dying)
     with pytest.raises(KeyboardInterrupt):
-        train_run(run_dir, env_steps=env_steps, **RUN)
+        train_run(run_dir, env_steps=env_steps, **run)
     monkeypatch.setattr(cls, method, real)
 
 
-def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
-    full = train_run(tmp_path / "full", env_steps=600, **RUN)
+@pytest.mark.parametrize("normalize_obs", [False, True])
+def test_resume_after_kill_continues_identically(tmp_path, monkeypatch, normalize_obs):
+    run = dict(RUN, hyperparams=dict(RUN["hyperparams"], normalize_obs=normalize_obs))
+    full = train_run(tmp_path / "full", env_steps=600, **run)
     from ssrl.envs.dmc import DMCEnv
 
     # agent steps at action repeat 8: killed at env step 424, mid-episode
-    killed_run(monkeypatch, DMCEnv, "step", 53, tmp_path / "killed", 600)
+    killed_run(monkeypatch, DMCEnv, "step", 53, tmp_path / "killed", 600, run)
     assert (tmp_path / "killed" / "checkpoint" / "agent.pt").exists()
     assert not (tmp_path / "killed" / "final.json").exists()
-    resumed = train_run(tmp_path / "killed", env_steps=600, **RUN)
+    resumed = train_run(tmp_path / "killed", env_steps=600, **run)
     assert resumed["env_steps"] == full["env_steps"] == 600
     a = torch.load(tmp_path / "full" / "checkpoint" / "agent.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "checkpoint" / "agent.pt", weights_only=True)
@@ -797,6 +817,9 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch):
     ra = [(r["env_steps"], r["returns"]) for r in evals("full") if r["kind"] == "eval"]
     rb = [(r["env_steps"], r["returns"]) for r in evals("killed") if r["kind"] == "eval"]
     assert ra == rb and len(ra) == 4
+    if normalize_obs:  # the statistics travel in the checkpoint: every trained-on row counted
+        stats = a["modules"]["obs_normalizer"]
+        assert stats["count"] == a["counters"]["updates"] * 16 > 0
 
 
 def test_run_killed_before_its_first_checkpoint_restarts_without_duplicate_records(tmp_path, monkeypatch):

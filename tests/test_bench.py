@@ -231,3 +231,53 @@ def load_suite_dict(suite):
     from ssrl.benchmarks.suite import parse_suite
 
     return parse_suite(suite)
+
+
+def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_path):
+    suite = {
+        "name": "tiny-push",
+        "tasks": ["Push"],
+        "seeds": 2,
+        "env": {"size": 48},
+        "collect": {"episodes": 3, "policy": "random", "max_steps": 20, "cameras": ["push"]},
+        "pretrain": {"steps": 4, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 4}},
+        "methods": {"beta-vae": {}},
+        "references": ["random_encoder", "state_sac"],
+        "rl": {
+            "algo": "sac",
+            "env_steps": 120,
+            "eval_every": 60,
+            "eval_episodes": 2,
+            "hyperparams": {
+                "learning_starts": 20,
+                "batch_size": 8,
+                "hidden_dims": [16],
+                "her_ratio": 0.4,
+                "imagined_goal_ratio": 0.5,
+                "normalize_obs": True,
+            },
+        },
+    }
+    path = tmp_path / "push.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = tmp_path / "bench"
+    summary = run_bench(str(path), out=out, workers=1, display=False)
+    assert (out / "goals.png").exists()
+    goals = summary["goal_tasks"]["Push"]
+    assert set(goals["rows"]) == {"beta-vae", "random_encoder", "state_sac"}
+    assert goals["metrics"] == ["final_hand_distance", "final_puck_distance"]
+    assert summary["aggregates"] == {}  # Push returns are not on DMC's scale: no IQM of them
+    for row, entry in goals["rows"].items():
+        per_seed = []
+        for seed in (0, 1):
+            cell = out / "cells" / f"{row}__Push__s{seed}"
+            evals = [json.loads(line) for line in (cell / "run" / "metrics.jsonl").read_text().splitlines()]
+            per_seed.append([e for e in evals if e["kind"] == "eval"][-1])
+        assert entry["final_puck_distance"]["per_seed"] == [e["final_puck_distance"] for e in per_seed]
+        assert entry["final_puck_distance"]["mean"] == pytest.approx(np.mean(entry["final_puck_distance"]["per_seed"]))
+        hits = sum(round(e["success_rate"] * 2) for e in per_seed)
+        assert entry["success"]["successes"] == hits and entry["success"]["episodes"] == 4
+        lo, hi = entry["success"]["ci95"]
+        assert lo <= hits / 4 <= hi
+    text = (out / "summary.md").read_text()
+    assert "## Goal tasks: success and final distances" in text and "### Push" in text

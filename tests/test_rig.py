@@ -172,3 +172,17 @@ def test_ssrl_train_with_a_beta_vae_checkpoint_runs_rig_and_reports_final_distan
         assert 0.0 < record["final_puck_distance"] < 0.4
     header = (tmp_path / "run" / "eval.csv").read_text().splitlines()[0].split(",")
     assert header[-2:] == ["final_puck_distance", "final_hand_distance"]
+
+
+def test_state_push_offers_env_goals_for_the_oracles_relabelling():
+    env = gym.make("ssrl/Push-v0", from_pixels=False)
+    assert env.get_wrapper_attr("can_imagine_goals")
+    goals = env.get_wrapper_attr("sample_goals")(2000, np.random.default_rng(0))
+    unwrapped = env.unwrapped
+    assert goals.shape == (2000, 4) and goals.dtype == np.float32
+    assert np.all(goals[:, :2] >= unwrapped.hand_low) and np.all(goals[:, :2] <= unwrapped.hand_high)
+    np.testing.assert_allclose(goals[:, 2:].min(0), unwrapped.geometry.goal_low, atol=0.01)
+    np.testing.assert_allclose(goals[:, 2:].max(0), unwrapped.geometry.goal_high, atol=0.01)
+    agent = SAC(env, hidden_dims=(8, 8), her_ratio=0.4, imagined_goal_ratio=0.5)
+    assert agent.replay.imagined_ratio == 0.5
+    assert not gym.make("ssrl/Push-v0", size=SIZE).get_wrapper_attr("can_imagine_goals")

@@ -284,6 +284,22 @@ class PushEnv(ManipulationEnv):
         per_object = np.linalg.norm((a[..., 2:] - d[..., 2:]).reshape(*a.shape[:-1], -1, 2), axis=-1)
         return -np.any(per_object >= self.success_threshold, axis=-1).astype(np.float64)
 
+    @property
+    def can_imagine_goals(self) -> bool:
+        """State mode offers :meth:`sample_goals` (for relabelling; multiworld's env goals)."""
+        return not self.from_pixels
+
+    def sample_goals(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` state goals ``[hand_xy, object_xy...]`` from the goal boxes (float32), for
+        relabelling with goals the env might ask (rlkit's "env goals"; the oracle's counterpart
+        of RIG's imagined goals). State mode only: image goals need a render each."""
+        if self.from_pixels:
+            raise AttributeError("Push samples goals in state mode only (image goals need a render each)")
+        geometry = self.geometry
+        hand = rng.uniform(self.hand_low, self.hand_high, (n, 2))
+        objects = rng.uniform(geometry.goal_low, geometry.goal_high, (n, self.n_objects, 2))
+        return np.concatenate([hand, objects.reshape(n, -1)], axis=1).astype(np.float32)
+
     def set_to_goal(self, goal: Sequence[float]) -> None:
         """Put hand and objects in the goal configuration ``[hand_xy, object_xy...]`` (objects
         keep their yaw), at rest. Used to render goal images; the caller restores the state."""
