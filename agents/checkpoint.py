@@ -23,7 +23,8 @@ files. ``agent.save(path)`` and ``SAC.load(path, env)`` call :func:`save_agent` 
 :func:`load_agent`.
 
 Checkpoints written before pixel presets existed have no ``pixel_preset`` in their config; they
-load with the ``"legacy"`` preset, the behaviour they were trained with.
+load with the ``"legacy"`` preset, the behaviour they were trained with; those written before goal
+presets load with ``goal_preset="none"``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def load_agent(
         )
     config = dict(state["config"])
     config.setdefault("pixel_preset", LEGACY_PRESET)  # written before presets: the preset of that time
+    config.setdefault("goal_preset", "none")  # written before goal presets: no normaliser, SB3's values
     agent = cls(
         env,
         aux=aux,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import DRQ, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
+from .base import DRQ, HER, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
 from .networks import TanhGaussianActor, TwinQ
 from .replay import Batch
 
@@ -70,6 +70,10 @@ class SACConfig(AgentConfig):
     # CleanRL's SAC (-5, 2); pixel presets: DrQ's log_std_bounds and SAC-AE's actor_log_std_min/max
     # (-10, 2).
     log_std_bounds: tuple[float, float] = (-5.0, 2.0)
+
+    # HER's recipe on goal envs (see AgentConfig.goal_preset), with the temperature at the same
+    # learning rate as the networks (ours: baselines' HER is DDPG and has no temperature).
+    GOAL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"her": dict(HER, alpha_lr=1e-3), "none": {}}
 
     PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "drq": dict(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .base import DRQ, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
+from .base import DRQ, HER, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
 from .networks import DeterministicActor, TwinQ
 from .replay import Batch
 
@@ -52,6 +52,7 @@ class TD3Config(AgentConfig):
     exploration_noise: float = 0.1
 
     PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"drq": DRQ, "sac-ae": SAC_AE, "legacy": LEGACY}
+    GOAL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"her": HER, "none": {}}
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("policy_delay",)
 
 

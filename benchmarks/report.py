@@ -666,7 +666,11 @@ def _markdown(
     goals = _goal_tables(results, rows)
     if goals:
         md += _goal_markdown(goals)
-        md += ["Figure: `goals.png` (success and final distances against env steps).", ""]
+        md += [
+            "Figures: `goals.png` (success and final distances against env steps); "
+            "`cells/ROW__TASK__sSEED/pictures/goals_reached.png` (goal images beside what the agent reached).",
+            "",
+        ]
     if probes:
         md += [
             "## Probes",

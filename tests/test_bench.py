@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -281,3 +282,38 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         assert lo <= hits / 4 <= hi
     text = (out / "summary.md").read_text()
     assert "## Goal tasks: success and final distances" in text and "### Push" in text
+
+
+def test_pool_workers_die_with_the_bench_process(tmp_path):
+    # A parent that starts a spawn pool worker (running worker_init), then is SIGKILLed: the
+    # worker must not live on (before, orphaned workers kept training and locked the cells).
+    script = tmp_path / "parent.py"
+    pidfile = tmp_path / "worker.pid"
+    script.write_text(
+        "import concurrent.futures as cf, multiprocessing as mp, os, time\n"
+        "from ssrl.benchmarks.runner import worker_init\n"
+        "def job(path):\n"
+        "    open(path, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=worker_init)\n"
+        f"    pool.submit(job, {str(pidfile)!r})\n"
+        "    time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    for _ in range(1200):  # starting a spawn worker imports torch: seconds on a busy machine
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    worker = int(pidfile.read_text())
+    parent.kill()
+    parent.wait()
+    for _ in range(100):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        pytest.fail("the pool worker outlived the killed bench process")

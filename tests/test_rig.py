@@ -186,3 +186,57 @@ def test_state_push_offers_env_goals_for_the_oracles_relabelling():
     agent = SAC(env, hidden_dims=(8, 8), her_ratio=0.4, imagined_goal_ratio=0.5)
     assert agent.replay.imagined_ratio == 0.5
     assert not gym.make("ssrl/Push-v0", size=SIZE).get_wrapper_attr("can_imagine_goals")
+
+
+def test_goal_envs_get_hers_recipe_unless_told_otherwise():
+    env = gym.make("ssrl/Push-v0", from_pixels=False)
+    assert env.unwrapped.reward_type == "sparse"  # Fetch's default; dense stays an option
+    agent = SAC(env)
+    c = agent.config
+    assert (c.gamma, c.actor_lr, c.critic_lr, c.alpha_lr, c.normalize_obs, c.her_ratio) == (
+        0.98,
+        1e-3,
+        1e-3,
+        1e-3,
+        True,
+        0.8,
+    )
+    assert agent.obs_normalizer is not None
+    assert SAC(env, gamma=0.95).config.gamma == 0.95  # a value given beats the preset
+    plain = SAC(env, goal_preset="none").config
+    assert (plain.gamma, plain.actor_lr, plain.normalize_obs) == (0.99, 3e-4, False)
+    # Not a goal env: SB3's defaults.
+    assert SAC(gym.make("Pendulum-v1")).config.gamma == 0.99
+    with pytest.raises(ValueError, match="unknown goal_preset 'fetch'.*valid presets: her, none"):
+        SAC(env, goal_preset="fetch")
+
+
+def test_goal_pictures_show_each_goal_beside_what_the_agent_reached(tmp_path):
+    import imageio.v2 as imageio
+
+    from ssrl.agents.run import train_run
+    from ssrl.benchmarks.goal_pictures import goal_panels, goal_pictures
+
+    train_run(
+        tmp_path / "run",
+        "ssrl/Push-v0",
+        env_steps=100,
+        env_kwargs={"from_pixels": False},
+        hyperparams={"hidden_dims": (8, 8), "learning_starts": 50},
+        eval_every=100,
+        eval_episodes=1,
+        progress=False,
+        tensorboard=False,
+    )
+    panels = goal_panels(tmp_path / "run", episodes=2, size=64)
+    # The goal panel shows the puck at the goal: rendered again by hand, it is the same picture.
+    env = gym.make("ssrl/Push-v0", from_pixels=False, render_mode="rgb_array", render_size=64)
+    from ssrl.agents.trainer import EVAL_SEED_BASE
+
+    env.reset(seed=EVAL_SEED_BASE)
+    np.testing.assert_array_equal(panels[0]["goal"], env.unwrapped.render_goal())
+    assert panels[0]["goal"].shape == panels[0]["reached"].shape == (64, 64, 3)
+    assert not np.array_equal(panels[0]["goal"], panels[0]["reached"])  # the reached frame differs
+    assert set(panels[0]["finals"]) == {"puck_distance", "hand_distance"}
+    path = goal_pictures(tmp_path / "run", tmp_path / "pictures", episodes=2, size=64)
+    assert imageio.imread(path).shape[2] in (3, 4)

@@ -14,10 +14,10 @@ multiworld's ``SawyerPushAndReachXYEasyEnv`` used by RIG and Skew-Fit:
   rendered by putting hand and objects in the goal configuration, rendering, and restoring the
   physics state exactly (multiworld's ``ImageEnv``);
 * ``compute_reward(achieved, desired, info)`` is vectorised over leading axes and is what
-  ``step`` returns; state rewards: ``dense`` = -||achieved - desired|| (multiworld),
-  ``object_dense`` = -distance of the objects only, ``sparse`` = -1 unless every object is within
-  ``success_threshold`` of its goal (Fetch); image rewards: ``image_distance`` = -RMS difference of
-  the two images in [0, 1] units, ``image_sparse`` = -1 unless that RMS is under
+  ``step`` returns; state rewards: ``sparse`` (the default) = -1 unless every object is within
+  ``success_threshold`` of its goal (Fetch), ``dense`` = -||achieved - desired|| (multiworld's),
+  ``object_dense`` = -distance of the objects only; image rewards: ``image_distance`` = -RMS
+  difference of the two images in [0, 1] units, ``image_sparse`` = -1 unless that RMS is under
   ``image_threshold``. State goals stay in ``info`` for metrics;
 * ``info``: ``hand_distance``, ``puck_distance`` (mean over objects), ``object_distances``,
   ``is_success`` (every object within ``success_threshold``), ``state`` (float32 ground truth),
@@ -118,7 +118,7 @@ LAYOUTS: dict[str, PushLayout] = {
         min_move=2.0,
     ),
 }
-STATE_REWARDS = ("dense", "object_dense", "sparse")
+STATE_REWARDS = ("sparse", "dense", "object_dense")
 IMAGE_REWARDS = ("image_distance", "image_sparse")
 HAND_RADIUS = 0.022  # the closed fingers seen from above: 3.6 x 2 cm (PushExpert's hand_radius)
 # A goal image must show each goal object: at least this fraction of it in view of the task
@@ -136,8 +136,9 @@ class PushEnv(ManipulationEnv):
         randomize_objects: draw each object's shape, size and colour anew every episode (else
             red/blue/yellow/green cylindrical pucks).
         object_shapes: shapes drawn from when randomising.
-        reward_type: ``dense``/``object_dense``/``sparse`` (state mode, default ``dense``) or
-            ``image_distance``/``image_sparse`` (pixel mode, default ``image_distance``).
+        reward_type: ``sparse``/``dense``/``object_dense`` (state mode, default ``sparse``, as
+            Fetch's: SAC with HER's settings learns it fastest) or ``image_distance``/
+            ``image_sparse`` (pixel mode, default ``image_distance``).
         max_episode_steps: truncation (default 50).
         layout: a name of :data:`LAYOUTS`: ``"easy"`` (one object; RIG's pusher geometry, the
             default for one object) or ``"wide"`` (the whole table, any number of objects; the
@@ -322,6 +323,19 @@ class PushEnv(ManipulationEnv):
         finally:
             self.scene.set_state(saved)
         return frames.reshape(-1, *frames.shape[2:])
+
+    def render_goal(self) -> np.ndarray:
+        """What :meth:`render` shows, ``(H, W, 3)`` uint8, with the scene in the goal
+        configuration (the physics state is restored exactly): the goal beside what an agent
+        reached, in state mode too."""
+        if self._render_size is None and self._observer is not None:
+            return self.render_goal_image()[:3].transpose(1, 2, 0).copy()
+        saved = self.scene.get_state()
+        try:
+            self.set_to_goal(self._goal)
+            return np.array(self.render())
+        finally:
+            self.scene.set_state(saved)
 
     # -- Gymnasium API --------------------------------------------------------------------------
 
