@@ -190,11 +190,14 @@ def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
     import ssrl  # noqa: F401  (registers the envs)
 
     run = RunFolder(out / "cells" / cell.id, "bench cell", identity_file="cell.json", finished_file="result.json")
-    identity = cell.identity()
+    identity, budget = _identity_and_budget(cell, run)
     run.check(identity, refuse_finished=False)
     finished = run.read(run.finished_path)
     if finished is not None:
-        return finished
+        reached = (finished.get("rl") or {}).get("env_steps")
+        if budget is None or reached is None or reached >= budget:
+            return finished
+        run.finished_path.unlink()  # a larger RL budget: the cell's run continues where it ended
     run.start(identity)
     progress = Progress(run.path)
     start = time.perf_counter()
@@ -229,6 +232,22 @@ def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
     run.finish(result)
     progress.update(phase="done")
     return result
+
+
+def _identity_and_budget(cell: Cell, run: RunFolder) -> tuple[dict[str, Any], int | None]:
+    """The cell's identity without its RL budget, and that budget: a cell asked for more env
+    steps than it ran (``ssrl bench --rl-steps``) continues its run instead of being refused.
+    Cell folders written before this kept the budget in ``cell.json``; it is dropped there."""
+    identity = cell.identity()
+    budget = None
+    if identity.get("rl"):
+        identity["rl"] = dict(identity["rl"])
+        budget = int(identity["rl"].pop("env_steps"))
+    previous = run.read(run.identity_path)
+    if previous and isinstance(previous.get("rl"), dict) and "env_steps" in previous["rl"]:
+        previous["rl"] = {k: v for k, v in previous["rl"].items() if k != "env_steps"}
+        write_json(run.identity_path, previous)
+    return identity, budget
 
 
 def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Progress) -> dict[str, Any]:

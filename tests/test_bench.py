@@ -317,3 +317,24 @@ def test_pool_workers_die_with_the_bench_process(tmp_path):
     else:
         os.kill(worker, 9)
         pytest.fail("the pool worker outlived the killed bench process")
+
+
+def test_a_larger_rl_budget_continues_finished_cells_instead_of_redoing_them(tiny_suite, tmp_path):
+    out = tmp_path / "bench"
+    run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"])
+    cell = out / "cells" / "state_sac__cartpole-swingup__s0"
+    first = [json.loads(line) for line in (cell / "run" / "metrics.jsonl").read_text().splitlines()]
+    summary = run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"], rl_steps=240)
+    evals = [json.loads(line) for line in (cell / "run" / "metrics.jsonl").read_text().splitlines()]
+    # The run went on from 160 env steps: its first records are kept as they were, one more
+    # evaluation follows, and the result is the new last one.
+    assert evals[: len(first)] == first
+    assert [e["env_steps"] for e in evals if e["kind"] == "eval"] == [0, 80, 160, 240]
+    result = json.loads((cell / "result.json").read_text())
+    assert result["rl"]["env_steps"] == 240
+    assert summary["rows"][0]["final_return"] == f"{evals[-1]['return_mean']:.1f}"
+    # The same budget again reuses the result; a smaller one too (it already went further).
+    mtime = (cell / "result.json").stat().st_mtime_ns
+    run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"], rl_steps=240)
+    run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"])
+    assert (cell / "result.json").stat().st_mtime_ns == mtime
