@@ -101,6 +101,7 @@ def _train(args: argparse.Namespace) -> int:
             method_kwargs=parse_options(args.method_option),
             aux=args.aux,
             aux_kwargs=parse_options(args.aux_option),
+            demo=dict(parse_options(args.demo_option), data=args.demo) if args.demo else None,
             eval_every=args.eval_every,
             eval_episodes=args.eval_episodes,
             checkpoint_every=args.checkpoint_every,
@@ -330,6 +331,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="shorthand for --method NAME --regime joint (e.g. dbc: its objective trained with the critic)",
     )
     tr.add_argument("--aux-option", action="append", default=[], metavar="KEY=VALUE")
+    tr.add_argument(
+        "--demo",
+        default=None,
+        metavar="DATA",
+        help="imitate a demonstration (an ssrl collect folder) with TCN's reward on the --encoder's embedding; "
+        "evaluations report the task's own return",
+    )
+    tr.add_argument(
+        "--demo-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="episode (default 0), camera (default the data's first), alpha, beta, gamma",
+    )
     tr.add_argument("--eval-every", type=int, default=10_000, help="env steps between evaluations")
     tr.add_argument("--eval-episodes", type=int, default=10)
     tr.add_argument(

@@ -28,11 +28,17 @@ from .trainer import Trainer
 
 
 def make_env(
-    env_id: str, env_kwargs: dict[str, Any], encoder: str | None = None, render: bool = False, explore: bool = True
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    encoder: str | None = None,
+    render: bool = False,
+    explore: bool = True,
+    demo: dict[str, Any] | None = None,
 ) -> gym.Env:
     """The env of a run: ``env_id`` with its options, seen through a frozen encoder if given (the
     representation's :meth:`~ssrl.representations.core.Representation.observation_wrapper`;
-    ``explore``: the training env, where RIG pursues imagined goals, not the evaluation one)."""
+    ``explore``: the training env, where RIG pursues imagined goals, not the evaluation one);
+    with a ``demo`` (training env), rewarded for imitating it (:mod:`ssrl.representations.imitation`)."""
     import ssrl  # noqa: F401  (registers the envs)
     from ssrl.envs import make
 
@@ -44,6 +50,10 @@ def make_env(
         from ssrl.representations import load_representation
 
         env = load_representation(encoder).observation_wrapper(env, explore=explore)
+    if demo is not None:
+        from ssrl.representations.imitation import imitate
+
+        env = imitate(env, demo)
     return env
 
 
@@ -116,6 +126,7 @@ def train_run(
     method_kwargs: dict[str, Any] | None = None,
     aux: str | None = None,
     aux_kwargs: dict[str, Any] | None = None,
+    demo: dict[str, Any] | None = None,
     eval_every: int = 10_000,
     eval_episodes: int = 10,
     checkpoint_every: int | None = None,
@@ -130,7 +141,9 @@ def train_run(
 
     ``encoder``: a representation checkpoint; ``method``/``regime``: how a representation serves
     the agent (see the module docstring); ``method_kwargs`` (or ``aux_kwargs`` with ``aux``):
-    options of a fresh representation's config.
+    options of a fresh representation's config; ``demo``: imitate a demonstration with TCN's
+    reward on the frozen encoder's embedding (``{"data": FOLDER, "episode": 0, "camera": ...}``);
+    evaluations then report the task's own return.
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; use one of {sorted(ALGOS)}")
@@ -147,11 +160,15 @@ def train_run(
         "regime": regime,
         "method_kwargs": dict(method_kwargs or aux_kwargs or {}),
     }
+    if demo is not None:  # (absent otherwise, so earlier run folders keep their identity)
+        if regime != "frozen":
+            raise ValueError("imitating a demo needs a frozen embedding: --encoder CHECKPOINT (the frozen regime)")
+        spec["demo"] = dict(demo)
     folder = RunFolder(out, "ssrl train")
     with folder.locked():  # a second ssrl train on this --out refuses while this one runs
         folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
         frozen = spec["encoder"] if regime == "frozen" else None
-        env = make_env(env_id, spec["env_kwargs"], frozen)
+        env = make_env(env_id, spec["env_kwargs"], frozen, demo=spec.get("demo"))
         eval_env = None
         try:
             if eval_episodes > 0:

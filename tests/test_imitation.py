@@ -1,0 +1,126 @@
+"""TCN imitation: the reward against a hand computation, the demo's time alignment, and a demo
+embedded from a collected episode at the encoder's frame stack."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from ssrl.representations.imitation import ImitationReward, demo_embeddings, tcn_imitation_reward
+
+
+def test_reward_is_the_papers_formula_by_hand():
+    w = np.array([1.0, 2.0, 2.0])
+    v = np.zeros(3)
+    # ||w - v||^2 = 9: -0.5 * 9 - 2 * sqrt(0.16 + 9) = -4.5 - 2 * 3.0265...
+    assert tcn_imitation_reward(w, v, alpha=0.5, beta=2.0, gamma=0.16) == pytest.approx(-4.5 - 2 * np.sqrt(9.16))
+    # At the demo: only the Huber-style term's floor, -beta sqrt(gamma).
+    assert tcn_imitation_reward(v, v, alpha=0.5, beta=2.0, gamma=0.16) == pytest.approx(-0.8)
+    batch = tcn_imitation_reward(np.stack([w, v]), np.stack([v, v]), 0.5, 2.0, 0.16)
+    np.testing.assert_allclose(batch, [-4.5 - 2 * np.sqrt(9.16), -0.8])
+
+
+class Walk(gym.Env):
+    """Observation = position on a line, moved by the action; the task reward is the position."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        self.x = np.zeros(1, np.float32)
+        return self.x.copy(), {}
+
+    def step(self, action):
+        self.x = self.x + np.asarray(action, np.float32)
+        return self.x.copy(), float(self.x[0]), False, False, {}
+
+
+def test_each_step_is_compared_with_the_time_aligned_demo_frame_and_the_task_reward_is_kept():
+    demo = np.array([[0.0], [1.0], [2.0]], np.float32)  # reset frame, then two steps
+    env = ImitationReward(Walk(), demo, alpha=1.0, beta=0.0)
+    env.reset()
+    rewards, tasks = [], []
+    for a in (1.0, 0.0, 1.0, 1.0):  # positions 1, 1, 2, 3 against demo 1, 2, 2 (held), 2
+        _, r, _, _, info = env.step(np.array([a], np.float32))
+        rewards.append(r)
+        tasks.append(info["task_reward"])
+    assert rewards == [0.0, -1.0, 0.0, -1.0]
+    assert tasks == [1.0, 1.0, 2.0, 3.0]
+    env.reset()  # a new episode starts at the demo's beginning again
+    assert env.step(np.array([1.0], np.float32))[1] == 0.0
+    with pytest.raises(ValueError, match="do not match the env's observations"):
+        ImitationReward(Walk(), np.zeros((3, 2)))
+
+
+def test_demo_embeddings_stack_the_episode_from_the_demo_camera(tmp_path):
+    from ssrl.envs.rollouts import collect
+    from ssrl.representations import RolloutData, make
+
+    collect(
+        "ssrl/cartpole-swingup-v0",
+        policy="random",
+        episodes=2,
+        out=tmp_path / "demo",
+        size=32,
+        cameras=["fixed", "lookatcart"],
+        max_steps=6,
+        progress=False,
+    )
+    data = RolloutData(tmp_path / "demo")
+    rep = make("tcn", (9, 32, 32), arch="fast", latent_dim=5)
+    demo = demo_embeddings(rep.embed, data, episode=1, camera="lookatcart", frame_stack=3)
+    assert demo.shape == (7, 5)
+    start = data.ep_start[1]
+    frames = data.frames["lookatcart"]
+    # The first stack is the reset frame three times (as the env stacks it), the last the final three.
+    first = np.concatenate([frames[start]] * 3)[None]
+    last = np.concatenate(list(frames[start + 4 : start + 7]))[None]
+    np.testing.assert_allclose(demo[0], rep.embed(first)[0], atol=1e-5)
+    np.testing.assert_allclose(demo[-1], rep.embed(last)[0], atol=1e-5)
+    assert not np.allclose(demo[-1], demo_embeddings(rep.embed, data, 1, "fixed", 3)[-1])  # the camera matters
+    with pytest.raises(ValueError, match="episodes 0..1, not 2"):
+        demo_embeddings(rep.embed, data, episode=2)
+
+
+def test_ssrl_train_imitates_a_demo_from_another_camera_and_evaluates_the_task_return(tmp_path):
+    import json
+
+    from ssrl.agents.run import train_run
+    from ssrl.envs.rollouts import collect
+    from ssrl.representations import make
+
+    collect(
+        "ssrl/cartpole-swingup-v0",
+        policy="sticky_random",
+        episodes=1,
+        out=tmp_path / "demo",
+        size=32,
+        cameras=["lookatcart"],
+        max_steps=20,
+        progress=False,
+    )
+    rep = make("tcn", (9, 32, 32), arch="fast", latent_dim=5)
+    checkpoint = rep.save(tmp_path / "tcn.pt")
+    run = dict(
+        env_id="ssrl/cartpole-swingup-v0",
+        env_steps=160,
+        env_kwargs={"size": 32, "camera": "fixed"},
+        hyperparams={"hidden_dims": (8, 8), "learning_starts": 5, "batch_size": 8},
+        encoder=str(checkpoint),
+        demo={"data": str(tmp_path / "demo"), "camera": "lookatcart"},
+        eval_every=160,
+        eval_episodes=1,
+        progress=False,
+        tensorboard=False,
+    )
+    train_run(tmp_path / "run", **run)
+    from ssrl.agents import SAC
+
+    agent = SAC.load(tmp_path / "run" / "checkpoint" / "agent.pt")
+    agent.replay.load(tmp_path / "run" / "checkpoint" / "replay", agent.replay_meta)
+    rewards = agent.replay.reward[: agent.replay.total - 1]
+    assert np.all(rewards < 0)  # the imitation reward is never positive; cartpole's task reward is
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["return_mean"] >= 0 for r in evals if r["kind"] == "eval")  # the task's own return
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["demo"]["camera"] == "lookatcart"
+    with pytest.raises(ValueError, match="imitating a demo needs a frozen embedding"):
+        train_run(tmp_path / "other", **dict(run, regime="finetune"))
