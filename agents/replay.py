@@ -57,7 +57,8 @@ class ReplayBuffer:
         reward_fn: ``compute_reward(achieved, desired, info)`` of a goal env, for HER.
         her_ratio: fraction of each batch relabelled with future achieved goals (goal envs only;
             SB3's ``n_sampled_goal=4`` is 0.8).
-        goal_sampler: ``sample_goals(n, rng) -> (n, *goal_shape)`` of an env that imagines goals.
+        goal_sampler: ``sample_goals(n, rng, like) -> (n, *goal_shape)`` of an env that imagines
+            goals; ``like`` holds the rows' current goals (CC-RIG keeps each row's context).
         imagined_ratio: fraction of each batch relabelled with ``goal_sampler``'s goals (RIG's
             0.5); ``her_ratio + imagined_ratio`` is at most 1.
         seed: seed of the sampling generator.
@@ -257,7 +258,8 @@ class ReplayBuffer:
         new_goal = np.empty((n, *self.frame_shapes["desired_goal"]), self.store["desired_goal"].dtype)
         new_goal[:n_future] = self.store["achieved_goal"][future % self.capacity]
         if n > n_future:
-            new_goal[n_future:] = np.asarray(self.goal_sampler(n - n_future, self.rng)).reshape(
+            like = obs["desired_goal"][n_future:n]  # the rows' own goals (CC-RIG keeps their context)
+            new_goal[n_future:] = np.asarray(self.goal_sampler(n - n_future, self.rng, like)).reshape(
                 n - n_future, *self.frame_shapes["desired_goal"]
             )
         obs["desired_goal"][rows] = new_goal

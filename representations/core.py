@@ -146,8 +146,9 @@ class Representation(nn.Module, abc.ABC):
         return self.loss(self.to_batch(self.sample_batch(data, len(data), rng)))
 
     def goal_sampler(self):
-        """``sample_goals(n, rng) -> (n, latent_dim)`` latent goals this method can imagine (a
-        VAE's prior: RIG), or None."""
+        """``sample_goals(n, rng, like) -> (n, latent_dim)`` latent goals this method can imagine
+        (a VAE's prior: RIG), or None; ``like`` (may be None): latents of the episodes the goals
+        are for (a CC-VAE keeps their context)."""
         return None
 
     def observation_wrapper(self, env, *, explore: bool):

@@ -126,7 +126,7 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         encoder: the encoder (``representation.encoder``); it is put in eval mode and frozen.
         reward: for goal envs, ``"latent_distance"`` (dense, RIG) or ``"latent_sparse"``.
         epsilon: the success distance of ``"latent_sparse"``.
-        goal_sampler: goal envs: ``sample_goals(n, rng) -> (n, latent_dim)`` latent goals (a
+        goal_sampler: goal envs: ``sample_goals(n, rng, like) -> (n, latent_dim)`` latent goals (a
             representation's :meth:`~ssrl.representations.core.Representation.goal_sampler`).
         imagine_goals: goal envs: pursue one ``goal_sampler`` goal per episode instead of the
             env's (RIG's exploration; evaluation uses the env's goals).
@@ -161,17 +161,26 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         """Whether :meth:`sample_goals` works (a ``goal_sampler`` was given)."""
         return self._goal_sampler is not None
 
-    def sample_goals(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` imagined latent goals, float32 ``(n, latent_dim)``."""
+    def sample_goals(self, n: int, rng: np.random.Generator, like: np.ndarray | None = None) -> np.ndarray:
+        """``n`` imagined latent goals, float32 ``(n, latent_dim)``; ``like``: latents whose
+        episode-specific part a conditioned sampler keeps (CC-RIG's context)."""
         if self._goal_sampler is None:
             raise AttributeError("this EncodedObservation has no goal_sampler: it cannot imagine goals")
-        return np.asarray(self._goal_sampler(n, rng), np.float32)
+        return np.asarray(self._goal_sampler(n, rng, like), np.float32)
 
     def reset(self, *, seed=None, options=None):
         raw, info = self.env.reset(seed=seed, options=options)
-        # The episode's imagined goal is drawn from the env's generator, so a seeded reset repeats it.
-        self._imagined = self.sample_goals(1, self.env.unwrapped.np_random)[0] if self.imagine_goals else None
-        return self.observation(raw), info
+        return self._start_episode(raw), info
+
+    def _start_episode(self, raw):
+        """The first observation; with ``imagine_goals``, the episode's imagined goal drawn from
+        the env's generator (so a seeded reset repeats it), like the first latent."""
+        self._imagined = None
+        obs = self.observation(raw)
+        if self.imagine_goals:
+            self._imagined = self.sample_goals(1, self.env.unwrapped.np_random, obs["observation"][None])[0]
+            obs["desired_goal"] = self._imagined.copy()
+        return obs
 
     def step(self, action):
         raw, reward, terminated, truncated, info = self.env.step(action)

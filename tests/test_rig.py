@@ -94,7 +94,7 @@ def test_replay_relabels_future_imagined_and_rollout_fractions():
         gym.spaces.Box(-1, 1, (1,), np.float32),
         reward_fn=reward_fn,
         her_ratio=0.4,
-        goal_sampler=lambda n, rng: np.tile(imagined_goal, (n, 1)),
+        goal_sampler=lambda n, rng, like: np.tile(imagined_goal, (n, 1)),
         imagined_ratio=0.5,
         seed=0,
     )
@@ -126,7 +126,7 @@ def test_replay_relabels_future_imagined_and_rollout_fractions():
             gym.spaces.Box(-1, 1, (1,)),
             reward_fn=reward_fn,
             her_ratio=0.8,
-            goal_sampler=lambda n, rng: None,
+            goal_sampler=lambda n, rng, like: None,
             imagined_ratio=0.5,
         )
 
@@ -240,3 +240,25 @@ def test_goal_pictures_show_each_goal_beside_what_the_agent_reached(tmp_path):
     assert set(panels[0]["finals"]) == {"puck_distance", "hand_distance"}
     path = goal_pictures(tmp_path / "run", tmp_path / "pictures", episodes=2, size=64)
     assert imageio.imread(path).shape[2] in (3, 4)
+
+
+def test_cc_rig_imagines_goals_in_each_episodes_own_context():
+    rep = make("cc-vae", (3, SIZE, SIZE), latent_dim=3, context_dim=2).eval()
+    k = rep.config.latent_dim
+    env = rep.observation_wrapper(gym.make("ssrl/PushRandomObject-v0", size=SIZE), explore=True)
+    try:
+        obs, _ = env.reset(seed=0)
+        # The exploration goal: z ~ N(0, I) beside this episode's context c(s_0).
+        np.testing.assert_allclose(obs["desired_goal"][k:], obs["observation"][k:], atol=1e-6)
+        assert not np.allclose(obs["desired_goal"][:k], obs["observation"][:k])
+        other, _ = env.reset(seed=1)  # another object, another context, the goal follows it
+        assert not np.allclose(other["desired_goal"][k:], obs["desired_goal"][k:])
+        # Relabelling keeps each row's context; z follows N(0, I).
+        like = np.stack([obs["observation"], other["observation"]] * 500)
+        goals = env.sample_goals(1000, np.random.default_rng(0), like)
+        np.testing.assert_array_equal(goals[:, k:], like[:, k:])
+        assert abs(goals[:, :k].mean()) < 0.1 and abs(goals[:, :k].std() - 1) < 0.1
+        with pytest.raises(ValueError, match="pass like"):
+            env.sample_goals(2, np.random.default_rng(0))
+    finally:
+        env.close()

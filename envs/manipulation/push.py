@@ -290,10 +290,11 @@ class PushEnv(ManipulationEnv):
         """State mode offers :meth:`sample_goals` (for relabelling; multiworld's env goals)."""
         return not self.from_pixels
 
-    def sample_goals(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def sample_goals(self, n: int, rng: np.random.Generator, like: np.ndarray | None = None) -> np.ndarray:
         """``n`` state goals ``[hand_xy, object_xy...]`` from the goal boxes (float32), for
         relabelling with goals the env might ask (rlkit's "env goals"; the oracle's counterpart
-        of RIG's imagined goals). State mode only: image goals need a render each."""
+        of RIG's imagined goals; ``like`` is not used). State mode only: image goals need a
+        render each."""
         if self.from_pixels:
             raise AttributeError("Push samples goals in state mode only (image goals need a render each)")
         geometry = self.geometry

@@ -229,11 +229,29 @@ class CCVAE(_VAEBase):
         with self.evaluating():
             return self._images(self.decoder(torch.as_tensor(latent).to(self.device)))
 
+    def goal_sampler(self):
+        """CC-RIG's imagined goals: [z, c] with z ~ N(0, I) (the paper's; the fitted prior is
+        ``sample_goals(..., prior="fitted")``) and c the context of the latents in ``like`` (the
+        rows' own episodes), which the sampler needs."""
+
+        def sample(n, rng, like=None):
+            if like is None:
+                raise ValueError("CC-VAE goals keep an episode's context: pass like (latents [z, c] of it)")
+            c = np.asarray(like, np.float32).reshape(n, -1)[:, self.config.latent_dim :]
+            return np.concatenate([self._draw(n, rng, "standard"), c], axis=1)
+
+        return sample
+
     def observation_wrapper(self, env, *, explore: bool):
         """Latents [mu(s | c(s_0)), c(s_0)] with the episode's first frame as context (the frozen
-        regime of ``ssrl train``); imagined goals are not offered yet (CC-RIG's goals keep each
-        episode's own context, which a replay row does not tell the sampler)."""
-        return ContextEncodedObservation(env, self.encoder)
+        regime of ``ssrl train``); on a goal env, CC-RIG's imagined goals [z, c(s_0)] for
+        relabelling and, when ``explore``, one per episode."""
+        spaces = getattr(env.observation_space, "spaces", {})
+        goal_env = {"achieved_goal", "desired_goal"} <= set(spaces)
+        sampler = self.goal_sampler() if goal_env else None
+        return ContextEncodedObservation(
+            env, self.encoder, goal_sampler=sampler, imagine_goals=explore and sampler is not None
+        )
 
     @torch.no_grad()
     def decode_context(self, c) -> np.ndarray:
@@ -264,6 +282,8 @@ class ContextEncodedObservation(EncodedObservation):
         obs, info = self.env.reset(seed=seed, options=options)
         image = obs["observation"] if isinstance(obs, dict) else obs
         self.context_encoder.set_context(image[-3:][None])  # the newest frame (one camera)
+        if isinstance(obs, dict):
+            return self._start_episode(obs), info  # (and the imagined goal, in this context)
         return self.observation(obs), info
 
     def close(self):

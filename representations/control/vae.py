@@ -304,7 +304,7 @@ class BetaVAE(_VAEBase):
     def goal_sampler(self):
         """RIG's imagined goals: the fitted prior once fitted (``ssrl pretrain`` fits it), else N(0, I)."""
         prior = "fitted" if bool(self.prior_fitted) else "standard"
-        return lambda n, rng: self.sample_goals(n, rng, prior)
+        return lambda n, rng, like=None: self.sample_goals(n, rng, prior)
 
     @torch.no_grad()
     def decode(self, z) -> np.ndarray:
