@@ -79,7 +79,7 @@ def goal_pictures(
     axes[0, 1].set_title("reached (last frame)", fontsize=9)
     spec = json.loads((pathlib.Path(run_dir) / "run.json").read_text())
     fig.suptitle(f"{spec['env_id']}: goals and what the agent reached", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title
     path = pathlib.Path(out) / "goals_reached.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".png") as tmp:
