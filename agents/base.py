@@ -150,7 +150,7 @@ class AgentConfig:
     # rates 1e-3, the running normaliser, relabelling 4 of 5) or "none" (the defaults above).
     # Ignored elsewhere.
     goal_preset: str = "her"
-    # Goal envs that imagine goals (``sample_goals(n, rng)``, e.g. a beta-VAE's prior in RIG):
+    # Goal envs that imagine goals (``sample_goals(n, rng, like)``, e.g. a beta-VAE's prior in RIG):
     # fraction of each batch relabelled with imagined goals. 0 by default; RIG's pusher
     # (rlkit v0.1.2 examples/rig/pusher) used 0.5 with her_ratio 0.4 (and 0.1 rollout goals).
     imagined_goal_ratio: float = 0.0
@@ -558,10 +558,12 @@ class OffPolicyAgent(abc.ABC):
         ):
             reward_fn = self.env.get_wrapper_attr("compute_reward")
         her_ratio = self.config.her_ratio if self.is_dict and reward_fn is not None else 0.0
-        goal_sampler, imagined = None, self.config.imagined_goal_ratio
+        # Imagined goals are drawn from the env; an agent loaded without one (to act, not to
+        # train) relabels none.
+        goal_sampler, imagined = None, self.config.imagined_goal_ratio if self.env is not None else 0.0
         if imagined:
             try:
-                if self.env is not None and self.env.get_wrapper_attr("can_imagine_goals"):
+                if self.env.get_wrapper_attr("can_imagine_goals"):
                     goal_sampler = self.env.get_wrapper_attr("sample_goals")
             except AttributeError:
                 goal_sampler = None

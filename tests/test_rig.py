@@ -163,6 +163,10 @@ def test_ssrl_train_with_a_beta_vae_checkpoint_runs_rig_and_reports_final_distan
         tensorboard=False,
     )
     assert summary["env_steps"] >= 150
+    from ssrl.agents import SAC as Loaded
+
+    acting = Loaded.load(tmp_path / "run" / "checkpoint" / "agent.pt")  # to act, without an env
+    assert acting.config.imagined_goal_ratio == 0.5 and acting.replay.imagined_ratio == 0.0
     evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in evals if r["kind"] == "eval"]
     # Evaluation pursues the env's goal images and reports RIG's final puck distance per episode.
