@@ -653,14 +653,19 @@ class OffPolicyAgent(abc.ABC):
 
     # -- observations --------------------------------------------------------------------------
 
-    def obs_to_tensor(self, obs, augment: bool = False) -> torch.Tensor:
+    def obs_to_tensor(self, obs, augment: bool = False, update_stats: bool = False) -> torch.Tensor:
         """A batch of observations (numpy) -> network input (a float tensor, standardised with
-        ``normalize_obs``, or uint8 images)."""
+        ``normalize_obs``, or uint8 images); ``update_stats``: the normaliser counts this batch
+        first (replay batches the agent trains on)."""
         if self.pixels:
             x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
             return self.augment(x) if augment else x
         x = self._vector_input(obs)
-        return x if self.obs_normalizer is None else self.obs_normalizer(x)
+        if self.obs_normalizer is None:
+            return x
+        if update_stats:
+            self.obs_normalizer.update(x)
+        return self.obs_normalizer(x)
 
     def _vector_input(self, obs) -> torch.Tensor:
         """Vector observations as one float tensor (a goal env's: [observation, desired_goal])."""
@@ -768,9 +773,7 @@ class OffPolicyAgent(abc.ABC):
         output (legacy), with one the online trunk (SAC) or the target trunk (TD3).
         """
         c = self.config
-        if self.obs_normalizer is not None:
-            self.obs_normalizer.update(self._vector_input(batch.obs))
-        obs = self.obs_to_tensor(batch.obs)
+        obs = self.obs_to_tensor(batch.obs, update_stats=True)
         next_obs = self.obs_to_tensor(batch.next_obs)
         views = [self.augment(obs) for _ in range(c.critic_augmentations)]
         next_views = [self.augment(next_obs) for _ in range(c.target_augmentations)]
