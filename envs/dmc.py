@@ -237,6 +237,16 @@ class DMCEnv(PixelEnv):
     def state(self) -> np.ndarray:
         return self._physics.get_state().astype(np.float32)
 
+    def set_state(self, state: np.ndarray) -> None:
+        """Put the physics in a recorded ``state()`` (positions, cameras and contacts recomputed),
+        e.g. to render a data set's frames again or their ground-truth masks."""
+        state = np.asarray(state, np.float64).ravel()
+        expected = self._physics.get_state().size
+        if state.size != expected:
+            raise ValueError(f"{self.domain}-{self.task} states have {expected} values, got {state.size}")
+        self._physics.set_state(state)
+        self._physics.forward()
+
     def _info(self) -> dict[str, Any]:
         return {"state": self.state()}
 

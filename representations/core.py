@@ -246,6 +246,11 @@ BUILTIN = {
     "bigan": "ssrl.representations.pretext.image.bigan",
     "counting": "ssrl.representations.pretext.image.counting",
     "cpc": "ssrl.representations.pretext.image.cpc",
+    "tracking": "ssrl.representations.pretext.video.tracking",
+    "shuffle-learn": "ssrl.representations.pretext.video.shuffle_learn",
+    "o3n": "ssrl.representations.pretext.video.o3n",
+    "arrow-of-time": "ssrl.representations.pretext.video.arrow_of_time",
+    "video-colorization": "ssrl.representations.pretext.video.video_colorization",
 }
 
 

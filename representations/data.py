@@ -12,7 +12,9 @@ episode and time index of each. On top of that it draws what the objectives eat:
 * transitions (s, a, r, s', discount);
 * instants with a frame ``delta`` steps later in the same episode (``sample_frames_ahead``: ATC's pairs);
 * grasp records (the per-step ``info/`` arrays of ``ssrl/Grasp-v0``);
-* the episode's first frame (the context of CC-VAE).
+* the episode's first frame (the context of CC-VAE);
+* how much each frame moved since the previous one (``motion``: the video methods' high-motion
+  windows).
 
 ``split(fraction)`` holds out whole episodes, so probes are scored on episodes the encoder never
 saw.
@@ -122,8 +124,31 @@ class RolloutData:
         order = np.random.default_rng(seed).permutation(self.num_episodes)
         n_test = min(max(1, int(round(holdout * self.num_episodes))), self.num_episodes - 1)
         test, train = sorted(order[:n_test]), sorted(order[n_test:])
-        make = lambda idx: RolloutData([self.episodes[i] for i in idx], self.cameras)
-        return make(train), make(test)
+        return self.subset(train), self.subset(test)
+
+    def subset(self, episodes: Sequence[int]) -> RolloutData:
+        """These episodes (by index) as a new data set; the data set's meta is kept (what it was
+        collected in: needed to render its ground-truth masks again)."""
+        part = RolloutData([self.episodes[i] for i in episodes], self.cameras)
+        part.meta = self.meta
+        return part
+
+    def motion(self, camera: str | None = None) -> np.ndarray:
+        """Per frame, the mean absolute change of its pixels since the previous frame of its
+        episode, in [0, 1] (0 for an episode's first frame): where a video moves, found from the
+        video itself (the high-motion windows of the video pretext methods). Computed once per
+        camera."""
+        camera = camera or self.cameras[0]
+        cache = self.__dict__.setdefault("_motion", {})
+        if camera not in cache:
+            frames = self.frames[camera]
+            diff = np.zeros(len(frames), np.float32)
+            for start in range(1, len(frames), 1024):
+                a = frames[start - 1 : start + 1023].astype(np.int16)
+                diff[start : start + len(a) - 1] = np.abs(a[1:] - a[:-1]).mean(axis=(1, 2, 3)) / 255.0
+            diff[self.ep_start] = 0.0
+            cache[camera] = diff
+        return cache[camera]
 
     # -- sampling --------------------------------------------------------------------------------
 

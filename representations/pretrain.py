@@ -95,8 +95,7 @@ def probe_split(rep: Representation, data: RolloutData, holdout: float = 0.2) ->
         )
     if len(unseen) == len(ids):
         return data.split(holdout, seed=SPLIT_SEED)
-    subset = lambda idx: RolloutData([data.episodes[i] for i in idx], data.cameras)  # noqa: E731
-    return subset([i for i in range(len(ids)) if i not in set(unseen)]), subset(unseen)
+    return data.subset([i for i in range(len(ids)) if i not in set(unseen)]), data.subset(unseen)
 
 
 class PretrainDiverged(RuntimeError):

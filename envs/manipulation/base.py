@@ -83,5 +83,16 @@ class ManipulationEnv(PixelEnv):
         """Ground truth: ``[qpos, qvel]`` of gripper and objects, float32 (see Scene.ground_truth)."""
         return self.scene.ground_truth()
 
+    def set_state(self, state: np.ndarray) -> None:
+        """Put the scene in a recorded ``state()`` (``[qpos, qvel]``; the drawn arm follows the
+        hand), e.g. to render a data set's frames again or their ground-truth masks. Mocap
+        targets and goals are not part of the state and stay as they are."""
+        model, data = self.scene.model, self.scene.data
+        state = np.asarray(state, np.float64).ravel()
+        if state.size != model.nq + model.nv:
+            raise ValueError(f"{type(self).__name__} states have {model.nq + model.nv} values, got {state.size}")
+        data.qpos[:], data.qvel[:] = state[: model.nq], state[model.nq :]
+        self.scene.forward()
+
     def _check_action(self, action) -> np.ndarray:
         return check_action(action, self.action_space, type(self).__name__)
