@@ -221,6 +221,19 @@ class AgentConfig:
         "critic_augmentations",
     )
 
+    # Fields that must be positive, non-negative, or in an interval (low, high, low included,
+    # high included); None is allowed where the field's type allows it. Checked in __post_init__
+    # so a mistyped value (gamma=2, a negative learning rate) fails before a run starts.
+    POSITIVE: ClassVar[tuple[str, ...]] = ("actor_lr", "critic_lr", "aux_lr", "encoder_lr")
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("learning_starts", "shift_pad")
+    IN_RANGE: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {
+        "gamma": (0.0, 1.0, False, True),
+        "tau": (0.0, 1.0, False, True),
+        "encoder_tau": (0.0, 1.0, False, True),
+        "her_ratio": (0.0, 1.0, True, False),
+        "imagined_goal_ratio": (0.0, 1.0, True, False),
+    }
+
     @classmethod
     def pixel_preset_values(cls, name: str) -> dict[str, Any]:
         """The field values of the pixel preset ``name``.
@@ -255,9 +268,28 @@ class AgentConfig:
             raise ValueError(f"augment must be None or 'shift', got {self.augment!r}")
         if self.conv_init not in CONV_INITS:
             raise ValueError(f"conv_init must be one of {', '.join(map(repr, CONV_INITS))}, got {self.conv_init!r}")
+        where = type(self).__name__
         for name in self.AT_LEAST_ONE:
             if getattr(self, name) < 1:
-                raise ValueError(f"{type(self).__name__}.{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
+        for name in self.POSITIVE:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{where}.{name} must be positive, got {value}")
+        for name in self.NON_NEGATIVE:
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
+        for name, (low, high, low_in, high_in) in self.IN_RANGE.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            above = value >= low if low_in else value > low
+            below = value <= high if high_in else value < high
+            if not (above and below):
+                interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+                raise ValueError(f"{where}.{name} must be in {interval}, got {value}")
+        if any(h < 1 for h in self.hidden_dims):
+            raise ValueError(f"{where}.hidden_dims must be positive widths, got {self.hidden_dims}")
 
 
 # -- pixel presets: the values SAC and TD3 share (each algorithm adds its own) ----------------

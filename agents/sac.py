@@ -71,6 +71,11 @@ class SACConfig(AgentConfig):
     # (-10, 2).
     log_std_bounds: tuple[float, float] = (-5.0, 2.0)
 
+    POSITIVE: ClassVar[tuple[str, ...]] = AgentConfig.POSITIVE + ("alpha_lr", "init_alpha")
+    IN_RANGE: ClassVar[dict[str, tuple[float, float, bool, bool]]] = dict(
+        AgentConfig.IN_RANGE, alpha_beta1=(0.0, 1.0, True, False)
+    )
+
     # HER's recipe on goal envs (see AgentConfig.goal_preset), with the temperature at the same
     # learning rate as the networks (ours: baselines' HER is DDPG and has no temperature).
     GOAL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"her": dict(HER, alpha_lr=1e-3), "none": {}}
@@ -112,6 +117,9 @@ class SACConfig(AgentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.log_std_bounds = tuple(self.log_std_bounds)
+        low, high = self.log_std_bounds
+        if not low < high:
+            raise ValueError(f"SACConfig.log_std_bounds must be (low, high) with low < high, got {self.log_std_bounds}")
 
 
 class SAC(OffPolicyAgent):

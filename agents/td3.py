@@ -54,6 +54,11 @@ class TD3Config(AgentConfig):
     PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"drq": DRQ, "sac-ae": SAC_AE, "legacy": LEGACY}
     GOAL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"her": HER, "none": {}}
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("policy_delay",)
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = AgentConfig.NON_NEGATIVE + (
+        "policy_noise",
+        "noise_clip",
+        "exploration_noise",
+    )
 
 
 class TD3(OffPolicyAgent):
