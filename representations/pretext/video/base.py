@@ -166,7 +166,7 @@ def write_tracking_figure(clips, path: pathlib.Path, method: str, scores: dict[s
         f"copying t0's mask {scores.get('copy_iou10', float('nan')):.2f})",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the columns
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=80, format="png")

@@ -10,7 +10,8 @@ quantised colour of reference location i (one-hot over ``n_colours`` clusters):
     L = - 1/(B h w) sum_{b, j} log c^_j[c_j],
 
 the categorical cross-entropy between the copied distribution and the target's true colour
-cluster (T = ``temperature`` = 1, the paper's form). The embedding is trained only by this loss:
+cluster (T = ``temperature`` = 1 in training, the paper's form; the judge copies masks at
+``track_temperature`` = 0.5). The embedding is trained only by this loss:
 the network never sees a colour, so to copy the right one it must find where each target
 location came from, which is tracking. The same attention copies anything else laid on the
 reference frame; that is how the judge (:mod:`.judge`) propagates body masks.
@@ -72,7 +73,8 @@ class VideoColorizationConfig(VideoConfig):
                 raise ValueError(f"{name}.{field} must be >= 1, got {getattr(self, field)}")
         if self.temperature <= 0 or self.track_temperature <= 0:
             raise ValueError(
-                f"{name}.temperature and track_temperature must be positive, got {self.temperature}, {self.track_temperature}"
+                f"{name}.temperature and track_temperature must be positive, "
+                f"got {self.temperature}, {self.track_temperature}"
             )
 
 
