@@ -224,8 +224,16 @@ class AgentConfig:
     # Fields that must be positive, non-negative, or in an interval (low, high, low included,
     # high included); None is allowed where the field's type allows it. Checked in __post_init__
     # so a mistyped value (gamma=2, a negative learning rate) fails before a run starts.
-    POSITIVE: ClassVar[tuple[str, ...]] = ("actor_lr", "critic_lr", "aux_lr", "encoder_lr")
-    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("learning_starts", "shift_pad")
+    # Learning rates may be 0: that freezes what the optimiser trains (tests and ablations do).
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = (
+        "learning_starts",
+        "shift_pad",
+        "actor_lr",
+        "critic_lr",
+        "aux_lr",
+        "encoder_lr",
+    )
     IN_RANGE: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {
         "gamma": (0.0, 1.0, False, True),
         "tau": (0.0, 1.0, False, True),
@@ -277,7 +285,7 @@ class AgentConfig:
             if value is not None and not value > 0:
                 raise ValueError(f"{where}.{name} must be positive, got {value}")
         for name in self.NON_NEGATIVE:
-            if not getattr(self, name) >= 0:
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 raise ValueError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         for name, (low, high, low_in, high_in) in self.IN_RANGE.items():
             value = getattr(self, name)

@@ -71,7 +71,8 @@ class SACConfig(AgentConfig):
     # (-10, 2).
     log_std_bounds: tuple[float, float] = (-5.0, 2.0)
 
-    POSITIVE: ClassVar[tuple[str, ...]] = AgentConfig.POSITIVE + ("alpha_lr", "init_alpha")
+    POSITIVE: ClassVar[tuple[str, ...]] = AgentConfig.POSITIVE + ("init_alpha",)
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = AgentConfig.NON_NEGATIVE + ("alpha_lr",)
     IN_RANGE: ClassVar[dict[str, tuple[float, float, bool, bool]]] = dict(
         AgentConfig.IN_RANGE, alpha_beta1=(0.0, 1.0, True, False)
     )

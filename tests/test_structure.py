@@ -393,8 +393,9 @@ def test_config_values_of_the_wrong_type_are_named_and_yaml_numbers_are_read_as_
     [
         ("sac", {"gamma": 2}, r"SACConfig.gamma must be in \(0, 1\], got 2"),
         ("sac", {"tau": 0.0}, r"tau must be in \(0, 1\]"),
-        ("sac", {"actor_lr": -1e-3}, "actor_lr must be positive"),
-        ("sac", {"alpha_lr": 0}, "alpha_lr must be positive"),
+        ("sac", {"actor_lr": -1e-3}, "actor_lr must be >= 0"),
+        ("sac", {"alpha_lr": -1}, "alpha_lr must be >= 0"),
+        ("sac", {"init_alpha": 0}, "init_alpha must be positive"),
         ("sac", {"her_ratio": 1.0}, r"her_ratio must be in \[0, 1\)"),
         ("sac", {"learning_starts": -1}, "learning_starts must be >= 0"),
         ("sac", {"hidden_dims": [64, 0]}, "hidden_dims must be positive widths"),
@@ -410,7 +411,7 @@ def test_hyper_parameters_out_of_range_are_refused_by_name(algo, value, message)
     config = {"sac": SACConfig, "td3": TD3Config}[algo]
     with pytest.raises(ValueError, match=message):
         config(**value)
-    config(gamma=1.0, encoder_lr=None, encoder_tau=None, her_ratio=0.0)  # the edges that are allowed
+    config(gamma=1.0, encoder_lr=None, encoder_tau=None, her_ratio=0.0, actor_lr=0.0)  # allowed edges (lr 0 freezes)
 
 
 def test_a_budget_inside_the_warm_up_warns_that_nothing_will_train(tmp_path):
