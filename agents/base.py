@@ -243,15 +243,19 @@ class AgentConfig:
     }
 
     @classmethod
+    def _preset(cls, kind: str, presets: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+        if name not in presets:
+            valid = ", ".join(sorted(presets))
+            raise ValueError(f"unknown {kind} {name!r} for {cls.__name__}; valid presets: {valid}")
+        return dict(presets[name])
+
+    @classmethod
     def pixel_preset_values(cls, name: str) -> dict[str, Any]:
         """The field values of the pixel preset ``name``.
 
         :raises ValueError: no such preset; the message names the valid ones.
         """
-        if name not in cls.PIXEL_PRESETS:
-            valid = ", ".join(sorted(cls.PIXEL_PRESETS))
-            raise ValueError(f"unknown pixel_preset {name!r} for {cls.__name__}; valid presets: {valid}")
-        return dict(cls.PIXEL_PRESETS[name])
+        return cls._preset("pixel_preset", cls.PIXEL_PRESETS, name)
 
     @classmethod
     def goal_preset_values(cls, name: str) -> dict[str, Any]:
@@ -259,10 +263,7 @@ class AgentConfig:
 
         :raises ValueError: no such preset; the message names the valid ones.
         """
-        if name not in cls.GOAL_PRESETS:
-            valid = ", ".join(sorted(cls.GOAL_PRESETS))
-            raise ValueError(f"unknown goal_preset {name!r} for {cls.__name__}; valid presets: {valid}")
-        return dict(cls.GOAL_PRESETS[name])
+        return cls._preset("goal_preset", cls.GOAL_PRESETS, name)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)

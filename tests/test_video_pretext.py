@@ -24,7 +24,7 @@ from ssrl.representations.pretext.video.tracking import (
     ranking_loss,
     track_box,
 )
-from ssrl.representations.pretext.video.video_colorization import copy_colours, kmeans
+from ssrl.representations.pretext.video.video_colorization import kmeans
 from ssrl.representations.pretrain import pretrain, probe_split
 
 VIDEO_METHODS = ("tracking", "shuffle-learn", "o3n", "arrow-of-time", "video-colorization")
@@ -258,7 +258,7 @@ def test_attention_copy_reproduces_the_reference_when_the_target_is_the_referenc
     g = torch.Generator().manual_seed(0)
     features = F.one_hot(torch.randperm(16, generator=g), 16).T.float().reshape(1, 16, 4, 4) * 50
     colours = F.one_hot(torch.randint(0, 3, (1, 4, 4), generator=g), 3).permute(0, 3, 1, 2).float()
-    copied = copy_colours(features, colours, features, temperature=1.0)
+    copied = judge.attention_copy(features, colours, features, temperature=1.0)
     torch.testing.assert_close(copied, colours, atol=1e-6, rtol=0)
 
 
@@ -267,9 +267,9 @@ def test_attention_copy_by_hand():
     tgt = torch.tensor([1.0, 1.0]).reshape(1, 2, 1, 1)  # f_j = (1,1): logits 1 and 2
     colours = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(1, 2, 1, 2)  # location 0 colour 0, 1 colour 1
     w1 = math.exp(2) / (math.exp(1) + math.exp(2))
-    torch.testing.assert_close(copy_colours(ref, colours, tgt, 1.0).flatten(), torch.tensor([1 - w1, w1]))
+    torch.testing.assert_close(judge.attention_copy(ref, colours, tgt, 1.0).flatten(), torch.tensor([1 - w1, w1]))
     w1_t = math.exp(4) / (math.exp(2) + math.exp(4))  # temperature 0.5 doubles the logits
-    torch.testing.assert_close(copy_colours(ref, colours, tgt, 0.5).flatten(), torch.tensor([1 - w1_t, w1_t]))
+    torch.testing.assert_close(judge.attention_copy(ref, colours, tgt, 0.5).flatten(), torch.tensor([1 - w1_t, w1_t]))
 
 
 def test_video_colorization_loss_is_the_cross_entropy_of_the_copied_colour():

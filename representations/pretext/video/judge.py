@@ -75,18 +75,30 @@ def soft_labels(labels: np.ndarray, n_labels: int, size: tuple[int, int]) -> tor
     return F.adaptive_avg_pool2d(onehot[None], size)[0]
 
 
+def attention_copy(
+    ref_features: torch.Tensor, ref_values: torch.Tensor, features: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Video colorization's copy over a batch of (reference, target) pairs: ``(B, D, h, w)``
+    reference features, ``(B, L, h, w)`` reference distributions (colours or labels), ``(B, D,
+    h, w)`` target features -> ``(B, L, h, w)``: each target location j gets
+    ``sum_i softmax_i(f_i . f_j / T) y_i`` over the reference locations i."""
+    b, d = ref_features.shape[:2]
+    logits = torch.einsum("bdi,bdj->bij", ref_features.reshape(b, d, -1), features.reshape(b, d, -1)) / temperature
+    weights = torch.softmax(logits, dim=1)  # over reference locations i
+    out = torch.einsum("bli,bij->blj", ref_values.reshape(b, ref_values.shape[1], -1), weights)
+    return out.reshape(b, -1, *features.shape[-2:])
+
+
 def attention_propagate(
     ref_features: torch.Tensor, ref_labels: torch.Tensor, features: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """Video colorization's copy: ``(D, h, w)`` reference features and ``(L, h, w)`` label (or
-    colour) distributions, ``(T, D, h, w)`` target features -> ``(T, L, h, w)``, each target
-    location a softmax-weighted sum over all reference locations."""
-    d, h, w = ref_features.shape
-    ref = ref_features.reshape(d, h * w)
-    logits = torch.einsum("di,tdj->tij", ref, features.reshape(len(features), d, -1)) / temperature
-    weights = torch.softmax(logits, dim=1)  # over reference locations i
-    out = torch.einsum("li,tij->tlj", ref_labels.reshape(len(ref_labels), -1), weights)
-    return out.reshape(len(features), len(ref_labels), *features.shape[-2:])
+    """:func:`attention_copy` from one reference to many targets: ``(D, h, w)`` reference
+    features and ``(L, h, w)`` label distributions, ``(T, D, h, w)`` target features -> ``(T, L,
+    h, w)``."""
+    n = len(features)
+    return attention_copy(
+        ref_features.expand(n, *ref_features.shape), ref_labels.expand(n, *ref_labels.shape), features, temperature
+    )
 
 
 def nearest_propagate(

@@ -104,19 +104,6 @@ def kmeans(
     return centres
 
 
-def copy_colours(
-    ref_features: torch.Tensor, ref_colours: torch.Tensor, features: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """The attention copy over a batch: ``(B, D, h, w)`` reference features, ``(B, K, h, w)``
-    reference colour distributions, ``(B, D, h, w)`` target features -> ``(B, K, h, w)``."""
-    b, d, h, w = ref_features.shape
-    logits = torch.einsum("bdi,bdj->bij", ref_features.reshape(b, d, -1), features.reshape(b, d, -1)) / temperature
-    weights = torch.softmax(logits, dim=1)  # over reference locations i
-    return torch.einsum("bki,bij->bkj", ref_colours.reshape(b, len(ref_colours[0]), -1), weights).reshape(
-        b, -1, *features.shape[-2:]
-    )
-
-
 @register
 class VideoColorization(VideoPretext):
     name = "video-colorization"
@@ -189,7 +176,7 @@ class VideoColorization(VideoPretext):
         ref_colours = F.one_hot(self.quantise(batch["reference"]), self.config.n_colours).permute(0, 3, 1, 2).float()
         both = self.dense_features(torch.cat([batch["reference"], batch["target"]]))
         ref_f, tgt_f = both.chunk(2)
-        return copy_colours(ref_f, ref_colours, tgt_f, self.config.temperature), self.quantise(batch["target"])
+        return judge.attention_copy(ref_f, ref_colours, tgt_f, self.config.temperature), self.quantise(batch["target"])
 
     def loss(self, batch):
         probs, target = self.copied(batch)
