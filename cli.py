@@ -72,6 +72,7 @@ def _collect(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         append=args.append or 0,
         compress=args.compress,
+        workers=args.workers,
     )
     info = dataset.summary()
     print(f"{info['episodes']} episodes, {info['steps']} steps, cameras {info['cameras']} in {dataset.path}")
@@ -288,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="add N episodes to the data set (without it, --episodes is the total: a rerun finishes a collection)",
     )
     col.add_argument("--compress", action="store_true", help="zip-compress episode files (smaller, slower to read)")
+    col.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes recording episodes in parallel (spawned; the data are the same for any number)",
+    )
     col.add_argument(
         "--env-option",
         "-o",

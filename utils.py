@@ -187,3 +187,54 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def worker_init() -> None:
+    """One thread per worker for torch, OpenMP and Mesa (set before they start threads); on
+    Linux, the worker is terminated when its parent dies. (Killing ``ssrl bench`` used to leave
+    its pool workers training on: a rerun then found the cells' folders locked by them.)"""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["LP_NUM_THREADS"] = "1"
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel sends SIGTERM when the parent exits, and a
+    killed bench cell or collection resumes on the next run. Linux only; elsewhere
+    a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the parent died before prctl: do not outlive it
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def spawn_pool(workers: int, initializer: Any = None, initargs: tuple = ()):
+    """A process pool of ``workers`` spawned processes, each running :func:`worker_init` and then
+    ``initializer(*initargs)``. Spawned, not forked: a process forked after its parent opened an
+    EGL context hangs in MuJoCo rendering."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(initializer, initargs),
+    )
+
+
+def _init_worker(initializer: Any, initargs: tuple) -> None:
+    worker_init()
+    if initializer is not None:
+        initializer(*initargs)

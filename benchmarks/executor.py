@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .cells import Cell
-from .runner import worker_init
 from .suite import SuiteError
 
 Job = tuple[Callable[..., Any], tuple]
@@ -39,12 +38,9 @@ def run_all(
         return _run_ray(jobs, ray_address, out, cells, display, gpus or [0.0] * len(jobs))
     if workers <= 1:
         return [fn(*args) for fn, args in jobs]
-    import concurrent.futures as cf
-    import multiprocessing as mp
+    from ssrl.utils import spawn_pool
 
-    with cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=worker_init
-    ) as pool:
+    with spawn_pool(workers) as pool:
         futures = [pool.submit(fn, *args) for fn, args in jobs]
         _watch(futures, out, cells, display, done=lambda f: f.done())
         return [f.result() for f in futures]

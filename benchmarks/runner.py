@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 import time
 import traceback
 from typing import Any
 
 from ssrl.runs import RunFolder
-from ssrl.utils import write_json
+from ssrl.utils import worker_init, write_json
 
 from .cells import Cell, DataSpec, _hash
 
@@ -34,36 +33,6 @@ class Progress:
     def update(self, **fields: Any) -> None:
         self.state.update(fields, updated=time.time())
         write_json(self.path, self.state)
-
-
-def worker_init() -> None:
-    """One thread per worker for torch, OpenMP and Mesa (set before they start threads); on
-    Linux, the worker is terminated when the bench process dies. (Killing ``ssrl bench`` used to
-    leave its pool workers training on: a rerun then found the cells' folders locked by them.)"""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["LP_NUM_THREADS"] = "1"
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel sends SIGTERM when the parent exits, and a
-    killed cell resumes from its checkpoints on the next ``ssrl bench``. Linux only; elsewhere
-    a no-op."""
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl: do not outlive it
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:

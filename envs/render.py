@@ -98,9 +98,17 @@ def resolve_camera(model: mujoco.MjModel, spec: CameraSpec) -> tuple[str, mujoco
 # Renderers still open at interpreter exit are closed before the EGL display goes away; without
 # this their finalizers run after EGL's own atexit hook and print EGL_NOT_INITIALIZED errors.
 # atexit runs hooks last-in first-out and MuJoCo registers eglTerminate when it creates the
-# first context, so our hook is registered after that (see Renderer.__init__).
+# first context, so our hook is registered after that (see Renderer._make_current).
 _LIVE: weakref.WeakSet[Renderer] = weakref.WeakSet()
 _EXIT_HOOK_REGISTERED = False
+_GL_PID: int | None = None  # the process that opened this process's first GL context
+
+_FORKED = (
+    "MuJoCo rendering cannot continue in a process forked from one that had opened a GL context "
+    "(process {pid}): EGL state does not survive fork and would hang. Start worker processes with "
+    "'spawn': gym.make_vec(..., vectorization_mode='async', vector_kwargs={{'context': 'spawn'}}), "
+    "or multiprocessing.get_context('spawn')."
+)
 
 
 def _close_all() -> None:
@@ -209,19 +217,40 @@ class Renderer:
             self._scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
 
         self._guard = _RestoreCurrentContext()
-        with self._guard:
-            self._gl = mujoco.GLContext(model.vis.global_.offwidth, model.vis.global_.offheight)
-            global _EXIT_HOOK_REGISTERED
-            if not _EXIT_HOOK_REGISTERED:
-                atexit.register(_close_all)
-                _EXIT_HOOK_REGISTERED = True
-            self._gl.make_current()
-            self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+        # The GL context is opened on the first render, not here: a process that builds an env
+        # only to read its spaces (Gymnasium's AsyncVectorEnv does, before it forks its workers)
+        # then holds no EGL state that its forked children would inherit and hang on.
+        self._gl = None
+        self._context = None
+        self._owner_pid: int | None = None
+        self._closed = False
         self._rect = mujoco.MjrRect(0, 0, self.width, self.height)
         self._rgb = np.empty((self.height, self.width, 3), np.uint8)
         self._depth = np.empty((self.height, self.width), np.float32)
         _LIVE.add(self)
+
+    def _make_current(self) -> None:
+        """Open the GL context on first use (see ``__init__``) and make it current; refuse a
+        context inherited through ``fork``, which would hang inside EGL."""
+        if self._closed:
+            raise RuntimeError("this Renderer was closed")
+        pid = os.getpid()
+        if self._gl is None:
+            global _EXIT_HOOK_REGISTERED, _GL_PID
+            if _GL_PID is not None and pid != _GL_PID:
+                raise RuntimeError(_FORKED.format(pid=_GL_PID))
+            self._gl = mujoco.GLContext(self.model.vis.global_.offwidth, self.model.vis.global_.offheight)
+            _GL_PID, self._owner_pid = pid, pid
+            if not _EXIT_HOOK_REGISTERED:
+                atexit.register(_close_all)
+                _EXIT_HOOK_REGISTERED = True
+            self._gl.make_current()
+            self._context = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_150)
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+            return
+        if self._owner_pid != pid:
+            raise RuntimeError(_FORKED.format(pid=self._owner_pid))
+        self._gl.make_current()
 
     @property
     def n_cameras(self) -> int:
@@ -231,7 +260,7 @@ class Renderer:
         self, data: mujoco.MjData, out: np.ndarray | None = None, depth: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Render every camera from ``data``; images are top row first, RGB, uint8."""
-        if self._context is None:
+        if self._closed:
             raise RuntimeError("this Renderer was closed")
         shape = (self.n_cameras, self.height, self.width, 3)
         if out is None:
@@ -240,7 +269,7 @@ class Renderer:
             raise ValueError(f"out must be a uint8 array of shape {shape}, got {out.dtype} {out.shape}")
         background = np.empty(shape[:3], bool) if depth else None
         with self._guard:
-            self._gl.make_current()
+            self._make_current()
             for i, cam in enumerate(self._cameras):
                 mujoco.mjv_updateScene(
                     self.model, data, self._option, None, cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
@@ -262,13 +291,13 @@ class Renderer:
         ``physics.render(segmentation=True)`` does; the scene's flags are restored afterwards.
         Geoms hidden from the colour render (``hidden_geoms``) are hidden here too.
         """
-        if self._context is None:
+        if self._closed:
             raise RuntimeError("this Renderer was closed")
         out = np.empty((self.n_cameras, self.height, self.width), np.int32)
         flags = (mujoco.mjtRndFlag.mjRND_SEGMENT, mujoco.mjtRndFlag.mjRND_IDCOLOR)
         saved = [self._scene.flags[f] for f in flags]
         with self._guard:
-            self._gl.make_current()
+            self._make_current()
             try:
                 for f in flags:
                     self._scene.flags[f] = 1
@@ -292,7 +321,12 @@ class Renderer:
         return out
 
     def close(self) -> None:
+        self._closed = True
         if getattr(self, "_gl", None) is None:
+            return
+        if self._owner_pid != os.getpid():
+            # A copy inherited through fork: the context is the parent's, not ours to free.
+            self._gl = self._context = None
             return
         with self._guard:
             if self._context is not None:

@@ -278,17 +278,118 @@ class RolloutWriter:
         (self.path / "episodes").mkdir(parents=True, exist_ok=True)
         self.meta = meta
 
-    def next_index(self) -> int:
-        files = sorted((self.path / "episodes").glob(_EPISODE_GLOB))
-        return int(files[-1].stem.split("_")[1]) + 1 if files else 0
+    def indices(self) -> set[int]:
+        """Indices of the episodes already written (a parallel collection killed midway may
+        leave gaps; a rerun fills them)."""
+        return {int(f.stem.split("_")[1]) for f in (self.path / "episodes").glob(_EPISODE_GLOB)}
 
-    def write(self, episode: Episode) -> pathlib.Path:
-        episode.validate()
-        path = self.path / "episodes" / f"ep_{self.next_index():06d}.npz"
-        save = np.savez_compressed if self.compress else np.savez
-        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            save(fh, **episode.to_arrays())
-        return path
+    def next_index(self) -> int:
+        return max(self.indices(), default=-1) + 1
+
+    def write(self, episode: Episode, index: int | None = None) -> pathlib.Path:
+        """Write ``episode`` as episode ``index`` (default: after the last one), atomically."""
+        return write_episode(self.path, self.next_index() if index is None else index, episode, self.compress)
+
+
+def write_episode(dataset: str | pathlib.Path, index: int, episode: Episode, compress: bool = False) -> pathlib.Path:
+    """Write one episode file of a data set atomically (temp file + rename): readers and a
+    killed writer never see half an episode."""
+    episode.validate()
+    path = pathlib.Path(dataset) / "episodes" / f"ep_{index:06d}.npz"
+    save = np.savez_compressed if compress else np.savez
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        save(fh, **episode.to_arrays())
+    return path
+
+
+class EpisodeSource:
+    """What one process needs to record episodes of a collection: the env on state observations,
+    an observer rendering every requested camera over the same physics, and the policy.
+
+    ``record(seed)`` resets env and policy with ``seed`` and returns the episode; it depends on
+    nothing else, so episode ``i`` of a collection is the same whichever process records it and
+    in whichever order (``collect --workers``).
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        policy: str,
+        cameras: Sequence[str] | None,
+        size: int,
+        env_kwargs: dict[str, Any],
+        max_steps: int | None,
+    ) -> None:
+        from ssrl.envs import make
+        from ssrl.envs.pixels import state_mode_kwargs
+        from ssrl.envs.policies import make_policy
+
+        # The env's own observation is not stored (the observer renders the frames), so it runs
+        # in its cheapest form, on states; the pixel options go to the observer instead.
+        self.env = make(env_id, **state_mode_kwargs(env_kwargs))
+        self.observer = None
+        try:
+            self.base = self.env.unwrapped
+            self.cameras = list(cameras) if cameras else self.base.default_cameras()
+            self.observer = self.base.make_observer(
+                size=size,
+                cameras=self.cameras,
+                quality=env_kwargs.get("quality", "fast"),
+                distractor=env_kwargs.get("distractor"),
+            )
+            self.labels = self.observer.camera_labels
+            self.record_keys = tuple(getattr(self.base, "record_keys", ()))
+            self.agent = make_policy(policy, self.env)
+        except BaseException:
+            self.close()
+            raise
+        self.max_steps = max_steps
+
+    def record(self, seed: int) -> Episode:
+        env, base, observer, labels = self.env, self.base, self.observer, self.labels
+        obs, info = env.reset(seed=seed)
+        self.agent.reset(seed)
+        recorder = EpisodeRecorder(
+            _frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs)
+        )
+        steps = 0
+        while True:
+            action = self.agent(obs, info)
+            obs, reward, terminated, truncated, info = env.step(action)
+            steps += 1
+            cut = self.max_steps is not None and steps >= self.max_steps
+            recorder.add(
+                action,
+                reward,
+                terminated,
+                truncated or cut,
+                _frames(observer.step(base.data), labels),
+                info["state"],
+                {k: info[k] for k in self.record_keys},
+                _features(obs),
+            )
+            if terminated or truncated or cut:
+                return recorder.finish()
+
+    def close(self) -> None:
+        if self.observer is not None:
+            self.observer.close()
+            self.observer = None
+        self.env.close()
+
+
+_WORKER_SOURCE: EpisodeSource | None = None  # a collect worker's own env, observer and policy
+
+
+def _start_collect_worker(source_args: tuple) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = EpisodeSource(*source_args)
+
+
+def _record_in_worker(dataset: str, index: int, seed: int, compress: bool) -> tuple[int, int]:
+    episode = _WORKER_SOURCE.record(seed)
+    write_episode(dataset, index, episode, compress)
+    return index, len(episode.reward)
 
 
 def collect(
@@ -304,6 +405,7 @@ def collect(
     append: int = 0,
     compress: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> RolloutDataset:
     """Run ``policy`` in ``env_id`` until ``out`` holds ``episodes`` episodes (or, with
     ``append=N``, N more than it holds), and return the data set.
@@ -313,88 +415,68 @@ def collect(
     (naming what differs). The env runs on state observations; the frames of every requested
     camera are rendered at each instant by a separate observer over the same physics, so they
     are synchronised and their cost does not double with the env's own observation.
-    ``max_steps`` caps an episode. Episode ``i`` of a data set resets with seed ``seed + i``.
+    ``max_steps`` caps an episode. Episode ``i`` of a data set resets env and policy with seed
+    ``seed + i`` and depends on nothing else, so ``workers`` > 1 (spawned processes, one episode
+    at a time each, written by index) gives the same files as one worker.
     """
     if isinstance(append, bool) or append < 0:
         raise ValueError(f"append is a number of episodes to add (0 or more), got {append!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     from tqdm import tqdm
 
-    from ssrl.envs import make
-    from ssrl.envs.pixels import state_mode_kwargs
-    from ssrl.envs.policies import make_policy
-
     env_kwargs = dict(env_kwargs or {})
-    # The env's own observation is not stored (the observer renders the frames), so it runs in
-    # its cheapest form, on states; the pixel options go to the observer instead.
     held = contextlib.ExitStack()  # the folder's lock: a second collect on this --out refuses meanwhile
     held.enter_context(RunFolder(out, "ssrl collect", identity_file="meta.json").locked())
-    env = None
-    observer = None
+    source = None
     try:
-        env = make(env_id, **state_mode_kwargs(env_kwargs))
-        base = env.unwrapped
-        cameras = list(cameras) if cameras else base.default_cameras()
-        observer = base.make_observer(
-            size=size,
-            cameras=cameras,
-            quality=env_kwargs.get("quality", "fast"),
-            distractor=env_kwargs.get("distractor"),
-        )
-        labels = observer.camera_labels
-        record_keys = tuple(getattr(base, "record_keys", ()))
-        agent = make_policy(policy, env)  # before the writer: a policy that does not fit records nothing
+        # Built here even with workers: it checks env, cameras and policy (a policy that does not
+        # fit records nothing) and names the cameras for meta.json; it opens no GL context.
+        source_args = (env_id, policy, cameras, size, env_kwargs, max_steps)
+        source = EpisodeSource(*source_args)
         writer = RolloutWriter(
             out,
             meta={
                 "env_id": env_id,
                 "env_kwargs": env_kwargs,
-                "cameras": labels,
-                "size": [observer.height, observer.width],
+                "cameras": source.labels,
+                "size": [source.observer.height, source.observer.width],
                 "policy": policy,
                 "seed": seed,
                 "max_steps": max_steps,
-                "action_repeat": getattr(base, "action_repeat", 1),
-                "record_keys": list(record_keys),
+                "action_repeat": getattr(source.base, "action_repeat", 1),
+                "record_keys": list(source.record_keys),
             },
             append=True,
             compress=compress,
         )
-        first = writer.next_index()
-        last = first + append if append else episodes
-        bar = tqdm(total=last, initial=first, desc=f"collect {env_id}", unit="ep", disable=not progress)
-        for i in range(first, last):
-            obs, info = env.reset(seed=seed + i)
-            agent.reset(seed + i)
-            recorder = EpisodeRecorder(
-                _frames(observer.reset(base.data, base.np_random), labels), info["state"], _features(obs)
-            )
-            steps = 0
-            while True:
-                action = agent(obs, info)
-                obs, reward, terminated, truncated, info = env.step(action)
-                steps += 1
-                cut = max_steps is not None and steps >= max_steps
-                recorder.add(
-                    action,
-                    reward,
-                    terminated,
-                    truncated or cut,
-                    _frames(observer.step(base.data), labels),
-                    info["state"],
-                    {k: info[k] for k in record_keys},
-                    _features(obs),
-                )
-                if terminated or truncated or cut:
-                    break
-            writer.write(recorder.finish())
-            bar.update(1)
-            bar.set_postfix(steps=steps)
+        done = writer.indices()
+        total = len(done) + append if append else episodes
+        todo = [i for i in range(max(total, 0)) if i not in done]
+        bar = tqdm(total=total, initial=total - len(todo), desc=f"collect {env_id}", unit="ep", disable=not progress)
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                episode = source.record(seed + i)
+                writer.write(episode, index=i)
+                bar.update(1)
+                bar.set_postfix(steps=len(episode.reward))
+        else:
+            import concurrent.futures as cf
+
+            from ssrl.utils import spawn_pool
+
+            source.close()
+            source = None
+            with spawn_pool(min(workers, len(todo)), _start_collect_worker, (source_args,)) as pool:
+                jobs = [pool.submit(_record_in_worker, str(out), i, seed + i, compress) for i in todo]
+                for job in cf.as_completed(jobs):
+                    _, steps = job.result()
+                    bar.update(1)
+                    bar.set_postfix(steps=steps)
         bar.close()
     finally:
-        if observer is not None:
-            observer.close()
-        if env is not None:
-            env.close()
+        if source is not None:
+            source.close()
         held.close()
     return RolloutDataset(out)
 

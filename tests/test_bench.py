@@ -291,7 +291,7 @@ def test_pool_workers_die_with_the_bench_process(tmp_path):
     pidfile = tmp_path / "worker.pid"
     script.write_text(
         "import concurrent.futures as cf, multiprocessing as mp, os, time\n"
-        "from ssrl.benchmarks.runner import worker_init\n"
+        "from ssrl.utils import worker_init\n"
         "def job(path):\n"
         "    open(path, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"

@@ -270,3 +270,61 @@ def test_rewards_equal_dm_controls_for_the_same_actions(domain, task):
         assert reward == pytest.approx(theirs.step(action).reward, abs=1e-6)
         assert np.array_equal(passed[-1], action)  # dm_control gets the action itself, not a rounded one
     np.testing.assert_allclose(ours.unwrapped.physics.get_state(), theirs.physics.get_state(), rtol=0, atol=1e-9)
+
+
+_VECTOR_SCRIPT = """
+import os, sys
+os.environ.setdefault("MUJOCO_GL", "egl")
+import gymnasium as gym, numpy as np
+import ssrl.envs
+if __name__ == "__main__":
+    kwargs = {"context": sys.argv[2]} if sys.argv[2] != "default" else {}
+    envs = gym.make_vec(sys.argv[1], num_envs=2, vectorization_mode="async", vector_kwargs=kwargs)
+    obs, _ = envs.reset(seed=[3, 4])
+    single = gym.make(sys.argv[1])
+    first, _ = single.reset(seed=4)
+    frames = obs["observation"] if isinstance(obs, dict) else obs
+    expected = first["observation"] if isinstance(first, dict) else first
+    assert np.array_equal(frames[1], expected), "sub-env 1 must equal a single env reset with its seed"
+    for _ in range(3):
+        envs.step(envs.action_space.sample())
+    envs.close()
+    print("ok", frames.shape)
+"""
+
+
+@pytest.mark.parametrize("env_id, context", [("ssrl/cartpole-swingup-v0", "default"), ("ssrl/Push-v0", "spawn")])
+def test_async_vector_envs_render_in_forked_and_spawned_workers(env_id, context, tmp_path):
+    # Before, the default (fork) context hung forever: AsyncVectorEnv builds one env in the parent
+    # to read its spaces, which opened an EGL context that the forked workers inherited.
+    import subprocess
+    import sys
+
+    script = tmp_path / "vec.py"
+    script.write_text(_VECTOR_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), env_id, context], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok (2, "), proc.stderr[-2000:]
+
+
+def test_rendering_in_a_fork_of_a_rendering_process_is_refused_not_hung(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, multiprocessing as mp\n"
+        "os.environ.setdefault('MUJOCO_GL', 'egl')\n"
+        "from ssrl.envs import make\n"
+        "def child(q):\n"
+        "    try:\n"
+        "        make('ssrl/cartpole-swingup-v0').reset(seed=0); q.put('rendered')\n"
+        "    except RuntimeError as err:\n"
+        "        q.put(str(err))\n"
+        "if __name__ == '__main__':\n"
+        "    make('ssrl/cartpole-swingup-v0').reset(seed=0)\n"
+        "    ctx = mp.get_context('fork'); q = ctx.Queue(); p = ctx.Process(target=child, args=(q,))\n"
+        "    p.start(); print(q.get(timeout=120)); p.join()\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert "forked from one that had opened a GL context" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "vector_kwargs={'context': 'spawn'}" in proc.stdout
