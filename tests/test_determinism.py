@@ -1,0 +1,51 @@
+"""Determinism: the same seed gives the same data, pretrained weights, agent weights and returns,
+twice in one process and in worker processes (1 and 2 bench workers). Resume after a kill is
+checked bit for bit in test_agents (train) and by ``benchmarks/fault_injection.py`` (all four
+commands); the quick suite's published numbers rely on this too."""
+
+import json
+
+import yaml
+
+from ssrl.benchmarks.bench import run_bench
+from ssrl.benchmarks.fault_injection import fingerprint
+
+SUITE = {
+    "name": "determinism",
+    "tasks": ["cartpole-swingup"],
+    "seeds": 1,
+    "env": {"size": 48},
+    "collect": {"episodes": 3, "policy": "sticky_random", "max_steps": 16},
+    "pretrain": {"steps": 6, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 8}},
+    "methods": {"deepmdp": {}},
+    "references": ["state_sac"],
+    "rl": {
+        "algo": "sac",
+        "env_steps": 160,
+        "eval_every": 80,
+        "eval_episodes": 1,
+        "hyperparams": {"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]},
+    },
+}
+KEPT = ["data/*/episodes/*.npz", "models/*/model.pt", "cells/*/run/checkpoint/agent.pt", "cells/*/result.json"]
+
+
+def _outputs(out):
+    """Everything a user keeps, fingerprinted without clocks and speeds."""
+    return {str(p.relative_to(out)): fingerprint(p) for pattern in KEPT for p in sorted(out.glob(pattern))}
+
+
+def test_a_bench_gives_the_same_bits_twice_in_one_process_and_with_two_workers(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(SUITE))
+    first = run_bench(str(suite), out=tmp_path / "a", workers=1, display=False)
+    run_bench(str(suite), out=tmp_path / "b", workers=1, display=False)
+    run_bench(str(suite), out=tmp_path / "c", workers=2, display=False)
+    reference = _outputs(tmp_path / "a")
+    assert len(reference) == 3 + 1 + 2 + 2  # three episodes, one model, two agents, two results
+    assert _outputs(tmp_path / "b") == reference  # again in this process
+    assert _outputs(tmp_path / "c") == reference  # in two spawned worker processes
+    returns = {r["row"]: r["final_return"] for r in first["rows"]}
+    for row in ("deepmdp", "state_sac"):
+        result = json.loads((tmp_path / "c" / "cells" / f"{row}__cartpole-swingup__s0" / "result.json").read_text())
+        assert f"{result['final_return']:.1f}" == returns[row]
