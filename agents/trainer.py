@@ -382,6 +382,7 @@ class Trainer:
                     "episode_return": self.last_return,
                     "env_steps_per_s": env_steps_per_s,
                     "updates": self.agent.num_updates,
+                    "replay_nbytes": self.agent.replay.nbytes,
                 }
             )
 
