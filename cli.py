@@ -52,7 +52,10 @@ def parse_options(pairs: Sequence[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"option {pair!r} is not KEY=VALUE")
-        options[key.replace("-", "_")] = yaml.safe_load(value)
+        try:
+            options[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"option {pair!r}: the value is not valid YAML ({' '.join(str(err).split())})") from err
     return options
 
 
@@ -135,6 +138,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         device=args.device,
     )
+    if summary["first_loss"] is None:  # --steps 0: the freshly initialised encoder, saved as is
+        print(f"0 steps: the untrained model is in {out}/model.pt")
+        return 0
     print(
         f"{summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s, loss {summary['first_loss']:.4g} -> "
         f"{summary['last']['loss']:.4g}; model in {out}/model.pt"

@@ -16,6 +16,7 @@ added to the critic's). ``--aux NAME`` is shorthand for ``--method NAME --regime
 
 from __future__ import annotations
 
+import numbers
 import pathlib
 from typing import Any
 
@@ -147,6 +148,13 @@ def train_run(
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algorithm {algo!r}; use one of {sorted(ALGOS)}")
+    for name, value, minimum in (
+        ("env_steps", env_steps, 1),
+        ("eval_every", eval_every, 1),
+        ("eval_episodes", eval_episodes, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     method, regime = resolve_regime(method, regime, encoder, aux)
     out = pathlib.Path(out)
     spec = {

@@ -223,6 +223,38 @@ def _check_values(suite: Suite, where: str) -> None:
             raise SuiteError(
                 f"{where}: probes.{part}.config names {extra}, which are not among its methods {spec.methods}"
             )
+    if suite.pretrain.batch_size is not None:
+        minimums.append(("pretrain.batch_size", suite.pretrain.batch_size, 1))
     for name, value, minimum in minimums:
         if value < minimum:
             raise SuiteError(f"{where}: {name} must be at least {minimum}, got {value}")
+    _check_options(suite, where)
+
+
+def _check_options(suite: Suite, where: str) -> None:
+    """Build every method's config and the agent's config from what the suite gives them, so a
+    typo, a wrong type or an out-of-range value in a nested option stops the suite before any
+    cell starts (before, it surfaced as a failed cell after the data were collected)."""
+    from ssrl.representations import get
+    from ssrl.utils import build_config
+
+    def check(label: str, config_cls: type, values: dict[str, Any]) -> None:
+        try:
+            build_config(config_cls, values)
+        except (ValueError, TypeError) as err:
+            raise SuiteError(f"{where}: {label}: {err}") from err
+
+    for method, options in suite.methods.items():
+        check(f"methods.{method} (with pretrain.config)", get(method).Config, dict(suite.pretrain.config, **options))
+    for part, spec in suite.probes.items():
+        for method in spec.methods:
+            values = dict(suite.pretrain.config, **spec.config.get(method, {}))
+            check(f"probes.{part}.config.{method} (with pretrain.config)", get(method).Config, values)
+    if suite.rl is not None:
+        from ssrl.agents import SACConfig, TD3Config
+
+        algo = {"sac": SACConfig, "td3": TD3Config}[suite.rl.algo]
+        check("rl.hyperparams", algo, dict(suite.rl.hyperparams))
+        check(
+            "rl.hyperparams with pixel_rl.hyperparams", algo, dict(suite.rl.hyperparams, **suite.pixel_rl.hyperparams)
+        )

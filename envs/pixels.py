@@ -44,16 +44,29 @@ def state_mode_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+# The largest image side an env renders: beyond it a frame stack alone takes gigabytes (a typo
+# like size=100000 asked numpy for 28 GiB before it was refused by name).
+MAX_IMAGE_SIDE = 4096
+
+
 def parse_size(size: int | Sequence[int]) -> tuple[int, int]:
-    """``84`` or ``(height, width)`` -> ``(height, width)``, both positive."""
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+    """``84`` or ``(height, width)`` -> ``(height, width)``, both in [1, MAX_IMAGE_SIDE]."""
+    whole = (int, np.integer)
+    if isinstance(size, whole) and not isinstance(size, bool):
         height = width = int(size)
-    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
+    elif (
+        isinstance(size, Sequence)
+        and not isinstance(size, str)
+        and len(size) == 2
+        and all(isinstance(s, whole) and not isinstance(s, bool) for s in size)
+    ):
         height, width = (int(s) for s in size)
     else:
         raise ValueError(f"size must be an int or (height, width), got {size!r}")
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {size!r}")
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise ValueError(f"image size must be at most {MAX_IMAGE_SIDE} pixels a side, got {size!r}")
     return height, width
 
 

@@ -195,6 +195,8 @@ class RolloutDataset:
             self.meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as err:
             raise DatasetError(f"{meta_path} is corrupt: {err}") from err
+        if not isinstance(self.meta, dict):
+            raise DatasetError(f"{meta_path} is corrupt: a JSON object was expected, got {type(self.meta).__name__}")
         if self.meta.get("format_version") != FORMAT_VERSION:
             raise DatasetError(
                 f"{self.path}: format version {self.meta.get('format_version')!r}, this ssrl reads {FORMAT_VERSION}"
@@ -215,7 +217,25 @@ class RolloutDataset:
                 arrays = {k: archive[k] for k in archive.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
             raise DatasetError(f"episode file {path} is corrupt or unreadable: {err}") from err
-        return Episode.from_arrays(arrays, path)
+        episode = Episode.from_arrays(arrays, path)
+        self._check_matches_meta(episode)
+        return episode
+
+    def _check_matches_meta(self, episode: Episode) -> None:
+        """An episode must show the cameras and image size its data set's meta.json names (a file
+        copied in from another data set would otherwise fail later, deep in a batch)."""
+        cameras, size = self.meta.get("cameras"), self.meta.get("size")
+        if cameras is not None and sorted(episode.frames) != sorted(cameras):
+            raise DatasetError(
+                f"episode {episode.path} has cameras {sorted(episode.frames)}; its data set's meta.json says {cameras}"
+            )
+        if size is not None:
+            for camera, frames in episode.frames.items():
+                if tuple(frames.shape[2:]) != tuple(size):
+                    raise DatasetError(
+                        f"episode {episode.path}: camera {camera!r} frames are {tuple(frames.shape[2:])} pixels; "
+                        f"its data set's meta.json says {tuple(size)}"
+                    )
 
     def __iter__(self) -> Iterator[Episode]:
         for i in range(len(self)):
@@ -421,6 +441,8 @@ def collect(
     """
     if isinstance(append, bool) or append < 0:
         raise ValueError(f"append is a number of episodes to add (0 or more), got {append!r}")
+    if not append and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
+        raise ValueError(f"episodes must be a whole number >= 1, got {episodes!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     from tqdm import tqdm

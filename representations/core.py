@@ -283,6 +283,11 @@ def make(name: str, obs_shape: tuple[int, ...], **config: Any) -> Representation
 
 
 def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
+    """A representation checkpoint's contents; ``path`` is a ``model.pt`` or the ``ssrl pretrain``
+    folder holding one."""
+    path = pathlib.Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
     return read_torch_file(path, "representation checkpoint", FORMAT, required=("name", "config", "state_dict"))
 
 

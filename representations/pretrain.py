@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import pathlib
 import sys
 import time
@@ -124,6 +125,17 @@ def pretrain(
     """
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+    for name, value, minimum in (
+        ("steps", steps, 0),
+        ("batch_size", batch_size, 1),
+        ("checkpoint_every", checkpoint_every, 1),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
+        ):
+            raise ValueError(f"pretrain {name} must be a whole number >= {minimum}, got {value!r}")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"pretrain lr must be positive, got {lr!r}")
     source = str(pathlib.Path(data).resolve()) if isinstance(data, (str, pathlib.Path)) else None
     if not isinstance(data, RolloutData):
         data = RolloutData(data)

@@ -46,6 +46,9 @@ class MFTCNConfig(BaseConfig):
     frame_stack: int = 0  # derived: (n_frames - 1) * stride + 1
 
     def __post_init__(self) -> None:
+        for name in ("n_frames", "stride"):  # checked before frame_stack is derived from them
+            if getattr(self, name) < 1:
+                raise ValueError(f"MFTCNConfig.{name} must be >= 1, got {getattr(self, name)}")
         self.frame_stack = (self.n_frames - 1) * self.stride + 1
         super().__post_init__()
         if self.min_gap < 1:

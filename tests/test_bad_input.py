@@ -1,0 +1,410 @@
+"""Bad input, tried systematically at every entry point (issue 16).
+
+Each case runs a command as a user would (``ssrl ...`` through :func:`ssrl.cli.main`) with one
+mistake in it, and asserts three things: exit code 2 with one ``ssrl CMD: error:`` line that
+names the file or option and what was expected; no traceback; and every file that existed
+before (finished data, models and runs) unchanged afterwards. The env cases call the envs
+directly, as a Gymnasium user would.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from ssrl.benchmarks.fault_injection import fingerprint
+from ssrl.cli import main as cli
+
+CARTPOLE = "ssrl/cartpole-swingup-v0"
+STATE = ["-o", "from_pixels=false"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Finished work a mistake must not damage: a data set, a pretrained model, a short run."""
+    root = tmp_path_factory.mktemp("finished")
+    assert (
+        cli(["collect", CARTPOLE, "--episodes", "3", "--max-steps", "10", "--size", "48", "--out", str(root / "data")])
+        == 0
+    )
+    assert cli(["pretrain", "rotation", "--data", str(root / "data"), "--steps", "2", "--batch-size", "4"]
+               + ["--set", "arch=fast", "--set", "latent_dim=8", "--out", str(root / "model")]) == 0  # fmt: skip
+    assert cli(["train", "--env", CARTPOLE, *STATE, "--env-steps", "160", "--eval-every", "80", "--eval-episodes", "1"]
+               + ["--set", "learning_starts=5", "--set", "batch_size=8", "--out", str(root / "run")]) == 0  # fmt: skip
+    return root
+
+
+def snapshot(folder: pathlib.Path, skip: str = "") -> dict[str, str]:
+    """Fingerprints of every file under ``folder`` but lock files and the subfolder ``skip``
+    (clocks and speeds ignored)."""
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"]
+    files = [p for p in files if not (skip and p.relative_to(folder).parts[0] == skip)]
+    return {str(p.relative_to(folder)): fingerprint(p) for p in files}
+
+
+def fails_cleanly(argv: list[str], capsys, *needles: str) -> str:
+    code = cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2, f"exit code {code}; stderr: {err[-2000:]}"
+    assert f"ssrl {argv[0]}: error:" in err and "Traceback" not in err, err[-2000:]
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in {err[-2000:]!r}"
+    return err
+
+
+def copy_of(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+# -- data sets ------------------------------------------------------------------------------------
+
+
+def _rewrite_episode(folder: pathlib.Path, change) -> pathlib.Path:
+    path = folder / "episodes" / "ep_000001.npz"
+    arrays = dict(np.load(path))
+    change(arrays)
+    np.savez(path, **arrays)
+    return path
+
+
+def _shrink_frames(arrays):
+    arrays["frames/fixed"] = arrays["frames/fixed"][:, :, :32, :32]
+
+
+def _rename_camera(arrays):
+    arrays["frames/lookatcart"] = arrays.pop("frames/fixed")
+
+
+DATA_MISTAKES = {
+    "meta.json missing": (lambda d: (d / "meta.json").unlink(), ["no meta.json", "ssrl collect"]),
+    "meta.json garbled": (lambda d: (d / "meta.json").write_text("{nope"), ["meta.json is corrupt"]),
+    "meta.json not an object": (lambda d: (d / "meta.json").write_text("[1, 2]"), ["a JSON object was expected"]),
+    "episode truncated": (
+        lambda d: (d / "episodes" / "ep_000001.npz").write_bytes((d / "episodes" / "ep_000001.npz").read_bytes()[:900]),
+        ["ep_000001.npz is corrupt or unreadable"],
+    ),
+    "episode of another image size": (
+        lambda d: _rewrite_episode(d, _shrink_frames),
+        ["ep_000001.npz", "(32, 32) pixels", "meta.json says (48, 48)"],
+    ),
+    "episode of another camera": (
+        lambda d: _rewrite_episode(d, _rename_camera),
+        ["ep_000001.npz has cameras ['lookatcart']", "meta.json says ['fixed']"],
+    ),
+    "episode without actions": (lambda d: _rewrite_episode(d, lambda a: a.pop("action")), ["missing action"]),
+    "no episodes": (lambda d: shutil.rmtree(d / "episodes"), ["holds no episode"]),
+}
+
+
+@pytest.mark.parametrize("mistake", list(DATA_MISTAKES))
+def test_broken_data_sets_are_named_by_pretrain_and_probe(mistake, finished, tmp_path, capsys):
+    data = copy_of(finished / "data", tmp_path / "data")
+    damage, needles = DATA_MISTAKES[mistake]
+    damage(data)
+    if mistake == "no episodes":
+        (data / "episodes").mkdir()
+    before = snapshot(finished)
+    fails_cleanly(
+        ["pretrain", "rotation", "--data", str(data), "--steps", "2", "--out", str(tmp_path / "m")], capsys, *needles
+    )
+    fails_cleanly(["probe", str(finished / "model"), "--data", str(data)], capsys, *needles)
+    assert snapshot(finished) == before
+
+
+def test_an_empty_folder_and_appending_another_env_are_refused(finished, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    fails_cleanly(
+        ["pretrain", "rotation", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "m")],
+        capsys,
+        "not an ssrl data set",
+    )
+    before = snapshot(finished / "data")
+    argv = [
+        "collect",
+        "ssrl/reacher-easy-v0",
+        "--append",
+        "1",
+        "--max-steps",
+        "5",
+        "--size",
+        "48",
+        "--out",
+        str(finished / "data"),
+    ]
+    fails_cleanly(
+        argv, capsys, "cannot append", "env_id: 'ssrl/cartpole-swingup-v0' in the folder, 'ssrl/reacher-easy-v0' asked"
+    )
+    fails_cleanly(
+        ["collect", CARTPOLE, "--episodes", "-1", "--out", str(tmp_path / "c")],
+        capsys,
+        "episodes must be a whole number >= 1, got -1",
+    )
+    assert snapshot(finished / "data") == before
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_broken_and_mismatched_encoder_checkpoints(finished, tmp_path, capsys):
+    before = snapshot(finished)
+    model = copy_of(finished / "model", tmp_path / "model")
+    good = (model / "model.pt").read_bytes()
+    train = ["train", "--env", CARTPOLE, "--env-steps", "20", "--out"]
+    for label, content in (("truncated", good[:500]), ("garbage", b"not a checkpoint" * 50)):
+        (model / "model.pt").write_bytes(content)
+        fails_cleanly(
+            train + [str(tmp_path / f"t-{label}"), "--encoder", str(model / "model.pt")],
+            capsys,
+            "model.pt is not a readable representation checkpoint",
+        )
+        fails_cleanly(
+            ["probe", str(model), "--data", str(finished / "data")],
+            capsys,
+            "model.pt is not a readable representation checkpoint",
+        )
+    (model / "model.pt").write_bytes(good)
+    fails_cleanly(
+        train + [str(tmp_path / "t1"), "--encoder", str(tmp_path / "nowhere.pt")],
+        capsys,
+        "no representation checkpoint at",
+    )
+    # a model of 48x48 images on the env's default 84x84, and a model of another method
+    fails_cleanly(
+        train + [str(tmp_path / "t2"), "--encoder", str(model)],
+        capsys,
+        "the encoder takes 48x48 images, the env gives 84x84",
+    )
+    mismatch = ["-o", "size=48", "--encoder", str(model), "--method", "tcn", "--regime", "finetune"]
+    fails_cleanly(train + [str(tmp_path / "t3"), *mismatch], capsys, "holds a rotation model, not tcn")
+    for failed in ("t1", "t2", "t3", "t-truncated", "t-garbage"):
+        assert not (tmp_path / failed / "run.json").exists()  # a start that fails leaves no run to refuse the fix
+    assert snapshot(finished) == before
+
+
+def test_a_resume_from_a_broken_agent_checkpoint_or_replay_names_it_and_keeps_the_run(finished, tmp_path, capsys):
+    run = copy_of(finished / "run", tmp_path / "run")
+    argv = ["train", "--env", CARTPOLE, *STATE, "--env-steps", "320", "--eval-every", "80", "--eval-episodes", "1"]
+    argv += ["--set", "learning_starts=5", "--set", "batch_size=8", "--out", str(run)]
+    agent = run / "checkpoint" / "agent.pt"
+    good = agent.read_bytes()
+    agent.write_bytes(good[:300])
+    kept = snapshot(run, skip="checkpoint")
+    fails_cleanly(argv, capsys, "agent.pt is not a readable agent checkpoint")
+    agent.write_bytes(good)
+    chunk = sorted((run / "checkpoint" / "replay").glob("*.npz"))[0]
+    chunk.unlink()
+    fails_cleanly(argv, capsys, "lacks replay chunks", "the replay save is incomplete")
+    assert snapshot(run, skip="checkpoint") == kept  # evaluations, metrics
+
+
+# -- configs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (
+            ["train", "--env", CARTPOLE, *STATE, "--set", "lerning_rate=1"],
+            ["unknown SACConfig option(s) ['lerning_rate']", "actor_lr"],
+        ),
+        (
+            ["train", "--env", CARTPOLE, *STATE, "--set", "batch_size=abc"],
+            ["batch_size must be a whole number, got 'abc'"],
+        ),
+        (["train", "--env", CARTPOLE, *STATE, "--set", "batch_size"], ["option 'batch_size' is not KEY=VALUE"]),
+        (["train", "--env", CARTPOLE, *STATE, "--set", "hidden_dims=[1,"], ["'hidden_dims=[1,'", "not valid YAML"]),
+        (["train", "--env", CARTPOLE, *STATE, "--set", "gamma=2"], ["gamma must be in (0, 1], got 2"]),
+        (["train", "--env", CARTPOLE, *STATE, "--env-steps", "0"], ["env_steps must be a whole number >= 1, got 0"]),
+        (["train", "--env", CARTPOLE, "-o", "from_pixel=false"], ["takes no option ['from_pixel']", "from_pixels"]),
+        (["train", "--env", CARTPOLE, "-o", "from_pixels=nope"], ["from_pixels must be true or false, got 'nope'"]),
+        (["train", "--env", CARTPOLE, "-o", "size=-5"], ["image size must be positive, got -5"]),
+        (["train", "--env", CARTPOLE, "-o", "size=big"], ["size must be an int or (height, width), got 'big'"]),
+        (["train", "--env", CARTPOLE, "-o", "cameras=[]"], ["at least one camera is needed", "'fixed', 'lookatcart'"]),
+        (["train", "--env", CARTPOLE, "-o", "cameras=[top]"], ["unknown camera 'top'", "'fixed', 'lookatcart'"]),
+        (
+            ["train", "--env", "ssrl/cartpole-swingdown-v0"],
+            ["unknown env id 'ssrl/cartpole-swingdown-v0'", "ssrl/cartpole-swingup-v0"],
+        ),
+        (["pretrain", "rotaton", "--data", "DATA"], ["unknown representation 'rotaton'", "rotation"]),
+        (
+            ["pretrain", "rotation", "--data", "DATA", "--set", "archh=fast"],
+            ["unknown RotationConfig option(s) ['archh']"],
+        ),
+        (
+            ["pretrain", "rotation", "--data", "DATA", "--batch-size", "-1"],
+            ["batch_size must be a whole number >= 1, got -1"],
+        ),
+        (["collect", CARTPOLE, "--policy", "expert"], ["unknown policy 'expert'", "sticky_random"]),
+        (["collect", CARTPOLE, "--size", "0"], ["image size must be positive, got 0"]),
+        (["collect", CARTPOLE, "--cameras", "top"], ["unknown camera 'top'"]),
+    ],
+)
+def test_bad_options_name_the_option_and_what_was_expected(argv, needles, finished, tmp_path, capsys):
+    argv = [str(finished / "data") if a == "DATA" else a for a in argv] + ["--out", str(tmp_path / "out")]
+    before = snapshot(finished)
+    fails_cleanly(argv, capsys, *needles)
+    assert not (tmp_path / "out" / "run.json").exists()
+    assert snapshot(finished) == before
+
+
+BASE_SUITE = {"name": "t", "tasks": ["cartpole-swingup"], "rl": {"env_steps": 10}, "methods": {"rotation": {}}}
+
+
+@pytest.mark.parametrize(
+    "change, needles",
+    [
+        ({"taks": ["x"]}, ["unknown field(s) ['taks']"]),
+        ({"rl": {"env_steps": 10, "eval_evry": 5}}, ["rl: unknown field(s) ['eval_evry']"]),
+        ({"collect": {"episode": 3}}, ["collect: unknown field(s) ['episode']"]),
+        ({"pretrain": {"step": 3}}, ["pretrain: unknown field(s) ['step']"]),
+        (
+            {"methods": {"rotation": {"archh": "fast"}}},
+            ["methods.rotation", "unknown RotationConfig option(s) ['archh']"],
+        ),
+        (
+            {"methods": {"rotation": {"latent_dim": "big"}}},
+            ["methods.rotation", "latent_dim must be a whole number, got 'big'"],
+        ),
+        ({"pretrain": {"config": {"latent_dim": -3}}}, ["latent_dim must be >= 1, got -3"]),
+        ({"rl": {"env_steps": 10, "hyperparams": {"batch_sise": 8}}}, ["rl.hyperparams", "['batch_sise']"]),
+        ({"rl": {"env_steps": 10, "hyperparams": {"gamma": 3}}}, ["rl.hyperparams", "gamma must be in (0, 1]"]),
+        ({"pixel_rl": {"hyperparams": {"encoder_arch": 3}}}, ["pixel_rl.hyperparams", "encoder_arch"]),
+        ({"rl": {"env_steps": 0}}, ["rl.env_steps must be at least 1, got 0"]),
+        ({"rl": {"env_steps": "many"}}, ["rl.env_steps must be a whole number"]),
+        ({"collect": {"episodes": -2}}, ["collect.episodes must be at least 1, got -2"]),
+        ({"pretrain": {"batch_size": 0}}, ["pretrain.batch_size must be at least 1, got 0"]),
+        ({"seeds": 0}, ["seeds must be at least 1, got 0"]),
+        ({"methods": {"rotaton": {}}}, ["unknown method 'rotaton'"]),
+        ({"regimes": ["frozn"]}, ["unknown regime 'frozn'"]),
+        ({"references": ["state_sak"]}, ["unknown reference row 'state_sak'"]),
+        ({"tasks": ["cartpole-swingdown"]}, ["unknown task 'cartpole-swingdown'"]),
+        ({"env": {"sizee": 48}}, ["takes no option ['sizee']"]),
+    ],
+)
+def test_suite_mistakes_at_every_level_stop_the_bench_before_any_cell(change, needles, tmp_path, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(dict(BASE_SUITE, **change)))
+    out = tmp_path / "bench"
+    fails_cleanly(["bench", "--suite", str(suite), "--out", str(out), "--workers", "1"], capsys, *needles)
+    assert not (out / "cells").exists() and not (out / "data").exists()
+
+
+def test_unreadable_suites_and_a_bad_suite_on_a_finished_bench_keep_its_results(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    fails_cleanly(
+        ["bench", "--suite", str(broken), "--out", str(tmp_path / "b")], capsys, "broken.yaml is not valid YAML"
+    )
+    fails_cleanly(
+        ["bench", "--suite", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "b")],
+        capsys,
+        "available suites: ",
+        "quick",
+    )
+    listed = tmp_path / "list.yaml"
+    listed.write_text("[1, 2]")
+    fails_cleanly(
+        ["bench", "--suite", str(listed), "--out", str(tmp_path / "b")], capsys, "must be a mapping of fields, got list"
+    )
+    # A finished bench folder, then the same --out with a suite that has a typo: nothing changes.
+    out = tmp_path / "done"
+    (out / "cells" / "x").mkdir(parents=True)
+    (out / "cells" / "x" / "result.json").write_text(json.dumps({"final_return": 1.0}))
+    before = snapshot(out)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(dict(BASE_SUITE, rl={"env_steps": 10, "eval_evry": 5})))
+    fails_cleanly(["bench", "--suite", str(typo), "--out", str(out)], capsys, "eval_evry")
+    assert snapshot(out) == before
+
+
+# -- envs -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env_id", [CARTPOLE, "ssrl/Push-v0", "ssrl/Grasp-v0"])
+def test_actions_of_the_wrong_shape_type_or_value_are_refused_by_the_env(env_id):
+    from ssrl.envs import make
+
+    env = make(env_id, from_pixels=False)
+    env.reset(seed=0)
+    n = env.action_space.shape[0]
+    with pytest.raises(ValueError, match=rf"takes shape \({n},\)"):
+        env.step(np.zeros((1, n)))
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="NaN or inf"):
+            env.step(np.full(n, bad))
+    with pytest.raises(ValueError, match="could not convert string to float"):
+        env.step(np.array(["a"] * n))
+    env.step(np.zeros(n))  # the env is still usable after refusing them
+
+
+@pytest.mark.parametrize("env_id", [CARTPOLE, "ssrl/Push-v0"])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"size": 0}, "image size must be positive, got 0"),
+        ({"size": 100000}, "image size must be at most 4096 pixels a side, got 100000"),
+        ({"size": [84, "wide"]}, "size must be an int or (height, width), got [84, 'wide']"),
+        ({"cameras": ["nowhere"]}, "unknown camera 'nowhere'"),
+        ({"cameras": []}, "at least one camera is needed"),
+        ({"frame_stack": 0}, "frame_stack"),
+    ],
+)
+def test_env_options_out_of_range_are_refused_by_name(env_id, options, needle):
+    from ssrl.envs import make
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        make(env_id, **options).reset(seed=0)
+
+
+# -- the config validators, property-based ---------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.lists(st.one_of(st.integers(-5, 5000), st.floats(allow_nan=True), st.text(max_size=3)), max_size=3),
+)
+
+
+def _config_classes():
+    from ssrl.agents import SACConfig, TD3Config
+    from ssrl.representations import get, names
+
+    return [SACConfig, TD3Config] + [get(n).Config for n in names()]
+
+
+@pytest.mark.parametrize("config_cls", _config_classes(), ids=lambda c: c.__qualname__)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_option_values_are_either_accepted_as_sane_or_refused_by_name(config_cls, data):
+    """Whatever a user writes into --set or a suite, building the config either succeeds with
+    values that are no NaN or inf where a number is meant, or raises a ValueError naming the
+    option; never a TypeError or a crash from deeper down."""
+    import dataclasses
+
+    from ssrl.utils import build_config
+
+    fields = [f.name for f in dataclasses.fields(config_cls)]
+    keys = data.draw(st.lists(st.sampled_from(fields), min_size=1, max_size=3, unique=True))
+    values = {k: data.draw(VALUES, label=k) for k in keys}
+    try:
+        config = build_config(config_cls, values)
+    except ValueError as err:
+        assert any(k in str(err) for k in keys), f"{err} names none of {keys}"
+        return
+    for key in keys:
+        value = getattr(config, key)
+        if isinstance(value, float):
+            assert np.isfinite(value), f"{config_cls.__qualname__}.{key} accepted {value!r}"
