@@ -39,6 +39,7 @@ from __future__ import annotations
 import abc
 import copy
 import dataclasses
+import math
 import pathlib
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -483,6 +484,9 @@ class OffPolicyAgent(abc.ABC):
         self.num_env_steps = 0
         self.num_updates = 0
         self.num_episodes = 0
+        # The return of the last finished training episode: the trainer's "train" records carry
+        # it, so a resumed run must know it before its first episode ends.
+        self.last_episode_return = math.nan
         self.build_networks()
         self._attach_aux()
 
@@ -964,6 +968,7 @@ class OffPolicyAgent(abc.ABC):
                 "env_steps": self.num_env_steps,
                 "updates": self.num_updates,
                 "episodes": self.num_episodes,
+                "last_episode_return": self.last_episode_return,
             },
             "rng": {"numpy": self.rng.bit_generator.state, "torch": self.generator.get_state()},
             "replay": self.replay_meta,
@@ -989,6 +994,7 @@ class OffPolicyAgent(abc.ABC):
         c = state["counters"]
         self.num_agent_steps, self.num_env_steps = c["agent_steps"], c["env_steps"]
         self.num_updates, self.num_episodes = c["updates"], c["episodes"]
+        self.last_episode_return = c.get("last_episode_return", math.nan)  # absent before 2026-12
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.generator.set_state(state["rng"]["torch"])
         self.replay_meta = state.get("replay")

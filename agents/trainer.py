@@ -190,7 +190,7 @@ class Trainer:
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.logger = Logger(self.run_dir, tensorboard, resume_from=agent.num_env_steps)
-        self.last_return = math.nan
+        self.last_return = agent.last_episode_return  # nan in a new run
         self.last_eval = math.nan
         elapsed = 0.0
         if self.logger is not None and agent.num_env_steps > 0:
@@ -283,7 +283,7 @@ class Trainer:
                         break  # the budget ends mid-episode; the last transitions are in the replay
                 agent.replay.end_episode()
                 agent.num_episodes += 1
-                self.last_return = episode_return
+                self.last_return = agent.last_episode_return = episode_return
                 if bar is not None:
                     bar.set_postfix(eval_return=f"{self.last_eval:.1f}", episode_return=f"{episode_return:.1f}")
                 if self.run_dir is not None and agent.num_env_steps >= next_ckpt:

@@ -817,6 +817,11 @@ def test_resume_after_kill_continues_identically(tmp_path, monkeypatch, normaliz
     ra = [(r["env_steps"], r["returns"]) for r in evals("full") if r["kind"] == "eval"]
     rb = [(r["env_steps"], r["returns"]) for r in evals("killed") if r["kind"] == "eval"]
     assert ra == rb and len(ra) == 4
+    from ssrl.benchmarks.fault_injection import fingerprint
+
+    # every record but clocks, the episode return the resumed run had not yet seen included
+    assert fingerprint(tmp_path / "full" / "metrics.jsonl") == fingerprint(tmp_path / "killed" / "metrics.jsonl")
+    assert a["counters"]["last_episode_return"] == b["counters"]["last_episode_return"] != 0.0
     if normalize_obs:  # the statistics travel in the checkpoint: every trained-on row counted
         stats = a["modules"]["obs_normalizer"]
         assert stats["count"] == a["counters"]["updates"] * 16 > 0
