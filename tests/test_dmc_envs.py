@@ -21,8 +21,15 @@ def rollout(env, seed, n, action_seed=0):
 
 @pytest.mark.parametrize("domain,task", envs.suite_tasks())
 def test_check_env_passes_for_every_registered_id(domain, task):
+    import warnings
+
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
     env = gym.make(dmc_id(domain, task))
     check_env(env.unwrapped, skip_render_check=True)
+    with warnings.catch_warnings():  # SB3's checker too (its advice on image sizes is a warning)
+        warnings.simplefilter("ignore")
+        sb3_check_env(env.unwrapped, warn=False)
     obs, info = env.reset(seed=1)
     assert env.observation_space.contains(obs)
     assert info["state"].dtype == np.float32
