@@ -280,7 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     col = sub.add_parser("collect", help="run a policy in an env and write its rollouts to a data set")
     col.add_argument("env", help="environment id, e.g. ssrl/cartpole-swingup-v0")
-    col.add_argument("--policy", default="random")
+    col.add_argument(
+        "--policy",
+        default="random",
+        help="a scripted policy (random, sticky_random, push_expert, ...) or agent:RUN_DIR[@EPSILON]: the agent "
+        "of an ssrl train run on this env's states, with probability EPSILON of a random action",
+    )
     col.add_argument("--episodes", type=int, default=10)
     col.add_argument("--cameras", default="", help="comma-separated cameras to record (default: the env's)")
     col.add_argument("--size", type=int, default=84)

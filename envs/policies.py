@@ -122,13 +122,30 @@ def policies_for(env: gym.Env) -> list[str]:
     return sorted(name for name, entry in POLICIES.items() if entry.serves(base))
 
 
+# Policies named by a prefix and an argument, built by a factory named by its import path (the
+# agents layer sits above this one, so it is imported only when such a policy is asked for).
+PREFIXED: dict[str, str] = {"agent:": "ssrl.agents.policy:AgentPolicy.from_spec"}
+
+
 def make_policy(name: str, env: gym.Env) -> Policy:
     """Build policy ``name`` for ``env``; a ValueError names the valid choices for an unknown
-    name, and the policies that fit ``env`` for one that does not serve it."""
+    name, and the policies that fit ``env`` for one that does not serve it. ``agent:RUN_DIR``
+    (optionally ``@EPSILON``) rolls out the agent of an ``ssrl train`` run
+    (:mod:`ssrl.agents.policy`)."""
+    for prefix, target in PREFIXED.items():
+        if name.startswith(prefix):
+            import importlib
+
+            module, _, attr = target.partition(":")
+            factory: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                factory = getattr(factory, part)
+            return factory(name, env)
     if name not in POLICIES:
         raise ValueError(
             f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))} "
-            f"(for {_env_name(env)}: {', '.join(policies_for(env)) or 'none'})"
+            f"(for {_env_name(env)}: {', '.join(policies_for(env)) or 'none'}), or agent:RUN_DIR[@EPSILON] "
+            "for the agent of an ssrl train run"
         )
     entry = POLICIES[name]
     if not entry.serves(env.unwrapped):

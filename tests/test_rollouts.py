@@ -113,3 +113,37 @@ def test_parallel_workers_write_the_same_episodes_and_a_rerun_fills_gaps(tmp_pat
         np.testing.assert_array_equal(refilled[key], a["ep_000001.npz"][key])
     with pytest.raises(ValueError, match="workers must be a whole number >= 1, got 0"):
         collect("ssrl/cartpole-swingup-v0", episodes=3, out=tmp_path / "three", workers=0, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:this run ends")  # a tiny run: its agent barely trained, on purpose
+def test_a_trained_agent_collects_its_own_actions_and_epsilon_mixes_in_random_ones(tmp_path):
+    from ssrl.agents import SAC
+    from ssrl.agents.run import train_run
+
+    run = tmp_path / "run"
+    train_run(run, "ssrl/cartpole-swingup-v0", env_steps=160, env_kwargs={"from_pixels": False},
+              hyperparams={"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]}, eval_episodes=0,
+              progress=False, tensorboard=False)  # fmt: skip
+    agent = SAC.load(run / "checkpoint" / "agent.pt", device="cpu")
+    kwargs = dict(episodes=2, max_steps=6, size=32, progress=False)
+    ds = collect("ssrl/cartpole-swingup-v0", policy=f"agent:{run}", out=tmp_path / "a", **kwargs)
+    for ep in ds:  # every action is the agent's deterministic one on the recorded state observation
+        for t in range(len(ep)):
+            np.testing.assert_allclose(ep.action[t], agent.act(ep.features[t], deterministic=True), rtol=0, atol=1e-6)
+    mixed = collect("ssrl/cartpole-swingup-v0", policy=f"agent:{run}@0.5", out=tmp_path / "m", **kwargs)
+    own = [
+        np.allclose(ep.action[t], agent.act(ep.features[t], deterministic=True), atol=1e-6)
+        for ep in mixed
+        for t in range(len(ep))
+    ]
+    assert 0 < sum(own) < len(own)  # some of each (12 steps at epsilon 0.5)
+    again = collect("ssrl/cartpole-swingup-v0", policy=f"agent:{run}@0.5", out=tmp_path / "m2", **kwargs)
+    np.testing.assert_array_equal(mixed[1].action, again[1].action)  # seeded per episode
+    assert json.loads((tmp_path / "m" / "meta.json").read_text())["policy"] == f"agent:{run}@0.5"
+    with pytest.raises(ValueError, match="trained an agent on ssrl/cartpole-swingup-v0, not on ssrl/reacher-easy-v0"):
+        collect("ssrl/reacher-easy-v0", policy=f"agent:{run}", out=tmp_path / "r", **kwargs)
+    with pytest.raises(ValueError, match=r"epsilon must be in \[0, 1\], got 2.0"):
+        collect("ssrl/cartpole-swingup-v0", policy=f"agent:{run}@2", out=tmp_path / "e", **kwargs)
+    with pytest.raises(ValueError, match="is not an ssrl train run"):
+        collect("ssrl/cartpole-swingup-v0", policy=f"agent:{tmp_path}", out=tmp_path / "n", **kwargs)
+    assert not (tmp_path / "r" / "meta.json").exists()  # a refused policy records nothing
