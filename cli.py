@@ -463,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:  # OSError: missing files, a full disk, ...
         print(f"ssrl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

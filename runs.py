@@ -38,6 +38,11 @@ from ssrl.utils import atomic_path, write_json
 LOCK_FILE = ".lock"
 
 
+class OutputFolderError(ValueError):
+    """An output folder that cannot be created or written (permissions, a read-only disk, a file
+    in the way)."""
+
+
 class RunFolderError(FileExistsError):
     """The folder holds a finished run, or a different one; the message says which and what to do."""
 
@@ -155,8 +160,14 @@ class RunFolder:
     def locked(self) -> Iterator[None]:
         """Hold the folder's lock (creating the folder) for the ``with`` block; refuse at once,
         with the holder's process id, if another process holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / LOCK_FILE, "a+") as fh:
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 - closed by the with below
+        except OSError as err:  # checked before any work starts: nothing is lost
+            raise OutputFolderError(
+                f"cannot write to {self.path} ({err.strerror or err}); choose a folder you can write to with --out"
+            ) from err
+        with handle as fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

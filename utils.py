@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import pathlib
@@ -38,9 +39,36 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except Exception as err:
+        # A full disk surfaces as whatever the writer raises (torch: "[enforce fail at
+        # inline_container.cc] unexpected pos", naming no file): say what happened and where.
+        free = _free_bytes(path.parent)
+        if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or (free is not None and free < DISK_FULL_BYTES):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"the disk holding {path} is full ({free} bytes free), so it could not be written; the files "
+                "written before are intact: free some space and run the same command again to resume",
+            ) from err
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+# Below this many free bytes after a failed write, the failure is taken for a full disk.
+DISK_FULL_BYTES = 1 << 20
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk is full (the message names the file)."""
+
+
+def _free_bytes(folder: pathlib.Path) -> int | None:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
 
 
 def _umask() -> int:

@@ -408,3 +408,49 @@ def test_any_option_values_are_either_accepted_as_sane_or_refused_by_name(config
         value = getattr(config, key)
         if isinstance(value, float):
             assert np.isfinite(value), f"{config_cls.__qualname__}.{key} accepted {value!r}"
+
+
+# -- where outputs go -------------------------------------------------------------------------------
+
+
+def test_an_unwritable_out_is_refused_before_any_work(finished, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = str(blocker / "sub")
+    for argv in (
+        ["collect", CARTPOLE, "--episodes", "1", "--out", out],
+        ["pretrain", "rotation", "--data", str(finished / "data"), "--out", out],
+        ["train", "--env", CARTPOLE, *STATE, "--out", out],
+        ["bench", "--suite", "quick", "--out", out],
+    ):
+        fails_cleanly(argv, capsys, f"cannot write to {out} (Not a directory)", "--out")
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(finished, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import ssrl.utils
+
+    run = copy_of(finished / "run", tmp_path / "run")
+    before = snapshot(run)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):  # what torch raises when the disk fills mid-file
+        if str(f).endswith(".pt"):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 14976 vs 14864")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    monkeypatch.setattr(ssrl.utils, "_free_bytes", lambda folder: 0)
+    argv = ["train", "--env", CARTPOLE, *STATE, "--env-steps", "320", "--eval-every", "80", "--eval-episodes", "1"]
+    argv += ["--set", "learning_starts=5", "--set", "batch_size=8", "--out", str(run)]
+    fails_cleanly(
+        argv, capsys, f"the disk holding {run / 'checkpoint' / 'agent.pt'} is full", "run the same command again"
+    )
+    after = snapshot(run)
+    assert after["checkpoint/agent.pt"] == before["checkpoint/agent.pt"]  # the last good checkpoint, whole
+    assert not [p for p in (run / "checkpoint").iterdir() if p.name.startswith(".agent.pt")]  # no temp file left
+    monkeypatch.setattr(ssrl.utils, "_free_bytes", lambda folder: 10**12)  # another failure: not called a full disk
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        with ssrl.utils.atomic_path(tmp_path / "x.pt", suffix=".pt") as tmp:
+            torch.save({}, tmp)
