@@ -202,6 +202,7 @@ def _bench(args: argparse.Namespace) -> int:
             out=args.out,
             methods=args.methods or None,
             tasks=args.tasks or None,
+            regimes=args.regimes or None,
             seeds=args.seeds,
             workers=args.workers,
             ray_address=args.ray,
@@ -433,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--suite", default="quick", help="a suite name (see --list) or a YAML file")
     be.add_argument("--methods", nargs="*", default=None, help="only these rows (methods or reference rows)")
     be.add_argument("--tasks", nargs="*", default=None, help="only these tasks (DOMAIN-TASK)")
+    be.add_argument("--regimes", nargs="*", default=None, help="only these regimes (frozen, finetune, ...)")
     be.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
     be.add_argument("--workers", type=int, default=2, help="parallel cells in a local process pool")
     be.add_argument("--ray", default=None, metavar="ADDRESS", help="run cells as Ray tasks on an existing cluster")

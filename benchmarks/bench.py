@@ -22,6 +22,7 @@ and resumes running ones. Results go to the output folder (see :mod:`ssrl.benchm
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 from typing import Any
@@ -67,10 +68,17 @@ def run_bench(
     overwrite: bool = False,
     display: bool = True,
     ray_gpus: float = 0.0,
+    regimes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Plan, run (resuming what is there) and report a suite (a name, a YAML path, a
-    :class:`Suite` or a mapping of its fields); returns the summary."""
+    :class:`Suite` or a mapping of its fields); returns the summary. ``methods``, ``tasks`` and
+    ``regimes`` narrow the suite to those rows, tasks and regimes."""
     spec = load_suite(suite) if isinstance(suite, (str, pathlib.Path)) else parse_suite(suite)
+    if regimes:
+        bad = [r for r in regimes if r not in spec.regimes]
+        if bad:
+            raise SuiteError(f"--regimes {bad} not in suite {spec.name!r}; its regimes: {', '.join(spec.regimes)}")
+        spec = dataclasses.replace(spec, regimes=[r for r in spec.regimes if r in regimes])
     out = pathlib.Path(out or f"outputs/bench-{spec.name}")
     cells = plan(spec, methods, tasks, seeds, rl_steps, pretrain_steps)
     if not cells:

@@ -214,9 +214,14 @@ def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_dec
     ]
     with pytest.raises(SuiteError, match="unknown regime 'tuned'"):
         plan(dict(suite, regimes=["tuned"]))
-    summary = run_bench(suite, out=tmp_path / "b", methods=["rotation"], workers=1, display=False, rl_steps=48)
+    with pytest.raises(SuiteError, match=r"--regimes \['joint'\] not in suite 'tiny'; its regimes: frozen, finetune"):
+        run_bench(suite, out=tmp_path / "b", regimes=["joint"], display=False)
+    summary = run_bench(
+        suite, out=tmp_path / "b", methods=["rotation"], regimes=["finetune", "decoupled"], workers=1, display=False,
+        rl_steps=48,
+    )  # fmt: skip
     rows = {r["row"]: r for r in summary["rows"]}
-    assert {"rotation", "rotation:finetune", "rotation:decoupled"} == set(rows)
+    assert {"rotation:finetune", "rotation:decoupled"} == set(rows)  # the frozen regime left out
     result = json.loads(
         (tmp_path / "b" / "cells" / "rotation:decoupled__cartpole-swingup__s0" / "result.json").read_text()
     )
