@@ -417,3 +417,48 @@ def test_a_pooled_encoder_takes_patches_and_full_frames_with_the_same_weights():
         flat(patch)
     with pytest.raises(ValueError, match="unknown pooling"):
         make_encoder("fast", 3, 84, 8, pool="max")
+
+
+def test_grasp2vec_localisation_is_scored_against_the_grasped_objects_footprint(tmp_path):
+    from types import SimpleNamespace
+
+    from ssrl.representations.control.grasp2vec import localisation, object_masks
+
+    pre = np.zeros((3, 3, 10, 10), np.uint8)
+    pre[:, :, 2:4, 5:9] = 200  # an object of 2 x 4 pixels, gone after each grasp
+    post = pre.copy()
+    post[:, :, 2:4, 5:9] = 0
+    post[2, :, 9, 9] = 10  # a change below the threshold is not footprint
+    masks = object_masks(pre, post)
+    assert masks.sum() == 3 * 8 and masks[:, 2:4, 5:9].all()
+    data = SimpleNamespace(info={"s_pre": pre, "s_post": post, "o": pre, "grasp_success": np.array([1, 1, 1, 0])[:3]})
+
+    class Peaked:  # a heatmap that is hottest at one pixel
+        def __init__(self, y, x):
+            self.y, self.x = y, x
+
+        def heatmap_image(self, obj, scene):
+            heat = np.zeros((len(scene), 10, 10), np.float32)
+            heat[:, self.y, self.x] = 1.0
+            return heat
+
+    on, off = localisation(Peaked(3, 6), data), localisation(Peaked(0, 0), data)
+    assert on == {"heatmap_hit": 1.0, "heatmap_chance": pytest.approx(0.08), "heatmap_mass": 1.0}
+    assert off["heatmap_hit"] == 0.0 and off["heatmap_mass"] == 0.0 and off["heatmap_chance"] == pytest.approx(0.08)
+
+
+def test_grasp2vec_writes_heatmaps_of_held_out_grasps(tmp_path_factory, tmp_path):
+    out = tmp_path_factory.mktemp("data") / "grasp_pictures"
+    collect("ssrl/Grasp-v0", policy="centred_grasp", episodes=2, out=out, size=SIZE, seed=1,
+            env_kwargs={"triplet_size": SIZE}, progress=False)  # fmt: skip
+    data = RolloutData(out)
+    rep = build("grasp2vec", data, **dict(METHODS["grasp2vec"], frame_stack=1))
+    (path,) = rep.pictures(data, tmp_path)
+    import imageio.v3 as iio
+
+    image = iio.imread(path)
+    n = min(6, int(data.info["grasp_success"].sum()))
+    assert image.shape == (n * (2 * SIZE + 2) - 2, 4 * (2 * SIZE + 2) - 2, 3)  # 4 columns of doubled frames
+    scores = rep.extra_scores(data)
+    assert {"retrieval_acc", "heatmap_hit", "heatmap_chance", "heatmap_mass"} <= set(scores)
+    assert 0 < scores["heatmap_chance"] < 0.5  # a footprint is found, smaller than the bin

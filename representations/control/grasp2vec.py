@@ -33,11 +33,13 @@ augmentation (random crops and flips) is not applied here.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ...utils import image_grid, write_png
 from ..backbones import ConvTrunk, EncoderConfig, orthogonal_init
 from ..core import BaseConfig, Need, Representation, register
 from ..losses import npairs
@@ -83,8 +85,41 @@ class Grasp2Vec(Representation):
     example_env = "ssrl/Grasp-v0"  # grasp triplets exist only in our grasping scene
 
     def extra_scores(self, data) -> dict[str, float]:
-        """Instance retrieval accuracy on held-out grasps (see :func:`retrieval_accuracy`)."""
-        return {"retrieval_acc": retrieval_accuracy(self, data)}
+        """Instance retrieval accuracy on held-out grasps (see :func:`retrieval_accuracy`), and
+        how well the heatmap finds the grasped object in the scene (:func:`localisation`)."""
+        return {"retrieval_acc": retrieval_accuracy(self, data), **localisation(self, data)}
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """``heatmaps.png``: per held-out successful grasp, the bin before (s_pre), the lifted
+        object (o), the heatmap of phi_o(o) over phi_s(s_pre) blended over the bin (inferno:
+        black cold, yellow hot), and the object's footprint (the pixels the grasp changed, white)."""
+        rows = _successes(data)[:6]
+        if len(rows) == 0:
+            return []
+        pre, post, obj = (data.info[k][rows] for k in ("s_pre", "s_post", "o"))
+        from matplotlib import colormaps
+
+        heat = self.heatmap_image(obj, pre)  # (B, H, W) in [0, 1]
+        masks = object_masks(pre, post)
+        colours = colormaps["inferno"](heat)[..., :3].transpose(0, 3, 1, 2) * 255.0
+        lit = (0.4 * pre + 0.6 * colours).astype(np.uint8)
+        footprint = np.repeat(masks[:, None], 3, axis=1).astype(np.uint8) * 255
+
+        def big(im: np.ndarray) -> np.ndarray:  # twice the size: 64-pixel frames are small to look at
+            return im.repeat(2, axis=-1).repeat(2, axis=-2)
+
+        grid = image_grid([[big(pre[i]), big(obj[i]), big(lit[i]), big(footprint[i])] for i in range(len(rows))])
+        return [write_png(folder / "heatmaps.png", grid)]
+
+    @torch.no_grad()
+    def heatmap_image(self, obj: np.ndarray, scene: np.ndarray) -> np.ndarray:
+        """:meth:`heatmap` upsampled (bilinear) to the scene's size and scaled to [0, 1] per image."""
+        with self.evaluating():
+            b = self.to_batch({"object": obj, "pre": scene})
+            heat = self.heatmap(b["object"], b["pre"])[:, None]
+            heat = torch.nn.functional.interpolate(heat, size=tuple(scene.shape[-2:]), mode="bilinear")[:, 0]
+        heat = heat - heat.flatten(1).min(1).values[:, None, None]
+        return (heat / heat.flatten(1).max(1).values.clamp_min(1e-12)[:, None, None]).cpu().numpy()
 
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         success = np.flatnonzero(data.info["grasp_success"])
@@ -122,13 +157,53 @@ class Grasp2Vec(Representation):
         return (self.object(goal) * self.object(achieved)).sum(-1)
 
 
+def _successes(data, max_grasps: int = 512, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.flatnonzero(data.info["grasp_success"]))[:max_grasps]
+
+
+def object_masks(pre: np.ndarray, post: np.ndarray, threshold: int = 24) -> np.ndarray:
+    """Where the grasped object was: pixels of s_pre that differ from s_post by more than
+    ``threshold`` (of 255) in some channel; ``(B, H, W)`` bool. The judge of :func:`localisation`
+    (a neighbour nudged by the grasp shows up too, at its edges)."""
+    diff = np.abs(pre.astype(np.int16) - post.astype(np.int16)).max(axis=1)
+    return diff > threshold
+
+
+@torch.no_grad()
+def localisation(rep: Grasp2Vec, data, max_grasps: int = 256, batch: int = 32) -> dict[str, float]:
+    """Does the heatmap of phi_o(o) over phi_s(s_pre) point at the object that was grasped? Over
+    held-out successful grasps: ``heatmap_hit``, the fraction whose hottest pixel (the heatmap
+    upsampled to the image) lies on the object's footprint (:func:`object_masks`);
+    ``heatmap_chance``, the footprint's mean share of the image (a uniformly drawn pixel's hit
+    rate); ``heatmap_mass``, the mean share of the heatmap's mass on the footprint."""
+    rows = _successes(data, max_grasps)
+    hits, mass, area, n = 0.0, 0.0, 0.0, 0
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        pre, post, obj = (data.info[k][chunk] for k in ("s_pre", "s_post", "o"))
+        masks = object_masks(pre, post)
+        keep = masks.any(axis=(1, 2))  # a grasp that changed no pixel has nothing to find
+        if not keep.any():
+            continue
+        heat = rep.heatmap_image(obj[keep], pre[keep])
+        masks = masks[keep]
+        flat = heat.reshape(len(heat), -1)
+        hottest = flat.argmax(1)
+        hits += float(masks.reshape(len(masks), -1)[np.arange(len(masks)), hottest].sum())
+        mass += float(((heat * masks).reshape(len(heat), -1).sum(1) / flat.sum(1).clip(1e-12)).sum())
+        area += float(masks.mean(axis=(1, 2)).sum())
+        n += len(masks)
+    if n == 0:
+        return {}
+    return {"heatmap_hit": hits / n, "heatmap_chance": area / n, "heatmap_mass": mass / n}
+
+
 @torch.no_grad()
 def retrieval_accuracy(rep: Grasp2Vec, data, max_grasps: int = 512, batch: int = 32, seed: int = 0) -> float:
     """Top-1 object retrieval within batches of held-out successful grasps (the paper's metric):
     the fraction whose pre-minus-post embedding is closest to its own object among the batch."""
-    rng = np.random.default_rng(seed)
-    success = np.flatnonzero(data.info["grasp_success"])
-    rows = rng.permutation(success)[:max_grasps]
+    rows = _successes(data, max_grasps, seed)
     hits, total = 0, 0
     with rep.evaluating():  # a model mid-training goes back to training mode afterwards
         for start in range(0, len(rows) - 1, batch):
