@@ -454,3 +454,30 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(finished, 
     with pytest.raises(RuntimeError, match="unexpected pos"):
         with ssrl.utils.atomic_path(tmp_path / "x.pt", suffix=".pt") as tmp:
             torch.save({}, tmp)
+
+
+SUITE_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+SUITE_FIELDS = ["name", "tasks", "seeds", "env", "collect", "pretrain", "methods", "regimes", "references", "rl",
+                "pixel_rl", "probes", "report_steps", "distractor", "note", "published"]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    changes=st.dictionaries(st.sampled_from(SUITE_FIELDS), SUITE_VALUES, min_size=1, max_size=3),
+)
+def test_any_suite_either_parses_or_is_refused_with_a_suite_error(changes):
+    """Whatever a suite file holds, ``ssrl bench`` either accepts it or says what is wrong as a
+    SuiteError (an ``ssrl bench: error:`` line), never an AttributeError or TypeError from inside."""
+    from ssrl.benchmarks.suite import SuiteError, parse_suite
+
+    raw = dict(BASE_SUITE, **changes)
+    try:
+        parse_suite(raw)
+    except SuiteError:
+        pass
+    except ValueError as err:  # an env option's own check (``ssrl.envs.make``) is a ValueError too
+        assert "must" in str(err) or "unknown" in str(err) or "takes no option" in str(err), err
