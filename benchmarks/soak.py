@@ -1,5 +1,5 @@
 """Soak: does memory stay flat over long runs? State SAC for 1M env steps, and pixel SAC until its
-replay is full and ``--pixel-beyond`` agent steps more.
+replay is full and ``--pixel-beyond`` env steps more.
 
     python -m ssrl.benchmarks.soak [--out outputs/soak] [--state-env-steps 1000000]
         [--pixel-capacity 10000] [--pixel-beyond 50000]
@@ -11,8 +11,9 @@ the target is an RSS within 5% of its value at the moment the replay filled, to 
 state run uses SAC's defaults (a 1M-transition replay: on cartpole's action repeat of 8, 1M env
 steps are 125k transitions, so it never fills; its figure is the growth per update). The pixel
 run is 84x84 cartpole with DrQ's preset but a replay of ``--pixel-capacity`` transitions, the
-``fast`` encoder, 64-unit MLPs and batch 32, so that a CPU gets past the full replay in an hour
-(at DrQ's own sizes an update takes 0.5 s here); each setting is printed with the result.
+``fast`` encoder, 64-unit MLPs and batch 32, so that a CPU gets past the full replay (80k env
+steps at cartpole's action repeat of 8) and 50k env steps beyond in under an hour (at DrQ's own
+sizes an update takes 0.5 s here); each setting is printed with the result.
 Samples go to ``OUT/<run>/rss.jsonl`` (appended, so a resumed run continues its curve) and the
 figure to ``OUT/soak.png``.
 """
@@ -125,7 +126,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--runs", nargs="+", default=["state", "pixels"], choices=["state", "pixels"])
     parser.add_argument("--state-env-steps", type=int, default=1_000_000)
     parser.add_argument("--pixel-capacity", type=int, default=10_000, help="replay transitions")
-    parser.add_argument("--pixel-beyond", type=int, default=50_000, help="agent steps after the replay is full")
+    parser.add_argument("--pixel-beyond", type=int, default=50_000, help="env steps after the replay is full")
     parser.add_argument("--every", type=int, default=10_000, help="env steps between RSS samples")
     args = parser.parse_args(argv)
 
@@ -152,7 +153,7 @@ def main(argv=None) -> dict:
                 "batch_size": 32,
                 "learning_starts": 1000,
             },
-            (args.pixel_capacity + args.pixel_beyond) * repeat,
+            args.pixel_capacity * repeat + args.pixel_beyond,
         ),
     }
     results = {}
