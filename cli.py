@@ -284,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument(
         "--policy",
         default="random",
-        help="a scripted policy (random, sticky_random, push_expert, ...) or agent:RUN_DIR[@EPSILON]: the agent "
-        "of an ssrl train run on this env's states, with probability EPSILON of a random action",
+        help="a scripted policy (random, sticky_random, push_expert, ...); agent:RUN_DIR[@EPSILON]: the agent "
+        "of an ssrl train run on this env's states, with probability EPSILON of a random action; mix:A+B: "
+        "policies A and B in turn, episode by episode",
     )
     col.add_argument("--episodes", type=int, default=10)
     col.add_argument("--cameras", default="", help="comma-separated cameras to record (default: the env's)")

@@ -122,16 +122,42 @@ def policies_for(env: gym.Env) -> list[str]:
     return sorted(name for name, entry in POLICIES.items() if entry.serves(base))
 
 
+class MixturePolicy:
+    """``mix:A+B+...``: episode by episode, the policies in turn (the episode reset with seed s
+    is run by policy ``s mod n``), so a data set holds, say, random and expert episodes in equal
+    shares and any episode can be recorded again alone (``collect --workers``)."""
+
+    def __init__(self, spec: str, env: gym.Env) -> None:
+        names = [n for n in spec.removeprefix("mix:").split("+") if n]
+        if len(names) < 2:
+            raise ValueError(
+                f"a mixture names two or more policies joined by '+', e.g. mix:random+push_expert; got {spec!r}"
+            )
+        self.policies = [make_policy(n, env) for n in names]
+        self.current = self.policies[0]
+
+    def reset(self, seed: int) -> None:
+        self.current = self.policies[seed % len(self.policies)]
+        self.current.reset(seed)
+
+    def __call__(self, obs: Any, info: dict[str, Any]) -> np.ndarray:
+        return self.current(obs, info)
+
+
 # Policies named by a prefix and an argument, built by a factory named by its import path (the
 # agents layer sits above this one, so it is imported only when such a policy is asked for).
-PREFIXED: dict[str, str] = {"agent:": "ssrl.agents.policy:AgentPolicy.from_spec"}
+PREFIXED: dict[str, str] = {
+    "agent:": "ssrl.agents.policy:AgentPolicy.from_spec",
+    "mix:": "ssrl.envs.policies:MixturePolicy",
+}
 
 
 def make_policy(name: str, env: gym.Env) -> Policy:
     """Build policy ``name`` for ``env``; a ValueError names the valid choices for an unknown
     name, and the policies that fit ``env`` for one that does not serve it. ``agent:RUN_DIR``
     (optionally ``@EPSILON``) rolls out the agent of an ``ssrl train`` run
-    (:mod:`ssrl.agents.policy`)."""
+    (:mod:`ssrl.agents.policy`); ``mix:A+B`` alternates policies episode by episode
+    (:class:`MixturePolicy`)."""
     for prefix, target in PREFIXED.items():
         if name.startswith(prefix):
             import importlib
@@ -145,7 +171,7 @@ def make_policy(name: str, env: gym.Env) -> Policy:
         raise ValueError(
             f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))} "
             f"(for {_env_name(env)}: {', '.join(policies_for(env)) or 'none'}), or agent:RUN_DIR[@EPSILON] "
-            "for the agent of an ssrl train run"
+            "for the agent of an ssrl train run, or mix:A+B for policies in turn"
         )
     entry = POLICIES[name]
     if not entry.serves(env.unwrapped):

@@ -147,3 +147,21 @@ def test_a_trained_agent_collects_its_own_actions_and_epsilon_mixes_in_random_on
     with pytest.raises(ValueError, match="is not an ssrl train run"):
         collect("ssrl/cartpole-swingup-v0", policy=f"agent:{tmp_path}", out=tmp_path / "n", **kwargs)
     assert not (tmp_path / "r" / "meta.json").exists()  # a refused policy records nothing
+
+
+def test_a_mixture_runs_its_policies_in_turn_episode_by_episode(tmp_path):
+    kwargs = dict(max_steps=8, size=32, progress=False)
+    mixed = collect(
+        "ssrl/cartpole-swingup-v0", policy="mix:random+sticky_random", episodes=4, out=tmp_path / "m", **kwargs
+    )
+    alone = {
+        p: collect("ssrl/cartpole-swingup-v0", policy=p, episodes=4, out=tmp_path / p, **kwargs)
+        for p in ("random", "sticky_random")
+    }
+    for i in range(4):  # episode i (seed 0 + i) is the one its policy records alone
+        np.testing.assert_array_equal(mixed[i].action, alone[["random", "sticky_random"][i % 2]][i].action)
+    assert not np.array_equal(alone["random"][1].action, alone["sticky_random"][1].action)
+    with pytest.raises(ValueError, match="two or more policies joined by"):
+        collect("ssrl/cartpole-swingup-v0", policy="mix:random", episodes=1, out=tmp_path / "x", **kwargs)
+    with pytest.raises(ValueError, match="unknown policy 'randm'"):
+        collect("ssrl/cartpole-swingup-v0", policy="mix:randm+random", episodes=1, out=tmp_path / "y", **kwargs)
