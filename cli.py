@@ -141,6 +141,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     if summary["first_loss"] is None:  # --steps 0: the freshly initialised encoder, saved as is
         print(f"0 steps: the untrained model is in {out}/model.pt")
         return 0
+    if "loss" not in summary.get("last", {}):  # a finished run asked again: nothing left to do
+        print(f"{summary['steps']} steps done before; model in {out}/model.pt")
+        return 0
     print(
         f"{summary['steps']} steps at {summary['steps_per_s']:.1f} steps/s, loss {summary['first_loss']:.4g} -> "
         f"{summary['last']['loss']:.4g}; model in {out}/model.pt"

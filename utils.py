@@ -39,15 +39,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except Exception as err:
-        # A full disk surfaces as whatever the writer raises (torch: "[enforce fail at
-        # inline_container.cc] unexpected pos", naming no file): say what happened and where.
-        free = _free_bytes(path.parent)
-        if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or (free is not None and free < DISK_FULL_BYTES):
+    except (OSError, RuntimeError) as err:
+        # A full disk surfaces as ENOSPC, or as torch's stream writer failing ("[enforce fail at
+        # inline_container.cc] unexpected pos", "file write failed"), naming no file.
+        if _looks_like_full_disk(err, path.parent):
             raise DiskFullError(
                 errno.ENOSPC,
-                f"the disk holding {path} is full ({free} bytes free), so it could not be written; the files "
-                "written before are intact: free some space and run the same command again to resume",
+                f"the disk holding {path} is full ({_free_bytes(path.parent)} bytes free), so it could not be "
+                f"written ({err}); the files written before are intact: free some space and run the same "
+                "command again to resume",
             ) from err
         raise
     finally:
@@ -55,8 +55,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[pathlib.P
             tmp_path.unlink()
 
 
-# Below this many free bytes after a failed write, the failure is taken for a full disk.
+# Below this many free bytes after a torch write failed, the failure is taken for a full disk.
 DISK_FULL_BYTES = 1 << 20
+
+
+def _looks_like_full_disk(err: BaseException, folder: pathlib.Path) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    text = str(err)
+    if "unexpected pos" in text or "file write failed" in text:  # torch's zip writer
+        free = _free_bytes(folder)
+        return free is not None and free < DISK_FULL_BYTES
+    return False
 
 
 class DiskFullError(OSError):
@@ -75,6 +85,16 @@ def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it; put it straight back
     os.umask(mask)
     return mask
+
+
+def check_whole(name: str, value: Any, minimum: int = 0) -> int:
+    """``value`` as an int if it is a whole number (Python or numpy, not a bool) >= ``minimum``;
+    else a ValueError naming ``name``."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def build_config(config_cls: type, values: dict[str, Any], preset: dict[str, Any] | None = None) -> Any:

@@ -29,11 +29,13 @@ def parse_spec(spec: str) -> tuple[pathlib.Path, float]:
     if not spec.startswith(PREFIX):
         raise ValueError(f"an agent policy is written {PREFIX}RUN_DIR[@EPSILON], got {spec!r}")
     body = spec[len(PREFIX) :]
-    path, sep, eps = body.rpartition("@") if "@" in body else (body, "", "")
+    path, sep, eps = body.rpartition("@")
     try:
         epsilon = float(eps) if sep else 0.0
-    except ValueError:
-        raise ValueError(f"{spec!r}: the part after '@' is the probability of a random action, got {eps!r}") from None
+    except ValueError:  # an '@' inside the folder's name: no epsilon given
+        sep = ""
+    if not sep:
+        path, epsilon = body, 0.0
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"{spec!r}: epsilon must be in [0, 1], got {epsilon}")
     if not path:
@@ -58,6 +60,16 @@ class AgentPolicy:
             raise ValueError(f"{run_dir} trained an agent on {run.get('env_id')}, not on {env_id}")
         if run.get("encoder") or run.get("method") or run.get("demo"):
             raise ValueError(f"{run_dir} trained on a representation's latents; an agent policy needs a state agent")
+        from ssrl.envs import make
+        from ssrl.envs.pixels import state_mode_kwargs
+
+        trained_env = make(run["env_id"], **state_mode_kwargs(run.get("env_kwargs") or {}))
+        repeats = (getattr(trained_env.unwrapped, "action_repeat", 1), getattr(env.unwrapped, "action_repeat", 1))
+        trained_env.close()
+        if repeats[0] != repeats[1]:
+            raise ValueError(
+                f"{run_dir} trained its agent at action repeat {repeats[0]}; this env acts at {repeats[1]}"
+            )
         self.agent = ALGOS[run["algo"]].load(checkpoint, device="cpu")
         _check_same_observations(self.agent.observation_space, env.observation_space, run_dir)
         self.space = env.action_space

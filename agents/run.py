@@ -16,13 +16,13 @@ added to the critic's). ``--aux NAME`` is shorthand for ``--method NAME --regime
 
 from __future__ import annotations
 
-import numbers
 import pathlib
 from typing import Any
 
 import gymnasium as gym
 
 from ssrl.runs import RunFolder
+from ssrl.utils import check_whole
 
 from . import ALGOS
 from .trainer import Trainer
@@ -153,8 +153,7 @@ def train_run(
         ("eval_every", eval_every, 1),
         ("eval_episodes", eval_episodes, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+        check_whole(name, value, minimum)
     method, regime = resolve_regime(method, regime, encoder, aux)
     out = pathlib.Path(out)
     spec = {

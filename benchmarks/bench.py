@@ -22,7 +22,6 @@ and resumes running ones. Results go to the output folder (see :mod:`ssrl.benchm
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import time
 from typing import Any
@@ -74,13 +73,8 @@ def run_bench(
     :class:`Suite` or a mapping of its fields); returns the summary. ``methods``, ``tasks`` and
     ``regimes`` narrow the suite to those rows, tasks and regimes."""
     spec = load_suite(suite) if isinstance(suite, (str, pathlib.Path)) else parse_suite(suite)
-    if regimes:
-        bad = [r for r in regimes if r not in spec.regimes]
-        if bad:
-            raise SuiteError(f"--regimes {bad} not in suite {spec.name!r}; its regimes: {', '.join(spec.regimes)}")
-        spec = dataclasses.replace(spec, regimes=[r for r in spec.regimes if r in regimes])
     out = pathlib.Path(out or f"outputs/bench-{spec.name}")
-    cells = plan(spec, methods, tasks, seeds, rl_steps, pretrain_steps)
+    cells = plan(spec, methods, tasks, seeds, rl_steps, pretrain_steps, regimes)
     if not cells:
         raise SuiteError("the selection leaves no cell to run")
     bench_folder = RunFolder(out, "ssrl bench")
@@ -88,19 +82,20 @@ def run_bench(
         if overwrite:
             bench_folder.check({}, overwrite=True)  # empties the folder, all but the lock
         return _run_locked(
-            spec, out, cells, methods, tasks, seeds, rl_steps, pretrain_steps, workers, ray_address, ray_gpus, display
-        )
+            spec, out, cells, methods, tasks, seeds, rl_steps, pretrain_steps, workers, ray_address, ray_gpus, display,
+            regimes,
+        )  # fmt: skip
 
 
 def _run_locked(
-    spec, out, cells, methods, tasks, seeds, rl_steps, pretrain_steps, workers, ray_address, ray_gpus, display
+    spec, out, cells, methods, tasks, seeds, rl_steps, pretrain_steps, workers, ray_address, ray_gpus, display, regimes
 ) -> dict[str, Any]:
     from .report import write_report
 
     overrides = {
         k: v
         for k, v in dict(
-            methods=methods, tasks=tasks, seeds=seeds, rl_steps=rl_steps, pretrain_steps=pretrain_steps
+            methods=methods, tasks=tasks, regimes=regimes, seeds=seeds, rl_steps=rl_steps, pretrain_steps=pretrain_steps
         ).items()
         if v is not None
     }

@@ -127,11 +127,17 @@ def plan(
     seeds: int | None = None,
     rl_steps: int | None = None,
     pretrain_steps: int | None = None,
+    regimes: list[str] | None = None,
 ) -> list[Cell]:
     """Expand a suite (optionally narrowed, or its budgets changed, by the command line) into cells."""
     if not isinstance(suite, Suite):
         suite = parse_suite(suite)
     suite = override_budgets(suite, rl_steps, pretrain_steps)
+    if regimes:
+        bad = [r for r in regimes if r not in suite.regimes]
+        if bad:
+            raise SuiteError(f"--regimes {bad} not in suite {suite.name!r}; its regimes: {', '.join(suite.regimes)}")
+        suite = dataclasses.replace(suite, regimes=[r for r in suite.regimes if r in regimes])
     rows = _selected_rows(suite, methods)
     task_list = list(suite.tasks)
     if tasks:

@@ -5,7 +5,7 @@
 
 Each round collects the same episodes (random policy, 84x84 frames of the env's default
 cameras, ``--max-steps`` agent steps each) into a fresh folder, once with one process and once
-with ``--workers`` spawned processes, alternating; it prints env steps per second of each and
+with ``--workers`` spawned processes, the one after the other; it prints env steps per second of each and
 their ratio (the parallel run's time includes starting its workers). The two data sets must be
 identical file for file, or the benchmark fails: parallel collection is only worth having if it
 gives the same data.
@@ -31,6 +31,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", default="outputs/benchmarks/collect_speed.json")
     args = parser.parse_args(argv)
+    if args.workers < 2:
+        parser.error("--workers must be 2 or more (it is compared with one worker)")
 
     import numpy as np
 

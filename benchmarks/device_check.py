@@ -7,7 +7,8 @@ Meant to be run as one short job when a GPU machine is lent (issue 16), then the
 (``python -m pytest -q -x``) in the same session. It records:
 
 * the machine: torch's device, its name and bf16 support, ``MUJOCO_GL``, and whether MuJoCo
-  renders through EGL on it (a Push frame that is not blank);
+  renders there (a Push frame that is not blank; which GL driver drew it is not recorded: Mesa's
+  software EGL would pass too);
 * pixel SAC updates per second at DrQ's sizes (84x84x9, the DMC encoder, batch 512, K = M = 2)
   on the accelerator and on one CPU thread, from the same replay;
 * ``ssrl pretrain`` steps per second of ATC (the DMC encoder, batch 256) on both, from the same

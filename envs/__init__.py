@@ -34,13 +34,16 @@ def make(env_id: str, **options) -> gym.Env:
     Gymnasium would raise a TypeError from inside the env's constructor."""
     import inspect
 
-    if env_id not in gym.registry and ":" not in env_id:  # "module:Id" imports its module first
-        from ssrl.envs.manipulation import ENVS as SCENES
+    if ":" not in env_id:  # "module:Id" imports its module first; gym.make resolves it
+        try:
+            gym.spec(env_id)  # also what gym.make accepts beyond exact ids (a missing version)
+        except gym.error.Error:
+            from ssrl.envs.manipulation import ENVS as SCENES
 
-        raise ValueError(
-            f"unknown env id {env_id!r}; ssrl registers ssrl/DOMAIN-TASK-v0 for every DeepMind Control task "
-            f"(e.g. ssrl/cartpole-swingup-v0) and the scenes {', '.join(SCENES)}"
-        )
+            raise ValueError(
+                f"unknown env id {env_id!r}; ssrl registers ssrl/DOMAIN-TASK-v0 for every DeepMind Control task "
+                f"(e.g. ssrl/cartpole-swingup-v0) and the scenes {', '.join(SCENES)}"
+            ) from None
     if env_id in gym.registry:
         spec = gym.spec(env_id)
         entry = spec.entry_point

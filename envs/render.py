@@ -102,6 +102,7 @@ def resolve_camera(model: mujoco.MjModel, spec: CameraSpec) -> tuple[str, mujoco
 _LIVE: weakref.WeakSet[Renderer] = weakref.WeakSet()
 _EXIT_HOOK_REGISTERED = False
 _GL_PID: int | None = None  # the process that opened this process's first GL context
+_INHERITED: list = []  # GL objects a forked child inherited: never freed there (see Renderer.close)
 
 _FORKED = (
     "MuJoCo rendering cannot continue in a process forked from one that had opened a GL context "
@@ -229,18 +230,23 @@ class Renderer:
         self._depth = np.empty((self.height, self.width), np.float32)
         _LIVE.add(self)
 
-    def _make_current(self) -> None:
-        """Open the GL context on first use (see ``__init__``) and make it current; refuse a
-        context inherited through ``fork``, which would hang inside EGL."""
+    def _check_process(self) -> None:
+        """Refuse before any EGL call: rendering (or even restoring a context) in a process forked
+        from one that had opened a GL context hangs inside EGL."""
         if self._closed:
             raise RuntimeError("this Renderer was closed")
         pid = os.getpid()
+        owner = self._owner_pid if self._gl is not None else _GL_PID
+        if owner is not None and owner != pid:
+            raise RuntimeError(_FORKED.format(pid=owner))
+
+    def _make_current(self) -> None:
+        """Open the GL context on first use (see ``__init__``) and make it current (after
+        :meth:`_check_process`)."""
         if self._gl is None:
             global _EXIT_HOOK_REGISTERED, _GL_PID
-            if _GL_PID is not None and pid != _GL_PID:
-                raise RuntimeError(_FORKED.format(pid=_GL_PID))
             self._gl = mujoco.GLContext(self.model.vis.global_.offwidth, self.model.vis.global_.offheight)
-            _GL_PID, self._owner_pid = pid, pid
+            _GL_PID = self._owner_pid = os.getpid()
             if not _EXIT_HOOK_REGISTERED:
                 atexit.register(_close_all)
                 _EXIT_HOOK_REGISTERED = True
@@ -248,8 +254,6 @@ class Renderer:
             self._context = mujoco.MjrContext(self.model, mujoco.mjtFontScale.mjFONTSCALE_150)
             mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
             return
-        if self._owner_pid != pid:
-            raise RuntimeError(_FORKED.format(pid=self._owner_pid))
         self._gl.make_current()
 
     @property
@@ -260,8 +264,7 @@ class Renderer:
         self, data: mujoco.MjData, out: np.ndarray | None = None, depth: bool = False
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Render every camera from ``data``; images are top row first, RGB, uint8."""
-        if self._closed:
-            raise RuntimeError("this Renderer was closed")
+        self._check_process()
         shape = (self.n_cameras, self.height, self.width, 3)
         if out is None:
             out = np.empty(shape, np.uint8)
@@ -291,8 +294,7 @@ class Renderer:
         ``physics.render(segmentation=True)`` does; the scene's flags are restored afterwards.
         Geoms hidden from the colour render (``hidden_geoms``) are hidden here too.
         """
-        if self._closed:
-            raise RuntimeError("this Renderer was closed")
+        self._check_process()
         out = np.empty((self.n_cameras, self.height, self.width), np.int32)
         flags = (mujoco.mjtRndFlag.mjRND_SEGMENT, mujoco.mjtRndFlag.mjRND_IDCOLOR)
         saved = [self._scene.flags[f] for f in flags]
@@ -325,7 +327,9 @@ class Renderer:
         if getattr(self, "_gl", None) is None:
             return
         if self._owner_pid != os.getpid():
-            # A copy inherited through fork: the context is the parent's, not ours to free.
+            # A copy inherited through fork: the context is the parent's. Freeing it here (or
+            # letting its finaliser run) would call EGL in the child, which hangs: keep it alive.
+            _INHERITED.append((self._gl, self._context))
             self._gl = self._context = None
             return
         with self._guard:

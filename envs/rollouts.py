@@ -230,8 +230,9 @@ class RolloutDataset:
                 f"episode {episode.path} has cameras {sorted(episode.frames)}; its data set's meta.json says {cameras}"
             )
         if size is not None:
+            size = (size, size) if isinstance(size, int) else tuple(size)
             for camera, frames in episode.frames.items():
-                if tuple(frames.shape[2:]) != tuple(size):
+                if tuple(frames.shape[2:]) != size:
                     raise DatasetError(
                         f"episode {episode.path}: camera {camera!r} frames are {tuple(frames.shape[2:])} pixels; "
                         f"its data set's meta.json says {tuple(size)}"
@@ -439,12 +440,12 @@ def collect(
     ``seed + i`` and depends on nothing else, so ``workers`` > 1 (spawned processes, one episode
     at a time each, written by index) gives the same files as one worker.
     """
-    if isinstance(append, bool) or append < 0:
-        raise ValueError(f"append is a number of episodes to add (0 or more), got {append!r}")
-    if not append and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
-        raise ValueError(f"episodes must be a whole number >= 1, got {episodes!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+    from ssrl.utils import check_whole
+
+    append = check_whole("append (episodes to add)", append, 0)
+    if not append:
+        episodes = check_whole("episodes", episodes, 1)
+    workers = check_whole("workers", workers, 1)
     from tqdm import tqdm
 
     env_kwargs = dict(env_kwargs or {})
@@ -490,11 +491,20 @@ def collect(
             source.close()
             source = None
             with spawn_pool(min(workers, len(todo)), _start_collect_worker, (source_args,)) as pool:
-                jobs = [pool.submit(_record_in_worker, str(out), i, seed + i, compress) for i in todo]
-                for job in cf.as_completed(jobs):
-                    _, steps = job.result()
-                    bar.update(1)
-                    bar.set_postfix(steps=steps)
+                jobs = {pool.submit(_record_in_worker, str(out), i, seed + i, compress): i for i in todo}
+                try:
+                    for job in cf.as_completed(jobs):
+                        _, steps = job.result()
+                        bar.update(1)
+                        bar.set_postfix(steps=steps)
+                except BaseException as err:
+                    # Stop at once (queued episodes are dropped; finished ones stay on disk for a
+                    # rerun) and say which episode failed, not only that a worker did.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    failed = next((jobs[j] for j in jobs if j.done() and not j.cancelled() and j.exception()), None)
+                    if failed is None or isinstance(err, KeyboardInterrupt):
+                        raise
+                    raise RuntimeError(f"recording episode {failed} failed: {err}") from err
         bar.close()
     finally:
         if source is not None:

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
 import pathlib
 import sys
 import time
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 
 from ssrl.runs import RunFolder, truncate_records
-from ssrl.utils import atomic_path, build_config, read_torch_file, resolve_device
+from ssrl.utils import atomic_path, build_config, check_whole, read_torch_file, resolve_device
 
 from .core import Representation, get
 from .data import RolloutData
@@ -130,10 +129,8 @@ def pretrain(
         ("batch_size", batch_size, 1),
         ("checkpoint_every", checkpoint_every, 1),
     ):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum
-        ):
-            raise ValueError(f"pretrain {name} must be a whole number >= {minimum}, got {value!r}")
+        if value is not None:
+            check_whole(f"pretrain {name}", value, minimum)
     if lr is not None and not lr > 0:
         raise ValueError(f"pretrain lr must be positive, got {lr!r}")
     source = str(pathlib.Path(data).resolve()) if isinstance(data, (str, pathlib.Path)) else None

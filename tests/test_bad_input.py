@@ -450,10 +450,19 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(finished, 
     after = snapshot(run)
     assert after["checkpoint/agent.pt"] == before["checkpoint/agent.pt"]  # the last good checkpoint, whole
     assert not [p for p in (run / "checkpoint").iterdir() if p.name.startswith(".agent.pt")]  # no temp file left
-    monkeypatch.setattr(ssrl.utils, "_free_bytes", lambda folder: 10**12)  # another failure: not called a full disk
+    monkeypatch.setattr(ssrl.utils, "_free_bytes", lambda folder: 10**12)  # space left: not called a full disk
     with pytest.raises(RuntimeError, match="unexpected pos"):
         with ssrl.utils.atomic_path(tmp_path / "x.pt", suffix=".pt") as tmp:
             torch.save({}, tmp)
+    monkeypatch.setattr(ssrl.utils, "_free_bytes", lambda folder: 0)
+    with pytest.raises(ValueError, match="a bug"):  # another error on a full disk is not taken for one
+        with ssrl.utils.atomic_path(tmp_path / "y.json"):
+            raise ValueError("a bug")
+    import errno
+
+    with pytest.raises(ssrl.utils.DiskFullError, match=r"y.json is full .*No space left"):  # ENOSPC itself
+        with ssrl.utils.atomic_path(tmp_path / "y.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
 
 
 SUITE_VALUES = st.recursive(

@@ -322,16 +322,25 @@ def test_rendering_in_a_fork_of_a_rendering_process_is_refused_not_hung(tmp_path
         "import os, multiprocessing as mp\n"
         "os.environ.setdefault('MUJOCO_GL', 'egl')\n"
         "from ssrl.envs import make\n"
-        "def child(q):\n"
+        "def child(q, inherited):\n"
+        "    try:\n"
+        "        inherited.step(inherited.action_space.sample())\n"  # renders with the parent's context
+        "        q.put('rendered')\n"
+        "    except RuntimeError as err:\n"
+        "        q.put(str(err))\n"
+        "    inherited.close()\n"  # must not free the parent's context here: that would hang in EGL
         "    try:\n"
         "        make('ssrl/cartpole-swingup-v0').reset(seed=0); q.put('rendered')\n"
         "    except RuntimeError as err:\n"
         "        q.put(str(err))\n"
         "if __name__ == '__main__':\n"
-        "    make('ssrl/cartpole-swingup-v0').reset(seed=0)\n"
-        "    ctx = mp.get_context('fork'); q = ctx.Queue(); p = ctx.Process(target=child, args=(q,))\n"
-        "    p.start(); print(q.get(timeout=120)); p.join()\n"
+        "    env = make('ssrl/cartpole-swingup-v0'); env.reset(seed=0)\n"
+        "    ctx = mp.get_context('fork'); q = ctx.Queue(); p = ctx.Process(target=child, args=(q, env))\n"
+        "    p.start(); print(q.get(timeout=120)); print(q.get(timeout=120)); p.join(timeout=120)\n"
+        "    print('exit', p.exitcode)\n"
     )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
-    assert "forked from one that had opened a GL context" in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    assert "vector_kwargs={'context': 'spawn'}" in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and lines[2] == "exit 0", proc.stdout + proc.stderr[-2000:]
+    for line in lines[:2]:  # the inherited env and a new one: both refused, neither hangs
+        assert "forked from one that had opened a GL context" in line and "vector_kwargs={'context': 'spawn'}" in line

@@ -142,6 +142,9 @@ def test_a_trained_agent_collects_its_own_actions_and_epsilon_mixes_in_random_on
     assert json.loads((tmp_path / "m" / "meta.json").read_text())["policy"] == f"agent:{run}@0.5"
     with pytest.raises(ValueError, match="trained an agent on ssrl/cartpole-swingup-v0, not on ssrl/reacher-easy-v0"):
         collect("ssrl/reacher-easy-v0", policy=f"agent:{run}", out=tmp_path / "r", **kwargs)
+    with pytest.raises(ValueError, match="trained its agent at action repeat 8; this env acts at 2"):
+        collect("ssrl/cartpole-swingup-v0", policy=f"agent:{run}", out=tmp_path / "ar", env_kwargs={"action_repeat": 2},
+                **kwargs)  # fmt: skip
     with pytest.raises(ValueError, match=r"epsilon must be in \[0, 1\], got 2.0"):
         collect("ssrl/cartpole-swingup-v0", policy=f"agent:{run}@2", out=tmp_path / "e", **kwargs)
     with pytest.raises(ValueError, match="is not an ssrl train run"):
