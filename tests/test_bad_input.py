@@ -424,6 +424,7 @@ def test_an_unwritable_out_is_refused_before_any_work(finished, tmp_path, capsys
         ["bench", "--suite", "quick", "--out", out],
     ):
         fails_cleanly(argv, capsys, f"cannot write to {out} (Not a directory)", "--out")
+    assert blocker.read_text() == "not a folder"  # the file in the way is left as it was
 
 
 def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(finished, tmp_path, capsys, monkeypatch):
