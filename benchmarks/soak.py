@@ -14,14 +14,16 @@ run is 84x84 cartpole with DrQ's preset but a replay of ``--pixel-capacity`` tra
 ``fast`` encoder, 64-unit MLPs and batch 32, so that a CPU gets past the full replay (80k env
 steps at cartpole's action repeat of 8) and 50k env steps beyond in under an hour (at DrQ's own
 sizes an update takes 0.5 s here); each setting is printed with the result.
-Samples go to ``OUT/<run>/rss.jsonl`` (appended, so a resumed run continues its curve) and the
-figure to ``OUT/soak.png``.
+Samples go to ``OUT/<run>/rss.jsonl`` (appended, so a resumed run continues its curve, each
+sample with its process id; flatness is judged within the last process, since a resumed run
+reloads its replay) and the figure to ``OUT/soak.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 
@@ -46,6 +48,7 @@ def soak(out: pathlib.Path, env_kwargs: dict, hyperparams: dict, env_steps: int,
         if status["env_steps"] < next_sample[0]:
             return
         sample = {
+            "pid": os.getpid(),  # a resumed soak is another process: its RSS is compared within itself
             "env_steps": status["env_steps"],
             "updates": status["updates"],
             "rss_mib": round(rss_mib(), 1),
@@ -79,6 +82,11 @@ def flatness(samples: list[dict], full_at: int | None) -> dict:
     until then), or over the second half of a run whose replay never fills."""
     if not samples:
         return {}
+    # Only the last process's samples: a resumed run reloads its replay, so RSS before and after a
+    # resume measure different processes.
+    last = samples[-1].get("pid")
+    first = next(i for i, s in enumerate(samples) if s.get("pid") == last)
+    samples = samples[first:]
     start = next((i for i, s in enumerate(samples) if s["env_steps"] >= full_at), None) if full_at else None
     since = "replay full" if start is not None else "half-way"
     start = start if start is not None else len(samples) // 2
