@@ -164,6 +164,10 @@ def test_a_mixture_runs_its_policies_in_turn_episode_by_episode(tmp_path):
     for i in range(4):  # episode i (seed 0 + i) is the one its policy records alone
         np.testing.assert_array_equal(mixed[i].action, alone[["random", "sticky_random"][i % 2]][i].action)
     assert not np.array_equal(alone["random"][1].action, alone["sticky_random"][1].action)
+    parallel = collect("ssrl/cartpole-swingup-v0", policy="mix:random+sticky_random", episodes=4, out=tmp_path / "p",
+                       workers=2, **kwargs)  # fmt: skip
+    for i in range(4):  # each worker builds its own mixture: episode i still runs policy i mod 2
+        np.testing.assert_array_equal(parallel[i].action, mixed[i].action)
     with pytest.raises(ValueError, match="two or more policies joined by"):
         collect("ssrl/cartpole-swingup-v0", policy="mix:random", episodes=1, out=tmp_path / "x", **kwargs)
     with pytest.raises(ValueError, match="unknown policy 'randm'"):
