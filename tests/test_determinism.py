@@ -8,25 +8,12 @@ import json
 import yaml
 
 from ssrl.benchmarks.bench import run_bench
-from ssrl.benchmarks.fault_injection import fingerprint
+from ssrl.benchmarks.fault_injection import TINY_SUITE, fingerprint
 
-SUITE = {
-    "name": "determinism",
-    "tasks": ["cartpole-swingup"],
-    "seeds": 1,
-    "env": {"size": 48},
-    "collect": {"episodes": 3, "policy": "sticky_random", "max_steps": 16},
-    "pretrain": {"steps": 6, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 8}},
-    "methods": {"deepmdp": {}},
-    "references": ["state_sac"],
-    "rl": {
-        "algo": "sac",
-        "env_steps": 160,
-        "eval_every": 80,
-        "eval_episodes": 1,
-        "hyperparams": {"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]},
-    },
-}
+# The fault-injection benchmark's tiny suite, with a method that trains on transitions and a
+# budget a test affords.
+_TINY = yaml.safe_load(TINY_SUITE)
+SUITE = dict(_TINY, name="determinism", methods={"deepmdp": {}}, rl=dict(_TINY["rl"], env_steps=160, eval_every=80))
 KEPT = ["data/*/episodes/*.npz", "models/*/model.pt", "cells/*/run/checkpoint/agent.pt", "cells/*/result.json"]
 
 
