@@ -12,6 +12,7 @@ whose message starts with where the value was (``quick.yaml: rl.eval_evry`` or
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -96,6 +97,8 @@ def coerce(hint: Any, value: Any, where: str, path: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{at} must be a number, got {value!r}")
+        if not math.isfinite(value):  # no option of the suite means anything at NaN or inf
+            raise ConfigError(f"{at} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -10,6 +10,7 @@ directly, as a Gymnasium user would.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -221,6 +222,11 @@ def test_a_resume_from_a_broken_agent_checkpoint_or_replay_names_it_and_keeps_th
         (["train", "--env", CARTPOLE, *STATE, "--set", "batch_size"], ["option 'batch_size' is not KEY=VALUE"]),
         (["train", "--env", CARTPOLE, *STATE, "--set", "hidden_dims=[1,"], ["'hidden_dims=[1,'", "not valid YAML"]),
         (["train", "--env", CARTPOLE, *STATE, "--set", "gamma=2"], ["gamma must be in (0, 1], got 2"]),
+        (
+            ["pretrain", "jigsaw", "--data", "DATA", "--set", "tile_mean=.inf"],
+            ["JigsawConfig: tile_mean must be a finite number, got inf"],
+        ),
+        (["train", "--env", CARTPOLE, *STATE, "--set", "tau=.nan"], ["tau must be a finite number, got nan"]),
         (["train", "--env", CARTPOLE, *STATE, "--env-steps", "0"], ["env_steps must be a whole number >= 1, got 0"]),
         (["train", "--env", CARTPOLE, "-o", "from_pixel=false"], ["takes no option ['from_pixel']", "from_pixels"]),
         (["train", "--env", CARTPOLE, "-o", "from_pixels=nope"], ["from_pixels must be true or false, got 'nope'"]),
@@ -386,7 +392,12 @@ def _config_classes():
 
 
 @pytest.mark.parametrize("config_cls", _config_classes(), ids=lambda c: c.__qualname__)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# SSRL_HYPOTHESIS_EXAMPLES=3000 searches harder than CI has time for (CI once found tile_mean=inf).
+@settings(
+    max_examples=int(os.environ.get("SSRL_HYPOTHESIS_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_any_option_values_are_either_accepted_as_sane_or_refused_by_name(config_cls, data):
     """Whatever a user writes into --set or a suite, building the config either succeeds with
