@@ -105,6 +105,7 @@ def _train(args: argparse.Namespace) -> int:
             method_kwargs=parse_options(args.method_option),
             aux=args.aux,
             aux_kwargs=parse_options(args.aux_option),
+            regime_kwargs=parse_options(args.regime_option),
             demo=dict(parse_options(args.demo_option), data=args.demo) if args.demo else None,
             eval_every=args.eval_every,
             eval_episodes=args.eval_episodes,
@@ -347,6 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="option of a fresh representation's config, e.g. --method-option latent_dim=32",
+    )
+    tr.add_argument(
+        "--regime-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option of the decoupled regime on a goal env with image goals (RIG's online fine-tuning): "
+        "every_episodes, steps, batch_size, data, data_fraction, refresh_batch",
     )
     tr.add_argument(
         "--aux",

@@ -513,14 +513,19 @@ class OffPolicyAgent(abc.ABC):
             raise ValueError(f"{self.algo} needs a 1-D continuous (Box) action space, got {action_space}")
         self.is_dict = isinstance(obs_space, gym.spaces.Dict)
         self.pixels = is_image_space(obs_space)
+        # Entries of a goal dict the agent keeps in its replay but never reads: the images behind
+        # latent entries (EncodedObservation(keep_images=True)), for a replay that re-encodes them.
+        self.side_keys: tuple[str, ...] = ()
         if self.is_dict:
             if not all(k in obs_space.spaces for k in ("observation", "desired_goal")):
                 raise ValueError("dict observations must hold 'observation' and 'desired_goal' (a goal env)")
-            if any(is_image_space(s) for s in obs_space.spaces.values()):
+            read = [k for k in (*GOAL_KEYS, "observation") if k in obs_space.spaces]
+            if any(is_image_space(obs_space.spaces[k]) for k in read):
                 raise ValueError(
                     "goal envs with image observations: encode them first, e.g. "
                     "ssrl.representations.EncodedObservation(env, encoder), then train on latents"
                 )
+            self.side_keys = tuple(k for k in obs_space.spaces if k not in read)
 
     def _check_aux(self, aux: AuxObjective | None) -> None:
         """Refuse an ``aux`` that lacks a member of the AuxObjective protocol, or vector observations."""
@@ -627,8 +632,10 @@ class OffPolicyAgent(abc.ABC):
             goal_sampler=goal_sampler,
             imagined_ratio=imagined,
             seed=self.seed,
+            side_keys=self.side_keys,
         )
         self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with
+        self.hook_state: dict[str, Any] = {}  # the trainer's hooks' states, saved with the agent
 
     def _attach_aux(self) -> None:
         """Move ``aux`` to the device, hand it the agent's generator (its randomness is part of
@@ -973,6 +980,8 @@ class OffPolicyAgent(abc.ABC):
             "rng": {"numpy": self.rng.bit_generator.state, "torch": self.generator.get_state()},
             "replay": self.replay_meta,
         }
+        if self.hook_state:  # the trainer's hooks (RIG's online fine-tuning)
+            state["hooks"] = self.hook_state
         if self.aux is not None:
             state["aux"] = self.aux.state_dict()
             if self.aux_optimizer is not None:
@@ -998,6 +1007,7 @@ class OffPolicyAgent(abc.ABC):
         self.rng.bit_generator.state = state["rng"]["numpy"]
         self.generator.set_state(state["rng"]["torch"])
         self.replay_meta = state.get("replay")
+        self.hook_state = state.get("hooks", {})
 
     def save(self, path: str | pathlib.Path) -> pathlib.Path:
         """Write weights, optimiser states, counters and RNG states to ``path`` atomically.

@@ -17,6 +17,11 @@ of hindsight experience replay: the goal is replaced by the achieved goal of a l
 the same episode and the reward recomputed with the env's ``compute_reward``; with a
 ``goal_sampler`` (an env that imagines goals, e.g. a beta-VAE's prior in RIG) the next
 ``imagined_ratio`` of the batch gets imagined goals instead. The rest keep the rollout's goal.
+
+``side_keys`` are entries stored and saved but never sampled: the images behind latent entries
+(``EncodedObservation(keep_images=True)``), from which :meth:`ReplayBuffer.refresh` re-encodes
+every slot held when the encoder has changed (RIG's online fine-tuning), recomputing the
+stored rewards with the new latents.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class ReplayBuffer:
         imagined_ratio: fraction of each batch relabelled with ``goal_sampler``'s goals (RIG's
             0.5); ``her_ratio + imagined_ratio`` is at most 1.
         seed: seed of the sampling generator.
+        side_keys: dict entries stored (and saved) but left out of sampled batches.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class ReplayBuffer:
         goal_sampler: Callable | None = None,
         imagined_ratio: float = 0.0,
         seed: int = 0,
+        side_keys: tuple[str, ...] = (),
     ) -> None:
         if capacity < 2:
             raise ValueError(f"replay capacity must be at least 2, got {capacity}")
@@ -85,6 +92,10 @@ class ReplayBuffer:
         if self.is_dict and self.frame_stack != 1:
             raise ValueError("frame stacks of dict observations are not supported; use frame_stack=1")
         self.goal_env = self.is_dict and all(k in spaces for k in GOAL_KEYS)
+        unknown = sorted(set(side_keys) - set(spaces))
+        if unknown:
+            raise ValueError(f"side keys {unknown} are not entries of the observation ({sorted(spaces)})")
+        self.side_keys = tuple(side_keys)
         if her_ratio and not self.goal_env:
             raise ValueError(
                 "hindsight relabelling needs a goal env (dict observation with achieved_goal and desired_goal)"
@@ -229,6 +240,8 @@ class ReplayBuffer:
         idx = np.maximum(a[:, None] + 1 - offsets[None, :], start[:, None]) % self.capacity
         obs, next_obs = {}, {}
         for key, store in self.store.items():
+            if key in self.side_keys:
+                continue
             frames = store[idx]  # (B, k+1, *frame)
             shape = (len(a), *self.obs_shapes[key])
             obs[key] = frames[:, :-1].reshape(shape)
@@ -268,6 +281,63 @@ class ReplayBuffer:
         reward = reward.copy()
         reward[rows] = np.asarray(self.reward_fn(achieved, new_goal, [{}] * n), np.float32).reshape(n)
         return reward
+
+    # -- re-encoding (an encoder fine-tuned online) ----------------------------------------------
+
+    def held_slots(self) -> np.ndarray:
+        """Absolute indices of the slots the buffer holds, oldest first."""
+        return np.arange(max(0, self.total - self.capacity), self.total)
+
+    def refresh(
+        self, encode: Callable[[np.ndarray], np.ndarray], sources: dict[str, str], batch_size: int = 512
+    ) -> None:
+        """Re-encode every slot held: ``store[key] = encode(store[source])`` for each ``key:
+        source`` of ``sources`` (entries sharing a source are encoded once), in batches of
+        ``batch_size``; then, on a goal env with a ``reward_fn``, every stored transition's
+        reward becomes ``reward_fn(achieved', desired')`` of its next slot, as the env wrapper
+        would have returned it with the new encoder. Call between episodes."""
+        if self._episode_start is not None:
+            raise RuntimeError("refresh the replay buffer between episodes (call end_episode first)")
+        slots = self.held_slots() % self.capacity
+        by_source: dict[str, list[str]] = {}
+        for key, source in sources.items():
+            if key not in self.store or source not in self.store:
+                raise ValueError(f"cannot refresh {key!r} from {source!r}: the buffer holds {sorted(self.store)}")
+            by_source.setdefault(source, []).append(key)
+        for source, keys in by_source.items():
+            for start in range(0, len(slots), batch_size):
+                part = slots[start : start + batch_size]
+                z = np.asarray(encode(self.store[source][part]))
+                for key in keys:
+                    self.store[key][part] = z.reshape(len(part), *self.frame_shapes[key])
+        if self.goal_env and self.reward_fn is not None:
+            held = self.held_slots()
+            a = held[self.has_next[held % self.capacity]]
+            nxt = (a + 1) % self.capacity
+            achieved, desired = self.store["achieved_goal"][nxt], self.store["desired_goal"][nxt]
+            self.reward[a % self.capacity] = np.asarray(
+                self.reward_fn(achieved, desired, [{}] * len(a)), np.float32
+            ).reshape(len(a))
+
+    def snapshot(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The entries ``keys`` and the rewards of every slot held (oldest first), to put back
+        with :meth:`restore` after a :meth:`load` whose chunks were saved before a refresh."""
+        slots = self.held_slots() % self.capacity
+        state = {f"obs/{k}": self.store[k][slots].copy() for k in keys}
+        state["reward"] = self.reward[slots].copy()
+        state["total"] = np.asarray(self.total)
+        return state
+
+    def restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        if int(snapshot["total"]) != self.total:
+            raise ValueError(
+                f"the snapshot is of a buffer at slot {int(snapshot['total'])}, this one is at {self.total}"
+            )
+        slots = self.held_slots() % self.capacity
+        for name, values in snapshot.items():
+            if name.startswith("obs/"):
+                self.store[name[4:]][slots] = values
+        self.reward[slots] = snapshot["reward"]
 
     @property
     def nbytes(self) -> int:

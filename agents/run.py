@@ -12,6 +12,12 @@ A representation serves the agent in one of four regimes (:mod:`ssrl.representat
 pretrained encoder trained further by the critic), ``decoupled`` (the method's own loss on the
 agent's replay trains the encoder; the critic reads it detached) and ``joint`` (the method's loss
 added to the critic's). ``--aux NAME`` is shorthand for ``--method NAME --regime joint``.
+
+On a goal env with image goals the agent learns from latents in every regime: ``frozen`` is RIG
+without online fine-tuning, and ``decoupled`` is RIG with it: the method's own loss fine-tunes
+the encoder every K episodes on the agent's images and the replay is re-encoded
+(:mod:`ssrl.representations.online`; its options are ``regime_kwargs``). ``finetune`` and
+``joint`` would need an RL gradient through image goals and are refused there.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 
 from ssrl.runs import RunFolder
-from ssrl.utils import check_whole
+from ssrl.utils import build_config, check_whole
 
 from . import ALGOS
 from .trainer import Trainer
@@ -113,6 +119,40 @@ def representation_for(
     )
 
 
+def has_image_goals(env: gym.Env) -> bool:
+    """Whether ``env`` is a goal env whose desired goal is an image."""
+    from ssrl.utils import is_image_space
+
+    spaces = getattr(env.observation_space, "spaces", {})
+    return "desired_goal" in spaces and is_image_space(spaces["desired_goal"])
+
+
+def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: dict[str, Any], seed: int):
+    """(train env, eval env, hooks) of the decoupled regime on a goal env with image goals: both
+    envs seen through one representation's encoder (shared, so fine-tuning reaches both), the
+    training env keeping the images for re-encoding, and the fine-tuning hook."""
+    from ssrl.representations import load_representation
+    from ssrl.representations.online import OnlineFinetuning
+
+    if regime != "decoupled":
+        raise ValueError(
+            f"the {regime} regime on a goal env with image goals would need an RL gradient through image goals; "
+            "use frozen (RIG) or decoupled (RIG with online fine-tuning of the encoder by its own loss)"
+        )
+    if spec["encoder"] is None:
+        raise ValueError("the decoupled regime on a goal env with image goals needs a pretrained --encoder (RIG's VAE)")
+    if spec["method_kwargs"]:
+        raise ValueError("method options apply to a fresh representation; the --encoder checkpoint has its own")
+    rep = load_representation(spec["encoder"])
+    if spec["method"] is not None and rep.name != spec["method"]:
+        raise ValueError(f"--encoder {spec['encoder']} holds a {rep.name} model, not {spec['method']}")
+    env = rep.observation_wrapper(env, explore=True, keep_images=True)
+    if eval_env is not None:
+        eval_env = rep.observation_wrapper(eval_env, explore=False)
+    hook = OnlineFinetuning(rep, env.image_keys, spec.get("regime_kwargs"), seed=seed)
+    return env, eval_env, [hook]
+
+
 def train_run(
     out: str | pathlib.Path,
     env_id: str,
@@ -127,6 +167,7 @@ def train_run(
     method_kwargs: dict[str, Any] | None = None,
     aux: str | None = None,
     aux_kwargs: dict[str, Any] | None = None,
+    regime_kwargs: dict[str, Any] | None = None,
     demo: dict[str, Any] | None = None,
     eval_every: int = 10_000,
     eval_episodes: int = 10,
@@ -142,7 +183,9 @@ def train_run(
 
     ``encoder``: a representation checkpoint; ``method``/``regime``: how a representation serves
     the agent (see the module docstring); ``method_kwargs`` (or ``aux_kwargs`` with ``aux``):
-    options of a fresh representation's config; ``demo``: imitate a demonstration with TCN's
+    options of a fresh representation's config; ``regime_kwargs``: options of online fine-tuning
+    (:class:`~ssrl.representations.online.OnlineConfig`: the decoupled regime on a goal env with
+    image goals); ``demo``: imitate a demonstration with TCN's
     reward on the frozen encoder's embedding (``{"data": FOLDER, "episode": 0, "camera": ...}``);
     evaluations then report the task's own return.
     """
@@ -171,17 +214,28 @@ def train_run(
         if regime != "frozen":
             raise ValueError("imitating a demo needs a frozen embedding: --encoder CHECKPOINT (the frozen regime)")
         spec["demo"] = dict(demo)
+    if regime_kwargs:  # (absent otherwise, so earlier run folders keep their identity)
+        from ssrl.representations.online import OnlineConfig
+
+        if regime != "decoupled":
+            raise ValueError("regime options (online fine-tuning) apply to the decoupled regime only")
+        build_config(OnlineConfig, dict(regime_kwargs))  # refuse a typo before any work
+        spec["regime_kwargs"] = dict(regime_kwargs)
     folder = RunFolder(out, "ssrl train")
     with folder.locked():  # a second ssrl train on this --out refuses while this one runs
         folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
         frozen = spec["encoder"] if regime == "frozen" else None
         env = make_env(env_id, spec["env_kwargs"], frozen, demo=spec.get("demo"))
-        eval_env = None
+        eval_env, hooks = None, []
         try:
             if eval_episodes > 0:
                 eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video, explore=False)
             agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
-            if regime in ("finetune", "decoupled", "joint"):
+            if regime in ("finetune", "decoupled", "joint") and has_image_goals(env):
+                env, eval_env, hooks = _online_latents(env, eval_env, regime, spec, seed)
+            elif "regime_kwargs" in spec:
+                raise ValueError("regime options (online fine-tuning) apply to goal envs with image goals only")
+            elif regime in ("finetune", "decoupled", "joint"):
                 from ssrl.representations import StackedFramesEncoder
                 from ssrl.representations.regimes import RepresentationObjective
 
@@ -214,6 +268,7 @@ def train_run(
                 progress=progress,
                 tensorboard=tensorboard,
                 callback=callback,
+                hooks=hooks,
             )
             return trainer.train(env_steps)
         finally:

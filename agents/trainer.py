@@ -19,6 +19,11 @@ With a ``run_dir`` the loop writes::
 Checkpoints are taken at episode boundaries, where the whole state of the run is the agent, its
 replay and its RNGs (each episode is reset with a seed drawn from the agent's generator), so a
 killed run resumed from its last checkpoint continues exactly as if it had not stopped.
+
+``hooks`` run after every training episode (``hook.after_episode(agent)``; their latest losses,
+``hook.last_metrics``, join the "train" records); their state (``hook.state_dict(replay)``) travels in the agent's
+checkpoint under ``hooks``, and a resumed run restores it. RIG's online fine-tuning
+(:class:`ssrl.representations.online.OnlineFinetuning`) is one.
 """
 
 from __future__ import annotations
@@ -159,6 +164,8 @@ class Trainer:
         tensorboard: also write TensorBoard scalars.
         callback: called with a status dict (env steps, budget, latest returns) at every
             evaluation and log interval; ``ssrl bench`` uses it for its live display.
+        hooks: objects with ``name``, ``last_metrics``, ``after_episode(agent)``,
+            ``state_dict(replay)`` and ``load_state_dict(state, replay)`` (see the module docstring).
     """
 
     def __init__(
@@ -175,8 +182,15 @@ class Trainer:
         progress: bool = True,
         tensorboard: bool = True,
         callback: Callable[[dict[str, Any]], None] | None = None,
+        hooks: list[Any] | None = None,
     ) -> None:
         self.agent, self.env, self.eval_env = agent, env, eval_env
+        self.hooks = list(hooks or [])
+        if agent.num_env_steps > 0:
+            for hook in self.hooks:  # a resumed run: the hooks go on from the checkpoint
+                if hook.name not in agent.hook_state:
+                    raise ValueError(f"the checkpoint holds no state of {hook.name}: was it trained without it?")
+                hook.load_state_dict(agent.hook_state[hook.name], agent.replay)
         self.callback = callback
         self._budget = 0
         self.eval_every, self.eval_episodes = int(eval_every), int(eval_episodes)
@@ -284,6 +298,8 @@ class Trainer:
                 agent.replay.end_episode()
                 agent.num_episodes += 1
                 self.last_return = agent.last_episode_return = episode_return
+                for hook in self.hooks:
+                    hook.after_episode(agent)
                 if bar is not None:
                     bar.set_postfix(eval_return=f"{self.last_eval:.1f}", episode_return=f"{episode_return:.1f}")
                 if self.run_dir is not None and agent.num_env_steps >= next_ckpt:
@@ -334,6 +350,7 @@ class Trainer:
         checkpoint complete; only then are chunks the replay has overwritten removed. A kill at
         any point leaves the previous or the new checkpoint whole."""
         self.agent.replay_meta = self.agent.replay.save(self.replay_dir, prune=False)
+        self.agent.hook_state = {hook.name: hook.state_dict(self.agent.replay) for hook in self.hooks}
         self.agent.save(self.checkpoint_path)
         self.agent.replay.prune(self.replay_dir)
 
@@ -399,4 +416,6 @@ class Trainer:
             "wall_time": time.perf_counter() - self._start_time,
         }
         record.update({k: float(v) for k, v in metrics.items()})
+        for hook in self.hooks:  # their latest losses (saved with them, so a resumed run logs the same)
+            record.update(hook.last_metrics)
         self.logger.write(record)

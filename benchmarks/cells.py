@@ -98,8 +98,13 @@ class Cell:
         return self.rl.env_steps if self.rl is not None else 0
 
     def identity(self) -> dict[str, Any]:
-        """Everything that decides the cell's result (a JSON-able dict)."""
-        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        """Everything that decides the cell's result (a JSON-able dict). ``rl.online`` counts only
+        where it is used (decoupled cells), so other cells, and every cell from before it
+        existed, keep their identity."""
+        identity = json.loads(json.dumps(dataclasses.asdict(self), default=str))
+        if isinstance(identity.get("rl"), dict) and not (self.regime == "decoupled" and identity["rl"].get("online")):
+            identity["rl"].pop("online", None)
+        return identity
 
 
 def _hash(obj: Any) -> str:
@@ -167,6 +172,9 @@ def plan(
                     if regime == "frozen":
                         cells.append(Cell(row, task, seed, data, method, pre, rl=suite.rl, regime=regime, **rl_env))
                     elif regime == "finetune":
+                        cells.append(Cell(row, task, seed, data, method, pre, rl=pixel_rl, regime=regime, **rl_env))
+                    elif regime == "decoupled" and suite.rl is not None and suite.rl.online:
+                        # Online fine-tuning (RIG): the decoupled regime starts from the pretrained encoder.
                         cells.append(Cell(row, task, seed, data, method, pre, rl=pixel_rl, regime=regime, **rl_env))
                     elif replay_refusal(method, pre.config) is None:  # decoupled, joint: from scratch
                         cells.append(

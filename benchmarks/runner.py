@@ -195,7 +195,8 @@ def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
         )
         encoder = str(model)
     if cell.rl is not None:
-        result.update(_train(cell, run.path, encoder, progress))
+        data_dir = out / "data" / cell.data.key if cell.data is not None else None
+        result.update(_train(cell, run.path, encoder, progress, data_dir))
     result["wall_time"] = time.perf_counter() - start
     result["pretrain_wall_time"] = pretrain_time
     run.finish(result)
@@ -219,8 +220,11 @@ def _identity_and_budget(cell: Cell, run: RunFolder) -> tuple[dict[str, Any], in
     return identity, budget
 
 
-def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Progress) -> dict[str, Any]:
-    """The cell's RL run (``ssrl train`` in ``folder/run``) and what the report needs of it."""
+def _train(
+    cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Progress, data_dir: pathlib.Path | None = None
+) -> dict[str, Any]:
+    """The cell's RL run (``ssrl train`` in ``folder/run``) and what the report needs of it;
+    ``data_dir``: the cell's pretraining data (``rl.online``'s ``data: pretraining``)."""
     from ssrl.agents.run import train_run
     from ssrl.envs.pixels import state_mode_kwargs
 
@@ -232,6 +236,11 @@ def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Prog
     # A pretrained encoder serves the agent in the cell's regime; without one (decoupled and
     # joint cells that do not pretrain) the run builds a fresh method with the cell's options.
     fresh = encoder is None and cell.method is not None
+    online = dict(rl.online)
+    if online.get("data") == "pretraining":
+        if data_dir is None:
+            raise ValueError(f"cell {cell.id}: rl.online.data is 'pretraining' but the cell pretrains on no data")
+        online["data"] = str(data_dir)  # D: what the encoder learnt from
     progress.update(phase="rl", env_steps=0, budget=rl.env_steps)
 
     def report(status: dict[str, Any]) -> None:
@@ -256,6 +265,7 @@ def _train(cell: Cell, folder: pathlib.Path, encoder: str | None, progress: Prog
         method=cell.method if fresh else None,
         regime=cell.regime,
         method_kwargs=cell.method_options if fresh else None,
+        regime_kwargs=online if cell.regime == "decoupled" and online else None,
         eval_every=rl.eval_every,
         eval_episodes=rl.eval_episodes,
         progress=False,

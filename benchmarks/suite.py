@@ -13,7 +13,9 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     methods: {tcn: {}, dbc: {bisim_weight: 0.5}}    # method -> options of its Config
     regimes: [frozen, finetune, decoupled, joint]   # rows per method (default [frozen])
     references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
-    rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...}}
+    rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...},
+         online: {every_episodes: 50, data: pretraining}}  # RIG's online fine-tuning: decoupled
+                                     # cells then start from the pretrained encoder (else from scratch, as ATC)
     pixel_rl: {hyperparams: {...}}   # added to rl.hyperparams for end-to-end pixel rows
     probes:                          # probe-only cells on the data of any env
       push: {env: ssrl/PushRandomObject-v0, episodes: 12, policy: push_explore,
@@ -80,6 +82,10 @@ class RLSpec:
     eval_every: int = 10_000
     eval_episodes: int = 10
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Online fine-tuning (the decoupled regime on goal tasks with image goals: RIG's), the fields
+    # of ssrl.representations.online.OnlineConfig; ``data: pretraining`` mixes in the cell's own
+    # pretraining data (RIG's "mixture of D and R").
+    online: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -255,6 +261,9 @@ def _check_options(suite: Suite, where: str) -> None:
 
         algo = {"sac": SACConfig, "td3": TD3Config}[suite.rl.algo]
         check("rl.hyperparams", algo, dict(suite.rl.hyperparams))
+        from ssrl.representations.online import OnlineConfig
+
+        check("rl.online", OnlineConfig, dict(suite.rl.online))
         check(
             "rl.hyperparams with pixel_rl.hyperparams", algo, dict(suite.rl.hyperparams, **suite.pixel_rl.hyperparams)
         )

@@ -151,12 +151,20 @@ class Representation(nn.Module, abc.ABC):
         are for (a CC-VAE keeps their context)."""
         return None
 
-    def observation_wrapper(self, env, *, explore: bool):
+    def goal_decoder(self):
+        """``decode(z) -> uint8 (n, C, H, W)`` images of latent goals (a VAE's decoder), or None:
+        how an imagined goal gets an image that a replay can re-encode later (RIG's online
+        fine-tuning)."""
+        return None
+
+    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False):
         """``env`` seen through this frozen encoder (the frozen regime of ``ssrl train``): an
         :class:`~ssrl.representations.wrappers.EncodedObservation`. On a goal env with image goals
         the reward is the latent distance, and a method with a :meth:`goal_sampler` offers
         imagined goals for relabelling and, when ``explore`` (the training env, not the
-        evaluation one), pursues one imagined goal per episode (RIG)."""
+        evaluation one), pursues one imagined goal per episode (RIG). ``keep_images``: the
+        observation also carries the images behind the latents (for a replay that re-encodes
+        them when this encoder is fine-tuned online)."""
         from .wrappers import EncodedObservation
 
         sampler = self.goal_sampler()
@@ -164,7 +172,12 @@ class Representation(nn.Module, abc.ABC):
         if sampler is not None and not {"achieved_goal", "desired_goal"} <= set(spaces):
             sampler = None  # not a goal env: nothing to imagine
         imagine = explore and sampler is not None
-        return EncodedObservation(env, self.encoder, goal_sampler=sampler, imagine_goals=imagine)
+        decode = self.goal_decoder() if keep_images and imagine else None
+        if keep_images and imagine and decode is None:
+            raise ValueError(f"{self.name} cannot draw its imagined goals as images, which keep_images needs")
+        return EncodedObservation(
+            env, self.encoder, goal_sampler=sampler, imagine_goals=imagine, keep_images=keep_images, decode_goals=decode
+        )
 
     # -- shared ------------------------------------------------------------------------------------
 

@@ -12,6 +12,13 @@ wrapper offers ``sample_goals(n, rng)`` for relabelling, and with ``imagine_goal
 episode's desired goal is one such sample (RIG's exploration); the env's own goal stays in
 ``info`` (``state_desired_goal``) for metrics.
 
+With ``keep_images=True`` (RIG's online fine-tuning, :mod:`ssrl.representations.online`) the
+dict also carries the images the latents came from, under ``image_observation`` and
+``image_desired_goal`` (and ``image_achieved_goal`` when the achieved goal is not the
+observation's own frame), so a replay can re-encode what it holds after the encoder changes;
+an imagined goal's image is the decoder's picture of it (rlkit stores decoded goals the same
+way), so a goal once imagined is re-encoded like any other.
+
 An encoder takes the env's frame stack as it is when their channels match; when the env stacks
 k frames and the encoder eats one (e.g. grasp2vec or a single-frame VAE), each frame is encoded
 and the k latents are concatenated. ``EncodedVectorObservation`` does the same for a Gymnasium
@@ -29,6 +36,12 @@ from gymnasium.vector import VectorObservationWrapper
 from ssrl.utils import is_image_space
 
 IMAGE_GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
+IMAGE_PREFIX = "image_"  # keep_images: the image a latent entry came from, under this prefix
+
+
+def image_key(key: str) -> str:
+    """The entry holding the image of latent entry ``key`` (``keep_images``)."""
+    return IMAGE_PREFIX + key
 
 
 def encoder_input_shape(encoder: nn.Module) -> tuple[int, ...]:
@@ -130,6 +143,9 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
             representation's :meth:`~ssrl.representations.core.Representation.goal_sampler`).
         imagine_goals: goal envs: pursue one ``goal_sampler`` goal per episode instead of the
             env's (RIG's exploration; evaluation uses the env's goals).
+        keep_images: goal envs: also return the images the latents came from (see the module
+            docstring); imagined goals then need ``decode_goals(z) -> uint8 images``.
+        decode_goals: latents -> uint8 ``(n, C, H, W)`` images (a VAE's decoder).
     """
 
     def __init__(
@@ -140,6 +156,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         epsilon: float = 1.0,
         goal_sampler=None,
         imagine_goals: bool = False,
+        keep_images: bool = False,
+        decode_goals=None,
     ) -> None:
         gym.ObservationWrapper.__init__(self, env)
         _check_reward(reward)
@@ -155,6 +173,27 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         self._goal_sampler = goal_sampler
         self.imagine_goals = bool(imagine_goals)
         self._imagined: np.ndarray | None = None
+        self._imagined_image: np.ndarray | None = None
+        self.image_keys: dict[str, str] = {}  # latent entry -> the entry holding its image
+        if keep_images:
+            self._keep_images(env.observation_space, decode_goals)
+
+    def _keep_images(self, raw_space: gym.Space, decode_goals) -> None:
+        if not self.goal_env:
+            raise ValueError("keep_images needs a goal env whose observation and goals are images")
+        if self.imagine_goals and decode_goals is None:
+            raise ValueError("keep_images with imagined goals needs decode_goals (their images come from a decoder)")
+        self._decode_goals = decode_goals
+        spaces = raw_space.spaces
+        # The achieved goal is usually the observation's newest frame (Push with one camera and
+        # no frame stack): then its image is not stored twice.
+        self._achieved_is_observation = spaces["achieved_goal"] == spaces["observation"]
+        self.image_keys = {"observation": image_key("observation"), "desired_goal": image_key("desired_goal")}
+        self.image_keys["achieved_goal"] = (
+            image_key("observation") if self._achieved_is_observation else image_key("achieved_goal")
+        )
+        extra = {name: spaces[key] for key, name in self.image_keys.items()}
+        self.observation_space = gym.spaces.Dict({**self.observation_space.spaces, **extra})
 
     @property
     def can_imagine_goals(self) -> bool:
@@ -175,11 +214,14 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
     def _start_episode(self, raw):
         """The first observation; with ``imagine_goals``, the episode's imagined goal drawn from
         the env's generator (so a seeded reset repeats it), like the first latent."""
-        self._imagined = None
+        self._imagined = self._imagined_image = None
         obs = self.observation(raw)
         if self.imagine_goals:
             self._imagined = self.sample_goals(1, self.env.unwrapped.np_random, obs["observation"][None])[0]
             obs["desired_goal"] = self._imagined.copy()
+            if self.image_keys:
+                self._imagined_image = np.asarray(self._decode_goals(self._imagined[None])[0], np.uint8)
+                obs[self.image_keys["desired_goal"]] = self._imagined_image.copy()
         return obs
 
     def step(self, action):
@@ -196,8 +238,21 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         latents = self._encode(np.stack([observation[k] for k in self.keys]))
         for key, z in zip(self.keys, latents):
             out[key] = z
+        for key, name in self.image_keys.items():
+            out.setdefault(name, observation[key])  # (one entry when the achieved goal is the observation)
+        if (
+            self.image_keys
+            and self._achieved_is_observation
+            and not np.array_equal(observation["achieved_goal"], observation["observation"])
+        ):
+            raise ValueError(
+                "keep_images: this env's achieved-goal image differs from its observation although their spaces "
+                "are the same; the wrapper stores one image for both"
+            )
         if self._imagined is not None:
             out["desired_goal"] = self._imagined.copy()
+            if self._imagined_image is not None:
+                out[self.image_keys["desired_goal"]] = self._imagined_image.copy()
         return out
 
 

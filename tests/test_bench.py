@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -343,3 +344,19 @@ def test_a_larger_rl_budget_continues_finished_cells_instead_of_redoing_them(tin
     run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"], rl_steps=240)
     run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"])
     assert (cell / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_the_push_suite_runs_rig_with_and_without_online_finetuning_and_only_decoupled_cells_carry_its_options():
+    from ssrl.benchmarks.cells import plan
+    from ssrl.benchmarks.suite import SuiteError, load_suite, parse_suite
+
+    cells = {c.id: c for c in plan(load_suite("push"), seeds=1)}
+    frozen, online = cells["beta-vae__Push__s0"], cells["beta-vae:decoupled__Push__s0"]
+    assert online.regime == "decoupled" and online.pretrain == frozen.pretrain  # the same pretrained VAE
+    assert online.identity()["rl"]["online"] == {"every_episodes": 50, "steps": 200, "data": "pretraining"}
+    # Frozen cells keep the identity they had before online fine-tuning existed (no "online").
+    assert "online" not in frozen.identity()["rl"] and "online" not in cells["state_sac__Push__s0"].identity()["rl"]
+    raw = yaml.safe_load((pathlib.Path(__file__).parents[1] / "benchmarks/suites/push.yaml").read_text())
+    raw["rl"]["online"] = {"every_episode": 5}
+    with pytest.raises(SuiteError, match=r"rl.online.*unknown OnlineConfig option\(s\) \['every_episode'\]"):
+        parse_suite(raw)

@@ -306,6 +306,11 @@ class BetaVAE(_VAEBase):
         prior = "fitted" if bool(self.prior_fitted) else "standard"
         return lambda n, rng, like=None: self.sample_goals(n, rng, prior)
 
+    def goal_decoder(self):
+        """Imagined goals as uint8 images (the decoder's mean, rounded): how RIG's online
+        fine-tuning keeps a goal it can re-encode."""
+        return lambda z: np.round(self.decode(z) * 255.0).astype(np.uint8)
+
     @torch.no_grad()
     def decode(self, z) -> np.ndarray:
         """Latents -> images, float32 ``(n, C, H, W)`` in [0, 1] (the decoder's mean)."""
