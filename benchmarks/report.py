@@ -219,8 +219,11 @@ def _direction(score: str) -> str:
 
 def _final_keys(evals: list[dict[str, Any]]) -> list[str]:
     """The scalar final-step metrics in evaluation records (``final_puck_distance``; not the
-    per-episode lists beside them)."""
-    return sorted({k for e in evals for k, v in e.items() if k.startswith("final_") and not isinstance(v, list)})
+    per-episode lists beside them), in the order the env names them (its task's measure first)."""
+    keys: dict[str, None] = {}
+    for e in evals:
+        keys.update((k, None) for k, v in e.items() if k.startswith("final_") and not isinstance(v, list))
+    return list(keys)
 
 
 def _is_goal(r: dict[str, Any]) -> bool:
@@ -291,16 +294,55 @@ def _probe_headline(probes: dict[str, dict[str, Any]]) -> list[str]:
     return [text + (f"; not higher for {', '.join(not_higher)}." if not_higher else ".")]
 
 
+def _goal_headline(goals: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per goal task: its rows ranked by success (pooled, exact interval) with their
+    first final distance, and which rows' success intervals lie wholly above which others'."""
+    lines = []
+    for task, table in goals.items():
+        rows = [(row, e) for row, e in table["rows"].items() if "success" in e]
+        if not rows:
+            continue
+        rows.sort(key=lambda item: -item[1]["success"]["successes"] / item[1]["success"]["episodes"])
+        metric = table["metrics"][0] if table["metrics"] else None
+        parts = []
+        for row, e in rows:
+            s = e["success"]
+            text = f"`{row}` {s['successes']}/{s['episodes']} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+            if metric is not None:
+                text += f", {metric.removeprefix('final_').replace('_', ' ')} {100 * e[metric]['mean']:.1f} cm"
+            parts.append(text)
+        above = [
+            f"`{a}` > `{b}`"
+            for i, (a, ea) in enumerate(rows)
+            for b, eb in rows[i + 1 :]
+            if ea["success"]["ci95"][0] > eb["success"]["ci95"][1]
+        ]
+        measure = f" and final {metric.removeprefix('final_').replace('_', ' ')} (mean over seeds)" if metric else ""
+        lines.append(
+            f"- **{task}**, success at each run's last evaluation (episodes pooled over seeds, exact 95% interval)"
+            f"{measure}: " + "; ".join(parts) + ". Intervals apart: " + (", ".join(above) if above else "none") + "."
+        )
+    return lines
+
+
 def _headline(
-    aggregates: dict[str, dict[str, Any]], results: list[dict[str, Any]], probes: dict[str, dict[str, Any]]
+    aggregates: dict[str, dict[str, Any]],
+    results: list[dict[str, Any]],
+    probes: dict[str, dict[str, Any]],
+    goals: dict[str, dict[str, Any]] | None = None,
 ) -> list[str]:
     """The first lines of summary.md: which rows beat the random encoder and reach pixel SAC (and
-    whose probe beats its random-init encoder)."""
+    whose probe beats its random-init encoder); goal tasks by success and final distance."""
     rl = [r for r in results if _is_rl(r)]
     failed = [r for r in results if not _ok(r)]
     lines = ["## Headline", ""]
+    goal_lines = _goal_headline(goals or {})
     if not aggregates:
-        if rl:
+        if goal_lines:
+            lines += goal_lines
+            if failed:
+                lines.append(f"- **{len(failed)} of {len(results)} cells failed** (listed under Failed cells below).")
+        elif rl:
             lines.append(f"No RL cell finished ({len(failed)} failed, listed below): there is no return to compare.")
         else:
             lines.append("This suite has no RL cells: see the probe tables below.")
@@ -384,6 +426,7 @@ def _headline(
         a = aggregates[UPPER]
         interval = "" if a["runs"] < 2 else f" [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
         lines.append(f"- State SAC (upper bound, on the true state): {a['iqm']:.3f}{interval}.")
+    lines += goal_lines
     lines += _probe_headline(probes)
     if failed:
         lines.append(f"- **{len(failed)} of {len(results)} cells failed** (listed under Failed cells below).")
@@ -632,7 +675,7 @@ def _markdown(
     rows: _Rows,
 ) -> list[str]:
     md = [f"# ssrl bench: suite `{suite['name']}`", ""]
-    md += _headline(aggregates, results, probes)
+    md += _headline(aggregates, results, probes, _goal_tables(results, rows))
     if aggregates:
         md += _iqm_table(aggregates) + [""]
         md += ["Figures: `iqm.png` (these intervals), `curves.png` (learning curves), `probes.png` (probe R²).", ""]
@@ -777,7 +820,7 @@ def write_report(
     figures = _plots(out, results, aggregates, probes, rows)
     summary = {
         "suite": suite["name"],
-        "headline": _headline(aggregates, results, probes)[2:-1],
+        "headline": _headline(aggregates, results, probes, _goal_tables(results, rows))[2:-1],
         "rows": flat,
         "aggregates": aggregates,
         "returns_by_regime": returns,

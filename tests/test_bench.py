@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -272,7 +273,7 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
     assert (out / "goals.png").exists()
     goals = summary["goal_tasks"]["Push"]
     assert set(goals["rows"]) == {"beta-vae", "random_encoder", "state_sac"}
-    assert goals["metrics"] == ["final_hand_distance", "final_puck_distance"]
+    assert goals["metrics"] == ["final_puck_distance", "final_hand_distance"]  # the env's order: its measure first
     assert summary["aggregates"] == {}  # Push returns are not on DMC's scale: no IQM of them
     for row, entry in goals["rows"].items():
         per_seed = []
@@ -288,6 +289,14 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         assert lo <= hits / 4 <= hi
     text = (out / "summary.md").read_text()
     assert "## Goal tasks: success and final distances" in text and "### Push" in text
+    # The headline ranks the rows by success and gives the task's own measure (it said "No RL cell
+    # finished" for a suite of goal tasks only).
+    (line,) = [x for x in headline_of(text).splitlines() if x.startswith("- **Push**")]
+    rates = {row: e["success"]["successes"] / 4 for row, e in goals["rows"].items()}
+    order = re.findall(r"`([\w:-]+)` \d+/4", line)
+    assert sorted(order) == sorted(rates) and [rates[r] for r in order] == sorted(rates.values(), reverse=True)
+    mean = goals["rows"][order[0]]["final_puck_distance"]["mean"]
+    assert f"puck distance {100 * mean:.1f} cm" in line and "No RL cell finished" not in text
 
 
 def test_pool_workers_die_with_the_bench_process(tmp_path):
@@ -360,3 +369,7 @@ def test_the_push_suite_runs_rig_with_and_without_online_finetuning_and_only_dec
     raw["rl"]["online"] = {"every_episode": 5}
     with pytest.raises(SuiteError, match=r"rl.online.*unknown OnlineConfig option\(s\) \['every_episode'\]"):
         parse_suite(raw)
+
+
+def headline_of(text):
+    return text.split("## Headline", 1)[1].split("\n## ", 1)[0]
