@@ -106,6 +106,7 @@ def _train(args: argparse.Namespace) -> int:
             aux=args.aux,
             aux_kwargs=parse_options(args.aux_option),
             regime_kwargs=parse_options(args.regime_option),
+            goal_reward=args.goal_reward,
             demo=dict(parse_options(args.demo_option), data=args.demo) if args.demo else None,
             eval_every=args.eval_every,
             eval_episodes=args.eval_episodes,
@@ -356,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="option of the decoupled regime on a goal env with image goals (RIG's online fine-tuning): "
         "every_episodes, steps, batch_size, data, data_fraction, refresh_batch",
+    )
+    tr.add_argument(
+        "--goal-reward",
+        default=None,
+        choices=["latent", "env"],
+        help="a goal env with image goals seen through --encoder: 'latent' (RIG's -||e(s) - e(g)||, the default) "
+        "or 'env' (the env's own reward on the images behind the latents, e.g. Push's pixel distance)",
     )
     tr.add_argument(
         "--aux",

@@ -622,6 +622,14 @@ class OffPolicyAgent(abc.ABC):
                     f"imagined_goal_ratio={imagined} needs an env that imagines goals (sample_goals(n, rng)): "
                     "a goal env encoded by a representation with a prior, e.g. ssrl train --encoder BETA_VAE.pt"
                 )
+        # A reward on other entries than the goals (the env's, on the images behind latent goals).
+        reward_keys, goal_images = GOAL_KEYS, None
+        if self.is_dict and reward_fn is not None and self.env is not None:
+            try:
+                reward_keys = tuple(self.env.get_wrapper_attr("reward_keys"))
+                goal_images = self.env.get_wrapper_attr("decode_goals")
+            except AttributeError:
+                pass
         self.replay = ReplayBuffer(
             self.config.buffer_size,
             obs_space,
@@ -633,6 +641,8 @@ class OffPolicyAgent(abc.ABC):
             imagined_ratio=imagined,
             seed=self.seed,
             side_keys=self.side_keys,
+            reward_keys=reward_keys,
+            goal_images=goal_images,
         )
         self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with
         self.hook_state: dict[str, Any] = {}  # the trainer's hooks' states, saved with the agent

@@ -18,6 +18,11 @@ the same episode and the reward recomputed with the env's ``compute_reward``; wi
 ``goal_sampler`` (an env that imagines goals, e.g. a beta-VAE's prior in RIG) the next
 ``imagined_ratio`` of the batch gets imagined goals instead. The rest keep the rollout's goal.
 
+With ``reward_keys`` other than the goals (``EncodedObservation(reward="env")``: the env's reward
+on the images behind latent goals), relabelled rows are rewarded on those entries: the achieved
+image of the next slot against the new goal's image (a future slot's image, or an imagined
+goal's picture from ``goal_images``).
+
 ``side_keys`` are entries stored and saved but never sampled: the images behind latent entries
 (``EncodedObservation(keep_images=True)``), from which :meth:`ReplayBuffer.refresh` re-encodes
 every slot held when the encoder has changed (RIG's online fine-tuning), recomputing the
@@ -68,6 +73,8 @@ class ReplayBuffer:
             0.5); ``her_ratio + imagined_ratio`` is at most 1.
         seed: seed of the sampling generator.
         side_keys: dict entries stored (and saved) but left out of sampled batches.
+        reward_keys: the (achieved, desired) entries ``reward_fn`` compares; the goals by default.
+        goal_images: ``decode(z) -> images`` of imagined goals, when ``reward_keys`` are images.
     """
 
     def __init__(
@@ -82,6 +89,8 @@ class ReplayBuffer:
         imagined_ratio: float = 0.0,
         seed: int = 0,
         side_keys: tuple[str, ...] = (),
+        reward_keys: tuple[str, str] = GOAL_KEYS,
+        goal_images: Callable | None = None,
     ) -> None:
         if capacity < 2:
             raise ValueError(f"replay capacity must be at least 2, got {capacity}")
@@ -96,6 +105,12 @@ class ReplayBuffer:
         if unknown:
             raise ValueError(f"side keys {unknown} are not entries of the observation ({sorted(spaces)})")
         self.side_keys = tuple(side_keys)
+        self.reward_keys = tuple(reward_keys)
+        if self.goal_env and not set(self.reward_keys) <= set(spaces):
+            raise ValueError(f"reward keys {self.reward_keys} are not entries of the observation ({sorted(spaces)})")
+        if imagined_ratio and self.reward_keys != GOAL_KEYS and goal_images is None:
+            raise ValueError("imagined goals rewarded on images need goal_images (a decoder of latent goals)")
+        self.goal_images = goal_images
         if her_ratio and not self.goal_env:
             raise ValueError(
                 "hindsight relabelling needs a goal env (dict observation with achieved_goal and desired_goal)"
@@ -277,9 +292,17 @@ class ReplayBuffer:
             )
         obs["desired_goal"][rows] = new_goal
         next_obs["desired_goal"][rows] = new_goal
-        achieved = next_obs["achieved_goal"][rows]
+        if self.reward_keys == GOAL_KEYS:
+            achieved, target = next_obs["achieved_goal"][rows], new_goal
+        else:  # rewarded on the images behind the goals (side entries, read here only)
+            achieved_key, desired_key = self.reward_keys
+            achieved = self.store[achieved_key][(a[rows] + 1) % self.capacity]
+            target = np.empty((n, *self.frame_shapes[desired_key]), self.store[desired_key].dtype)
+            target[:n_future] = self.store[achieved_key][future % self.capacity]
+            if n > n_future:
+                target[n_future:] = self.goal_images(new_goal[n_future:])
         reward = reward.copy()
-        reward[rows] = np.asarray(self.reward_fn(achieved, new_goal, [{}] * n), np.float32).reshape(n)
+        reward[rows] = np.asarray(self.reward_fn(achieved, target, [{}] * n), np.float32).reshape(n)
         return reward
 
     # -- re-encoding (an encoder fine-tuned online) ----------------------------------------------
@@ -314,7 +337,7 @@ class ReplayBuffer:
             held = self.held_slots()
             a = held[self.has_next[held % self.capacity]]
             nxt = (a + 1) % self.capacity
-            achieved, desired = self.store["achieved_goal"][nxt], self.store["desired_goal"][nxt]
+            achieved, desired = (self.store[k][nxt] for k in self.reward_keys)
             self.reward[a % self.capacity] = np.asarray(
                 self.reward_fn(achieved, desired, [{}] * len(a)), np.float32
             ).reshape(len(a))

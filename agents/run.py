@@ -41,11 +41,13 @@ def make_env(
     render: bool = False,
     explore: bool = True,
     demo: dict[str, Any] | None = None,
+    goal_reward: str | None = None,
 ) -> gym.Env:
     """The env of a run: ``env_id`` with its options, seen through a frozen encoder if given (the
     representation's :meth:`~ssrl.representations.core.Representation.observation_wrapper`;
     ``explore``: the training env, where RIG pursues imagined goals, not the evaluation one);
-    with a ``demo`` (training env), rewarded for imitating it (:mod:`ssrl.representations.imitation`)."""
+    with a ``demo`` (training env), rewarded for imitating it (:mod:`ssrl.representations.imitation`);
+    ``goal_reward="env"``: on a goal env, the env's own reward on the images behind the latents."""
     import ssrl  # noqa: F401  (registers the envs)
     from ssrl.envs import make
 
@@ -56,12 +58,24 @@ def make_env(
     if encoder is not None:
         from ssrl.representations import load_representation
 
-        env = load_representation(encoder).observation_wrapper(env, explore=explore)
+        env = load_representation(encoder).observation_wrapper(env, explore=explore, **_reward_option(goal_reward))
     if demo is not None:
         from ssrl.representations.imitation import imitate
 
         env = imitate(env, demo)
     return env
+
+
+GOAL_REWARDS = ("latent", "env")
+
+
+def _reward_option(goal_reward: str | None) -> dict[str, str]:
+    """The wrapper's ``reward`` for a run's ``goal_reward`` (None or "latent": RIG's latent distance)."""
+    if goal_reward in (None, "latent"):
+        return {}
+    if goal_reward not in GOAL_REWARDS:
+        raise ValueError(f"unknown goal reward {goal_reward!r}; use one of {', '.join(GOAL_REWARDS)}")
+    return {"reward": goal_reward}
 
 
 def resolve_regime(
@@ -146,9 +160,10 @@ def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: d
     rep = load_representation(spec["encoder"])
     if spec["method"] is not None and rep.name != spec["method"]:
         raise ValueError(f"--encoder {spec['encoder']} holds a {rep.name} model, not {spec['method']}")
-    env = rep.observation_wrapper(env, explore=True, keep_images=True)
+    reward = _reward_option(spec.get("goal_reward"))
+    env = rep.observation_wrapper(env, explore=True, keep_images=True, **reward)
     if eval_env is not None:
-        eval_env = rep.observation_wrapper(eval_env, explore=False)
+        eval_env = rep.observation_wrapper(eval_env, explore=False, **reward)
     hook = OnlineFinetuning(rep, env.image_keys, spec.get("regime_kwargs"), seed=seed)
     return env, eval_env, [hook]
 
@@ -168,6 +183,7 @@ def train_run(
     aux: str | None = None,
     aux_kwargs: dict[str, Any] | None = None,
     regime_kwargs: dict[str, Any] | None = None,
+    goal_reward: str | None = None,
     demo: dict[str, Any] | None = None,
     eval_every: int = 10_000,
     eval_episodes: int = 10,
@@ -185,7 +201,9 @@ def train_run(
     the agent (see the module docstring); ``method_kwargs`` (or ``aux_kwargs`` with ``aux``):
     options of a fresh representation's config; ``regime_kwargs``: options of online fine-tuning
     (:class:`~ssrl.representations.online.OnlineConfig`: the decoupled regime on a goal env with
-    image goals); ``demo``: imitate a demonstration with TCN's
+    image goals); ``goal_reward``: on a goal env with image goals seen through an encoder,
+    ``"latent"`` (RIG's -||e(s) - e(g)||, the default) or ``"env"`` (the env's own reward on the
+    images behind the latents: RIG's pixel-distance ablation on Push); ``demo``: imitate a demonstration with TCN's
     reward on the frozen encoder's embedding (``{"data": FOLDER, "episode": 0, "camera": ...}``);
     evaluations then report the task's own return.
     """
@@ -214,6 +232,13 @@ def train_run(
         if regime != "frozen":
             raise ValueError("imitating a demo needs a frozen embedding: --encoder CHECKPOINT (the frozen regime)")
         spec["demo"] = dict(demo)
+    if goal_reward not in (None, "latent"):  # (absent otherwise, so earlier run folders keep their identity)
+        _reward_option(goal_reward)
+        if regime not in ("frozen", "decoupled"):
+            raise ValueError(
+                "--goal-reward applies to a goal env seen through an encoder (--encoder: frozen or decoupled)"
+            )
+        spec["goal_reward"] = goal_reward
     if regime_kwargs:  # (absent otherwise, so earlier run folders keep their identity)
         from ssrl.representations.online import OnlineConfig
 
@@ -225,11 +250,12 @@ def train_run(
     with folder.locked():  # a second ssrl train on this --out refuses while this one runs
         folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
         frozen = spec["encoder"] if regime == "frozen" else None
-        env = make_env(env_id, spec["env_kwargs"], frozen, demo=spec.get("demo"))
+        reward = spec.get("goal_reward")
+        env = make_env(env_id, spec["env_kwargs"], frozen, demo=spec.get("demo"), goal_reward=reward)
         eval_env, hooks = None, []
         try:
             if eval_episodes > 0:
-                eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video, explore=False)
+                eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video, explore=False, goal_reward=reward)
             agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
             if regime in ("finetune", "decoupled", "joint") and has_image_goals(env):
                 env, eval_env, hooks = _online_latents(env, eval_env, regime, spec, seed)

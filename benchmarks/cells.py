@@ -59,6 +59,7 @@ class Cell:
     state: bool = False  # RL on the true state (no pixels)
     regime: str | None = None  # how ``method`` serves the agent
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # a fresh method's config
+    goal_reward: str | None = None  # goal tasks seen through an encoder: None (the latent reward) or "env"
 
     def __post_init__(self) -> None:
         if self.pretrain is not None and (self.method is None or self.data is None):
@@ -104,6 +105,8 @@ class Cell:
         identity = json.loads(json.dumps(dataclasses.asdict(self), default=str))
         if isinstance(identity.get("rl"), dict) and not (self.regime == "decoupled" and identity["rl"].get("online")):
             identity["rl"].pop("online", None)
+        if identity["goal_reward"] is None:  # (as every cell from before it existed)
+            identity.pop("goal_reward")
         return identity
 
 
@@ -195,6 +198,16 @@ def plan(
                     first = next(iter(suite.methods))
                     spec = dataclasses.replace(_pretrain_spec(suite, first), steps=0)
                     cells.append(Cell(row, task, seed, data, first, spec, rl=suite.rl, regime="frozen", **rl_env))
+                elif row == "pixel_reward":
+                    # RIG's ablation: the first method's pretrained encoder, rewarded by the env's own
+                    # reward on the images behind the latents (Push: pixel distance).
+                    first = next(iter(suite.methods))
+                    pre = _pretrain_spec(suite, first)
+                    cells.append(
+                        Cell(
+                            row, task, seed, data, first, pre, rl=suite.rl, regime="frozen", goal_reward="env", **rl_env
+                        )
+                    )
                 elif row == "state_sac":
                     cells.append(Cell(row, task, seed, rl=suite.rl, state=True, **rl_env))
                 elif row == "pixel_sac":

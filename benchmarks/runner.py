@@ -266,6 +266,7 @@ def _train(
         regime=cell.regime,
         method_kwargs=cell.method_options if fresh else None,
         regime_kwargs=online if cell.regime == "decoupled" and online else None,
+        goal_reward=cell.goal_reward,
         eval_every=rl.eval_every,
         eval_episodes=rl.eval_episodes,
         progress=False,

@@ -42,6 +42,7 @@ SUITES_DIR = pathlib.Path(__file__).parent / "suites"
 REFERENCE_ROWS = {
     "random_encoder": "frozen random-init encoder of the suite's first method (lower bound)",
     "state_sac": "SAC on the true state (upper bound)",
+    "pixel_reward": "the first method's frozen encoder rewarded by the env's own reward on images (goal tasks)",
     "pixel_sac": "SAC from pixels end to end (random shift)",
     "dbc_joint": "pixel SAC with DBC's objective trained jointly",
     "deepmdp_joint": "pixel SAC with DeepMDP's objective trained jointly",

@@ -157,15 +157,18 @@ class Representation(nn.Module, abc.ABC):
         fine-tuning)."""
         return None
 
-    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False):
+    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False, reward: str = "latent_distance"):
         """``env`` seen through this frozen encoder (the frozen regime of ``ssrl train``): an
         :class:`~ssrl.representations.wrappers.EncodedObservation`. On a goal env with image goals
         the reward is the latent distance, and a method with a :meth:`goal_sampler` offers
         imagined goals for relabelling and, when ``explore`` (the training env, not the
         evaluation one), pursues one imagined goal per episode (RIG). ``keep_images``: the
         observation also carries the images behind the latents (for a replay that re-encodes
-        them when this encoder is fine-tuned online)."""
+        them when this encoder is fine-tuned online). ``reward="env"``: the env's own reward on
+        those images instead of the latent one (they are then kept)."""
         from .wrappers import EncodedObservation
+
+        keep_images = keep_images or reward == "env"
 
         sampler = self.goal_sampler()
         spaces = getattr(env.observation_space, "spaces", {})
@@ -176,7 +179,13 @@ class Representation(nn.Module, abc.ABC):
         if keep_images and imagine and decode is None:
             raise ValueError(f"{self.name} cannot draw its imagined goals as images, which keep_images needs")
         return EncodedObservation(
-            env, self.encoder, goal_sampler=sampler, imagine_goals=imagine, keep_images=keep_images, decode_goals=decode
+            env,
+            self.encoder,
+            reward=reward,
+            goal_sampler=sampler,
+            imagine_goals=imagine,
+            keep_images=keep_images,
+            decode_goals=decode,
         )
 
     # -- shared ------------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ observation's own frame), so a replay can re-encode what it holds after the enco
 an imagined goal's image is the decoder's picture of it (rlkit stores decoded goals the same
 way), so a goal once imagined is re-encoded like any other.
 
+``reward="env"`` (with ``keep_images``) keeps the env's own reward instead, evaluated on those
+images: the agent still sees latents, but is rewarded by, e.g., Push's pixel distance (RIG's
+ablation of its latent reward). ``reward_keys`` names the entries any reward is computed from
+(the latents, or the images), so a replay relabels and rewards with the same function.
+
 An encoder takes the env's frame stack as it is when their channels match; when the env stacks
 k frames and the encoder eats one (e.g. grasp2vec or a single-frame VAE), each frame is encoded
 and the k latents are concatenated. ``EncodedVectorObservation`` does the same for a Gymnasium
@@ -125,9 +130,12 @@ class _LatentGoalReward:
         return -distance.astype(np.float32)
 
 
-def _check_reward(reward: str) -> None:
-    if reward not in ("latent_distance", "latent_sparse"):
-        raise ValueError(f"reward must be 'latent_distance' or 'latent_sparse', got {reward!r}")
+GOAL_REWARDS = ("latent_distance", "latent_sparse", "env")
+
+
+def _check_reward(reward: str, choices: tuple[str, ...] = GOAL_REWARDS[:2]) -> None:
+    if reward not in choices:
+        raise ValueError(f"reward must be one of {list(choices)}, got {reward!r}")
 
 
 class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
@@ -137,7 +145,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         env: an env with image observations (a Box of uint8 (C, H, W)) or a goal env whose dict
             entries are such images.
         encoder: the encoder (``representation.encoder``); it is put in eval mode and frozen.
-        reward: for goal envs, ``"latent_distance"`` (dense, RIG) or ``"latent_sparse"``.
+        reward: for goal envs, ``"latent_distance"`` (dense, RIG), ``"latent_sparse"``, or
+            ``"env"``: the env's own ``compute_reward`` on the images (needs ``keep_images``).
         epsilon: the success distance of ``"latent_sparse"``.
         goal_sampler: goal envs: ``sample_goals(n, rng, like) -> (n, latent_dim)`` latent goals (a
             representation's :meth:`~ssrl.representations.core.Representation.goal_sampler`).
@@ -160,11 +169,14 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         decode_goals=None,
     ) -> None:
         gym.ObservationWrapper.__init__(self, env)
-        _check_reward(reward)
+        _check_reward(reward, GOAL_REWARDS)
+        if reward == "env" and not keep_images:
+            raise ValueError("reward='env' is computed on the images behind the latents: it needs keep_images=True")
         self.reward_type, self.epsilon = reward, float(epsilon)
         self.keys, self._encode, self.observation_space = _encoded_space(
             env.observation_space, encoder, "EncodedObservation"
         )
+        self.reward_keys: tuple[str, str] = ("achieved_goal", "desired_goal")  # what compute_reward compares
         self.goal_env = self.keys is not None and {"achieved_goal", "desired_goal"} <= set(self.keys)
         if (goal_sampler is not None or imagine_goals) and not self.goal_env:
             raise ValueError("imagined goals need a goal env whose achieved and desired goals are images")
@@ -194,6 +206,20 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         )
         extra = {name: spaces[key] for key, name in self.image_keys.items()}
         self.observation_space = gym.spaces.Dict({**self.observation_space.spaces, **extra})
+        if self.reward_type == "env":
+            self.reward_keys = (self.image_keys["achieved_goal"], self.image_keys["desired_goal"])
+
+    @property
+    def decode_goals(self):
+        """``decode(z) -> uint8 images`` of latent goals, or None (``keep_images`` with imagined goals)."""
+        return getattr(self, "_decode_goals", None)
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """The reward of ``achieved_goal`` for ``desired_goal``, vectorised: of latents (RIG), or
+        with ``reward="env"`` of the images behind them, by the env's own ``compute_reward``."""
+        if self.reward_type == "env":
+            return np.asarray(self.env.unwrapped.compute_reward(achieved_goal, desired_goal, info), np.float32)
+        return _LatentGoalReward.compute_reward(self, achieved_goal, desired_goal, info)
 
     @property
     def can_imagine_goals(self) -> bool:
@@ -227,8 +253,9 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
     def step(self, action):
         raw, reward, terminated, truncated, info = self.env.step(action)
         obs = self.observation(raw)
-        if self.goal_env:
-            reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+        if self.goal_env:  # one reward function, the one relabelled rows get (on reward_keys)
+            achieved, desired = self.reward_keys
+            reward = float(self.compute_reward(obs[achieved], obs[desired], info))
         return obs, reward, terminated, truncated, info
 
     def observation(self, observation):

@@ -365,6 +365,15 @@ def test_the_push_suite_runs_rig_with_and_without_online_finetuning_and_only_dec
     assert online.identity()["rl"]["online"] == {"every_episodes": 50, "steps": 200, "data": "pretraining"}
     # Frozen cells keep the identity they had before online fine-tuning existed (no "online").
     assert "online" not in frozen.identity()["rl"] and "online" not in cells["state_sac__Push__s0"].identity()["rl"]
+    # RIG's pixel-distance ablation: the same pretrained VAE, the env's reward on images.
+    pixel = cells["pixel_reward__Push__s0"]
+    assert (pixel.method, pixel.pretrain, pixel.regime, pixel.goal_reward) == (
+        "beta-vae",
+        frozen.pretrain,
+        "frozen",
+        "env",
+    )
+    assert pixel.identity()["goal_reward"] == "env" and "goal_reward" not in frozen.identity()
     raw = yaml.safe_load((pathlib.Path(__file__).parents[1] / "benchmarks/suites/push.yaml").read_text())
     raw["rl"]["online"] = {"every_episode": 5}
     with pytest.raises(SuiteError, match=r"rl.online.*unknown OnlineConfig option\(s\) \['every_episode'\]"):

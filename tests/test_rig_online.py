@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssrl.agents import SAC
+from ssrl.agents.replay import ReplayBuffer
 from ssrl.agents.run import train_run
 from ssrl.representations import make
 from ssrl.representations.online import OnlineFinetuning, ReplayFrames
@@ -215,3 +216,88 @@ def test_a_rig_run_with_online_finetuning_resumes_bit_exactly(tmp_path):
     ]
     assert records("whole") == records("split")
     assert hooks_whole["last_metrics"] == hooks_split["last_metrics"] and "online_loss" in hooks_whole["last_metrics"]
+
+
+# -- the env's own reward on the images behind the latents (RIG's pixel-distance ablation) --------
+
+
+def pixel_rms_reward(achieved, desired):
+    """Push's image_distance by hand: -RMS over pixels in [0, 1]."""
+    diff = (np.asarray(achieved, np.float64) - np.asarray(desired, np.float64)) / 255.0
+    return -np.sqrt((diff**2).reshape(len(diff), -1).mean(1))
+
+
+def test_env_reward_on_images_is_the_pixel_distance_at_every_step():
+    rep = fresh_vae()
+    env = rep.observation_wrapper(gym.make(PUSH, size=SIZE), explore=True, reward="env")
+    assert env.reward_keys == ("image_observation", "image_desired_goal")
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        obs, reward, *_ = env.step(np.array([1.0, 0.0], np.float32))
+        # The episode's goal is imagined: its image is the decoder's, and the reward compares with it.
+        expected = pixel_rms_reward(obs["image_observation"][None], obs["image_desired_goal"][None])[0]
+        assert reward == pytest.approx(expected, rel=1e-5)
+        latent = -np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
+        assert abs(reward - latent) > 1e-3  # not the latent reward
+    agent = SAC(env, buffer_size=1000, **TINY_SAC)
+    assert agent.replay.reward_keys == env.reward_keys and agent.replay.goal_images is not None
+
+
+def test_relabelled_rows_are_rewarded_on_the_images_behind_their_goals():
+    """A replay of one episode whose latents name their slot (z = [t, 0]) and whose images are
+    flat at value 10 t: every relabelled row's reward is the pixel distance between the next
+    slot's image and the new goal's image, a future slot's or the imagined latent's picture."""
+    T = 12
+    latent = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    image = gym.spaces.Box(0, 255, (3, 4, 4), np.uint8)
+    space = gym.spaces.Dict(
+        observation=latent, achieved_goal=latent, desired_goal=latent, image_observation=image, image_desired_goal=image
+    )
+
+    def picture(z):  # the "decoder": a flat image at 10 * z[0], clipped
+        return np.clip(10 * np.asarray(z)[:, :1, None, None] * np.ones((1, 3, 4, 4)), 0, 255).astype(np.uint8)
+
+    def obs(t):
+        z = np.array([t, 0.0], np.float32)
+        goal = np.array([100.0, 0.0], np.float32)
+        return {"observation": z, "achieved_goal": z, "desired_goal": goal,
+                "image_observation": picture(z[None])[0], "image_desired_goal": picture(goal[None])[0]}  # fmt: skip
+
+    replay = ReplayBuffer(
+        64,
+        space,
+        gym.spaces.Box(-1, 1, (2,), np.float32),
+        reward_fn=lambda a, d, info: pixel_rms_reward(a, d),
+        her_ratio=0.4,
+        goal_sampler=lambda n, rng, like=None: np.stack([rng.uniform(0, 20, n), np.zeros(n)], 1).astype(np.float32),
+        imagined_ratio=0.5,
+        side_keys=("image_observation", "image_desired_goal"),
+        reward_keys=("image_observation", "image_desired_goal"),
+        goal_images=picture,
+    )
+    replay.start_episode(obs(0))
+    for t in range(1, T):
+        o = obs(t)
+        replay.add(
+            np.zeros(2), pixel_rms_reward(o["image_observation"][None], o["image_desired_goal"][None])[0], False, o
+        )
+    replay.end_episode()
+    batch = replay.sample(200)
+    assert "image_observation" not in batch.obs  # side entries are not sampled
+    nxt = batch.next_obs["achieved_goal"][:, 0]
+    goal = batch.obs["desired_goal"][:, 0]
+    expected = pixel_rms_reward(picture(nxt[:, None]), picture(goal[:, None]))
+    np.testing.assert_allclose(batch.reward, expected, rtol=1e-5)
+    assert (goal[:80] <= T - 1).all() and (goal[80:180] != np.round(goal[80:180])).any()  # future, then imagined
+    assert (goal[180:] == 100).all()  # the rollout's own goal
+
+
+def test_ssrl_train_takes_the_env_reward_for_a_frozen_encoder_and_records_it(tmp_path):
+    checkpoint = fresh_vae().save(tmp_path / "vae.pt")
+    train_run(tmp_path / "run", PUSH, env_steps=60, env_kwargs={"size": SIZE}, hyperparams=TINY_SAC,
+              encoder=str(checkpoint), goal_reward="env", eval_every=50, eval_episodes=1, progress=False,
+              tensorboard=False)  # fmt: skip
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["goal_reward"] == "env"
+    with pytest.raises(ValueError, match="unknown goal reward 'pixels'; use one of latent, env"):
+        train_run(tmp_path / "other", PUSH, env_steps=60, env_kwargs={"size": SIZE}, encoder=str(checkpoint),
+                  goal_reward="pixels", progress=False, tensorboard=False)  # fmt: skip
