@@ -266,3 +266,18 @@ def test_cc_rig_imagines_goals_in_each_episodes_own_context():
             env.sample_goals(2, np.random.default_rng(0))
     finally:
         env.close()
+
+
+def test_rig_reward_check_attributes_latent_distance_to_hand_and_puck_by_hand():
+    from ssrl.benchmarks.rig_reward_check import knn_r2, reward_attribution
+
+    rng = np.random.default_rng(0)
+    hand, puck = rng.uniform(-0.1, 0.1, (400, 2)), rng.uniform(-0.1, 0.1, (400, 2))
+    # Latents that are the hand position scaled to 0.3 units per cm: the reward pays for the hand only.
+    z = 100 * 0.3 * hand
+    out = reward_attribution(z, hand, puck, pairs=2000)
+    assert out["per_cm_hand"] == pytest.approx(0.3, abs=1e-6) and abs(out["per_cm_puck"]) < 1e-6
+    assert out["corr_hand"] == pytest.approx(1.0) and abs(out["corr_puck"]) < 0.1
+    # kNN R^2: perfect for what the latents hold, about none for what they do not.
+    assert knn_r2(z[:300], hand[:300], z[300:], hand[300:]) > 0.95
+    assert knn_r2(z[:300], puck[:300], z[300:], puck[300:]) < 0.2

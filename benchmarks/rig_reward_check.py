@@ -1,0 +1,106 @@
+"""What does RIG's latent reward pay for: the hand or the puck?
+
+    python -m ssrl.benchmarks.rig_reward_check --data DATA MODEL [MODEL ...] [--pairs 5000] [--out FILE]
+
+RIG rewards ``-||e(s) - e(g)||``. On Push a policy learns to reduce whatever that distance
+measures; if the encoder's latents track the hand and hardly the puck, the agent learns to place
+the hand and leaves the puck (what our 100k-step RIG rows did). For each beta-VAE checkpoint,
+on the frames of a Push data set (``ssrl collect``, whose state holds the hand and object
+positions), this prints:
+
+* how well the encoder means hold each position: held-out R^2 of a ridge (linear) probe and of
+  a 5-nearest-neighbour regressor, for the hand's xy and the puck's xy separately (the first 80%
+  of the frames fit, the rest score);
+* what the reward pays per centimetre: over random pairs of frames, the least-squares fit
+  ``||z_i - z_j|| = a * |hand_i - hand_j| + b * |puck_i - puck_j| + c`` (latent units per cm),
+  and the correlation of the latent distance with each. RIG needs ``b`` of the order of ``a``.
+
+A random-init encoder of the first model's architecture is scored beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import numpy as np
+
+HAND_XY = slice(0, 2)  # ground_truth(): hand pose (7), fingers (2), then the object's pose
+PUCK_XY = slice(9, 11)
+
+
+def knn_r2(z_train, y_train, z_test, y_test, k: int = 5) -> float:
+    d = ((z_test[:, None] - z_train[None]) ** 2).sum(-1)
+    pred = y_train[np.argsort(d, 1)[:, :k]].mean(1)
+    return float(1 - ((y_test - pred) ** 2).sum() / ((y_test - y_test.mean(0)) ** 2).sum())
+
+
+def reward_attribution(z, hand, puck, pairs: int, seed: int = 0) -> dict[str, float]:
+    """Latent-distance sensitivity to hand and puck distance (per cm) over random frame pairs."""
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(z), (2, pairs))
+    dz = np.linalg.norm(z[i] - z[j], axis=1)
+    dh = 100 * np.linalg.norm(hand[i] - hand[j], axis=1)  # cm
+    dp = 100 * np.linalg.norm(puck[i] - puck[j], axis=1)
+    a, b, c = np.linalg.lstsq(np.c_[dh, dp, np.ones(pairs)], dz, rcond=None)[0]
+    return {
+        "per_cm_hand": float(a),
+        "per_cm_puck": float(b),
+        "intercept": float(c),
+        "corr_hand": float(np.corrcoef(dz, dh)[0, 1]),
+        "corr_puck": float(np.corrcoef(dz, dp)[0, 1]),
+    }
+
+
+def score(rep, data, pairs: int) -> dict[str, float]:
+    from ssrl.representations.probe import linear_probe_r2
+
+    z = rep.embed(data.stack(np.arange(len(data.state)), None, 1))
+    hand, puck = data.state[:, HAND_XY], data.state[:, PUCK_XY]
+    fit = np.arange(len(z)) < int(0.8 * len(z))
+    out = {}
+    for name, y in (("hand", hand), ("puck", puck)):
+        out[f"{name}_linear_r2"] = float(linear_probe_r2(z[fit], y[fit], z[~fit], y[~fit])[0])
+        out[f"{name}_knn_r2"] = knn_r2(z[fit], y[fit], z[~fit], y[~fit])
+    out.update(reward_attribution(z, hand, puck, pairs))
+    return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="beta-VAE checkpoints (model.pt or pretrain folders)")
+    parser.add_argument("--data", required=True, help="a Push data set (ssrl collect)")
+    parser.add_argument("--episodes", type=int, default=60, help="episodes of the data to score on")
+    parser.add_argument("--pairs", type=int, default=5000)
+    parser.add_argument("--out", default="outputs/benchmarks/rig_reward_check.json")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from ssrl.representations import RolloutData, load_representation
+    from ssrl.utils import write_json
+
+    torch.set_num_threads(1)
+    data = RolloutData(args.data, max_episodes=args.episodes)
+    results = {}
+    reps = {m: load_representation(m).eval() for m in args.models}
+    first = next(iter(reps.values()))
+    torch.manual_seed(0)
+    untrained = type(first)(first.config, first.obs_shape).eval()
+    for name, rep in [*reps.items(), ("random-init", untrained)]:
+        results[name] = score(rep, data, args.pairs)
+    header = "model | hand R² lin/kNN | puck R² lin/kNN | reward per cm hand / puck | corr hand / puck"
+    print(header)
+    for name, r in results.items():
+        print(
+            f"{pathlib.Path(name).parent.name or name} | {r['hand_linear_r2']:.2f} / {r['hand_knn_r2']:.2f} | "
+            f"{r['puck_linear_r2']:.2f} / {r['puck_knn_r2']:.2f} | {r['per_cm_hand']:.3f} / {r['per_cm_puck']:.3f} | "
+            f"{r['corr_hand']:.2f} / {r['corr_puck']:.2f}"
+        )
+    write_json(args.out, {"data": args.data, "episodes": args.episodes, "results": results})
+    return results
+
+
+if __name__ == "__main__":
+    main()
