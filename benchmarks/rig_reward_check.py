@@ -21,7 +21,6 @@ A random-init encoder of the first model's architecture is scored beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 
 import numpy as np
