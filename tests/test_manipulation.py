@@ -226,6 +226,20 @@ def test_easy_layout_is_rigs_pusher_and_random_actions_move_the_puck():
     assert moved["easy"] >= 0.5 > moved["wide"]
 
 
+def test_starts_like_goals_spread_the_puck_over_the_goal_box_for_vae_data():
+    # RIG's VAE data (multiworld's set_to_goal): the puck anywhere in the goal space, not in the middle.
+    env = PushEnv(from_pixels=False, start_like_goal=True)
+    starts = np.array([env.reset(seed=s)[0]["achieved_goal"] for s in range(60)])
+    hand, puck = starts[:, :2], starts[:, 2:]
+    low, high = np.array(env.geometry.goal_low), np.array(env.geometry.goal_high)
+    assert np.all(puck >= low - 1e-3) and np.all(puck <= high + 1e-3)
+    assert np.all(puck.std(0) > 0.25 * (high - low) / np.sqrt(12) * 2)  # spread, not piled up in the middle
+    assert np.all(hand >= env.hand_low - 1e-3) and np.all(hand <= env.hand_high + 1e-3)
+    assert np.all(np.linalg.norm(hand - puck, axis=1) > 0.03)  # the hand starts clear of the puck
+    with pytest.raises(ValueError, match="start_like_goal must be true or false, got 'yes'"):
+        PushEnv(from_pixels=False, start_like_goal="yes")
+
+
 def test_sb3_her_accepts_push_and_relabels_with_compute_reward():
     from stable_baselines3 import SAC, HerReplayBuffer
 

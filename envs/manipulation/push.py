@@ -145,6 +145,10 @@ class PushEnv(ManipulationEnv):
             default for several).
         fixed_start: objects always start at the same place (else uniformly in their range;
             ``easy`` starts are always fixed).
+        start_like_goal: every episode starts in a configuration drawn as goals are (objects in
+            the goal box, the hand where a hand goal would be): RIG's VAE data, which rlkit
+            renders after multiworld's ``set_to_goal`` resets, so the objects are spread over the
+            goal space instead of starting in the middle. For collecting pretraining data.
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``push``, frame stack 1;
         with several cameras the images are concatenated on the channel axis, in order; a
@@ -173,6 +177,7 @@ class PushEnv(ManipulationEnv):
         action_scale: float = 0.02,
         n_substeps: int = 25,
         fixed_start: bool = False,
+        start_like_goal: bool = False,
         from_pixels: bool = True,
         size: int | Sequence[int] = 84,
         camera: CameraSpec | None = None,
@@ -210,7 +215,10 @@ class PushEnv(ManipulationEnv):
         self.geometry = geometry
         self.hand_low, self.hand_high = np.array(geometry.hand_low), np.array(geometry.hand_high)
         self.hand_start = np.array(geometry.hand_start)
-        self.fixed_start = bool(fixed_start) or geometry.always_fixed
+        if not isinstance(start_like_goal, bool):
+            raise ValueError(f"start_like_goal must be true or false, got {start_like_goal!r}")
+        self.start_like_goal = start_like_goal
+        self.fixed_start = (bool(fixed_start) or geometry.always_fixed) and not start_like_goal
         scene = Scene(self.n_objects, None, [PUSH_CAMERA])
         # The closed fingers are a pusher here: slippery pads, so they shove objects instead of
         # dragging them round or up (the grasping task keeps grippy ones).
@@ -361,14 +369,18 @@ class PushEnv(ManipulationEnv):
         radii = np.array([s.radius for s in specs])
         geometry = self.geometry
         hand_clearance = 0.04  # keep objects this far from the hand's start (beyond their radius)
-        if self.fixed_start:
+        hand_start = self.hand_start
+        if self.start_like_goal:  # RIG's VAE data: a configuration drawn as goals are
+            starts = self._sample_positions(rng, radii, geometry.goal_low, geometry.goal_high, avoid=[])
+            hand_start = self._sample_hand_goal(rng, starts, radii)
+        elif self.fixed_start:
             starts = np.array(geometry.fixed_starts[: self.n_objects])
         else:
             starts = self._sample_positions(
                 rng, radii, geometry.start_low, geometry.start_high, avoid=[(self.hand_start, hand_clearance)]
             )
         yaws = rng.uniform(-np.pi, np.pi, self.n_objects)
-        scene.teleport_hand((*self.hand_start, self.hand_z), 0.0, 0.0)
+        scene.teleport_hand((*hand_start, self.hand_z), 0.0, 0.0)
         scene.set_fingers(FINGER_CLOSED_CTRL)
         for i in range(self.n_objects):
             scene.place_object(i, starts[i], yaws[i])
