@@ -39,7 +39,10 @@ class DataSpec:
     @property
     def key(self) -> str:
         name = self.env_id.removeprefix("ssrl/").removesuffix("-v0")
-        return f"{name}-{_hash([self.env, dataclasses.asdict(self.collect)])}"
+        collect = dataclasses.asdict(self.collect)
+        if not collect["env"]:  # (as every data set from before collect.env existed: same key)
+            del collect["env"]
+        return f"{name}-{_hash([self.env, collect])}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,8 @@ class Cell:
             identity["rl"].pop("online", None)
         if identity["goal_reward"] is None:  # (as every cell from before it existed)
             identity.pop("goal_reward")
+        if identity.get("data") and not identity["data"]["collect"].get("env"):  # (likewise collect.env)
+            identity["data"]["collect"].pop("env", None)
         return identity
 
 

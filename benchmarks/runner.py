@@ -51,7 +51,7 @@ def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
         env = make(spec.env_id, **state_mode_kwargs(spec.env))
         cameras = env.unwrapped.camera_names()[:2]
         env.close()
-    env_kwargs = {k: v for k, v in spec.env.items() if k != "size"}  # size goes to the observer
+    env_kwargs = {k: v for k, v in {**spec.env, **spec.collect.env}.items() if k != "size"}  # size: the observer's
     collect(
         spec.env_id,
         policy=spec.collect.policy,

@@ -8,7 +8,8 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     seeds: 1
     env: {size: 84}                  # env options of every task (pixel and physics options)
     distractor: video                # shorthand for env.distractor
-    collect: {episodes: 16, policy: sticky_random, max_steps: null, cameras: null, seed: 0}
+    collect: {episodes: 16, policy: sticky_random, max_steps: null, cameras: null, seed: 0,
+              env: {}}               # env options for collecting only (Push: {start_like_goal: true})
     pretrain: {steps: 200, batch_size: 32, config: {arch: fast}}
     methods: {tcn: {}, dbc: {bisim_weight: 0.5}}    # method -> options of its Config
     regimes: [frozen, finetune, decoupled, joint]   # rows per method (default [frozen])
@@ -63,6 +64,9 @@ class CollectSpec:
     max_steps: int | None = None
     cameras: list[str] | None = None  # None: two synchronised views of DMC tasks, the env's default elsewhere
     seed: int = 0
+    # Env options for collecting only (not the RL runs), e.g. Push's {start_like_goal: true}:
+    # RIG's VAE data, the puck spread over the goal space.
+    env: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

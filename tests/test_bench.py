@@ -382,3 +382,36 @@ def test_the_push_suite_runs_rig_with_and_without_online_finetuning_and_only_dec
 
 def headline_of(text):
     return text.split("## Headline", 1)[1].split("\n## ", 1)[0]
+
+
+def test_collect_env_options_apply_to_collection_only_and_leave_earlier_data_keys_alone():
+    from ssrl.benchmarks.cells import plan
+    from ssrl.benchmarks.suite import load_suite
+
+    suite = load_suite("push")
+    cells = {c.id: c for c in plan(suite, seeds=1)}
+    # The key of the push suite's data set as it was before collect.env existed (outputs/bench-push).
+    assert cells["beta-vae__Push__s0"].data.key == "Push-06098df9bd"
+    assert "env" not in cells["beta-vae__Push__s0"].identity()["data"]["collect"]
+    raw = yaml.safe_load((pathlib.Path(__file__).parents[1] / "benchmarks/suites/push.yaml").read_text())
+    raw["collect"]["env"] = {"start_like_goal": True}
+    goal_cells = {c.id: c for c in plan(raw, seeds=1)}
+    cell = goal_cells["beta-vae__Push__s0"]
+    assert cell.data.key != "Push-06098df9bd" and cell.identity()["data"]["collect"]["env"] == {"start_like_goal": True}
+    assert cell.env == cells["beta-vae__Push__s0"].env  # the RL env keeps its own options
+
+
+def test_collect_env_options_reach_the_collecting_env(tmp_path):
+    from ssrl.benchmarks.cells import DataSpec
+    from ssrl.benchmarks.runner import collect_data
+    from ssrl.benchmarks.suite import CollectSpec
+    from ssrl.representations import RolloutData
+
+    spec = DataSpec(
+        "ssrl/Push-v0",
+        {"size": 32},
+        CollectSpec(episodes=4, policy="random", max_steps=2, cameras=["push"], env={"start_like_goal": True}),
+    )
+    data = RolloutData(collect_data(tmp_path, spec))
+    starts = data.state[data.ep_start, 9:11]  # the puck's xy at each reset
+    assert np.all(np.linalg.norm(starts, axis=1) > 1e-3)  # not the middle, where Push always starts it
