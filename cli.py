@@ -153,6 +153,17 @@ def _pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from ssrl.agents.evaluate import describe, evaluate_run
+
+    kwargs = {"episodes": args.episodes, "env_overrides": parse_options(args.env_option), "out": args.out}
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    result = evaluate_run(args.run, **kwargs)
+    print(describe(result))
+    return 0
+
+
 def _probe(args: argparse.Namespace) -> int:
     import dataclasses
     import json
@@ -437,6 +448,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="method option, e.g. --set latent_dim=32"
     )
     pre.set_defaults(func=_pretrain)
+
+    ev = sub.add_parser(
+        "evaluate", help="evaluate a train run's agent again, on its env or a changed one (-o KEY=VALUE)"
+    )
+    ev.add_argument("run", help="an ssrl train run folder")
+    ev.add_argument("--episodes", type=int, default=20)
+    ev.add_argument("--seed", type=int, default=None, help="first episode's seed (default: the trainer's eval seeds)")
+    ev.add_argument(
+        "--env-option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an env option replacing the run's, e.g. -o object_shapes=[box] (held-out objects)",
+    )
+    ev.add_argument("--out", default=None, help="result JSON (default RUN/evaluate.json)")
+    ev.set_defaults(func=_evaluate)
 
     pr = sub.add_parser("probe", help="score how much ground-truth state a representation holds")
     pr.add_argument("checkpoint", help="a representation checkpoint (model.pt)")
