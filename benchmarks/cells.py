@@ -108,6 +108,8 @@ class Cell:
         identity = json.loads(json.dumps(dataclasses.asdict(self), default=str))
         if isinstance(identity.get("rl"), dict) and not (self.regime == "decoupled" and identity["rl"].get("online")):
             identity["rl"].pop("online", None)
+        if isinstance(identity.get("rl"), dict) and not identity["rl"].get("held_out"):
+            identity["rl"].pop("held_out", None)  # (as every cell from before it existed)
         if identity["goal_reward"] is None:  # (as every cell from before it existed)
             identity.pop("goal_reward")
         if identity.get("data") and not identity["data"]["collect"].get("env"):  # (likewise collect.env)

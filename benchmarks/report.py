@@ -522,9 +522,29 @@ def _goal_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[s
             for m in metrics:
                 values = [e.get(m) for e in last]
                 entry[m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+            held = [r.get("held_out") for r in runs]
+            if all(h is not None for h in held):  # the suite's second evaluation, in a changed env
+                entry["held_out"] = _held_out_entry(held, metrics)
             table["rows"][row] = entry
         tables[task] = table
     return tables
+
+
+def _held_out_entry(held: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
+    """Pooled success (exact interval) and mean final metrics of the runs' held-out evaluations."""
+    from scipy.stats import binomtest
+
+    entry: dict[str, Any] = {"env_overrides": held[0]["env_overrides"]}
+    if all("success" in h for h in held):
+        hits = sum(h["success"]["successes"] for h in held)
+        total = sum(h["success"]["episodes"] for h in held)
+        ci = binomtest(hits, total).proportion_ci(0.95, method="exact")
+        entry["success"] = {"successes": hits, "episodes": total, "ci95": [ci.low, ci.high]}
+    for m in metrics:
+        values = [h[m] for h in held if m in h]
+        if len(values) == len(held):
+            entry[m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+    return entry
 
 
 def _goal_markdown(goals: dict[str, dict[str, Any]]) -> list[str]:
@@ -535,23 +555,38 @@ def _goal_markdown(goals: dict[str, dict[str, Any]]) -> list[str]:
         "distances (m, at the episode's last step): mean ± std over seeds, then each seed's.",
         "",
     ]
+
+    def success(e: dict[str, Any]) -> str:
+        if "success" not in e:
+            return "-"
+        s = e["success"]
+        return f"{s['successes']}/{s['episodes']} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
+
+    def value(v: dict[str, Any] | None) -> str:
+        if v is None:
+            return "-"
+        return f"{v['mean']:.3f} ± {v['std']:.3f} ({', '.join(f'{x:.3f}' for x in v['per_seed'])})"
+
     for task, table in goals.items():
-        header = ["row", "seeds", "success"] + [m.removeprefix("final_") + " ↓" for m in table["metrics"]]
+        metrics = table["metrics"]
+        header = ["row", "seeds", "success"] + [m.removeprefix("final_") + " ↓" for m in metrics]
+        held = [e["held_out"] for e in table["rows"].values() if "held_out" in e]
+        if held:
+            first = metrics[0].removeprefix("final_") if metrics else None
+            header += ["held-out success"] + ([f"held-out {first} ↓"] if first else [])
         body = []
         for row, e in table["rows"].items():
-            line = [row, str(len(e["seeds"]))]
-            if "success" in e:
-                s = e["success"]
-                lo, hi = s["ci95"]
-                line.append(f"{s['successes']}/{s['episodes']} [{lo:.2f}, {hi:.2f}]")
-            else:
-                line.append("-")
-            for m in table["metrics"]:
-                v = e[m]
-                seeds = ", ".join(f"{x:.3f}" for x in v["per_seed"])
-                line.append(f"{v['mean']:.3f} ± {v['std']:.3f} ({seeds})")
+            line = [row, str(len(e["seeds"])), success(e)] + [value(e[m]) for m in metrics]
+            if held:
+                h = e.get("held_out", {})
+                line += [success(h)] + ([value(h.get(metrics[0]))] if metrics else [])
             body.append(line)
         md += [f"### {task}", ""] + _md_table(header, body) + [""]
+        if held:
+            md += [
+                f"Held out: a second evaluation of each run with env options {json.dumps(held[0]['env_overrides'])}.",
+                "",
+            ]
     return md
 
 

@@ -274,6 +274,15 @@ def _train(
         callback=report,
     )
     rl_time = time.perf_counter() - t0
+    held_out = None
+    if rl.held_out:  # a second evaluation in a changed env (held-out objects, say)
+        from ssrl.agents.evaluate import evaluate_run
+
+        progress.update(phase="held-out evaluation")
+        held_out = evaluate_run(
+            folder / "run", episodes=rl.eval_episodes, env_overrides=rl.held_out, out=folder / "held_out.json"
+        )
+        held_out = {k: v for k, v in held_out.items() if k != "run"}
     from .goal_pictures import goal_pictures
 
     goal_pictures(folder / "run", folder / "pictures")  # goal tasks: goals beside what was reached
@@ -290,6 +299,7 @@ def _train(
     ]
     return {
         "evals": evals,
+        **({"held_out": held_out} if held_out is not None else {}),
         "final_return": evals[-1]["return_mean"] if evals else None,
         "rl": {
             "env_steps": summary["env_steps"],

@@ -91,6 +91,9 @@ class RLSpec:
     # of ssrl.representations.online.OnlineConfig; ``data: pretraining`` mixes in the cell's own
     # pretraining data (RIG's "mixture of D and R").
     online: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Env options of a second evaluation after training (``ssrl evaluate -o``), e.g. held-out
+    # object shapes: the report shows its success and final distances beside the run's own.
+    held_out: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -252,6 +252,7 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         "methods": {"beta-vae": {}},
         "references": ["random_encoder", "state_sac"],
         "rl": {
+            "held_out": {"max_episode_steps": 3},  # a second evaluation in a changed env
             "algo": "sac",
             "env_steps": 120,
             "eval_every": 60,
@@ -285,10 +286,16 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         assert entry["final_puck_distance"]["mean"] == pytest.approx(np.mean(entry["final_puck_distance"]["per_seed"]))
         hits = sum(round(e["success_rate"] * 2) for e in per_seed)
         assert entry["success"]["successes"] == hits and entry["success"]["episodes"] == 4
+        # The held-out evaluation: each seed's ssrl evaluate result, pooled.
+        held = [json.loads((out / "cells" / f"{row}__Push__s{seed}" / "held_out.json").read_text()) for seed in (0, 1)]
+        assert all(len(h["returns"]) == 2 and h["env_overrides"] == {"max_episode_steps": 3} for h in held)
+        assert entry["held_out"]["success"]["successes"] == sum(h["success"]["successes"] for h in held)
+        assert entry["held_out"]["final_puck_distance"]["per_seed"] == [h["final_puck_distance"] for h in held]
         lo, hi = entry["success"]["ci95"]
         assert lo <= hits / 4 <= hi
     text = (out / "summary.md").read_text()
     assert "## Goal tasks: success and final distances" in text and "### Push" in text
+    assert "held-out success" in text and 'env options {"max_episode_steps": 3}' in text
     # The headline ranks the rows by success and gives the task's own measure (it said "No RL cell
     # finished" for a suite of goal tasks only).
     (line,) = [x for x in headline_of(text).splitlines() if x.startswith("- **Push**")]

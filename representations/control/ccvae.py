@@ -242,10 +242,16 @@ class CCVAE(_VAEBase):
 
         return sample
 
-    def observation_wrapper(self, env, *, explore: bool):
+    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False, reward: str = "latent_distance"):
         """Latents [mu(s | c(s_0)), c(s_0)] with the episode's first frame as context (the frozen
         regime of ``ssrl train``); on a goal env, CC-RIG's imagined goals [z, c(s_0)] for
-        relabelling and, when ``explore``, one per episode."""
+        relabelling and, when ``explore``, one per episode. Not built for CC-RIG: online
+        fine-tuning (``keep_images``) and the env's reward on images (``reward="env"``)."""
+        if keep_images or reward != "latent_distance":
+            raise ValueError(
+                "CC-RIG runs frozen with its latent reward only: online fine-tuning and the env's image reward "
+                "are built for RIG's beta-VAE"
+            )
         spaces = getattr(env.observation_space, "spaces", {})
         goal_env = {"achieved_goal", "desired_goal"} <= set(spaces)
         sampler = self.goal_sampler() if goal_env else None
