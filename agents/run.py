@@ -55,13 +55,18 @@ def make_env(
     if render:
         kwargs["render_mode"] = "rgb_array"
     env = make(env_id, **kwargs)
+    on_pixels = False
+    if demo is not None:
+        from ssrl.representations.imitation import demo_reward, imitate
+
+        on_pixels = demo_reward(demo) == "pixels"
+        if on_pixels:  # the pixel-distance baseline rewards the env's own frames: below the encoder
+            env = imitate(env, demo)
     if encoder is not None:
         from ssrl.representations import load_representation
 
         env = load_representation(encoder).observation_wrapper(env, explore=explore, **_reward_option(goal_reward))
-    if demo is not None:
-        from ssrl.representations.imitation import imitate
-
+    if demo is not None and not on_pixels:
         env = imitate(env, demo)
     return env
 

@@ -9,8 +9,12 @@ of the paper::
     r_t = -alpha * ||w - v_t||^2 - beta * sqrt(gamma + ||w - v_t||^2)
 
 (a squared Euclidean term for precision near the demo, a Huber-style term for a gradient far
-from it). Defaults: alpha = beta = 1, gamma = 1e-3 (the paper does not give its values; these
-give both terms a say at distances around 1). The env's own reward is kept in
+from it). With ``reward: pixels`` in the demo options (the pixel-distance baseline), the same
+formula compares the agent's raw frame with the demo's, ``||w - v||^2`` being the mean squared
+pixel difference in [0, 1] units (a mean, not a sum, so the terms stay on the embedding's scale;
+:class:`PixelImitationReward`); the agent still observes the embedding. Defaults: alpha = beta
+= 1, gamma = 1e-3 (the paper does not give its values; these give both terms a say at distances
+around 1). The env's own reward is kept in
 ``info["task_reward"]``: what the agent reached, judged by the task itself.
 
 :class:`ImitationReward` wraps an env whose observations are already the embedding (the frozen
@@ -50,9 +54,12 @@ def imitate(env: gym.Env, demo: dict) -> ImitationReward:
     wrapper's own encoding, stacked as the env stacks frames."""
     from .data import RolloutData
 
-    unknown = set(demo) - {"data", "episode", "camera", "alpha", "beta", "gamma"}
+    unknown = set(demo) - {"data", "episode", "camera", "alpha", "beta", "gamma", "reward"}
     if unknown or "data" not in demo:
-        raise ValueError(f"a demo is data (required), episode, camera, alpha, beta, gamma; got {sorted(demo)}")
+        raise ValueError(f"a demo is data (required), episode, camera, alpha, beta, gamma, reward; got {sorted(demo)}")
+    weights = {k: float(demo[k]) for k in ("alpha", "beta", "gamma") if k in demo}
+    if demo_reward(demo) == "pixels":
+        return _imitate_pixels(env, demo, weights)
     encoded = env
     while not hasattr(encoded, "_encode"):
         if not isinstance(encoded, gym.Wrapper):
@@ -61,8 +68,67 @@ def imitate(env: gym.Env, demo: dict) -> ImitationReward:
     data = RolloutData(demo["data"])
     frame_stack = encoded.env.observation_space.shape[0] // data.frame_shape[0]
     embeddings = demo_embeddings(encoded._encode, data, int(demo.get("episode", 0)), demo.get("camera"), frame_stack)
-    weights = {k: float(demo[k]) for k in ("alpha", "beta", "gamma") if k in demo}
     return ImitationReward(env, embeddings, **weights)
+
+
+DEMO_REWARDS = ("embedding", "pixels")
+
+
+def demo_reward(demo: dict) -> str:
+    """What a demo's reward compares: the embeddings (default) or the raw frames."""
+    reward = demo.get("reward", "embedding")
+    if reward not in DEMO_REWARDS:
+        raise ValueError(f"a demo's reward is one of {list(DEMO_REWARDS)}, got {reward!r}")
+    return reward
+
+
+def _imitate_pixels(env: gym.Env, demo: dict, weights: dict) -> PixelImitationReward:
+    from ssrl.utils import is_image_space
+
+    from .data import RolloutData
+
+    if not is_image_space(env.observation_space):
+        raise ValueError("a pixel-distance demo reward wraps the env's own frames: wrap it before any encoder")
+    data = RolloutData(demo["data"])
+    episode = int(demo.get("episode", 0))
+    if not 0 <= episode < data.num_episodes:
+        raise ValueError(f"the demonstration data has episodes 0..{data.num_episodes - 1}, not {episode}")
+    start, length = int(data.ep_start[episode]), int(data.ep_len[episode])
+    frame_stack = env.observation_space.shape[0] // data.frame_shape[0]
+    frames = data.stack(np.arange(start, start + length + 1), demo.get("camera"), frame_stack)
+    return PixelImitationReward(env, frames, **weights)
+
+
+class PixelImitationReward(gym.Wrapper):
+    """The demo reward on raw frames: the formula of :func:`tcn_imitation_reward` with
+    ``||w - v||^2`` the mean squared difference of the agent's and the time-aligned demo frame's
+    pixels, in [0, 1] units (the pixel-distance baseline; see the module docstring)."""
+
+    def __init__(self, env: gym.Env, frames: np.ndarray, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1e-3):
+        super().__init__(env)
+        frames = np.asarray(frames)
+        if frames.shape[1:] != env.observation_space.shape:
+            raise ValueError(
+                f"the demo's frames {frames.shape[1:]} differ from the env's {env.observation_space.shape}"
+            )
+        if min(alpha, beta) < 0 or gamma <= 0:
+            raise ValueError(f"need alpha, beta >= 0 and gamma > 0, got {alpha}, {beta}, {gamma}")
+        self.frames = frames
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self._t = 0
+
+    def reset(self, **kwargs):
+        self._t = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, task_reward, terminated, truncated, info = self.env.step(action)
+        self._t += 1
+        target = self.frames[min(self._t, len(self.frames) - 1)]
+        d2 = float(np.mean(((np.asarray(obs, np.float64) - target) / 255.0) ** 2))
+        info = dict(info, task_reward=float(task_reward))
+        reward = -self.alpha * d2 - self.beta * np.sqrt(self.gamma + d2)
+        return obs, float(reward), terminated, truncated, info
 
 
 class ImitationReward(gym.Wrapper):

@@ -124,3 +124,38 @@ def test_ssrl_train_imitates_a_demo_from_another_camera_and_evaluates_the_task_r
     assert json.loads((tmp_path / "run" / "run.json").read_text())["demo"]["camera"] == "lookatcart"
     with pytest.raises(ValueError, match="imitating a demo needs a frozen embedding"):
         train_run(tmp_path / "other", **dict(run, regime="finetune"))
+
+
+def test_the_pixel_distance_baseline_rewards_raw_frames_by_hand_while_the_agent_sees_the_embedding(tmp_path):
+    from ssrl.agents.run import make_env
+    from ssrl.envs.rollouts import collect
+    from ssrl.representations import RolloutData, make
+
+    collect(
+        "ssrl/cartpole-swingup-v0",
+        policy="sticky_random",
+        episodes=1,
+        out=tmp_path / "demo",
+        size=32,
+        cameras=["lookatcart"],
+        max_steps=20,
+        progress=False,
+    )
+    checkpoint = make("tcn", (9, 32, 32), arch="fast", latent_dim=5).save(tmp_path / "tcn.pt")
+    demo = {"data": str(tmp_path / "demo"), "camera": "lookatcart", "reward": "pixels"}
+    env = make_env("ssrl/cartpole-swingup-v0", {"size": 32, "camera": "fixed"}, str(checkpoint), demo=demo)
+    raw = make_env("ssrl/cartpole-swingup-v0", {"size": 32, "camera": "fixed"})  # the same episode, unwrapped
+    obs, _ = env.reset(seed=3)
+    frames, _ = raw.reset(seed=3)
+    assert obs.shape == (5,)  # the agent sees the embedding of its 3-frame stack
+    data = RolloutData(tmp_path / "demo")
+    demo_stacks = data.stack(np.arange(data.ep_len[0] + 1), "lookatcart", 3)
+    action = np.zeros(1, np.float32)
+    for t in range(1, 4):
+        obs, reward, _, _, info = env.step(action)
+        frames, task_reward, *_ = raw.step(action)
+        d2 = np.mean(((frames.astype(np.float64) - demo_stacks[t]) / 255.0) ** 2)
+        assert reward == pytest.approx(-d2 - np.sqrt(1e-3 + d2), rel=1e-6)
+        assert info["task_reward"] == pytest.approx(task_reward)
+    with pytest.raises(ValueError, match="a demo's reward is one of \\['embedding', 'pixels'\\], got 'pixel'"):
+        make_env("ssrl/cartpole-swingup-v0", {"size": 32}, str(checkpoint), demo=dict(demo, reward="pixel"))
