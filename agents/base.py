@@ -1040,6 +1040,17 @@ class OffPolicyAgent(abc.ABC):
         :func:`ssrl.agents.checkpoint.load_agent`."""
         return checkpoint.load_agent(cls, path, env, device=device, aux=aux, encoder=encoder)
 
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, Any],
+        env: gym.Env | None = None,
+        device: str | torch.device = "auto",
+        encoder: nn.Module | None = None,
+    ) -> OffPolicyAgent:
+        """:meth:`load` from a checkpoint dict already read (``checkpoint.read_checkpoint``)."""
+        return checkpoint.agent_from_state(cls, state, env, device=device, encoder=encoder)
+
 
 def _orthogonal_convs(encoder: nn.Module) -> None:
     """DrQ's initialisation of convolutions (``denisyarats/drq`` utils.weight_init): orthogonal

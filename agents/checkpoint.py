@@ -114,7 +114,20 @@ def load_agent(
     :param encoder: a module of the encoder architecture the agent was built with, if it was
         given one (a representation's); its weights are replaced by the checkpoint's.
     """
-    state = read_checkpoint(path)
+    return agent_from_state(cls, read_checkpoint(path), env, device, aux, encoder, where=str(path))
+
+
+def agent_from_state(
+    cls: type[AgentT],
+    state: dict[str, Any],
+    env: gym.Env | None = None,
+    device: str | torch.device = "auto",
+    aux: AuxObjective | None = None,
+    encoder: torch.nn.Module | None = None,
+    where: str = "the checkpoint",
+) -> AgentT:
+    """:func:`load_agent` from a checkpoint dict already read (:func:`read_checkpoint`)."""
+    path = where
     if state["algo"] != cls.algo:
         raise ValueError(f"{path} holds a {state['algo']} agent, not {cls.algo}")
     obs_space = space_from_dict(state["observation_space"])

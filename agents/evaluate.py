@@ -35,8 +35,12 @@ def _load_spec(run_dir: pathlib.Path) -> dict[str, Any]:
     return json.loads(run_json.read_text())
 
 
-def evaluation_agent_and_env(run_dir: str | pathlib.Path, env_overrides: dict[str, Any] | None = None):
-    """(agent, env) of ``run_dir``'s evaluation, with ``env_overrides`` applied to its env options."""
+def evaluation_agent_and_env(
+    run_dir: str | pathlib.Path, env_overrides: dict[str, Any] | None = None, render: bool = False
+):
+    """(agent, env) of ``run_dir``'s evaluation, with ``env_overrides`` applied to its env options
+    (``render``: the env renders rgb frames). The agent acts only (no replay); one read of the
+    checkpoint gives both the agent and, for RIG with online fine-tuning, the fine-tuned VAE."""
     from ssrl.representations import StackedFramesEncoder, load_representation
     from ssrl.representations.online import OnlineFinetuning
 
@@ -50,15 +54,17 @@ def evaluation_agent_and_env(run_dir: str | pathlib.Path, env_overrides: dict[st
     kwargs = {**spec.get("env_kwargs", {}), **dict(env_overrides or {})}
     regime, reward = spec.get("regime"), spec.get("goal_reward")
     frozen = spec["encoder"] if regime == "frozen" else None
-    env = make_env(spec["env_id"], kwargs, frozen, explore=False, goal_reward=reward)
+    env = make_env(spec["env_id"], kwargs, frozen, render=render, explore=False, goal_reward=reward)
     agent_encoder = None
     try:
+        state = read_checkpoint(checkpoint)  # once: a run still training may write a newer one meanwhile
         if regime in ("finetune", "decoupled", "joint"):
             if has_image_goals(env):  # RIG with online fine-tuning: the encoder as fine-tuned, from the checkpoint
                 rep = load_representation(spec["encoder"])
-                hooks = read_checkpoint(checkpoint).get("hooks", {})
-                if OnlineFinetuning.name in hooks:
-                    rep.load_state_dict(hooks[OnlineFinetuning.name]["rep"])
+                hooks = state.get("hooks", {})
+                if OnlineFinetuning.name not in hooks:
+                    raise ValueError(f"{checkpoint} holds no fine-tuned encoder ({OnlineFinetuning.name} state)")
+                rep.load_state_dict(hooks[OnlineFinetuning.name]["rep"])
                 env = rep.observation_wrapper(env, explore=False, **_reward_option(reward))
             else:  # the agent holds the encoder: a module of its architecture, weights from the checkpoint
                 rep = representation_for(
@@ -70,7 +76,7 @@ def evaluation_agent_and_env(run_dir: str | pathlib.Path, env_overrides: dict[st
                     spec.get("seed", 0),
                 )
                 agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
-        agent = ALGOS[spec["algo"]].load(checkpoint, device="cpu", encoder=agent_encoder)
+        agent = ALGOS[spec["algo"]].from_state(state, device="cpu", encoder=agent_encoder)
     except Exception:
         env.close()
         raise

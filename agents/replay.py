@@ -333,14 +333,17 @@ class ReplayBuffer:
                 z = np.asarray(encode(self.store[source][part]))
                 for key in keys:
                     self.store[key][part] = z.reshape(len(part), *self.frame_shapes[key])
-        if self.goal_env and self.reward_fn is not None:
+        # Rewards of re-encoded entries change with them; rewards on images (reward="env") do not.
+        if self.goal_env and self.reward_fn is not None and set(self.reward_keys) <= set(sources):
             held = self.held_slots()
             a = held[self.has_next[held % self.capacity]]
-            nxt = (a + 1) % self.capacity
-            achieved, desired = (self.store[k][nxt] for k in self.reward_keys)
-            self.reward[a % self.capacity] = np.asarray(
-                self.reward_fn(achieved, desired, [{}] * len(a)), np.float32
-            ).reshape(len(a))
+            for start in range(0, len(a), batch_size):
+                part = a[start : start + batch_size]
+                nxt = (part + 1) % self.capacity
+                achieved, desired = (self.store[k][nxt] for k in self.reward_keys)
+                self.reward[part % self.capacity] = np.asarray(
+                    self.reward_fn(achieved, desired, [{}] * len(part)), np.float32
+                ).reshape(len(part))
 
     def snapshot(self, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
         """The entries ``keys`` and the rewards of every slot held (oldest first), to put back

@@ -264,6 +264,8 @@ def train_run(
             agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
             if regime in ("finetune", "decoupled", "joint") and has_image_goals(env):
                 env, eval_env, hooks = _online_latents(env, eval_env, regime, spec, seed)
+            elif "goal_reward" in spec and regime != "frozen":
+                raise ValueError("--goal-reward applies to goal envs with image goals only")
             elif "regime_kwargs" in spec:
                 raise ValueError("regime options (online fine-tuning) apply to goal envs with image goals only")
             elif regime in ("finetune", "decoupled", "joint"):
@@ -280,6 +282,10 @@ def train_run(
             if checkpoint.exists():
                 agent = agent_cls.load(checkpoint, env=env, device=device, aux=aux_obj, encoder=agent_encoder)
                 agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
+                for hook in hooks:  # the hooks go on from the checkpoint (after the replay they refresh)
+                    if hook.name not in agent.hook_state:
+                        raise ValueError(f"{checkpoint} holds no state of {hook.name}: was it trained without it?")
+                    hook.load_state_dict(agent.hook_state[hook.name], agent.replay)
                 if progress:
                     print(f"resuming {out} from {agent.num_env_steps} env steps")
             else:

@@ -20,9 +20,11 @@ Checkpoints are taken at episode boundaries, where the whole state of the run is
 replay and its RNGs (each episode is reset with a seed drawn from the agent's generator), so a
 killed run resumed from its last checkpoint continues exactly as if it had not stopped.
 
-``hooks`` run after every training episode (``hook.after_episode(agent)``; their latest losses,
-``hook.last_metrics``, join the "train" records); their state (``hook.state_dict(replay)``) travels in the agent's
-checkpoint under ``hooks``, and a resumed run restores it. RIG's online fine-tuning
+``hooks`` are told when a training episode ends (``hook.after_episode(agent)``) and run their work
+before the next one starts (``hook.before_episode(agent)``), so a run that stops at its budget
+keeps the state its last evaluation saw; their latest losses (``hook.last_metrics``) join the
+"train" records, and their state (``hook.state_dict(replay)``) travels in the agent's checkpoint
+under ``hooks`` (``train_run`` restores it on resume). RIG's online fine-tuning
 (:class:`ssrl.representations.online.OnlineFinetuning`) is one.
 """
 
@@ -165,7 +167,8 @@ class Trainer:
         callback: called with a status dict (env steps, budget, latest returns) at every
             evaluation and log interval; ``ssrl bench`` uses it for its live display.
         hooks: objects with ``name``, ``last_metrics``, ``after_episode(agent)``,
-            ``state_dict(replay)`` and ``load_state_dict(state, replay)`` (see the module docstring).
+            ``before_episode(agent)``, ``state_dict(replay)`` and ``load_state_dict(state, replay)``
+            (see the module docstring; a resumed run's hooks are restored by the caller).
     """
 
     def __init__(
@@ -186,11 +189,6 @@ class Trainer:
     ) -> None:
         self.agent, self.env, self.eval_env = agent, env, eval_env
         self.hooks = list(hooks or [])
-        if agent.num_env_steps > 0:
-            for hook in self.hooks:  # a resumed run: the hooks go on from the checkpoint
-                if hook.name not in agent.hook_state:
-                    raise ValueError(f"the checkpoint holds no state of {hook.name}: was it trained without it?")
-                hook.load_state_dict(agent.hook_state[hook.name], agent.replay)
         self.callback = callback
         self._budget = 0
         self.eval_every, self.eval_episodes = int(eval_every), int(eval_episodes)
@@ -255,6 +253,8 @@ class Trainer:
                 self._evaluate()
                 next_eval += self.eval_every
             while agent.num_env_steps < total_env_steps:
+                for hook in self.hooks:  # work due at the last episode's end, now that training goes on
+                    hook.before_episode(agent)
                 obs, info = env.reset(seed=int(agent.rng.integers(2**31)))
                 agent.check_observation(obs)
                 agent.replay.start_episode(obs)

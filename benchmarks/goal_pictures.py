@@ -24,20 +24,16 @@ def goal_panels(run_dir: str | pathlib.Path, episodes: int = 6, size: int = 128)
     """Per evaluation episode of the run's last checkpoint: ``goal`` (what ``render_goal``
     shows), ``reached`` (the last frame) and the final metrics the env reports; None when the
     run's env has no ``render_goal``."""
-    from ssrl.agents import ALGOS
-    from ssrl.agents.run import make_env
+    from ssrl.agents.evaluate import evaluation_agent_and_env
     from ssrl.agents.trainer import EVAL_SEED_BASE
 
-    run_dir = pathlib.Path(run_dir)
-    spec = json.loads((run_dir / "run.json").read_text())
-    kwargs = dict(spec["env_kwargs"], render_size=size)
-    encoder = spec["encoder"] if spec.get("regime") == "frozen" else None
-    env = make_env(spec["env_id"], kwargs, encoder, render=True, explore=False)
+    # The evaluation env and agent as ssrl evaluate rebuilds them (the frozen or fine-tuned
+    # encoder, the run's goal reward), rendering at ``size``.
+    agent, env = evaluation_agent_and_env(run_dir, {"render_size": size}, render=True)
     try:
         unwrapped = env.unwrapped
         if not hasattr(unwrapped, "render_goal"):
             return None
-        agent = ALGOS[spec["algo"]].load(run_dir / "checkpoint" / "agent.pt", env=env, device="cpu")
         panels = []
         for e in range(episodes):
             obs, _ = env.reset(seed=EVAL_SEED_BASE + e)

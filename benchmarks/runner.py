@@ -204,6 +204,15 @@ def _run_cell(cell: Cell, out: pathlib.Path) -> dict[str, Any]:
     return result
 
 
+def _finished_run(run: pathlib.Path, env_steps: int) -> dict[str, Any] | None:
+    """The summary (``final.json``) of a run that reached ``env_steps``, else None."""
+    path = run / "final.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("env_steps", 0) >= env_steps else None
+
+
 def _identity_and_budget(cell: Cell, run: RunFolder) -> tuple[dict[str, Any], int | None]:
     """The cell's identity without its RL budget, and that budget: a cell asked for more env
     steps than it ran (``ssrl bench --rl-steps``) continues its run instead of being refused.
@@ -236,7 +245,7 @@ def _train(
     # A pretrained encoder serves the agent in the cell's regime; without one (decoupled and
     # joint cells that do not pretrain) the run builds a fresh method with the cell's options.
     fresh = encoder is None and cell.method is not None
-    online = dict(rl.online)
+    online = dict(rl.online) if cell.regime == "decoupled" else {}  # only decoupled cells fine-tune online
     if online.get("data") == "pretraining":
         if data_dir is None:
             raise ValueError(f"cell {cell.id}: rl.online.data is 'pretraining' but the cell pretrains on no data")
@@ -253,7 +262,10 @@ def _train(
         )
 
     t0 = time.perf_counter()
-    summary = train_run(
+    final = _finished_run(folder / "run", rl.env_steps)
+    # A run trained to this budget by an earlier attempt whose later steps (pictures, the held-out
+    # evaluation) failed is not trained again: ssrl train would refuse a finished run anyway.
+    summary = final or train_run(
         folder / "run",
         cell.env_id,
         algo=rl.algo,
@@ -265,7 +277,7 @@ def _train(
         method=cell.method if fresh else None,
         regime=cell.regime,
         method_kwargs=cell.method_options if fresh else None,
-        regime_kwargs=online if cell.regime == "decoupled" and online else None,
+        regime_kwargs=online or None,
         goal_reward=cell.goal_reward,
         eval_every=rl.eval_every,
         eval_episodes=rl.eval_episodes,
@@ -273,7 +285,7 @@ def _train(
         tensorboard=False,
         callback=report,
     )
-    rl_time = time.perf_counter() - t0
+    rl_time = float(final["wall_time"]) if final else time.perf_counter() - t0  # (the earlier attempt's)
     held_out = None
     if rl.held_out:  # a second evaluation in a changed env (held-out objects, say)
         from ssrl.agents.evaluate import evaluate_run
@@ -285,7 +297,12 @@ def _train(
         held_out = {k: v for k, v in held_out.items() if k != "run"}
     from .goal_pictures import goal_pictures
 
-    goal_pictures(folder / "run", folder / "pictures")  # goal tasks: goals beside what was reached
+    try:  # goal tasks: goals beside what was reached (a picture: its failure does not fail the cell)
+        goal_pictures(folder / "run", folder / "pictures")
+    except Exception as err:  # noqa: BLE001
+        import warnings
+
+        warnings.warn(f"cell {cell.id}: goal pictures not drawn: {type(err).__name__}: {err}", stacklevel=2)
     records = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     # Returns, and for goal tasks the success rate and the final distances the env reports.
     evals = [

@@ -88,7 +88,10 @@ def _imitate_pixels(env: gym.Env, demo: dict, weights: dict) -> PixelImitationRe
     from .data import RolloutData
 
     if not is_image_space(env.observation_space):
-        raise ValueError("a pixel-distance demo reward wraps the env's own frames: wrap it before any encoder")
+        raise ValueError(
+            f"a pixel-distance demo reward compares image observations (uint8 C x H x W); the env gives "
+            f"{env.observation_space}"
+        )
     data = RolloutData(demo["data"])
     episode = int(demo.get("episode", 0))
     if not 0 <= episode < data.num_episodes:

@@ -5,7 +5,8 @@ RIG (Nair et al. 2018, Algorithm 1) trains the policy on latents of a frozen bet
 R: the replay). In the suite this is the ``decoupled`` regime of a goal env with image goals:
 the method's own loss trains the encoder on the agent's data, and no RL gradient reaches it (the
 agent reads latents the env wrapper computed). :class:`OnlineFinetuning` is the trainer hook
-that does it, every ``every_episodes`` episodes:
+that does it, every ``every_episodes`` episodes (run before the next episode starts, so a run
+that stops at its budget keeps the encoder its last evaluation used):
 
 1. ``steps`` Adam steps (the method's ``lr``) of the representation's own loss on batches whose
    ``data_fraction`` comes from D (a data folder, when given) and the rest from the replay's
@@ -119,10 +120,15 @@ class OnlineFinetuning:
                 "online fine-tuning needs the images behind the latents: wrap the env with keep_images=True"
             )
         self.config = config if isinstance(config, OnlineConfig) else build_config(OnlineConfig, dict(config or {}))
+        extra = rep.needs & ~Need.FRAMES
+        if extra:  # refused now, not K episodes into the run
+            names = ", ".join(n.name.lower() for n in Need if n in extra)
+            raise ValueError(f"{rep.name} needs {names}; online fine-tuning on a replay gives single frames only")
         self.rep, self.sources = rep, dict(sources)
         self.rng = np.random.default_rng([seed, 23])  # 23: RIG's line; apart from the agent's stream
         self.optimizer = torch.optim.Adam(rep.parameters(), lr=rep.config.lr)
         self.rounds = 0
+        self.pending = False  # a round is due before the next episode
         self.last_metrics: dict[str, float] = {}  # the latest round's mean losses (train records carry them)
         self.data = None
         if self.config.data is not None:
@@ -132,17 +138,34 @@ class OnlineFinetuning:
             rep.check_data(self.data)
         self.batch_size = int(self.config.batch_size or rep.config.batch_size)
         self.n_data = int(round(self.config.data_fraction * self.batch_size)) if self.data is not None else 0
+        if self.n_data >= self.batch_size:
+            raise ValueError(
+                f"OnlineConfig: data_fraction {self.config.data_fraction} of a batch of {self.batch_size} leaves no "
+                "replay image in it; lower data_fraction or raise batch_size"
+            )
+        if self.data is not None and tuple(self.data.frame_shape) != tuple(rep.obs_shape):
+            raise ValueError(
+                f"OnlineConfig.data {self.config.data} holds {self.data.frame_shape} frames; "
+                f"{rep.name} takes {tuple(rep.obs_shape)}"
+            )
 
     @property
     def image_entry(self) -> str:
         """The replay entry the representation trains on: the observations' images."""
         return self.sources["observation"]
 
-    def after_episode(self, agent) -> dict[str, float] | None:
-        """Fine-tune and refresh when ``agent.num_episodes`` is a multiple of K (the episode just
-        ended is counted); returns the round's mean losses, or None."""
-        if agent.num_episodes == 0 or agent.num_episodes % self.config.every_episodes:
+    def after_episode(self, agent) -> None:
+        """A round is due when ``agent.num_episodes`` (the episode just ended counted) is a
+        multiple of K; it runs before the next episode (:meth:`before_episode`), so a run that
+        ends here keeps the encoder its last evaluation used."""
+        if agent.num_episodes > 0 and agent.num_episodes % self.config.every_episodes == 0:
+            self.pending = True
+
+    def before_episode(self, agent) -> dict[str, float] | None:
+        """Run a due round; returns its mean losses, or None."""
+        if not self.pending:
             return None
+        self.pending = False
         return self.finetune(agent.replay)
 
     def finetune(self, replay) -> dict[str, float]:
@@ -152,9 +175,10 @@ class OnlineFinetuning:
         rep.check_data(frames)
         seed = int(self.rng.integers(2**63))
         logs: dict[str, list[float]] = {}
-        devices = [rep.device] if rep.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        with torch.random.fork_rng(devices=[rep.device] if rep.device.type == "cuda" else []):
+            torch.default_generator.manual_seed(seed)  # (the CPU's only: no CUDA stream is touched)
+            if rep.device.type == "cuda":
+                torch.cuda.manual_seed(seed)
             rep.train().requires_grad_(True)
             try:
                 for _ in range(self.config.steps):
@@ -199,6 +223,7 @@ class OnlineFinetuning:
             "optimizer": self.optimizer.state_dict(),
             "rng": self.rng.bit_generator.state,
             "rounds": self.rounds,
+            "pending": self.pending,
             "last_metrics": dict(self.last_metrics),
             "replay": {k: torch.from_numpy(np.asarray(v)) for k, v in snapshot.items()},
         }
@@ -209,5 +234,6 @@ class OnlineFinetuning:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.rounds = int(state["rounds"])
+        self.pending = bool(state["pending"])
         self.last_metrics = dict(state["last_metrics"])
         replay.restore({k: v.numpy() for k, v in state["replay"].items()})

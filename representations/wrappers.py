@@ -178,6 +178,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         )
         self.reward_keys: tuple[str, str] = ("achieved_goal", "desired_goal")  # what compute_reward compares
         self.goal_env = self.keys is not None and {"achieved_goal", "desired_goal"} <= set(self.keys)
+        if reward == "env" and not self.goal_env:
+            raise ValueError("reward='env' (the env's reward on images) needs a goal env whose goals are images")
         if (goal_sampler is not None or imagine_goals) and not self.goal_env:
             raise ValueError("imagined goals need a goal env whose achieved and desired goals are images")
         if imagine_goals and goal_sampler is None:

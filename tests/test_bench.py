@@ -250,8 +250,10 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         "collect": {"episodes": 3, "policy": "random", "max_steps": 20, "cameras": ["push"]},
         "pretrain": {"steps": 4, "batch_size": 8, "config": {"arch": "fast", "latent_dim": 4}},
         "methods": {"beta-vae": {}},
-        "references": ["random_encoder", "state_sac"],
+        "regimes": ["frozen", "decoupled"],  # RIG, and RIG with online fine-tuning
+        "references": ["random_encoder", "state_sac", "pixel_reward"],
         "rl": {
+            "online": {"every_episodes": 1, "steps": 2, "data": "pretraining"},
             "held_out": {"max_episode_steps": 3},  # a second evaluation in a changed env
             "algo": "sac",
             "env_steps": 120,
@@ -273,7 +275,9 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
     summary = run_bench(str(path), out=out, workers=1, display=False)
     assert (out / "goals.png").exists()
     goals = summary["goal_tasks"]["Push"]
-    assert set(goals["rows"]) == {"beta-vae", "random_encoder", "state_sac"}
+    assert set(goals["rows"]) == {"beta-vae", "beta-vae:decoupled", "random_encoder", "state_sac", "pixel_reward"}
+    for row in ("beta-vae:decoupled", "pixel_reward"):  # pictured through the encoder and reward they ran with
+        assert (out / "cells" / f"{row}__Push__s0" / "pictures" / "goals_reached.png").exists()
     assert goals["metrics"] == ["final_puck_distance", "final_hand_distance"]  # the env's order: its measure first
     assert summary["aggregates"] == {}  # Push returns are not on DMC's scale: no IQM of them
     for row, entry in goals["rows"].items():
