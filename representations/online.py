@@ -234,6 +234,6 @@ class OnlineFinetuning:
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.bit_generator.state = state["rng"]
         self.rounds = int(state["rounds"])
-        self.pending = bool(state["pending"])
+        self.pending = bool(state.get("pending", False))  # (checkpoints before rounds were deferred: none)
         self.last_metrics = dict(state["last_metrics"])
         replay.restore({k: v.numpy() for k, v in state["replay"].items()})
