@@ -15,7 +15,9 @@ positions), this prints:
   ``||z_i - z_j|| = a * |hand_i - hand_j| + b * |puck_i - puck_j| + c`` (latent units per cm),
   and the correlation of the latent distance with each. RIG needs ``b`` of the order of ``a``.
 
-A random-init encoder of the first model's architecture is scored beside them.
+A random-init encoder of the first model's architecture is scored beside them, and
+``reconstructions.png`` beside ``--out`` shows 8 frames of the data (top row) and each model's
+reconstruction of them (one row per model, in the order given).
 """
 
 from __future__ import annotations
@@ -98,7 +100,38 @@ def main(argv=None) -> dict:
             f"{r['corr_hand']:.2f} / {r['corr_puck']:.2f}"
         )
     write_json(args.out, {"data": args.data, "episodes": args.episodes, "results": results})
+    labels = [pathlib.Path(m).parent.name or m for m in reps]
+    reconstructions(data, list(reps.values()), labels, pathlib.Path(args.out).parent / "reconstructions.png")
     return results
+
+
+def reconstructions(data, reps, labels: list[str], path: pathlib.Path, frames: int = 8) -> pathlib.Path:
+    """Frames spread over ``data`` (top row) and each VAE's reconstruction of them, a row per
+    model labelled with its name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssrl.utils import atomic_path
+
+    idx = np.linspace(0, len(data.state) - 1, frames).astype(int)
+    x = data.stack(idx, None, 1)
+    rows = [("data", x)] + [(label, rep.reconstruct(x)) for label, rep in zip(labels, reps)]
+    fig, axes = plt.subplots(len(rows), frames, figsize=(1.2 * frames, 1.3 * len(rows)), squeeze=False)
+    for ax_row, (label, images) in zip(axes, rows):
+        for ax, image in zip(ax_row, images):
+            image = np.asarray(image)
+            ax.imshow(image.transpose(1, 2, 0) if image.dtype == np.uint8 else image.transpose(1, 2, 0).clip(0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("Push frames (top) and each VAE's reconstruction decode(e(s))", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":
