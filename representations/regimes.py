@@ -13,6 +13,11 @@ joint       the method's encoder (pretrained     yes                   yes, adde
             or freshly initialised)                                    loss (CURL, DBC, DeepMDP)
 ==========  ===================================  ====================  ==========================
 
+On a goal env with image goals (Push) the agent learns from latents in every regime: ``frozen``
+is RIG, ``decoupled`` is RIG with online fine-tuning (:mod:`ssrl.representations.online`: the
+method's loss on the agent's images every K episodes, the replay re-encoded), and ``finetune``
+and ``joint`` are refused there (they would need an RL gradient through image goals).
+
 In the decoupled and joint regimes the method's objective is the agent's ``aux``
 (:class:`RepresentationObjective`): at every update it draws the method's batch from the agent's
 replay batch with the method's own ``sample_batch``, through :class:`ReplayData`, a replay batch
