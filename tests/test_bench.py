@@ -426,3 +426,23 @@ def test_collect_env_options_reach_the_collecting_env(tmp_path):
     data = RolloutData(collect_data(tmp_path, spec))
     starts = data.state[data.ep_start, 9:11]  # the puck's xy at each reset
     assert np.all(np.linalg.norm(starts, axis=1) > 1e-3)  # not the middle, where Push always starts it
+
+
+def test_a_cell_whose_run_finished_but_whose_later_steps_failed_completes_without_training_again(tmp_path):
+    suite = {
+        "name": "finish",
+        "tasks": ["cartpole-swingup"],
+        "references": ["state_sac"],
+        "rl": {"env_steps": 40, "eval_every": 40, "eval_episodes": 1, "hyperparams": {"learning_starts": 2}},
+    }
+    out = tmp_path / "bench"
+    run_bench(suite, out=out, workers=1, display=False)
+    cell = out / "cells" / "state_sac__cartpole-swingup__s0"
+    metrics, final = (cell / "run" / "metrics.jsonl").read_bytes(), (cell / "run" / "final.json").read_bytes()
+    (cell / "result.json").unlink()  # as if the pictures or the held-out evaluation had failed after training
+    summary = run_bench(suite, out=out, workers=1, display=False)
+    assert (cell / "result.json").exists() and not summary["failed"]
+    # ssrl train would have refused the finished run; the cell reads it instead of training again.
+    assert (cell / "run" / "metrics.jsonl").read_bytes() == metrics and (
+        cell / "run" / "final.json"
+    ).read_bytes() == final
