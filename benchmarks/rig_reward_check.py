@@ -91,16 +91,21 @@ def main(argv=None) -> dict:
     untrained = type(first)(first.config, first.obs_shape).eval()
     for name, rep in [*reps.items(), ("random-init", untrained)]:
         results[name] = score(rep, data, args.pairs)
+
+    def label(model: str) -> str:  # a pretrain folder's name, or the checkpoint file's own
+        path = pathlib.Path(model)
+        return path.parent.name if path.name == "model.pt" else path.stem
+
     header = "model | hand R² lin/kNN | puck R² lin/kNN | reward per cm hand / puck | corr hand / puck"
     print(header)
     for name, r in results.items():
         print(
-            f"{pathlib.Path(name).parent.name or name} | {r['hand_linear_r2']:.2f} / {r['hand_knn_r2']:.2f} | "
+            f"{label(name)} | {r['hand_linear_r2']:.2f} / {r['hand_knn_r2']:.2f} | "
             f"{r['puck_linear_r2']:.2f} / {r['puck_knn_r2']:.2f} | {r['per_cm_hand']:.3f} / {r['per_cm_puck']:.3f} | "
             f"{r['corr_hand']:.2f} / {r['corr_puck']:.2f}"
         )
     write_json(args.out, {"data": args.data, "episodes": args.episodes, "results": results})
-    labels = [pathlib.Path(m).parent.name or m for m in reps]
+    labels = [label(m) for m in reps]
     reconstructions(data, list(reps.values()), labels, pathlib.Path(args.out).parent / "reconstructions.png")
     return results
 
