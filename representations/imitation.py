@@ -102,56 +102,31 @@ def _imitate_pixels(env: gym.Env, demo: dict, weights: dict) -> PixelImitationRe
     return PixelImitationReward(env, frames, **weights)
 
 
-class PixelImitationReward(gym.Wrapper):
-    """The demo reward on raw frames: the formula of :func:`tcn_imitation_reward` with
-    ``||w - v||^2`` the mean squared difference of the agent's and the time-aligned demo frame's
-    pixels, in [0, 1] units (the pixel-distance baseline; see the module docstring)."""
-
-    def __init__(self, env: gym.Env, frames: np.ndarray, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1e-3):
-        super().__init__(env)
-        frames = np.asarray(frames)
-        if frames.shape[1:] != env.observation_space.shape:
-            raise ValueError(
-                f"the demo's frames {frames.shape[1:]} differ from the env's {env.observation_space.shape}"
-            )
-        if min(alpha, beta) < 0 or gamma <= 0:
-            raise ValueError(f"need alpha, beta >= 0 and gamma > 0, got {alpha}, {beta}, {gamma}")
-        self.frames = frames
-        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
-        self._t = 0
-
-    def reset(self, **kwargs):
-        self._t = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, task_reward, terminated, truncated, info = self.env.step(action)
-        self._t += 1
-        target = self.frames[min(self._t, len(self.frames) - 1)]
-        d2 = float(np.mean(((np.asarray(obs, np.float64) - target) / 255.0) ** 2))
-        info = dict(info, task_reward=float(task_reward))
-        reward = -self.alpha * d2 - self.beta * np.sqrt(self.gamma + d2)
-        return obs, float(reward), terminated, truncated, info
-
-
 class ImitationReward(gym.Wrapper):
     """The reward of imitating ``demo`` (embeddings ``(T + 1, D)``, the reset frame's first) in an
     env whose observations are embeddings of the same space (see the module docstring)."""
 
     def __init__(self, env: gym.Env, demo: np.ndarray, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1e-3):
         super().__init__(env)
-        demo = np.asarray(demo, np.float32)
-        space = env.observation_space
+        if min(alpha, beta) < 0 or gamma <= 0:
+            raise ValueError(f"need alpha, beta >= 0 and gamma > 0, got {alpha}, {beta}, {gamma}")
+        self.demo = self._checked(np.asarray(demo), env.observation_space)
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self._t = 0
+
+    @staticmethod
+    def _checked(demo: np.ndarray, space: gym.Space) -> np.ndarray:
+        demo = demo.astype(np.float32)
         if not isinstance(space, gym.spaces.Box) or space.shape != demo.shape[1:] or demo.ndim != 2:
             raise ValueError(
                 f"the demo's embeddings {demo.shape} do not match the env's observations {space}: "
                 "wrap an env encoded by the same representation (frozen regime)"
             )
-        if min(alpha, beta) < 0 or gamma <= 0:
-            raise ValueError(f"need alpha, beta >= 0 and gamma > 0, got {alpha}, {beta}, {gamma}")
-        self.demo = demo
-        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
-        self._t = 0
+        return demo
+
+    def squared_distance(self, obs: np.ndarray, target: np.ndarray) -> float:
+        """``||w - v||^2`` of the formula: the squared Euclidean distance of the embeddings."""
+        return float(np.sum((np.asarray(obs, np.float64) - target) ** 2))
 
     def reset(self, **kwargs):
         self._t = 0
@@ -160,7 +135,23 @@ class ImitationReward(gym.Wrapper):
     def step(self, action):
         obs, task_reward, terminated, truncated, info = self.env.step(action)
         self._t += 1
-        target = self.demo[min(self._t, len(self.demo) - 1)]
+        d2 = self.squared_distance(obs, self.demo[min(self._t, len(self.demo) - 1)])
         info = dict(info, task_reward=float(task_reward))
-        reward = float(tcn_imitation_reward(obs, target, self.alpha, self.beta, self.gamma))
-        return obs, reward, terminated, truncated, info
+        reward = -self.alpha * d2 - self.beta * np.sqrt(self.gamma + d2)
+        return obs, float(reward), terminated, truncated, info
+
+
+class PixelImitationReward(ImitationReward):
+    """The demo reward on raw frames (``demo``: the demo's frame stacks ``(T + 1, C, H, W)``):
+    the same formula with ``||w - v||^2`` the mean squared difference of the agent's and the
+    time-aligned demo frame's pixels, in [0, 1] units (the pixel-distance baseline; see the
+    module docstring)."""
+
+    @staticmethod
+    def _checked(demo: np.ndarray, space: gym.Space) -> np.ndarray:
+        if demo.shape[1:] != space.shape:
+            raise ValueError(f"the demo's frames {demo.shape[1:]} differ from the env's {space.shape}")
+        return demo
+
+    def squared_distance(self, obs: np.ndarray, target: np.ndarray) -> float:
+        return float(np.mean(((np.asarray(obs, np.float64) - target) / 255.0) ** 2))

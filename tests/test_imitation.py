@@ -81,32 +81,40 @@ def test_demo_embeddings_stack_the_episode_from_the_demo_camera(tmp_path):
         demo_embeddings(rep.embed, data, episode=2)
 
 
-def test_ssrl_train_imitates_a_demo_from_another_camera_and_evaluates_the_task_return(tmp_path):
-    import json
-
-    from ssrl.agents.run import train_run
+@pytest.fixture(scope="module")
+def demo_and_tcn(tmp_path_factory):
+    """A 20-step sticky-random cartpole episode filmed from ``lookatcart`` at 32x32, and an
+    untrained TCN checkpoint for the agent's 3-frame stacks."""
     from ssrl.envs.rollouts import collect
     from ssrl.representations import make
 
+    root = tmp_path_factory.mktemp("imitation")
     collect(
         "ssrl/cartpole-swingup-v0",
         policy="sticky_random",
         episodes=1,
-        out=tmp_path / "demo",
+        out=root / "demo",
         size=32,
         cameras=["lookatcart"],
         max_steps=20,
         progress=False,
     )
-    rep = make("tcn", (9, 32, 32), arch="fast", latent_dim=5)
-    checkpoint = rep.save(tmp_path / "tcn.pt")
+    return root / "demo", make("tcn", (9, 32, 32), arch="fast", latent_dim=5).save(root / "tcn.pt")
+
+
+def test_ssrl_train_imitates_a_demo_from_another_camera_and_evaluates_the_task_return(demo_and_tcn, tmp_path):
+    import json
+
+    from ssrl.agents.run import train_run
+
+    demo_data, checkpoint = demo_and_tcn
     run = dict(
         env_id="ssrl/cartpole-swingup-v0",
         env_steps=160,
         env_kwargs={"size": 32, "camera": "fixed"},
         hyperparams={"hidden_dims": (8, 8), "learning_starts": 5, "batch_size": 8},
         encoder=str(checkpoint),
-        demo={"data": str(tmp_path / "demo"), "camera": "lookatcart"},
+        demo={"data": str(demo_data), "camera": "lookatcart"},
         eval_every=160,
         eval_episodes=1,
         progress=False,
@@ -126,29 +134,18 @@ def test_ssrl_train_imitates_a_demo_from_another_camera_and_evaluates_the_task_r
         train_run(tmp_path / "other", **dict(run, regime="finetune"))
 
 
-def test_the_pixel_distance_baseline_rewards_raw_frames_by_hand_while_the_agent_sees_the_embedding(tmp_path):
+def test_the_pixel_distance_baseline_rewards_raw_frames_by_hand_while_the_agent_sees_the_embedding(demo_and_tcn):
     from ssrl.agents.run import make_env
-    from ssrl.envs.rollouts import collect
-    from ssrl.representations import RolloutData, make
+    from ssrl.representations import RolloutData
 
-    collect(
-        "ssrl/cartpole-swingup-v0",
-        policy="sticky_random",
-        episodes=1,
-        out=tmp_path / "demo",
-        size=32,
-        cameras=["lookatcart"],
-        max_steps=20,
-        progress=False,
-    )
-    checkpoint = make("tcn", (9, 32, 32), arch="fast", latent_dim=5).save(tmp_path / "tcn.pt")
-    demo = {"data": str(tmp_path / "demo"), "camera": "lookatcart", "reward": "pixels"}
+    demo_data, checkpoint = demo_and_tcn
+    demo = {"data": str(demo_data), "camera": "lookatcart", "reward": "pixels"}
     env = make_env("ssrl/cartpole-swingup-v0", {"size": 32, "camera": "fixed"}, str(checkpoint), demo=demo)
     raw = make_env("ssrl/cartpole-swingup-v0", {"size": 32, "camera": "fixed"})  # the same episode, unwrapped
     obs, _ = env.reset(seed=3)
     frames, _ = raw.reset(seed=3)
     assert obs.shape == (5,)  # the agent sees the embedding of its 3-frame stack
-    data = RolloutData(tmp_path / "demo")
+    data = RolloutData(demo_data)
     demo_stacks = data.stack(np.arange(data.ep_len[0] + 1), "lookatcart", 3)
     action = np.zeros(1, np.float32)
     for t in range(1, 4):
