@@ -127,16 +127,15 @@ def agent_from_state(
     where: str = "the checkpoint",
 ) -> AgentT:
     """:func:`load_agent` from a checkpoint dict already read (:func:`read_checkpoint`)."""
-    path = where
     if state["algo"] != cls.algo:
-        raise ValueError(f"{path} holds a {state['algo']} agent, not {cls.algo}")
+        raise ValueError(f"{where} holds a {state['algo']} agent, not {cls.algo}")
     obs_space = space_from_dict(state["observation_space"])
     act_space = space_from_dict(state["action_space"])
     if env is not None and (
         env.observation_space.shape != obs_space.shape or env.action_space.shape != act_space.shape
     ):
         raise ValueError(
-            f"{path} was trained on observations {obs_space} and actions {act_space}; "
+            f"{where} was trained on observations {obs_space} and actions {act_space}; "
             f"the env given has {env.observation_space} and {env.action_space}"
         )
     config = dict(state["config"])

@@ -28,6 +28,14 @@ from ssrl.utils import write_json
 from .trainer import EVAL_SEED_BASE, evaluate
 
 
+def success_interval(hits: int, episodes: int) -> dict[str, Any]:
+    """``{successes, episodes, ci95}``: the count with its exact (Clopper-Pearson) 95% interval."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(hits), int(episodes)).proportion_ci(0.95, method="exact")
+    return {"successes": int(hits), "episodes": int(episodes), "ci95": [ci.low, ci.high]}
+
+
 def _load_spec(run_dir: pathlib.Path) -> dict[str, Any]:
     run_json, checkpoint = run_dir / "run.json", run_dir / "checkpoint" / "agent.pt"
     if not run_json.is_file() or not checkpoint.is_file():
@@ -92,8 +100,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate ``run_dir``'s agent (see the module docstring); writes the result to ``out``
     (default ``RUN_DIR/evaluate.json``) and returns it."""
-    from scipy.stats import binomtest
-
     from ssrl.utils import check_whole
 
     check_whole("episodes", episodes, 1)
@@ -114,9 +120,7 @@ def evaluate_run(
         "returns": [float(r) for r in returns],
     }
     if successes:
-        hits = int(sum(successes))
-        ci = binomtest(hits, len(successes)).proportion_ci(0.95, method="exact")
-        result["success"] = {"successes": hits, "episodes": len(successes), "ci95": [ci.low, ci.high]}
+        result["success"] = success_interval(sum(successes), len(successes))
     for key, values in finals.items():
         result[f"final_{key}"] = float(np.mean(values))
         result[f"final_{key}s"] = [float(v) for v in values]

@@ -150,7 +150,6 @@ def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: d
     """(train env, eval env, hooks) of the decoupled regime on a goal env with image goals: both
     envs seen through one representation's encoder (shared, so fine-tuning reaches both), the
     training env keeping the images for re-encoding, and the fine-tuning hook."""
-    from ssrl.representations import load_representation
     from ssrl.representations.online import OnlineFinetuning
 
     if regime != "decoupled":
@@ -160,11 +159,7 @@ def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: d
         )
     if spec["encoder"] is None:
         raise ValueError("the decoupled regime on a goal env with image goals needs a pretrained --encoder (RIG's VAE)")
-    if spec["method_kwargs"]:
-        raise ValueError("method options apply to a fresh representation; the --encoder checkpoint has its own")
-    rep = load_representation(spec["encoder"])
-    if spec["method"] is not None and rep.name != spec["method"]:
-        raise ValueError(f"--encoder {spec['encoder']} holds a {rep.name} model, not {spec['method']}")
+    rep = representation_for(spec["method"], spec["encoder"], spec["method_kwargs"], env, {}, seed).eval()
     reward = _reward_option(spec.get("goal_reward"))
     env = rep.observation_wrapper(env, explore=True, keep_images=True, **reward)
     if eval_env is not None:

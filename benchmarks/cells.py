@@ -39,10 +39,15 @@ class DataSpec:
     @property
     def key(self) -> str:
         name = self.env_id.removeprefix("ssrl/").removesuffix("-v0")
+        return f"{name}-{_hash([self.env, self.collect_identity()])}"
+
+    def collect_identity(self) -> dict[str, Any]:
+        """The collect spec as it decides the data; an empty ``env`` is left out, as in every data
+        set from before collect.env existed (same key, same cell identity)."""
         collect = dataclasses.asdict(self.collect)
-        if not collect["env"]:  # (as every data set from before collect.env existed: same key)
+        if not collect["env"]:
             del collect["env"]
-        return f"{name}-{_hash([self.env, collect])}"
+        return collect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,8 +117,8 @@ class Cell:
             identity["rl"].pop("held_out", None)  # (as every cell from before it existed)
         if identity["goal_reward"] is None:  # (as every cell from before it existed)
             identity.pop("goal_reward")
-        if identity.get("data") and not identity["data"]["collect"].get("env"):  # (likewise collect.env)
-            identity["data"]["collect"].pop("env", None)
+        if self.data is not None:
+            identity["data"]["collect"] = json.loads(json.dumps(self.data.collect_identity(), default=str))
         return identity
 
 

@@ -500,7 +500,7 @@ def _goal_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[s
     """Per goal task and row, at each run's last evaluation: the success rate (episodes pooled
     over seeds, with an exact Clopper-Pearson 95% interval) and every final distance the env
     reports (mean +- std over seeds, and each seed's value)."""
-    from scipy.stats import binomtest
+    from ssrl.agents.evaluate import success_interval
 
     done = [r for r in results if _ok(r) and _is_goal(r)]
     tables: dict[str, dict[str, Any]] = {}
@@ -516,12 +516,9 @@ def _goal_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[s
             if all(x is not None for x in rates):
                 episodes = [len(e["returns"]) for e in last]
                 hits = int(round(sum(x * n for x, n in zip(rates, episodes))))
-                total = int(sum(episodes))
-                ci = binomtest(hits, total).proportion_ci(0.95, method="exact")
-                entry["success"] = {"successes": hits, "episodes": total, "ci95": [ci.low, ci.high], "per_seed": rates}
+                entry["success"] = dict(success_interval(hits, sum(episodes)), per_seed=rates)
             for m in metrics:
-                values = [e.get(m) for e in last]
-                entry[m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+                entry[m] = _spread([e.get(m) for e in last])
             held = [r.get("held_out") for r in runs]
             if all(h is not None for h in held):  # the suite's second evaluation, in a changed env
                 entry["held_out"] = _held_out_entry(held, metrics)
@@ -532,19 +529,21 @@ def _goal_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[s
 
 def _held_out_entry(held: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
     """Pooled success (exact interval) and mean final metrics of the runs' held-out evaluations."""
-    from scipy.stats import binomtest
+    from ssrl.agents.evaluate import success_interval
 
     entry: dict[str, Any] = {"env_overrides": held[0]["env_overrides"]}
     if all("success" in h for h in held):
         hits = sum(h["success"]["successes"] for h in held)
-        total = sum(h["success"]["episodes"] for h in held)
-        ci = binomtest(hits, total).proportion_ci(0.95, method="exact")
-        entry["success"] = {"successes": hits, "episodes": total, "ci95": [ci.low, ci.high]}
+        entry["success"] = success_interval(hits, sum(h["success"]["episodes"] for h in held))
     for m in metrics:
-        values = [h[m] for h in held if m in h]
-        if len(values) == len(held):
-            entry[m] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
+        if all(m in h for h in held):
+            entry[m] = _spread([h[m] for h in held])
     return entry
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    """Mean and std over seeds, and each seed's value."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_seed": values}
 
 
 def _goal_markdown(goals: dict[str, dict[str, Any]]) -> list[str]:

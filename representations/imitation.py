@@ -31,6 +31,11 @@ import numpy as np
 def tcn_imitation_reward(w, v, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1e-3) -> np.ndarray:
     """``-alpha ||w - v||^2 - beta sqrt(gamma + ||w - v||^2)`` over the last axis."""
     d2 = np.sum((np.asarray(w, np.float64) - np.asarray(v, np.float64)) ** 2, axis=-1)
+    return reward_of_squared_distance(d2, alpha, beta, gamma)
+
+
+def reward_of_squared_distance(d2, alpha: float = 1.0, beta: float = 1.0, gamma: float = 1e-3):
+    """The formula from ``d2 = ||w - v||^2``: ``-alpha d2 - beta sqrt(gamma + d2)``."""
     return -alpha * d2 - beta * np.sqrt(gamma + d2)
 
 
@@ -137,7 +142,7 @@ class ImitationReward(gym.Wrapper):
         self._t += 1
         d2 = self.squared_distance(obs, self.demo[min(self._t, len(self.demo) - 1)])
         info = dict(info, task_reward=float(task_reward))
-        reward = -self.alpha * d2 - self.beta * np.sqrt(self.gamma + d2)
+        reward = reward_of_squared_distance(d2, self.alpha, self.beta, self.gamma)
         return obs, float(reward), terminated, truncated, info
 
 

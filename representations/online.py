@@ -68,6 +68,14 @@ class OnlineConfig:
             raise ValueError(f"OnlineConfig.data_fraction must be in [0, 1), got {self.data_fraction}")
 
 
+def _only_frames(needs: Need, method: str) -> None:
+    """Refuse a method that needs more of a replay than single frames."""
+    missing = needs & ~Need.FRAMES
+    if missing:
+        names = ", ".join(n.name.lower() for n in Need if n in missing)
+        raise DatasetError(f"{method} needs {names}; online fine-tuning on a replay gives single frames only")
+
+
 class ReplayFrames:
     """The images of one replay entry over every slot held, seen through the sampling interface
     of :class:`~ssrl.representations.data.RolloutData` (single frames only)."""
@@ -86,10 +94,7 @@ class ReplayFrames:
         return tuple(self.store.shape[1:])
 
     def require(self, needs: Need, method: str = "this method") -> None:
-        missing = needs & ~Need.FRAMES
-        if missing:
-            names = ", ".join(n.name.lower() for n in Need if n in missing)
-            raise DatasetError(f"{method} needs {names}; online fine-tuning on a replay gives single frames only")
+        _only_frames(needs, method)
 
     def sample_frames(self, n: int, rng: np.random.Generator, with_next: bool = False) -> np.ndarray:
         return rng.integers(0, len(self), n)
@@ -120,10 +125,7 @@ class OnlineFinetuning:
                 "online fine-tuning needs the images behind the latents: wrap the env with keep_images=True"
             )
         self.config = config if isinstance(config, OnlineConfig) else build_config(OnlineConfig, dict(config or {}))
-        extra = rep.needs & ~Need.FRAMES
-        if extra:  # refused now, not K episodes into the run
-            names = ", ".join(n.name.lower() for n in Need if n in extra)
-            raise ValueError(f"{rep.name} needs {names}; online fine-tuning on a replay gives single frames only")
+        _only_frames(rep.needs, rep.name)  # refused now, not K episodes into the run
         self.rep, self.sources = rep, dict(sources)
         self.rng = np.random.default_rng([seed, 23])  # 23: RIG's line; apart from the agent's stream
         self.optimizer = torch.optim.Adam(rep.parameters(), lr=rep.config.lr)
@@ -172,7 +174,6 @@ class OnlineFinetuning:
         """One round: train, refit what the method fits, re-encode the replay."""
         rep = self.rep
         frames = ReplayFrames(replay, self.image_entry)
-        rep.check_data(frames)
         seed = int(self.rng.integers(2**63))
         logs: dict[str, list[float]] = {}
         with torch.random.fork_rng(devices=[rep.device] if rep.device.type == "cuda" else []):
@@ -198,21 +199,10 @@ class OnlineFinetuning:
                 rep.eval().requires_grad_(False)
             with torch.no_grad():
                 rep.after_pretraining(frames)
-        encode = self._encoder_call()
-        replay.refresh(encode, self.sources, batch_size=self.config.refresh_batch)
+        replay.refresh(rep.embed, self.sources, batch_size=self.config.refresh_batch)
         self.rounds += 1
         self.last_metrics = {f"online_{k}": float(np.mean(v)) for k, v in logs.items()}
         return self.last_metrics
-
-    def _encoder_call(self):
-        rep = self.rep
-
-        @torch.no_grad()
-        def encode(images: np.ndarray) -> np.ndarray:
-            x = torch.as_tensor(np.ascontiguousarray(images)).to(rep.device)
-            return rep.encoder(x).float().cpu().numpy()
-
-        return encode
 
     # -- checkpoints ---------------------------------------------------------------------------
 

@@ -89,7 +89,7 @@ def test_refresh_reencodes_every_slot_and_recomputes_the_stored_rewards():
             p.add_(0.05 * torch.randn_like(p))
     new = encode(rep, replay.store["image_observation"][slots])
     assert not np.allclose(replay.store["observation"][slots], new, atol=1e-4)  # stale before
-    replay.refresh(OnlineFinetuning(rep, env.image_keys)._encoder_call(), env.image_keys)
+    replay.refresh(rep.embed, env.image_keys)
     np.testing.assert_allclose(replay.store["observation"][slots], new, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(replay.store["achieved_goal"][slots], replay.store["observation"][slots])
     goals = encode(rep, replay.store["image_desired_goal"][slots])
@@ -254,7 +254,7 @@ def test_env_reward_on_images_is_the_pixel_distance_at_every_step():
     with torch.no_grad():
         for p in rep.encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    replay.refresh(OnlineFinetuning(rep, env.image_keys)._encoder_call(), env.image_keys)
+    replay.refresh(rep.embed, env.image_keys)
     held = replay.held_slots() % replay.capacity
     assert not np.allclose(replay.store["observation"][held], latents[held])
     np.testing.assert_array_equal(replay.reward, rewards)
