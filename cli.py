@@ -372,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--goal-reward",
         default=None,
-        choices=["latent", "env"],
-        help="a goal env with image goals seen through --encoder: 'latent' (RIG's -||e(s) - e(g)||, the default) "
-        "or 'env' (the env's own reward on the images behind the latents, e.g. Push's pixel distance)",
+        choices=["latent", "env", "any"],
+        help="a goal env with image goals seen through --encoder: 'latent' (the representation's reward: RIG's "
+        "-||e(s) - e(g)||, grasp2vec's phi_o(g) . phi_o(o); the default), 'env' (the env's own reward on the "
+        "images behind the latents: Push's pixel distance, GraspGoal's object ids) or 'any' (grasping: any lift)",
     )
     tr.add_argument(
         "--aux",

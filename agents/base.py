@@ -42,7 +42,7 @@ import dataclasses
 import math
 import pathlib
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -398,6 +398,13 @@ class TrainingDiverged(RuntimeError):
     """A loss or an observation became NaN or infinite."""
 
 
+class GoalImage(NamedTuple):
+    """Network input of pixels with a goal vector: uint8 images (B, C, H, W) and goals (B, D)."""
+
+    image: torch.Tensor
+    goal: torch.Tensor
+
+
 @dataclasses.dataclass
 class Prepared:
     """A replay batch on the agent's device, with the encoder passes of an update done.
@@ -496,13 +503,15 @@ class OffPolicyAgent(abc.ABC):
         """The config: on pixels the preset ``pixel_preset`` names, on goal envs the one
         ``goal_preset`` names (the default if none is given), then the values given;
         ``precision`` resolved for the device ("auto")."""
-        preset = None
+        preset: dict[str, Any] = {}
         defaults = {f.name: f.default for f in dataclasses.fields(self.config_cls)}
         if self.pixels:
-            preset = self.config_cls.pixel_preset_values(hyperparams.get("pixel_preset", defaults["pixel_preset"]))
-        elif self.is_dict:
-            preset = self.config_cls.goal_preset_values(hyperparams.get("goal_preset", defaults["goal_preset"]))
-        config = build_config(self.config_cls, hyperparams, preset=preset)
+            preset.update(
+                self.config_cls.pixel_preset_values(hyperparams.get("pixel_preset", defaults["pixel_preset"]))
+            )
+        if self.is_dict:  # pixels with vector goals take both, the goal recipe last
+            preset.update(self.config_cls.goal_preset_values(hyperparams.get("goal_preset", defaults["goal_preset"])))
+        config = build_config(self.config_cls, hyperparams, preset=preset or None)
         config.precision = resolve_precision(config.precision, self.device)
         return config
 
@@ -516,16 +525,25 @@ class OffPolicyAgent(abc.ABC):
         # Entries of a goal dict the agent keeps in its replay but never reads: the images behind
         # latent entries (EncodedObservation(keep_images=True)), for a replay that re-encodes them.
         self.side_keys: tuple[str, ...] = ()
+        # Pixels with vector goals (an image observation, goals embedded by a representation, as
+        # in grasp2vec's instance grasping): the conv encoder reads the image and the goal vector
+        # is appended to its output; inputs are then GoalImage pairs.
+        self.goal_dim = 0
         if self.is_dict:
-            if not all(k in obs_space.spaces for k in ("observation", "desired_goal")):
+            spaces = obs_space.spaces
+            if not all(k in spaces for k in ("observation", "desired_goal")):
                 raise ValueError("dict observations must hold 'observation' and 'desired_goal' (a goal env)")
-            read = [k for k in (*GOAL_KEYS, "observation") if k in obs_space.spaces]
-            if any(is_image_space(obs_space.spaces[k]) for k in read):
+            read = [k for k in (*GOAL_KEYS, "observation") if k in spaces]
+            images = [k for k in read if is_image_space(spaces[k])]
+            if images == ["observation"]:
+                self.pixels = True
+                self.goal_dim = int(np.prod(spaces["desired_goal"].shape))
+            elif images:
                 raise ValueError(
-                    "goal envs with image observations: encode them first, e.g. "
+                    "goal envs with image goals: encode them first, e.g. "
                     "ssrl.representations.EncodedObservation(env, encoder), then train on latents"
                 )
-            self.side_keys = tuple(k for k in obs_space.spaces if k not in read)
+            self.side_keys = tuple(k for k in spaces if k not in read)
 
     def _check_aux(self, aux: AuxObjective | None) -> None:
         """Refuse an ``aux`` that lacks a member of the AuxObjective protocol, or vector observations."""
@@ -539,6 +557,8 @@ class OffPolicyAgent(abc.ABC):
             )
         if not self.pixels:
             raise ValueError("an auxiliary objective trains the pixel encoder; this agent has vector observations")
+        if self.goal_dim:
+            raise ValueError("an auxiliary objective reads image batches; this agent's are images with goal vectors")
 
     def _resolve_frame_stack(self, frame_stack: int | None) -> int:
         """The frames per observation: as given, else the env's own ``frame_stack``, else 1.
@@ -570,7 +590,7 @@ class OffPolicyAgent(abc.ABC):
         self.encoder: nn.Module | None = None
         self.encoder_target: nn.Module | None = None
         self.split_encoder = False
-        space = self.observation_space
+        space = self.observation_space["observation"] if self.goal_dim else self.observation_space
         if encoder is not None and not self.pixels:
             raise ValueError("an encoder was given, but this agent's observations are not images")
         if self.pixels:
@@ -582,12 +602,13 @@ class OffPolicyAgent(abc.ABC):
                 encoder = encoder_from_config(enc_cfg)
                 if c.conv_init == "orthogonal":
                     _orthogonal_convs(encoder)
-                self.split_encoder = c.actor_head
+                # With goal vectors the actor's head reads the features (image and goal), not the trunk.
+                self.split_encoder = c.actor_head and not self.goal_dim
             self.encoder = encoder.to(self.device)
             self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
             with torch.no_grad():
                 probe = torch.zeros(1, *space.shape, dtype=torch.uint8, device=self.device)
-                self.feature_dim = int(self.encoder(probe).shape[-1])
+                self.feature_dim = int(self.encoder(probe).shape[-1]) + self.goal_dim
         elif self.is_dict:
             spaces = space.spaces
             self.feature_dim = int(np.prod(spaces["observation"].shape) + np.prod(spaces["desired_goal"].shape))
@@ -720,7 +741,12 @@ class OffPolicyAgent(abc.ABC):
         ``normalize_obs``, or uint8 images); ``update_stats``: the normaliser counts this batch
         first (replay batches the agent trains on)."""
         if self.pixels:
-            x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
+            if self.goal_dim:
+                image = torch.from_numpy(np.ascontiguousarray(obs["observation"])).to(self.device, non_blocking=True)
+                goal = np.asarray(obs["desired_goal"], np.float32).reshape(len(image), -1)
+                x = GoalImage(image, torch.from_numpy(goal).to(self.device))
+            else:
+                x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
             return self.augment(x) if augment else x
         x = self._vector_input(obs)
         if self.obs_normalizer is None:
@@ -739,12 +765,23 @@ class OffPolicyAgent(abc.ABC):
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """One independently augmented view of network input ``x`` (pixels with ``augment``)."""
         if self.pixels and self.config.augment == "shift":
+            if isinstance(x, GoalImage):
+                return x._replace(image=random_shift(x.image, self.config.shift_pad, self.generator))
             return random_shift(x, self.config.shift_pad, self.generator)
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """What the critics read: ``encoder(x)`` on pixels, ``x`` itself otherwise."""
-        return self.encoder(x) if self.pixels else x
+        """What the critics read: ``encoder(x)`` on pixels (with a goal vector appended), ``x``
+        itself otherwise."""
+        return self._apply_encoder(self.encoder, x) if self.pixels else x
+
+    @staticmethod
+    def _apply_encoder(encoder: nn.Module, x) -> torch.Tensor:
+        """``encoder(x)``, or ``[encoder(image), goal]`` for a :class:`GoalImage`."""
+        if isinstance(x, GoalImage):
+            h = encoder(x.image)
+            return torch.cat([h, x.goal.to(h.dtype)], dim=-1)
+        return encoder(x)
 
     def actor_input(self, x: torch.Tensor) -> torch.Tensor:
         """What the actor reads for network input ``x``: the conv trunk's feature map (which its
@@ -762,7 +799,7 @@ class OffPolicyAgent(abc.ABC):
         if self.split_encoder:
             z = encoder.trunk(x)
             return encoder.head(z), z
-        h = encoder(x)
+        h = self._apply_encoder(encoder, x)
         return h, h
 
     def check_observation(self, obs) -> None:

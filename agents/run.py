@@ -71,7 +71,10 @@ def make_env(
     return env
 
 
-GOAL_REWARDS = ("latent", "env")
+# "latent": the representation's own reward on latents (RIG's distance, grasp2vec's embedding
+# product); "env": the env's reward on the images behind them (Push's pixel distance, Grasp's ids);
+# "any": grasping, any lifted object (indiscriminate grasping).
+GOAL_REWARDS = ("latent", "env", "any")
 
 
 def _reward_option(goal_reward: str | None) -> dict[str, str]:

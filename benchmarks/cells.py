@@ -26,6 +26,10 @@ from typing import Any
 
 from .suite import JOINT_ROW_SUFFIX, CollectSpec, PretrainSpec, RLSpec, Suite, SuiteError, parse_suite
 
+# Reference rows that differ from the first method's frozen row only in the goal reward (a run's
+# --goal-reward): the env's own, or any lift.
+REWARD_ROWS = {"pixel_reward": "env", "oracle_reward": "env", "any_reward": "any"}
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
@@ -67,7 +71,7 @@ class Cell:
     state: bool = False  # RL on the true state (no pixels)
     regime: str | None = None  # how ``method`` serves the agent
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # a fresh method's config
-    goal_reward: str | None = None  # goal tasks seen through an encoder: None (the latent reward) or "env"
+    goal_reward: str | None = None  # goal tasks seen through an encoder: None (the latent reward), "env" or "any"
 
     def __post_init__(self) -> None:
         if self.pretrain is not None and (self.method is None or self.data is None):
@@ -210,14 +214,25 @@ def plan(
                     first = next(iter(suite.methods))
                     spec = dataclasses.replace(_pretrain_spec(suite, first), steps=0)
                     cells.append(Cell(row, task, seed, data, first, spec, rl=suite.rl, regime="frozen", **rl_env))
-                elif row == "pixel_reward":
-                    # RIG's ablation: the first method's pretrained encoder, rewarded by the env's own
-                    # reward on the images behind the latents (Push: pixel distance).
+                elif row in REWARD_ROWS:
+                    # The first method's pretrained encoder with another goal reward: the env's own
+                    # on the images behind the latents (RIG's pixel-distance ablation on Push, the
+                    # oracle labels on GraspGoal), or any lift (indiscriminate grasping).
                     first = next(iter(suite.methods))
                     pre = _pretrain_spec(suite, first)
+                    reward = REWARD_ROWS[row]
                     cells.append(
                         Cell(
-                            row, task, seed, data, first, pre, rl=suite.rl, regime="frozen", goal_reward="env", **rl_env
+                            row,
+                            task,
+                            seed,
+                            data,
+                            first,
+                            pre,
+                            rl=suite.rl,
+                            regime="frozen",
+                            goal_reward=reward,
+                            **rl_env,
                         )
                     )
                 elif row == "state_sac":

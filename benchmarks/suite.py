@@ -44,6 +44,8 @@ REFERENCE_ROWS = {
     "random_encoder": "frozen random-init encoder of the suite's first method (lower bound)",
     "state_sac": "SAC on the true state (upper bound)",
     "pixel_reward": "the first method's frozen encoder rewarded by the env's own reward on images (goal tasks)",
+    "oracle_reward": "the first method's frozen encoder rewarded by the env's own reward: grasping's object ids",
+    "any_reward": "the first method's frozen encoder, every lift rewarded (indiscriminate grasping)",
     "pixel_sac": "SAC from pixels end to end (random shift)",
     "dbc_joint": "pixel SAC with DBC's objective trained jointly",
     "deepmdp_joint": "pixel SAC with DeepMDP's objective trained jointly",
