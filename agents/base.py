@@ -27,6 +27,12 @@ is the mean of the K targets, the critic loss the mean of the M losses (:meth:`p
 (the target encoder), plus, with an actor head, K more without gradient in SAC (the next actions
 read the online convolutions) and one every actor update; the legacy preset makes two.
 
+A goal env whose ``observation`` is an image and whose goals are vectors (grasp2vec's instance
+grasping: the bin image, goals embedded by the object tower) is a pixel agent too: the conv
+encoder reads the image, the desired goal is appended to its output (a :class:`GoalImage` is the
+network input), and with ``actor_head`` the actor's head reads those features, not the trunk.
+Both presets apply, the pixel one first, then the goal one.
+
 Auxiliary objectives (DBC, DeepMDP, contrastive) plug in through ``aux``, an
 :class:`~ssrl.representations.objective.AuxObjective`: ``loss(AuxInputs) -> (loss, metrics)``
 is added to the critic loss on the same batch (its first augmented view), so its gradient

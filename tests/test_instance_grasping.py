@@ -185,3 +185,14 @@ def test_ssrl_train_runs_instance_grasping_from_a_grasp2vec_checkpoint(g2v, tmp_
     assert all(0.0 <= r["success_rate"] <= 1.0 for r in evals)
     agent = SAC.load(tmp_path / "run" / "checkpoint" / "agent.pt")
     assert agent.goal_dim == 8 and agent.num_updates > 0
+
+
+def test_grasp_reward_check_pairs_lifts_of_one_bin_and_scores_the_auc_by_hand():
+    from ssrl.benchmarks.grasp_reward_check import episode_pairs, pair_auc
+
+    embeddings = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    same, different = episode_pairs(embeddings, np.array([4, 4, 1]))
+    np.testing.assert_array_equal(same, [2.0])  # lifts 0 and 1: the same object
+    np.testing.assert_array_equal(different, [0.0, 0.0])
+    # Of the 2 x 3 (same, different) pairs, 4 ordered right, one wrong, one tie counting half.
+    assert pair_auc(np.array([3.0, 1.0]), np.array([2.0, 1.0, 0.0])) == pytest.approx(4.5 / 6)
