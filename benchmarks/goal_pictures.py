@@ -43,7 +43,18 @@ def goal_panels(run_dir: str | pathlib.Path, episodes: int = 6, size: int = 128)
                 obs, _, terminated, truncated, info = env.step(agent.act(obs, deterministic=True))
                 done = terminated or truncated
             finals = {k: float(info[k]) for k in getattr(unwrapped, "final_metrics", ())}
-            panels.append({"goal": goal, "reached": np.asarray(env.render()), "finals": finals})
+            # What was reached: the env's own picture of it where it has one (GraspGoal: the
+            # lifted object), else the last frame.
+            reached = unwrapped.render_reached() if hasattr(unwrapped, "render_reached") else env.render()
+            panels.append(
+                {
+                    "goal": goal,
+                    "reached": np.asarray(reached),
+                    "title": getattr(unwrapped, "reached_title", "reached (last frame)"),
+                    "finals": finals,
+                    "success": info.get("is_success"),
+                }
+            )
         return panels
     finally:
         env.close()
@@ -69,10 +80,12 @@ def goal_pictures(
             ax.imshow(panel[key])
             ax.set_xticks([])
             ax.set_yticks([])
-        finals = ", ".join(f"{k.removesuffix('_distance')} {v * 100:.1f} cm off" for k, v in panel["finals"].items())
-        row[1].set_xlabel(finals, fontsize=7)
+        label = [f"{k.removesuffix('_distance')} {v * 100:.1f} cm off" for k, v in panel["finals"].items()]
+        if panel["success"] is not None:
+            label.insert(0, "success" if panel["success"] else "failure")
+        row[1].set_xlabel(", ".join(label), fontsize=7)
     axes[0, 0].set_title("goal", fontsize=9)
-    axes[0, 1].set_title("reached (last frame)", fontsize=9)
+    axes[0, 1].set_title(panels[0]["title"], fontsize=9)
     spec = json.loads((pathlib.Path(run_dir) / "run.json").read_text())
     fig.suptitle(f"{spec['env_id']}: goals and what the agent reached", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title

@@ -196,3 +196,31 @@ def test_grasp_reward_check_pairs_lifts_of_one_bin_and_scores_the_auc_by_hand():
     np.testing.assert_array_equal(different, [0.0, 0.0])
     # Of the 2 x 3 (same, different) pairs, 4 ordered right, one wrong, one tie counting half.
     assert pair_auc(np.array([3.0, 1.0]), np.array([2.0, 1.0, 0.0])) == pytest.approx(4.5 / 6)
+
+
+def test_goal_pictures_show_the_goal_image_beside_what_the_grasp_lifted(g2v, tmp_path):
+    from ssrl.agents.run import train_run
+    from ssrl.agents.trainer import EVAL_SEED_BASE
+    from ssrl.benchmarks.goal_pictures import goal_panels
+
+    train_run(
+        tmp_path / "run",
+        "ssrl/GraspGoal-v0",
+        env_steps=12,
+        env_kwargs={"size": SIZE, "n_objects": 3},
+        hyperparams={"hidden_dims": (8, 8), "feature_dim": 8, "batch_size": 4, "learning_starts": 6},
+        encoder=str(g2v.save(tmp_path / "g2v.pt")),
+        eval_every=12,
+        eval_episodes=1,
+        progress=False,
+        tensorboard=False,
+    )
+    panels = goal_panels(tmp_path / "run", episodes=3, size=SIZE)
+    env = make_env("ssrl/GraspGoal-v0", size=SIZE, n_objects=3)
+    for e, panel in enumerate(panels):
+        env.reset(seed=EVAL_SEED_BASE + e)
+        np.testing.assert_array_equal(panel["goal"], env.unwrapped.render_goal_image().transpose(1, 2, 0))
+        assert panel["reached"].shape == (SIZE, SIZE, 3) and panel["title"] == "lifted (object camera)"
+        assert panel["success"] in (True, False)
+        if panel["success"]:  # the goal object was lifted: the picture shows it, not black
+            assert panel["reached"].any()

@@ -478,6 +478,20 @@ class GraspGoalEnv(GraspEnv):
             raise ValueError("GraspGoalEnv is goal-conditioned; use GraspEnv for plain grasping")
         super().__init__(goal_conditioned=True, **options)
 
+    reached_title = "lifted (object camera)"  # what render_reached shows, for goal pictures
+
+    def render_goal(self) -> np.ndarray:
+        """The episode's goal image, ``(T, T, 3)`` uint8 (pictures of goals beside what was lifted)."""
+        image = self._goal_image if self._goal_image is not None else self.render_goal_image()
+        return image.transpose(1, 2, 0).copy()
+
+    def render_reached(self) -> np.ndarray:
+        """What the last grasp lifted, seen by the ``object`` camera, ``(T, T, 3)`` uint8; black
+        when it lifted nothing."""
+        if not self._lifted.any() or self._last_o is None:
+            return np.zeros((*self.triplet_size, 3), np.uint8)
+        return self._last_o.transpose(1, 2, 0).copy()
+
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         """1 where the goal object was lifted, else 0; vectorised. In state mode the goals are
         object masks and suffice; in pixel mode the ids come from ``info`` (a dict, or a sequence
