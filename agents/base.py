@@ -178,6 +178,10 @@ class AgentConfig:
     # Conv encoder architecture, a name of ssrl.representations.backbones.ARCHITECTURES. "dmc":
     # the 4-layer conv of SAC-AE, CURL, DrQ and DBC.
     encoder_arch: str = "dmc"
+    # How the encoder's feature map becomes a vector: None (the architecture's own: flatten for
+    # dmc and fast, as the published encoders), "mean" or "keypoints" (a spatial softmax, Levine
+    # et al. 2016's feature points); see ssrl.representations.backbones.POOLING. Ours.
+    encoder_pool: str | None = None
     # Encoder output size (the latent the critics, and the actor's own head, produce).
     # SAC-AE/DrQ/DBC's 50.
     feature_dim: int = 50
@@ -603,7 +607,12 @@ class OffPolicyAgent(abc.ABC):
             c = self.config
             if encoder is None:
                 enc_cfg = EncoderConfig(
-                    c.encoder_arch, space.shape[0], tuple(space.shape[1:]), c.feature_dim, output_tanh=c.encoder_tanh
+                    c.encoder_arch,
+                    space.shape[0],
+                    tuple(space.shape[1:]),
+                    c.feature_dim,
+                    output_tanh=c.encoder_tanh,
+                    pool=c.encoder_pool,
                 )
                 encoder = encoder_from_config(enc_cfg)
                 if c.conv_init == "orthogonal":
@@ -695,7 +704,7 @@ class OffPolicyAgent(abc.ABC):
         if self.split_encoder:
             in_dim, pool = self.encoder.fc.in_features, self.encoder.pool
         else:
-            in_dim, pool = self.feature_dim, False
+            in_dim, pool = self.feature_dim, "flatten"
         return ActorHead(in_dim, self.feature_dim, self.config.encoder_tanh, pool).to(self.device)
 
     # -- what an algorithm defines -------------------------------------------------------------

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssrl.representations.backbones import pool_features
+
 
 class EnsembleLinear(nn.Module):
     """``n`` independent linear layers applied at once: (n, B, in) -> (n, B, out)."""
@@ -84,14 +86,15 @@ class ActorHead(nn.Module):
     LayerNorm (+ tanh); it detaches its input itself, so nothing it reads can receive a gradient
     through it.
 
-    :param in_dim: width of what it reads once flattened (a conv feature map ``(B, C, H, W)`` is
-        flattened, or averaged over H and W when ``pool``; a ``(B, in_dim)`` vector is read as is).
+    :param in_dim: width of what it reads once pooled (a conv feature map ``(B, C, H, W)`` is
+        pooled as its encoder pools it; a ``(B, in_dim)`` vector is read as is).
     :param out_dim: width of its output (the encoder's feature dimension, 50 in both codes).
     :param tanh: tanh after the LayerNorm (SAC-AE and DrQ: yes).
-    :param pool: global average pooling instead of flattening (an encoder with ``pool="mean"``).
+    :param pool: how a feature map becomes a vector, the encoder's ``pool`` (a name of
+        :data:`~ssrl.representations.backbones.POOLING`).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, tanh: bool = True, pool: bool = False) -> None:
+    def __init__(self, in_dim: int, out_dim: int, tanh: bool = True, pool: str = "flatten") -> None:
         super().__init__()
         self.fc = nn.Linear(in_dim, out_dim)
         self.norm = nn.LayerNorm(out_dim)
@@ -102,7 +105,7 @@ class ActorHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
         if x.dim() > 2:
-            x = x.mean(dim=(2, 3)) if self.pool else x.flatten(1)
+            x = pool_features(x, self.pool)
         out = self.norm(self.fc(x).float())
         return torch.tanh(out) if self.tanh else out
 

@@ -16,10 +16,13 @@ Architectures (``make_encoder(arch, ...)``):
     A small ResNet: a stride-2 stem and three stages of two basic blocks (32, 64, 128 channels,
     stride 2 between stages), global average pooling, then the same Linear + LayerNorm head.
 
-Pooling: the feature map becomes a vector by flattening (``dmc``, ``fast``) or by global average
-pooling (``resnet``, or any architecture with ``pool="mean"``). A pooled encoder takes any image
-its convolutions fit, so patch-based pretext methods train it on patches and RL uses the same
-module on full frames.
+Pooling: the feature map becomes a vector by flattening (``dmc``, ``fast``), by global average
+pooling (``resnet``, or any architecture with ``pool="mean"``), or by a spatial softmax
+(``pool="keypoints"``: per channel the expected image coordinates under a softmax over
+positions, the feature points of Levine, Finn et al. 2016's visuomotor policies and of the deep
+spatial autoencoder that RIG compares with; ``2 C`` features in [-1, 1]). A pooled encoder
+takes any image its convolutions fit, so patch-based pretext methods train it on patches and RL
+uses the same module on full frames.
 
 Inputs are channels-first images, uint8 in [0, 255] or float in [0, 1] (Stable-Baselines3
 divides by 255 before its features extractor); any number of channels (a 3-frame stack is 9).
@@ -39,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ARCHITECTURES: tuple[str, ...] = ("dmc", "fast", "resnet")
-POOLING: tuple[str, ...] = ("flatten", "mean")
+POOLING: tuple[str, ...] = ("flatten", "mean", "keypoints")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +55,9 @@ class EncoderConfig:
     feature_dim: int = 50
     num_filters: int = 32
     output_tanh: bool = False
-    # How the feature map becomes a vector: "flatten" (dmc, fast: the published encoders) or
-    # "mean" (global average pooling; resnet). None: the architecture's own. With "mean" the
+    # How the feature map becomes a vector: "flatten" (dmc, fast: the published encoders),
+    # "mean" (global average pooling; resnet) or "keypoints" (spatial softmax). None: the
+    # architecture's own. With "mean" the
     # encoder takes any image at least as large as its trunk needs (patch-based pretext methods
     # train it on patches; RL uses the same module on full frames).
     pool: str | None = None
@@ -99,6 +103,32 @@ def to_float_image(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.float().div_(255.0)
     return x.float() if x.dtype != torch.float32 else x
+
+
+def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
+    """Feature points: per channel of ``(B, C, H, W)``, the expected ``(x, y)`` under a softmax
+    over the ``H x W`` positions, coordinates in [-1, 1] (left/top -1); ``(B, 2C)`` as
+    ``[x_1..x_C, y_1..y_C]``."""
+    b, c, h, w = features.shape
+    weights = torch.softmax(features.float().reshape(b, c, h * w), dim=-1).reshape(b, c, h, w)
+    xs = torch.linspace(-1.0, 1.0, w, device=features.device)
+    ys = torch.linspace(-1.0, 1.0, h, device=features.device)
+    return torch.cat([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=1)
+
+
+def pool_features(features: torch.Tensor, pool: str) -> torch.Tensor:
+    """A feature map ``(B, C, H, W)`` as a vector, by ``pool`` (see :data:`POOLING`)."""
+    if pool == "mean":
+        return features.mean(dim=(2, 3))
+    if pool == "keypoints":
+        return spatial_softmax(features)
+    return features.flatten(1)
+
+
+def pooled_dim(shape: Sequence[int], pool: str) -> int:
+    """The width of :func:`pool_features` for a feature map of shape ``(C, H, W)``."""
+    c, h, w = shape
+    return {"mean": c, "keypoints": 2 * c}.get(pool, c * h * w)
 
 
 class _BasicBlock(nn.Module):
@@ -177,9 +207,8 @@ class ConvEncoder(nn.Module):
         self.trunk = ConvTrunk(config)
         self.input_shape = self.trunk.input_shape
         self.spatial_shape = self.trunk.output_shape
-        self.pool = config.pool == "mean"
-        c, h, w = self.spatial_shape
-        self.fc = nn.Linear(c if self.pool else c * h * w, config.feature_dim)
+        self.pool = config.pool
+        self.fc = nn.Linear(pooled_dim(self.spatial_shape, self.pool), config.feature_dim)
         self.norm = nn.LayerNorm(config.feature_dim)
         self.apply(orthogonal_init)
 
@@ -187,8 +216,7 @@ class ConvEncoder(nn.Module):
         return self.trunk(x)
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
-        flat = features.mean(dim=(2, 3)) if self.pool else features.flatten(1)
-        out = self.norm(self.fc(flat).float())
+        out = self.norm(self.fc(pool_features(features, self.pool)).float())
         return torch.tanh(out) if self.config.output_tanh else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -419,6 +419,22 @@ def test_a_pooled_encoder_takes_patches_and_full_frames_with_the_same_weights():
         make_encoder("fast", 3, 84, 8, pool="max")
 
 
+def test_keypoint_pooling_gives_each_channels_expected_coordinates_by_hand():
+    from ssrl.representations.backbones import spatial_softmax
+
+    features = torch.full((1, 2, 3, 5), -1e4)
+    features[0, 0, 2, 4] = 0.0  # channel 0: all mass bottom right
+    features[0, 1, 0, 0] = features[0, 1, 0, 2] = 0.0  # channel 1: half top left, half top centre
+    points = spatial_softmax(features)
+    # [x_0, x_1, y_0, y_1]; columns at x in {-1, -0.5, 0, 0.5, 1}, rows at y in {-1, 0, 1}.
+    torch.testing.assert_close(points, torch.tensor([[1.0, -0.5, 1.0, -1.0]]))
+    encoder = make_encoder("fast", 3, 64, 8, pool="keypoints")
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert encoder.fc.in_features == 2 * encoder.spatial_shape[0]
+    by_hand = encoder.norm(encoder.fc(spatial_softmax(encoder.trunk(frames))))
+    torch.testing.assert_close(encoder(frames), by_hand)
+
+
 def test_grasp2vec_localisation_is_scored_against_the_grasped_objects_footprint(tmp_path):
     from types import SimpleNamespace
 
