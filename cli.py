@@ -246,13 +246,14 @@ def _set_keys_epilog() -> str:
     """The agent hyper-parameters ``--set`` takes, by algorithm (read from the config classes)."""
     import dataclasses
 
-    from ssrl.agents import SACConfig, TD3Config
+    from ssrl.agents import QMapConfig, SACConfig, TD3Config
 
     sac = [f.name for f in dataclasses.fields(SACConfig)]
     td3_only = [f.name for f in dataclasses.fields(TD3Config) if f.name not in sac]
+    qmap_only = [f.name for f in dataclasses.fields(QMapConfig) if f.name not in sac]
     return (
-        f"--set keys (SAC): {', '.join(sac)}. TD3 also: {', '.join(td3_only)}. Each is documented where "
-        "ssrl.agents.SACConfig / TD3Config define it."
+        f"--set keys (SAC): {', '.join(sac)}. TD3 also: {', '.join(td3_only)}. QMap also: {', '.join(qmap_only)}. "
+        "Each is documented where ssrl.agents.SACConfig / TD3Config / QMapConfig define it."
     )
 
 
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train SAC or TD3 in a run folder (resumes a killed run)", epilog=_set_keys_epilog()
     )
     tr.add_argument("--env", required=True, help="environment id, e.g. ssrl/cartpole-swingup-v0")
-    tr.add_argument("--algo", default="sac", choices=["sac", "td3"])
+    tr.add_argument("--algo", default="sac", choices=["sac", "td3", "qmap"])
     tr.add_argument("--env-steps", type=int, default=100_000, help="budget in env steps (agent steps x action repeat)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(

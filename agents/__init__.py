@@ -1,6 +1,7 @@
 """Agents: SAC and TD3 of our own, from states, latents or pixels, with one training loop.
 
-``SAC(env, **hyperparams)`` / ``TD3(env, ...)``, ``.learn(env_steps)``, ``.predict(obs)``,
+``SAC(env, **hyperparams)`` / ``TD3(env, ...)`` (and ``QMap``, a grasp Q-map for one-grasp
+bandit episodes), ``.learn(env_steps)``, ``.predict(obs)``,
 ``.save(path)``, ``SAC.load(path, env)``: the surface of Stable-Baselines3. See
 :mod:`ssrl.agents.base` for the pixel path and the ``aux`` hook, :mod:`ssrl.agents.trainer` for
 runs with evaluation, logs, checkpoints and resume, :mod:`ssrl.agents.checkpoint` for the
@@ -11,12 +12,13 @@ from ssrl.representations.objective import AuxInputs, AuxObjective
 
 from .base import AgentConfig, OffPolicyAgent, Prepared, TrainingDiverged, resolve_precision
 from .checkpoint import read_checkpoint
+from .qmap import QMap, QMapConfig
 from .replay import Batch, ReplayBuffer
 from .sac import SAC, SACConfig
 from .td3 import TD3, TD3Config
 from .trainer import Trainer, evaluate
 
-ALGOS = {"sac": SAC, "td3": TD3}
+ALGOS = {"sac": SAC, "td3": TD3, "qmap": QMap}
 
 __all__ = [
     "ALGOS",
@@ -26,6 +28,8 @@ __all__ = [
     "Batch",
     "OffPolicyAgent",
     "Prepared",
+    "QMap",
+    "QMapConfig",
     "ReplayBuffer",
     "SAC",
     "SACConfig",

@@ -94,6 +94,11 @@ class GraspEnv(ManipulationEnv):
         record_triplets: render ``s_pre``/``s_post``/``o`` into ``info`` (on by default, in state
             mode too: data collection runs the env on states).
         lift_height: where the hand lifts to (its fingertips, metres above the table).
+        action_grid: pixel mode, ``bin`` camera only, no frame stack: the observation is the
+            camera's image resampled onto a ``G x G`` grid over the grasp area, so that pixel
+            ``(row i, column j)`` shows the table where action ``x = -1 + (2j + 1) / G``,
+            ``y = -1 + (2i + 1) / G`` grasps (:meth:`GraspEnv.action_grid_view`; a top-down view
+            in action coordinates, for a Q-map over grasp positions). None: the camera image.
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``bin``, frame stack 1).
             A distractor replaces the table top and floor in the observation; the triplet and
@@ -126,6 +131,7 @@ class GraspEnv(ManipulationEnv):
         record_triplets: bool = True,
         lift_height: float = 0.45,
         bin_half_size: float = 0.13,
+        action_grid: int | None = None,
         from_pixels: bool = True,
         size: int | Sequence[int] = 84,
         camera: CameraSpec | None = None,
@@ -174,16 +180,24 @@ class GraspEnv(ManipulationEnv):
             self._object_renderer = Renderer(scene.model, *self.triplet_size, ["object"], quality)
 
         self.action_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        self.action_grid = None if action_grid is None else check_count("action_grid", action_grid, 2, 256)
+        self._grid_sampler: tuple[np.ndarray, ...] | None = None
+        if self.action_grid is not None:
+            if not self.from_pixels or self.camera_labels != ["bin"] or self.frame_stack != 1:
+                raise ValueError("action_grid resamples the bin camera's image: pixel mode, camera bin, frame_stack 1")
+            self._grid_sampler = self._action_grid_sampler(self.action_grid)
         state_dim = 3 + 10 * self.n_objects
         if self.from_pixels:
             scene_space = self._observer.observation_space()
+            if self.action_grid is not None:
+                scene_space = gym.spaces.Box(0, 255, (3, self.action_grid, self.action_grid), np.uint8)
         else:
             scene_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
         if self.goal_conditioned:
             if self.from_pixels:
                 # Several cameras are concatenated on the channel axis, in order (as in Push):
                 # a goal dict holds no nested dicts.
-                h, w = self.size
+                h, w = self.size if self.action_grid is None else (self.action_grid, self.action_grid)
                 scene_space = gym.spaces.Box(0, 255, (3 * self.frame_stack * len(self.camera_labels), h, w), np.uint8)
                 goal = gym.spaces.Box(0, 255, (3, *self.triplet_size), np.uint8)
             else:
@@ -201,6 +215,49 @@ class GraspEnv(ManipulationEnv):
         self.attempts_total = 0  # grasp attempts since construction (for benchmarks)
 
     # -- geometry -------------------------------------------------------------------------------
+
+    # Height above the bin floor at which the action grid samples the camera image: about the
+    # middle of an object, so what the grid shows at a cell is what a grasp there closes on.
+    grid_height = 0.015
+
+    def project_to_bin_camera(self, points: np.ndarray) -> np.ndarray:
+        """World points ``(N, 3)`` -> continuous ``(row, column)`` in the ``bin`` camera's
+        observation (pixel centres at integers), by the pinhole model MuJoCo renders with: the
+        camera at ``pos`` looks at ``target``, vertical field of view ``fovy``."""
+        pos, target = np.asarray(BIN_CAMERA.pos, float), np.asarray(BIN_CAMERA.target, float)
+        forward = (target - pos) / np.linalg.norm(target - pos)
+        right = np.cross(forward, (0.0, 0.0, 1.0))
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        rel = np.asarray(points, float) - pos
+        depth = rel @ forward
+        h, w = self.size
+        focal = (h / 2) / math.tan(math.radians(BIN_CAMERA.fovy) / 2)
+        column = w / 2 + focal * (rel @ right) / depth - 0.5
+        row = h / 2 - focal * (rel @ up) / depth - 0.5
+        return np.stack([row, column], axis=1)
+
+    def _action_grid_sampler(self, g: int) -> tuple[np.ndarray, ...]:
+        """Bilinear sampling of the camera image at the grid cells' centres (see ``action_grid``)."""
+        centres = -1.0 + (2 * np.arange(g) + 1) / g
+        ay, ax = np.meshgrid(centres, centres, indexing="ij")
+        hs = self.bin.half_size
+        points = np.stack([ax.ravel() * hs, ay.ravel() * hs, np.full(g * g, self.floor_z + self.grid_height)], 1)
+        rc = self.project_to_bin_camera(points)
+        h, w = self.size
+        row, col = np.clip(rc[:, 0], 0, h - 1), np.clip(rc[:, 1], 0, w - 1)
+        r0, c0 = np.minimum(row.astype(int), h - 2), np.minimum(col.astype(int), w - 2)
+        fr, fc = row - r0, col - c0
+        return r0, c0, fr, fc
+
+    def action_grid_view(self, image: np.ndarray) -> np.ndarray:
+        """The ``bin`` camera's ``(3, H, W)`` image resampled onto the action grid, ``(3, G, G)``."""
+        r0, c0, fr, fc = self._grid_sampler
+        im = image.astype(np.float32)
+        top = im[:, r0, c0] * (1 - fc) + im[:, r0, c0 + 1] * fc
+        bottom = im[:, r0 + 1, c0] * (1 - fc) + im[:, r0 + 1, c0 + 1] * fc
+        g = self.action_grid
+        return np.rint(top * (1 - fr) + bottom * fr).astype(np.uint8).reshape(3, g, g)
 
     @property
     def floor_z(self) -> float:
@@ -437,8 +494,10 @@ class GraspEnv(ManipulationEnv):
     def _scene_obs(self, reset: bool):
         if self._observer is not None:
             if reset:
-                return self._observer.reset(self.scene.data, self.np_random)
-            return self._observer.step(self.scene.data)
+                frames = self._observer.reset(self.scene.data, self.np_random)
+            else:
+                frames = self._observer.step(self.scene.data)
+            return frames if self.action_grid is None else self.action_grid_view(frames)
         parts = [self.scene.hand_pos]
         for i, spec in enumerate(self.scene.specs):
             a = self.scene.object_qpos[i]
