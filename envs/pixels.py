@@ -33,13 +33,19 @@ PIXEL_OPTIONS: tuple[str, ...] = (
 )
 
 
+# Options of some envs that only reshape their pixel observation (GraspEnv's action_grid): no
+# meaning in state mode, so the state form drops them too.
+PIXEL_VIEW_OPTIONS: tuple[str, ...] = ("action_grid",)
+
+
 def state_mode_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """An env's options for its state-observation form: ``env_kwargs`` without
-    :data:`PIXEL_OPTIONS` and with ``from_pixels=False`` (a copy; the argument is unchanged).
+    :data:`PIXEL_OPTIONS` and :data:`PIXEL_VIEW_OPTIONS`, with ``from_pixels=False`` (a copy;
+    the argument is unchanged).
 
     What runs an env only for its states (data collection renders its frames with an observer of
     its own; state-based RL reads no pixels) asks for this, its cheapest form."""
-    kwargs = {k: v for k, v in env_kwargs.items() if k not in PIXEL_OPTIONS}
+    kwargs = {k: v for k, v in env_kwargs.items() if k not in PIXEL_OPTIONS + PIXEL_VIEW_OPTIONS}
     kwargs["from_pixels"] = False
     return kwargs
 

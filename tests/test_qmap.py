@@ -118,3 +118,11 @@ def test_ssrl_train_runs_the_qmap_and_its_checkpoint_acts_the_same(tmp_path):
     obs, _ = env.reset(seed=0)
     again = QMap.load(tmp_path / "run" / "checkpoint" / "agent.pt")
     np.testing.assert_array_equal(agent.act(obs, deterministic=True), again.act(obs, deterministic=True))
+
+
+def test_the_state_form_of_an_action_grid_env_drops_the_grid():
+    from ssrl.envs import state_mode_kwargs
+
+    kwargs = state_mode_kwargs({"size": 64, "action_grid": GRID, "n_objects": 3})
+    assert kwargs == {"n_objects": 3, "from_pixels": False}
+    assert make_env("ssrl/Grasp-v0", **kwargs).observation_space.shape == (3 + 10 * 3,)
