@@ -242,6 +242,13 @@ def _tile(frames):
     return np.concatenate(list(frames), axis=1)
 
 
+def _algos() -> list[str]:
+    """The agent algorithms ``--algo`` takes (ssrl.agents.ALGOS)."""
+    from ssrl.agents import ALGOS
+
+    return list(ALGOS)
+
+
 def _set_keys_epilog() -> str:
     """The agent hyper-parameters ``--set`` takes, by algorithm (read from the config classes)."""
     import dataclasses
@@ -339,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train SAC or TD3 in a run folder (resumes a killed run)", epilog=_set_keys_epilog()
     )
     tr.add_argument("--env", required=True, help="environment id, e.g. ssrl/cartpole-swingup-v0")
-    tr.add_argument("--algo", default="sac", choices=["sac", "td3", "qmap"])
+    tr.add_argument("--algo", default="sac", choices=sorted(_algos()))
     tr.add_argument("--env-steps", type=int, default=100_000, help="budget in env steps (agent steps x action repeat)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument(

@@ -225,8 +225,10 @@ def _check_values(suite: Suite, where: str) -> None:
             ("rl.eval_every", suite.rl.eval_every, 1),
             ("rl.eval_episodes", suite.rl.eval_episodes, 0),
         ]
-        if suite.rl.algo not in ("sac", "td3"):
-            raise SuiteError(f"{where}: rl.algo must be 'sac' or 'td3', got {suite.rl.algo!r}")
+        from ssrl.agents import ALGOS
+
+        if suite.rl.algo not in ALGOS:
+            raise SuiteError(f"{where}: rl.algo must be one of {', '.join(map(repr, ALGOS))}, got {suite.rl.algo!r}")
     for part, spec in suite.probes.items():
         minimums.append((f"probes.{part}.episodes", spec.episodes, 2))  # one to train on, one held out
         for method in spec.methods:
@@ -267,9 +269,9 @@ def _check_options(suite: Suite, where: str) -> None:
             values = dict(suite.pretrain.config, **spec.config.get(method, {}))
             check(f"probes.{part}.config.{method} (with pretrain.config)", get(method).Config, values)
     if suite.rl is not None:
-        from ssrl.agents import SACConfig, TD3Config
+        from ssrl.agents import ALGOS
 
-        algo = {"sac": SACConfig, "td3": TD3Config}[suite.rl.algo]
+        algo = ALGOS[suite.rl.algo].config_cls
         check("rl.hyperparams", algo, dict(suite.rl.hyperparams))
         from ssrl.representations.online import OnlineConfig
 
