@@ -109,7 +109,10 @@ class ReplayBuffer:
         if self.goal_env and not set(self.reward_keys) <= set(spaces):
             raise ValueError(f"reward keys {self.reward_keys} are not entries of the observation ({sorted(spaces)})")
         if imagined_ratio and self.reward_keys != GOAL_KEYS and goal_images is None:
-            raise ValueError("imagined goals rewarded on images need goal_images (a decoder of latent goals)")
+            raise ValueError(
+                f"imagined goals rewarded on {self.reward_keys} (not on the goals) need goal_images, which gives "
+                "those entries for an imagined goal (a decoder of latent goals); this env has none"
+            )
         self.goal_images = goal_images
         if her_ratio and not self.goal_env:
             raise ValueError(

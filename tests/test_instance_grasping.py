@@ -224,3 +224,9 @@ def test_goal_pictures_show_the_goal_image_beside_what_the_grasp_lifted(g2v, tmp
         assert panel["success"] in (True, False)
         if panel["success"]:  # the goal object was lifted: the picture shows it, not black
             assert panel["reached"].any()
+
+
+def test_oracle_labels_with_auxiliary_goals_are_refused_by_name(g2v):
+    """An auxiliary goal is another row's embedding; its id label does not exist to score it on."""
+    with pytest.raises(ValueError, match="need goal_images"):
+        SAC(grasp_env(g2v, "oracle"), seed=0, hidden_dims=(8, 8), her_ratio=0.4, imagined_goal_ratio=0.3)
