@@ -162,22 +162,26 @@ def test_grasp2vec_wraps_grasp_goal_for_instance_grasping_by_name(g2v):
         EmbeddedGraspGoals(env, g2v.object, reward="ids")
 
 
-def test_ssrl_train_runs_instance_grasping_from_a_grasp2vec_checkpoint(g2v, tmp_path):
+def train_tiny(g2v, tmp_path, env_steps: int, eval_episodes: int) -> None:
+    """A tiny ``ssrl train`` run of instance grasping from a saved grasp2vec, in ``tmp_path/run``."""
     from ssrl.agents.run import train_run
 
-    checkpoint = g2v.save(tmp_path / "g2v.pt")
     train_run(
         tmp_path / "run",
         "ssrl/GraspGoal-v0",
-        env_steps=30,
+        env_steps=env_steps,
         env_kwargs={"size": SIZE, "n_objects": 3},
-        hyperparams={"hidden_dims": (8, 8), "feature_dim": 8, "batch_size": 8, "learning_starts": 10},
-        encoder=str(checkpoint),
-        eval_every=30,
-        eval_episodes=4,
+        hyperparams={"hidden_dims": (8, 8), "feature_dim": 8, "batch_size": 4, "learning_starts": env_steps // 3},
+        encoder=str(g2v.save(tmp_path / "g2v.pt")),
+        eval_every=env_steps,
+        eval_episodes=eval_episodes,
         progress=False,
         tensorboard=False,
     )
+
+
+def test_ssrl_train_runs_instance_grasping_from_a_grasp2vec_checkpoint(g2v, tmp_path):
+    train_tiny(g2v, tmp_path, env_steps=30, eval_episodes=4)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals and all(len(r["returns"]) == 4 for r in evals)
@@ -199,22 +203,10 @@ def test_grasp_reward_check_pairs_lifts_of_one_bin_and_scores_the_auc_by_hand():
 
 
 def test_goal_pictures_show_the_goal_image_beside_what_the_grasp_lifted(g2v, tmp_path):
-    from ssrl.agents.run import train_run
     from ssrl.agents.trainer import EVAL_SEED_BASE
     from ssrl.benchmarks.goal_pictures import goal_panels
 
-    train_run(
-        tmp_path / "run",
-        "ssrl/GraspGoal-v0",
-        env_steps=12,
-        env_kwargs={"size": SIZE, "n_objects": 3},
-        hyperparams={"hidden_dims": (8, 8), "feature_dim": 8, "batch_size": 4, "learning_starts": 6},
-        encoder=str(g2v.save(tmp_path / "g2v.pt")),
-        eval_every=12,
-        eval_episodes=1,
-        progress=False,
-        tensorboard=False,
-    )
+    train_tiny(g2v, tmp_path, env_steps=12, eval_episodes=1)
     panels = goal_panels(tmp_path / "run", episodes=3, size=SIZE)
     env = make_env("ssrl/GraspGoal-v0", size=SIZE, n_objects=3)
     for e, panel in enumerate(panels):
