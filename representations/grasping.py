@@ -84,6 +84,7 @@ class EmbeddedGraspGoals(gym.Wrapper):
             dim = int(self._embed(np.zeros((1, *goal_shape), np.uint8)).shape[-1])
         vector = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float32)
         new = {"observation": spaces["observation"], "achieved_goal": vector, "desired_goal": vector}
+        self.reward_keys = ("achieved_goal", "desired_goal")  # the entries every reward is computed from
         if reward == "oracle":
             labels = gym.spaces.Box(0.0, 1.0, (env.unwrapped.n_objects,), np.float32)
             new.update(dict.fromkeys(LABEL_KEYS, labels))
@@ -130,10 +131,8 @@ class EmbeddedGraspGoals(gym.Wrapper):
     def step(self, action):
         obs, _, _, truncated, info = self.env.step(action)
         obs = self._observation(obs, info)
-        if self.reward_type == "oracle":
-            reward = self.compute_reward(obs[LABEL_KEYS[0]], obs[LABEL_KEYS[1]], info)
-        else:
-            reward = self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info)
+        achieved, desired = self.reward_keys
+        reward = self.compute_reward(obs[achieved], obs[desired], info)
         return obs, float(reward), True, False, info  # one grasp, one episode
 
     def _observation(self, obs: dict[str, np.ndarray], info: dict[str, Any] | None) -> dict[str, np.ndarray]:
