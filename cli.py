@@ -491,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="compare representations on control tasks (the main job)")
     be.add_argument("--suite", default="quick", help="a suite name (see --list) or a YAML file")
     be.add_argument("--methods", nargs="*", default=None, help="only these rows (methods or reference rows)")
-    be.add_argument("--tasks", nargs="*", default=None, help="only these tasks (DOMAIN-TASK)")
+    be.add_argument(
+        "--tasks",
+        nargs="*",
+        default=None,
+        help="only these tasks (DOMAIN-TASK) and probe data sets (the suite's probes: names)",
+    )
     be.add_argument("--regimes", nargs="*", default=None, help="only these regimes (frozen, finetune, ...)")
     be.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the suite's)")
     be.add_argument("--workers", type=int, default=2, help="parallel cells in a local process pool")

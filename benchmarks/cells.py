@@ -163,12 +163,14 @@ def plan(
             raise SuiteError(f"--regimes {bad} not in suite {suite.name!r}; its regimes: {', '.join(suite.regimes)}")
         suite = dataclasses.replace(suite, regimes=[r for r in suite.regimes if r in regimes])
     rows = _selected_rows(suite, methods)
-    task_list = list(suite.tasks)
-    if tasks:
-        bad = [t for t in tasks if t not in task_list]
+    task_list, probe_parts = list(suite.tasks), dict(suite.probes)
+    if tasks:  # RL tasks and probe data sets (the probes' names) alike
+        bad = [t for t in tasks if t not in task_list and t not in probe_parts]
         if bad:
-            raise SuiteError(f"--tasks {bad} not in suite {suite.name!r}; its tasks: {', '.join(task_list)}")
+            known = ", ".join(task_list + [f"{p} (probes)" for p in probe_parts])
+            raise SuiteError(f"--tasks {bad} not in suite {suite.name!r}; its tasks: {known}")
         task_list = [t for t in task_list if t in tasks]
+        probe_parts = {p: spec for p, spec in probe_parts.items() if p in tasks}
     n_seeds = int(seeds if seeds is not None else suite.seeds)
     env_opts = dict(suite.env)
     if suite.distractor:
@@ -254,7 +256,7 @@ def plan(
                             **rl_env,
                         )
                     )
-    for part, spec in suite.probes.items():
+    for part, spec in probe_parts.items():
         data = DataSpec(spec.env, {}, spec.collect)
         for method in spec.methods:
             if methods and method not in methods:

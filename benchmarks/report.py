@@ -227,8 +227,13 @@ def _final_keys(evals: list[dict[str, Any]]) -> list[str]:
 
 
 def _is_goal(r: dict[str, Any]) -> bool:
-    """A goal task's cell: its evaluations report final distances (returns are not on DMC's scale)."""
-    return any(k.startswith("final_") for e in r.get("evals", []) for k in e)
+    """A goal task's cell: its evaluations report final distances (Push) or a success rate
+    (GraspGoal, one grasp per episode, has no distance); its returns are not on DMC's scale."""
+    return any(
+        k.startswith("final_") or (k == "success_rate" and v is not None)
+        for e in r.get("evals", [])
+        for k, v in e.items()
+    )
 
 
 def _aggregates(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[str, Any]]:
@@ -471,8 +476,9 @@ def _returns_cell(rs: list[dict[str, Any]]) -> str:
 
 def _returns_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[str, Any]]:
     """Per task: rows = methods (then reference rows), columns = the regimes present (then
-    ``reference``); each cell the final return, mean ± std over seeds."""
-    rl = [r for r in results if _is_rl(r)]
+    ``reference``); each cell the final return, mean ± std over seeds. Goal tasks stay out: their
+    rows' returns are sums of different rewards (latent distance, pixel distance, object ids)."""
+    rl = [r for r in results if _is_rl(r) and not _is_goal(r)]
     tables = {}
     for task in sorted({r["task"] for r in rl}):
         here = [r for r in rl if r["task"] == task]
@@ -599,6 +605,8 @@ def _probe_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[
         by_label: dict[str, list[dict]] = {}
         # One entry per method: its frozen and fine-tuned rows share one pretrained model and probe.
         for row in rows.sort(r["row"] for r in probed if r["task"] == data):
+            if rows.is_reference(row) and row != LOWER:
+                continue  # a reward row (pixel_reward, oracle_reward, ...) probes its method's model again
             label = row if rows.is_reference(row) else rows.method(row)
             if label not in by_label:
                 by_label[label] = [r for r in probed if r["task"] == data and r["row"] == row]
@@ -692,6 +700,14 @@ def _flat_rows(results: list[dict[str, Any]], suite: dict[str, Any], rows: _Rows
     return flat
 
 
+def _reference_legend(labels: list[str], rows: _Rows) -> list[str]:
+    """What each reference row among ``labels`` is, as one line (nothing if there is none)."""
+    refs = sorted({row for row in labels if rows.is_reference(row)}, key=rows.key)
+    if not refs:
+        return []
+    return ["Reference rows: " + "; ".join(f"`{r}`: {REFERENCE_ROWS.get(r, r)}" for r in refs) + ".", ""]
+
+
 def _md_table(header: list[str], body: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
         "| " + " | ".join(cells) + " |" for cells in body
@@ -730,9 +746,7 @@ def _markdown(
     ]
     if returns:
         md += ["## Final returns per task and regime", ""]
-        refs = sorted({row for t in returns.values() for row in t["rows"] if rows.is_reference(row)}, key=rows.key)
-        if refs:
-            md += ["Reference rows: " + "; ".join(f"`{r}`: {REFERENCE_ROWS.get(r, r)}" for r in refs) + ".", ""]
+        md += _reference_legend([row for t in returns.values() for row in t["rows"]], rows)
         report_steps = [int(s) for s in suite.get("report_steps") or []]
         for task, table in returns.items():
             md += [f"### {task}", ""]
@@ -743,6 +757,7 @@ def _markdown(
     goals = _goal_tables(results, rows)
     if goals:
         md += _goal_markdown(goals)
+        md += _reference_legend([row for t in goals.values() for row in t["rows"]], rows)
         md += [
             "Figures: `goals.png` (success and final distances against env steps); "
             "`cells/ROW__TASK__sSEED/pictures/goals_reached.png` (goal images beside what the agent reached).",

@@ -125,6 +125,15 @@ def test_every_shipped_suite_is_valid_quick_covers_every_control_method_and_some
     assert {"state_sac", "pixel_sac", "dbc_joint", "deepmdp_joint", "random_encoder"} <= rows
 
 
+def test_tasks_narrow_rl_tasks_and_probe_data_sets_alike():
+    quick = load_suite("quick")  # RL on cartpole-swingup; probes on push and grasp data
+    assert {c.task for c in plan(quick, tasks=["cartpole-swingup"])} == {"cartpole-swingup"}
+    assert {c.task for c in plan(quick, tasks=["grasp"])} == {"grasp"}
+    assert {c.task for c in plan(quick, tasks=["push", "cartpole-swingup"])} == {"push", "cartpole-swingup"}
+    with pytest.raises(SuiteError, match=r"its tasks: cartpole-swingup, push \(probes\), grasp \(probes\)"):
+        plan(quick, tasks=["reacher-easy"])
+
+
 def test_status_lines_show_phase_steps_and_return(tmp_path):
     cells = plan(TINY)
     folder = tmp_path / "cells" / cells[0].id

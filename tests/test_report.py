@@ -247,6 +247,34 @@ def test_regime_table_probe_table_and_failures_put_each_number_in_its_cell(tmp_p
     assert flat[("tcn", "push")]["probe_r2_random"] == "0.100"
 
 
+def test_a_goal_task_with_success_and_no_distance_is_ranked_by_success(tmp_path):
+    """GraspGoal reports success and no final distance: its rows are ranked by success, their
+    returns (each row's own reward) stay out of the IQM and the returns table, and the reward
+    rows that reuse the method's pretrained model do not repeat its probe."""
+    successes = {"grasp2vec": 12, "oracle_reward": 18, "any_reward": 1}  # of 20 episodes
+    results = []
+    for row, hits in successes.items():
+        r = rl_result(row, 0, {"grasp2vec": 80.0}.get(row, 0.8), task="GraspGoal", method="grasp2vec")
+        r["evals"][-1].update(success_rate=hits / 20, returns=[1.0] * 20)
+        r["evals"][0]["success_rate"] = 0.0
+        r["pretrain"] = {"steps": 200, "steps_per_s": 10.0, "wall_time": 20.0}
+        r["probe"] = {"r2": 0.3, "r2_random": 0.1, "n_train": 10, "n_test": 5, "target": "state"}
+        results.append(r)
+    suite = dict(SUITE, tasks=["GraspGoal"], methods={"grasp2vec": {}}, references=["oracle_reward", "any_reward"])
+    summary = write_report(tmp_path, suite, results, wall_time=60.0)
+    text = (tmp_path / "summary.md").read_text()
+    (line,) = [x for x in headline(text).splitlines() if x.startswith("- **GraspGoal**")]
+    assert re.findall(r"`([\w_-]+)` \d+/20", line) == ["oracle_reward", "grasp2vec", "any_reward"]
+    assert "`oracle_reward` > `any_reward`" in line and "`grasp2vec` > `any_reward`" in line
+    assert "`oracle_reward` > `grasp2vec`" not in line  # 18/20 and 12/20: the exact intervals overlap
+    assert summary["aggregates"] == {} and "IQM" not in headline(text)
+    assert "## Final returns per task and regime" not in text  # 80 (embedding reward) vs 0.8 (ids): not comparable
+    header, table = md_table(text, "### GraspGoal")
+    assert header == ["row", "seeds", "success"] and table["oracle_reward"]["success"].startswith("18/20 [")
+    _, probes = md_table(text.split("## Probes", 1)[1], "### GraspGoal")
+    assert list(probes) == ["grasp2vec"]
+
+
 def is_png(path):
     return path.exists() and path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
