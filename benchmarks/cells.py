@@ -158,10 +158,15 @@ def plan(
         suite = parse_suite(suite)
     suite = override_budgets(suite, rl_steps, pretrain_steps)
     if regimes:
-        bad = [r for r in regimes if r not in suite.regimes]
+        present = list(dict.fromkeys(r for m in [None, *suite.method_regimes] for r in _regimes_of(suite, m)))
+        bad = [r for r in regimes if r not in present]
         if bad:
-            raise SuiteError(f"--regimes {bad} not in suite {suite.name!r}; its regimes: {', '.join(suite.regimes)}")
-        suite = dataclasses.replace(suite, regimes=[r for r in suite.regimes if r in regimes])
+            raise SuiteError(f"--regimes {bad} not in suite {suite.name!r}; its regimes: {', '.join(present)}")
+        suite = dataclasses.replace(
+            suite,
+            regimes=[r for r in suite.regimes if r in regimes],
+            method_regimes={m: [r for r in rs if r in regimes] for m, rs in suite.method_regimes.items()},
+        )
     rows = _selected_rows(suite, methods)
     task_list, probe_parts = list(suite.tasks), dict(suite.probes)
     if tasks:  # RL tasks and probe data sets (the probes' names) alike
@@ -188,7 +193,7 @@ def plan(
         for seed in range(n_seeds):
             for method in rows["methods"]:
                 pre = _pretrain_spec(suite, method)
-                for regime in suite.regimes:
+                for regime in suite.regimes_of(method):
                     row = method if regime == "frozen" else f"{method}:{regime}"
                     if regime == "frozen":
                         cells.append(Cell(row, task, seed, data, method, pre, rl=suite.rl, regime=regime, **rl_env))
@@ -289,11 +294,16 @@ def unservable(suite: Suite) -> list[str]:
     """The suite's (method, regime) rows the planner leaves out, each with the reason."""
     out = []
     for method in suite.methods:
-        for regime in set(suite.regimes) & {"decoupled", "joint"}:
+        for regime in sorted(set(suite.regimes_of(method)) & {"decoupled", "joint"}):
             reason = replay_refusal(method, _pretrain_spec(suite, method).config)
             if reason is not None:
                 out.append(f"{method}:{regime}: {reason}")
     return sorted(out)
+
+
+def _regimes_of(suite: Suite, method: str | None) -> list[str]:
+    """``suite.regimes_of(method)``; None: the suite-wide ``regimes``."""
+    return list(suite.regimes) if method is None else suite.regimes_of(method)
 
 
 def _pretrain_spec(suite: Suite, method: str) -> PretrainSpec:

@@ -13,6 +13,7 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     pretrain: {steps: 200, batch_size: 32, config: {arch: fast}}
     methods: {tcn: {}, dbc: {bisim_weight: 0.5}}    # method -> options of its Config
     regimes: [frozen, finetune, decoupled, joint]   # rows per method (default [frozen])
+    method_regimes: {atc: [frozen, decoupled]}      # a method's own regimes, in place of `regimes`
     references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
     rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...},
          online: {every_episodes: 50, data: pretraining}}  # RIG's online fine-tuning: decoupled
@@ -138,6 +139,9 @@ class Suite:
     pretrain: PretrainSpec = dataclasses.field(default_factory=PretrainSpec)
     methods: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     regimes: list[str] = dataclasses.field(default_factory=lambda: ["frozen"])  # how each method serves the agent
+    # A method's own regimes, in place of ``regimes`` (ATC decoupled, CURL joint, without every
+    # method running every regime).
+    method_regimes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     references: list[str] = dataclasses.field(default_factory=list)
     rl: RLSpec | None = None
     pixel_rl: PixelRLSpec = dataclasses.field(default_factory=PixelRLSpec)
@@ -147,6 +151,10 @@ class Suite:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def regimes_of(self, method: str) -> list[str]:
+        """The regimes ``method`` runs in: its own ``method_regimes`` entry, else ``regimes``."""
+        return list(self.method_regimes.get(method, self.regimes))
 
 
 # -- loading and validation ------------------------------------------------------------------------
@@ -206,9 +214,17 @@ def _check_values(suite: Suite, where: str) -> None:
             raise SuiteError(f"{where}: unknown method {method!r}; valid methods: {', '.join(valid)}")
     from ssrl.representations.regimes import REGIMES
 
-    for regime in suite.regimes:
-        if regime not in REGIMES:
-            raise SuiteError(f"{where}: unknown regime {regime!r}; valid regimes: {', '.join(REGIMES)}")
+    for label, regimes in [("regimes", suite.regimes)] + [
+        (f"method_regimes.{m}", r) for m, r in suite.method_regimes.items()
+    ]:
+        for regime in regimes:
+            if regime not in REGIMES:
+                raise SuiteError(f"{where}: {label}: unknown regime {regime!r}; valid regimes: {', '.join(REGIMES)}")
+    extra = sorted(set(suite.method_regimes) - set(suite.methods))
+    if extra:
+        raise SuiteError(
+            f"{where}: method_regimes names {extra}, which are not among its methods {list(suite.methods)}"
+        )
     for row in suite.references:
         if row not in REFERENCE_ROWS:
             raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")

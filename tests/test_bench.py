@@ -119,10 +119,11 @@ def test_every_shipped_suite_is_valid_quick_covers_every_control_method_and_some
         methods_in_suites |= {c.method for c in cells}
     assert set(reps.core.BUILTIN) <= methods_in_suites  # (names() also holds methods tests register)
     quick = plan(load_suite("quick"))
-    rows = {c.row for c in quick}
     control = {name for name, module in reps.core.BUILTIN.items() if ".control." in module}
-    assert control <= rows
-    assert {"state_sac", "pixel_sac", "dbc_joint", "deepmdp_joint", "random_encoder"} <= rows
+    assert control <= {c.method for c in quick}  # under SAC or probed
+    rl_rows = {c.row for c in quick if c.rl is not None}
+    assert {"state_sac", "pixel_sac", "random_encoder", "atc:decoupled", "curl:joint"} <= rl_rows
+    assert {c.seed for c in quick} == {0, 1}  # two seeds: the headline's intervals can separate rows
 
 
 def test_tasks_narrow_rl_tasks_and_probe_data_sets_alike():
@@ -206,6 +207,32 @@ def test_ray_path_runs_a_cell(tiny_suite, tmp_path, monkeypatch):
         subprocess.run(
             [ray_bin, "stop", "--force"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120
         )
+
+
+def test_a_method_can_have_its_own_regimes():
+    suite = dict(
+        TINY,
+        methods={"atc": {}, "curl": {}, "rotation": {}},
+        regimes=["frozen"],
+        method_regimes={"atc": ["frozen", "decoupled"], "curl": ["joint"]},
+    )
+    rows = [c.row for c in plan(suite)]
+    assert [r for r in rows if r.split(":")[0] in ("atc", "curl", "rotation")] == [
+        "atc",
+        "atc:decoupled",
+        "curl:joint",
+        "rotation",
+    ]
+    narrowed = {c.row for c in plan(suite, regimes=["decoupled", "joint"])}
+    assert {"atc:decoupled", "curl:joint"} <= narrowed and not {"atc", "rotation"} & narrowed
+    with pytest.raises(
+        SuiteError, match=r"--regimes \['finetune'\] not in suite 'tiny'; its regimes: frozen, decoupled"
+    ):
+        plan(suite, regimes=["finetune"])
+    with pytest.raises(SuiteError, match="method_regimes.curl: unknown regime 'jointly'"):
+        plan(dict(suite, method_regimes={"curl": ["jointly"]}))
+    with pytest.raises(SuiteError, match=r"method_regimes names \['dbc'\], which are not among its methods"):
+        plan(dict(suite, method_regimes={"dbc": ["joint"]}))
 
 
 def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_decoupled_cell(tmp_path):
