@@ -127,11 +127,11 @@ def test_every_shipped_suite_is_valid_quick_covers_every_control_method_and_some
 
 
 def test_tasks_narrow_rl_tasks_and_probe_data_sets_alike():
-    quick = load_suite("quick")  # RL on cartpole-swingup; probes on push and grasp data
+    quick = load_suite("quick")  # RL on cartpole-swingup; probes on cartpole, push and grasp data
     assert {c.task for c in plan(quick, tasks=["cartpole-swingup"])} == {"cartpole-swingup"}
     assert {c.task for c in plan(quick, tasks=["grasp"])} == {"grasp"}
     assert {c.task for c in plan(quick, tasks=["push", "cartpole-swingup"])} == {"push", "cartpole-swingup"}
-    with pytest.raises(SuiteError, match=r"its tasks: cartpole-swingup, push \(probes\), grasp \(probes\)"):
+    with pytest.raises(SuiteError, match=r"its tasks: cartpole-swingup, cartpole \(probes\), push \(probes\)"):
         plan(quick, tasks=["reacher-easy"])
 
 
