@@ -1,84 +1,125 @@
 """TCN imitation from a video filmed from another camera, against its baselines (issue 13, part 4).
 
-    python -m ssrl.benchmarks.imitation [--out outputs/imitation] [--env-steps 100000] [--seeds 1]
+    python -m ssrl.benchmarks.imitation [--task cartpole|push] [--out DIR] [--env-steps 100000] [--seeds 1]
 
-On ``ssrl/cartpole-swingup-v0`` (action repeat 8, 64x64 frames), every step a resumable run
-folder under ``--out``:
+Two tasks (``--task``), each with a demonstrator and two cameras:
 
-1. ``expert``: state SAC (the true state, 100k env steps): the demonstrator;
-2. ``demo``: one episode of the expert filmed from ``lookatcart`` (the demonstration) and from
-   ``fixed`` (the agent's camera; only the same-view check below reads it);
-3. ``tcn-data``: 40 episodes from both cameras, alternating the expert (epsilon 0.3) and
-   sticky-random actions, so the embedding sees both the swing-up and the rest;
+==========  ===============================  =====================  =================  ===========
+task        env (64x64 frames)               demonstrator           agent's camera     demo camera
+==========  ===============================  =====================  =================  ===========
+cartpole    ``ssrl/cartpole-swingup-v0``     state SAC, trained     ``fixed``          ``lookatcart``
+            (action repeat 8)                here (100k env steps)
+push        ``ssrl/PushTask-v0`` (one goal,  the scripted          ``push``           ``side``
+            the same every episode)          ``push_expert``
+==========  ===============================  =====================  =================  ===========
+
+Every step a resumable run folder under ``--out`` (default ``outputs/imitation`` for cartpole,
+``outputs/imitation-push`` for push):
+
+1. ``expert`` (cartpole only): state SAC on the true state: the demonstrator;
+2. ``demo``: one episode of the demonstrator filmed from the demo camera (the demonstration) and
+   from the agent's camera (only the same-view check reads it);
+3. ``tcn-data``: 40 episodes from both cameras, alternating the demonstrator (cartpole: epsilon
+   0.3) and exploration (sticky-random actions; Push: ``push_explore``), so the embedding sees
+   both the task done and the rest;
 4. ``tcn`` (multi-view: the same instant from the two cameras is the positive) and
    ``tcn-single`` (single-view: a temporal neighbour in the agent's camera is the positive),
    each pretrained for ``--pretrain-steps``; ``random-encoder``: the TCN architecture untrained;
-5. the rows, SAC on the frozen embedding of the agent's ``fixed`` camera, rewarded by
+5. the rows, SAC on the frozen embedding of the agent's camera, rewarded by
    ``-alpha ||w - v_t||^2 - beta sqrt(gamma + ||w - v_t||^2)`` against the time-aligned demo
    frame (:mod:`ssrl.representations.imitation`):
 
    ===================  ===========================  ===================================
    row                  agent sees                   reward
    ===================  ===========================  ===================================
-   ``tcn``              multi-view TCN embedding     TCN distance to the lookatcart demo
-   ``tcn-single``       single-view TCN embedding    its distance to the lookatcart demo
-   ``pixels``           multi-view TCN embedding     pixel distance to the lookatcart demo
-   ``random-encoder``   untrained TCN embedding      its distance to the lookatcart demo
-   ``task-reward``      multi-view TCN embedding     cartpole's own reward (no demo)
+   ``tcn``              multi-view TCN embedding     TCN distance to the demo
+   ``tcn-single``       single-view TCN embedding    its distance to the demo
+   ``pixels``           multi-view TCN embedding     pixel distance to the demo
+   ``random-encoder``   untrained TCN embedding      its distance to the demo
+   ``task-reward``      multi-view TCN embedding     the task's own reward (no demo)
    ===================  ===========================  ===================================
 
-Every row reports the task's own return (the evaluation env has no demo), 10 episodes every
-10k env steps. TCN's claim (Sermanet et al. 2018) is that the multi-view embedding makes a
-demo from another viewpoint usable: ``tcn`` should approach ``task-reward`` and beat the
-single-view, pixel and random rows. Results go to ``--out/summary.json`` and are printed.
-Rerunning the same command resumes every unfinished step.
+Every row reports the task's own measure (the evaluation env has no demo), 10 episodes every
+10k env steps: cartpole's return; Push's final puck distance to the goal and success (within
+5 cm; the task reward is minus the puck's distance at every step). TCN's claim (Sermanet et al.
+2018) is that the multi-view embedding makes a demo from another viewpoint usable: ``tcn``
+should approach ``task-reward`` and beat the single-view, pixel and random rows. Results go to
+``--out/summary.json`` and are printed. Rerunning the same command resumes every unfinished step.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 from typing import Any
 
-ENV = "ssrl/cartpole-swingup-v0"
 SIZE = 64
-AGENT_CAMERA, DEMO_CAMERA = "fixed", "lookatcart"
 ROWS = ("tcn", "tcn-single", "pixels", "random-encoder", "task-reward")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImitationTask:
+    """Where the imitation happens: the env, the two cameras, who demonstrates, who explores."""
+
+    env: str
+    agent_camera: str
+    demo_camera: str
+    demonstrator: str | None  # a scripted policy's name; None: state SAC trained here (the expert step)
+    explore: str  # the exploration policy mixed into the TCN data
+    expert_epsilon: float = 0.0  # random actions in the trained expert's share of the TCN data
+    tcn: dict[str, Any] = dataclasses.field(default_factory=dict)  # TCN options beyond the defaults
+
+
+TASKS = {
+    "cartpole": ImitationTask("ssrl/cartpole-swingup-v0", "fixed", "lookatcart", None, "sticky_random", 0.3),
+    # Push shows one frame per step (the env's frame stack of 1), as TCN's embedding of single frames.
+    "push": ImitationTask("ssrl/PushTask-v0", "push", "side", "push_expert", "push_explore", tcn={"frame_stack": 1}),
+}
 
 
 def _finished(folder: pathlib.Path) -> bool:
     return (folder / "final.json").exists()
 
 
-def expert(out: pathlib.Path, env_steps: int) -> pathlib.Path:
+def demonstrator(out: pathlib.Path, task: ImitationTask, env_steps: int) -> str:
+    """The demonstrating policy as ``ssrl collect`` names it: the scripted one, or the agent of a
+    state SAC run trained here first."""
+    if task.demonstrator is not None:
+        return task.demonstrator
     from ssrl.agents.run import train_run
 
     folder = out / "expert"
     if not _finished(folder):
-        train_run(folder, ENV, env_steps=env_steps, env_kwargs={"from_pixels": False}, progress=False)
-    return folder
+        train_run(folder, task.env, env_steps=env_steps, env_kwargs={"from_pixels": False}, progress=False)
+    return f"agent:{folder}"
 
 
-def data_sets(out: pathlib.Path, expert_run: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+def data_sets(
+    out: pathlib.Path, task: ImitationTask, expert: str, episodes: int = 40
+) -> tuple[pathlib.Path, pathlib.Path]:
     from ssrl.envs.rollouts import collect
 
-    cameras = [AGENT_CAMERA, DEMO_CAMERA]
+    cameras = [task.agent_camera, task.demo_camera]
     demo = out / "demo"
-    collect(ENV, policy=f"agent:{expert_run}", episodes=1, out=demo, size=SIZE, cameras=cameras, seed=7, progress=False)
+    collect(task.env, policy=expert, episodes=1, out=demo, size=SIZE, cameras=cameras, seed=7, progress=False)
     tcn_data = out / "tcn-data"
-    policy = f"mix:agent:{expert_run}@0.3+sticky_random"
-    collect(ENV, policy=policy, episodes=40, out=tcn_data, size=SIZE, cameras=cameras, seed=0, progress=False)
+    noisy = f"{expert}@{task.expert_epsilon}" if task.expert_epsilon else expert
+    policy = f"mix:{noisy}+{task.explore}"
+    collect(
+        task.env, policy=policy, episodes=episodes, out=tcn_data, size=SIZE, cameras=cameras, seed=0, progress=False
+    )
     return demo, tcn_data
 
 
-def encoders(out: pathlib.Path, data: pathlib.Path, steps: int) -> dict[str, pathlib.Path]:
+def encoders(out: pathlib.Path, task: ImitationTask, data: pathlib.Path, steps: int) -> dict[str, pathlib.Path]:
     from ssrl.representations import RolloutData
     from ssrl.representations.pretrain import build, pretrain
 
-    config = {"arch": "fast", "latent_dim": 32}
+    config = {"arch": "fast", "latent_dim": 32, **task.tcn}
     models = {}
-    for name, extra in (("tcn", {}), ("tcn-single", {"single_view": True, "views": [AGENT_CAMERA]})):
+    for name, extra in (("tcn", {}), ("tcn-single", {"single_view": True, "views": [task.agent_camera]})):
         folder = out / "encoders" / name
         if not _finished(folder):
             pretrain("tcn", data, out=folder, steps=steps, config=dict(config, **extra), progress=False)
@@ -93,9 +134,9 @@ def encoders(out: pathlib.Path, data: pathlib.Path, steps: int) -> dict[str, pat
     return models
 
 
-def row_spec(row: str, models: dict[str, pathlib.Path], demo: pathlib.Path) -> dict[str, Any]:
+def row_spec(row: str, task: ImitationTask, models: dict[str, pathlib.Path], demo: pathlib.Path) -> dict[str, Any]:
     """The encoder and demo of a row (see the module docstring's table)."""
-    demo_options = {"data": str(demo), "camera": DEMO_CAMERA, "episode": 0}
+    demo_options = {"data": str(demo), "camera": task.demo_camera, "episode": 0}
     if row in ("tcn", "tcn-single", "random-encoder"):
         return {"encoder": str(models[row]), "demo": demo_options}
     if row == "pixels":
@@ -105,35 +146,77 @@ def row_spec(row: str, models: dict[str, pathlib.Path], demo: pathlib.Path) -> d
     raise ValueError(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
 
 
-def run_row(out: pathlib.Path, row: str, seed: int, spec: dict[str, Any], env_steps: int) -> dict[str, Any]:
+def task_measures(evals: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's curve and final values of the task's own measures: the return, and where the env
+    reports them (Push) the final puck distance and the success rate."""
+    keys = [k for k in ("return_mean", "final_puck_distance", "success_rate") if evals[-1].get(k) is not None]
+    return {
+        "curve": [[e["env_steps"]] + [e[k] for k in keys] for e in evals],
+        "curve_columns": ["env_steps"] + keys,
+        "final_return": evals[-1]["return_mean"],
+        **{f"final_{k.removeprefix('final_')}": evals[-1][k] for k in keys if k != "return_mean"},
+    }
+
+
+def run_row(
+    out: pathlib.Path,
+    task: ImitationTask,
+    row: str,
+    seed: int,
+    spec: dict[str, Any],
+    env_steps: int,
+    eval_episodes: int = 10,
+) -> dict[str, Any]:
     from ssrl.agents.run import train_run
 
     folder = out / "rows" / f"{row}-s{seed}"
     if not _finished(folder):
         train_run(
             folder,
-            ENV,
+            task.env,
             env_steps=env_steps,
             seed=seed,
-            env_kwargs={"size": SIZE, "camera": AGENT_CAMERA},
+            env_kwargs={"size": SIZE, "camera": task.agent_camera},
             encoder=spec["encoder"],
             demo=spec["demo"],
             eval_every=10_000,
-            eval_episodes=10,
+            eval_episodes=eval_episodes,
             progress=False,
         )
     evals = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    evals = [e for e in evals if e["kind"] == "eval"]
-    return {"curve": [(e["env_steps"], e["return_mean"]) for e in evals], "final_return": evals[-1]["return_mean"]}
+    return task_measures([e for e in evals if e["kind"] == "eval"])
+
+
+def demonstration_measures(demo: pathlib.Path) -> dict[str, Any]:
+    """The demonstration's own task measures: its return and, where recorded, its last step's
+    puck distance and success."""
+    from ssrl.envs.rollouts import RolloutDataset
+
+    episode = RolloutDataset(demo).load(1)[0]
+    measures: dict[str, Any] = {"return": float(episode.reward.sum())}
+    for key in ("puck_distance", "is_success"):
+        if key in episode.info:
+            measures[key] = episode.info[key][-1].item()
+    return measures
+
+
+def _describe(result: dict[str, Any]) -> str:
+    text = f"return {result['final_return']:.1f}"
+    if "final_puck_distance" in result:
+        text += f", puck {100 * result['final_puck_distance']:.1f} cm, success {result['final_success_rate']:.0%}"
+    return text
 
 
 def main(argv=None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="outputs/imitation")
+    parser.add_argument("--task", choices=sorted(TASKS), default="cartpole")
+    parser.add_argument("--out", default=None, help="default outputs/imitation (cartpole), outputs/imitation-TASK")
     parser.add_argument("--env-steps", type=int, default=100_000, help="RL budget of the expert and of every row")
     parser.add_argument("--pretrain-steps", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--rows", nargs="*", default=list(ROWS))
+    parser.add_argument("--data-episodes", type=int, default=40, help="episodes of TCN pretraining data")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
     args = parser.parse_args(argv)
 
     import os
@@ -144,22 +227,25 @@ def main(argv=None) -> dict[str, Any]:
     from ssrl.utils import write_json
 
     torch.set_num_threads(1)
-    out = pathlib.Path(args.out)
-    expert_run = expert(out, args.env_steps)
-    demo, tcn_data = data_sets(out, expert_run)
-    models = encoders(out, tcn_data, args.pretrain_steps)
-    expert_eval = [json.loads(line) for line in (expert_run / "metrics.jsonl").read_text().splitlines()]
-    summary: dict[str, Any] = {
-        "expert_final_return": [e for e in expert_eval if e["kind"] == "eval"][-1]["return_mean"],
-        "rows": {},
-    }
+    task = TASKS[args.task]
+    out = pathlib.Path(
+        args.out or ("outputs/imitation" if args.task == "cartpole" else f"outputs/imitation-{args.task}")
+    )
+    expert = demonstrator(out, task, args.env_steps)
+    demo, tcn_data = data_sets(out, task, expert, args.data_episodes)
+    models = encoders(out, task, tcn_data, args.pretrain_steps)
+    summary: dict[str, Any] = {"task": args.task, "demonstration": demonstration_measures(demo), "rows": {}}
+    if task.demonstrator is None:
+        expert_eval = [json.loads(line) for line in (out / "expert" / "metrics.jsonl").read_text().splitlines()]
+        summary["expert_final_return"] = [e for e in expert_eval if e["kind"] == "eval"][-1]["return_mean"]
     for row in args.rows:
-        spec = row_spec(row, models, demo)
-        summary["rows"][row] = [run_row(out, row, seed, spec, args.env_steps) for seed in range(args.seeds)]
+        spec = row_spec(row, task, models, demo)
+        summary["rows"][row] = [
+            run_row(out, task, row, seed, spec, args.env_steps, args.eval_episodes) for seed in range(args.seeds)
+        ]
         write_json(out / "summary.json", summary)
-        finals = [r["final_return"] for r in summary["rows"][row]]
-        print(f"{row}: final task return {', '.join(f'{f:.1f}' for f in finals)}", flush=True)
-    print(f"expert (state SAC): {summary['expert_final_return']:.1f}")
+        print(f"{row}: " + "; ".join(_describe(r) for r in summary["rows"][row]), flush=True)
+    print(f"demonstration: {summary['demonstration']}")
     return summary
 
 

@@ -1,6 +1,8 @@
 """TCN imitation: the reward against a hand computation, the demo's time alignment, and a demo
 embedded from a collected episode at the encoder's frame stack."""
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -156,3 +158,31 @@ def test_the_pixel_distance_baseline_rewards_raw_frames_by_hand_while_the_agent_
         assert info["task_reward"] == pytest.approx(task_reward)
     with pytest.raises(ValueError, match="a demo's reward is one of \\['embedding', 'pixels'\\], got 'pixel'"):
         make_env("ssrl/cartpole-swingup-v0", {"size": 32}, str(checkpoint), demo=dict(demo, reward="pixel"))
+
+
+def test_the_imitation_benchmark_on_push_runs_its_rows_and_reports_the_task_measures(tmp_path):
+    """Tiny budgets: the scripted pusher's demo from the side camera, TCN pretrained on both
+    cameras, then the TCN row (imitation reward) and the task-reward row on the push camera."""
+    from ssrl.benchmarks import imitation
+
+    argv = ["--task", "push", "--out", str(tmp_path), "--env-steps", "1000", "--pretrain-steps", "3"]
+    summary = imitation.main(argv + ["--data-episodes", "2", "--eval-episodes", "2", "--rows", "tcn", "task-reward"])
+    demo = summary["demonstration"]
+    assert demo["is_success"] and demo["puck_distance"] < 0.05  # the scripted pusher does the task
+    assert demo["return"] < 0  # its reward is minus the puck's distance, every step
+    for row in ("tcn", "task-reward"):
+        (result,) = summary["rows"][row]
+        assert result["curve_columns"] == ["env_steps", "return_mean", "final_puck_distance", "success_rate"]
+        assert result["curve"][0][0] == 0 and 0 < result["final_puck_distance"] < 0.5
+    run = json.loads((tmp_path / "rows" / "tcn-s0" / "run.json").read_text())
+    assert run["demo"]["camera"] == "side" and run["env_kwargs"]["camera"] == "push"
+    assert json.loads((tmp_path / "summary.json").read_text())["task"] == "push"
+
+    def episode_returns(row):
+        lines = (tmp_path / "rows" / f"{row}-s0" / "metrics.jsonl").read_text().splitlines()
+        return [e["episode_return"] for e in map(json.loads, lines) if e["kind"] == "train"]
+
+    # Same seed, no update yet: the same random episodes, rewarded by the demo in one row and by
+    # the task (minus the puck's distance, about -0.1 a step for 50 steps) in the other.
+    (imitation,), (task,) = episode_returns("tcn"), episode_returns("task-reward")
+    assert -10 < task < -2 and abs(imitation - task) > 0.1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from ssrl.envs.manipulation import ENVS, GraspEnv, GraspGoalEnv, PushEnv
+from ssrl.envs.manipulation import ENVS, GraspEnv, GraspGoalEnv, PushEnv, PushTaskEnv
 from ssrl.envs.manipulation.scene import SHAPES
 from ssrl.envs.policies import make_policy
 from ssrl.envs.rollouts import collect
@@ -539,6 +539,28 @@ def test_push_expert_moves_the_puck_to_the_goal():
         for s in (run_policy(env, explore, k) for k in range(3))
     ]
     assert max(moved) > 0.02  # exploration does push the puck around
+
+
+def test_push_task_is_one_goal_env_free_task_that_the_expert_solves():
+    env = gym.make("ssrl/PushTask-v0", size=48)
+    goal = np.array(PushTaskEnv.DEFAULT_GOAL)
+    assert env.observation_space == gym.spaces.Box(0, 255, (3, 48, 48), np.uint8)
+    assert not hasattr(env.unwrapped, "compute_reward")  # SB3's checker would take it for a goal env
+    expert = make_policy("push_expert", env)
+    for seed in (0, 1):
+        steps = run_policy(env, expert, seed)
+        first, last = steps[0][2], steps[-1][2]
+        np.testing.assert_allclose(first["state_desired_goal"], goal)  # the same goal every episode
+        assert first["puck_distance"] > 0.09 and last["is_success"]
+        assert all(reward == -info["puck_distance"] for _, reward, info in steps[1:])  # the task's reward
+    state = gym.make("ssrl/PushTask-v0", from_pixels=False, goal=[0.0, 0.08, -0.1, 0.05])
+    obs, info = state.reset(seed=3)
+    assert obs.shape == (8,)
+    np.testing.assert_allclose(info["state_desired_goal"], [0.0, 0.08, -0.1, 0.05], atol=1e-7)
+    with pytest.raises(ValueError, match=r"goal must be 4 finite numbers \[hand_xy, object_xy...\]"):
+        PushTaskEnv(goal=[0.1, 0.2])
+    with pytest.raises(ValueError, match="goal must be 4 finite numbers"):
+        PushTaskEnv(goal=[0.1, 0.2, float("nan"), 0.0])
 
 
 def test_collect_round_trips_push_and_grasp(tmp_path):

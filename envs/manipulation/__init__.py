@@ -10,6 +10,8 @@ id                          what
 ``ssrl/PushWide-v0``        the same on the whole table: random starts, the hand anywhere
 ``ssrl/PushRandomObject-v0`` Push-v0, the object's shape, size and colour new every episode
 ``ssrl/PushMultiObject-v0`` three random objects on the whole table, each with a goal
+``ssrl/PushTask-v0``        Push-v0 with one goal, the same every episode: a single task (no
+                            goals in the observation), rewarded by minus the puck's distance
 ``ssrl/Grasp-v0``           one grasp attempt per step in a bin of 6 random objects; the
                             grasp2vec triplet (s_pre, s_post, o) in ``info``
 ``ssrl/GraspGoal-v0``       the same, conditioned on an image of the object to lift
@@ -23,7 +25,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from .grasp import GraspEnv, GraspGoalEnv
-from .push import PushEnv
+from .push import PushEnv, PushTaskEnv
 from .scene import SHAPES, ObjectSpec, Scene
 
 ENVS: dict[str, tuple[str, dict]] = {
@@ -34,6 +36,7 @@ ENVS: dict[str, tuple[str, dict]] = {
         "ssrl.envs.manipulation.push:PushEnv",
         {"n_objects": 3, "randomize_objects": True, "max_episode_steps": 100, "layout": "wide"},
     ),
+    "ssrl/PushTask-v0": ("ssrl.envs.manipulation.push:PushTaskEnv", {}),
     "ssrl/Grasp-v0": ("ssrl.envs.manipulation.grasp:GraspEnv", {}),
     "ssrl/GraspGoal-v0": ("ssrl.envs.manipulation.grasp:GraspGoalEnv", {}),
 }
@@ -47,4 +50,4 @@ def register() -> None:
             gym.register(env_id, entry_point=entry_point, kwargs=dict(kwargs))
 
 
-__all__ = ["ENVS", "GraspEnv", "GraspGoalEnv", "ObjectSpec", "PushEnv", "SHAPES", "Scene", "register"]
+__all__ = ["ENVS", "GraspEnv", "GraspGoalEnv", "ObjectSpec", "PushEnv", "PushTaskEnv", "SHAPES", "Scene", "register"]

@@ -410,8 +410,8 @@ class PushEnv(ManipulationEnv):
             self._goal_image = None
             first = self._observer.reset(scene.data, rng)
             self._goal_image = self.render_goal_image()
-            return self._pixel_obs(first), self._info()
-        return self._state_obs(), self._info()
+            return self._observe(self._pixel_obs(first)), self._info()
+        return self._observe(self._state_obs()), self._info()
 
     def step(self, action):
         action = self._check_action(action)
@@ -424,9 +424,16 @@ class PushEnv(ManipulationEnv):
         else:
             obs = self._state_obs()
         info = self._info()
-        reward = float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+        reward = self._step_reward(obs, info)
         truncated = self._steps >= self.max_episode_steps
-        return obs, reward, False, truncated, info
+        return self._observe(obs), reward, False, truncated, info
+
+    def _step_reward(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> float:
+        return float(self.compute_reward(obs["achieved_goal"], obs["desired_goal"], info))
+
+    def _observe(self, obs: dict[str, np.ndarray]):
+        """What reset and step return: the goal env's dict (a single task returns less)."""
+        return obs
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -538,3 +545,49 @@ class PushEnv(ManipulationEnv):
             return seen / 9
         finally:
             scene.set_state(saved)
+
+
+class PushTaskEnv(PushEnv):
+    """Push the puck to one goal, the same in every episode: a single task, not a goal env
+    (``ssrl/PushTask-v0``; what imitating one demonstration needs, as TCN does).
+
+    Args:
+        goal: ``[hand_xy, object_xy...]`` asked in every episode. The default pushes the puck
+            9.4 cm from its fixed start towards the camera and to the right, the hand ending
+            behind it.
+        **kwargs: as :class:`PushEnv`.
+
+    The observation is what a goal env's ``observation`` entry is (frames, or the state vector),
+    without goals; the reward, in every mode, is minus the objects' mean distance to their goals
+    (``info["puck_distance"]``, what success is judged on); ``info`` is the goal env's. There is
+    no ``compute_reward`` (nothing to relabel), so Gymnasium's and SB3's checkers see a plain env.
+    """
+
+    DEFAULT_GOAL = (0.05, -0.04, 0.05, -0.08)
+
+    def __init__(self, *, goal: Sequence[float] = DEFAULT_GOAL, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        goal_dim = 2 + 2 * self.n_objects
+        try:
+            task_goal = np.asarray(goal, float)
+        except (TypeError, ValueError):
+            task_goal = np.zeros(0)
+        if task_goal.shape != (goal_dim,) or not np.all(np.isfinite(task_goal)):
+            raise ValueError(f"goal must be {goal_dim} finite numbers [hand_xy, object_xy...], got {goal!r}")
+        self.task_goal = task_goal
+        self.observation_space = self.observation_space["observation"]
+
+    @property
+    def compute_reward(self):  # a single task: nothing to relabel, so not a goal env (hasattr is False)
+        raise AttributeError("a single task (ssrl/PushTask-v0) has no compute_reward; use ssrl/Push-v0 for goals")
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        options = dict(options or {})
+        options.setdefault("goal", self.task_goal)
+        return super().reset(seed=seed, options=options)
+
+    def _step_reward(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> float:
+        return -info["puck_distance"]
+
+    def _observe(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return obs["observation"]
