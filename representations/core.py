@@ -157,17 +157,34 @@ class Representation(nn.Module, abc.ABC):
         fine-tuning)."""
         return None
 
+    def goal_embedding(self) -> nn.Module:
+        """Images -> the vectors instance grasping compares a goal with what was lifted (by their
+        dot product, :class:`~ssrl.representations.grasping.EmbeddedGraspGoals`). By default the
+        encoder's output scaled to unit length, so the reward is the cosine similarity of the two
+        images' embeddings (how an autoencoder's features serve as a grasp reward, grasp2vec's
+        baseline); grasp2vec gives its object tower ``phi_o`` instead."""
+        from .grasping import UnitLength
+
+        return UnitLength(self.encoder)
+
     def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False, reward: str = "latent_distance"):
         """``env`` seen through this frozen encoder (the frozen regime of ``ssrl train``): an
-        :class:`~ssrl.representations.wrappers.EncodedObservation`. On a goal env with image goals
+        :class:`~ssrl.representations.wrappers.EncodedObservation`; on ``ssrl/GraspGoal-v0``
+        instance grasping by :meth:`goal_embedding` (:func:`~ssrl.representations.grasping.
+        instance_grasping`). On a goal env with image goals
         the reward is the latent distance, and a method with a :meth:`goal_sampler` offers
         imagined goals for relabelling and, when ``explore`` (the training env, not the
         evaluation one), pursues one imagined goal per episode (RIG). ``keep_images``: the
         observation also carries the images behind the latents (for a replay that re-encodes
         them when this encoder is fine-tuned online). ``reward="env"``: the env's own reward on
         those images instead of the latent one (they are then kept)."""
+        from .grasping import instance_grasping, is_instance_grasping
         from .wrappers import EncodedObservation
 
+        if is_instance_grasping(env):
+            if keep_images:
+                raise ValueError("instance grasping keeps no images behind its goals (no online fine-tuning)")
+            return instance_grasping(env, self.goal_embedding(), reward)
         keep_images = keep_images or reward == "env"
 
         sampler = self.goal_sampler()

@@ -12,6 +12,9 @@ episode and time index of each. On top of that it draws what the objectives eat:
 * transitions (s, a, r, s', discount);
 * instants with a frame ``delta`` steps later in the same episode (``sample_frames_ahead``: ATC's pairs);
 * grasp records (the per-step ``info/`` arrays of ``ssrl/Grasp-v0``);
+* per-step images recorded in ``info`` (Grasp's ``o``, the lifted object) as one more view: the
+  image a step recorded at the frame after it, black at each episode's first frame (``view``),
+  so a frame-based method can train on them (an autoencoder of grasped objects: ``camera: o``);
 * the episode's first frame (the context of CC-VAE);
 * how much each frame moved since the previous one (``motion``: the video methods' high-motion
   windows).
@@ -97,6 +100,32 @@ class RolloutData:
     def frame_shape(self) -> tuple[int, ...]:
         return tuple(self.frames[self.cameras[0]].shape[1:])
 
+    def view(self, name: str | None = None) -> np.ndarray:
+        """Per-frame images ``(frames, 3, H, W)`` of camera ``name`` (default the first), or of a
+        per-step image in ``info`` (e.g. Grasp's ``o``): the image recorded by step t at frame
+        t + 1, zeros (black, as GraspGoal's ``achieved_goal`` before any lift) at each episode's
+        first frame. Built once per name."""
+        name = name or self.cameras[0]
+        if name in self.frames:
+            return self.frames[name]
+        images = {k for k, v in self.info.items() if v.ndim == 4 and v.dtype == np.uint8}
+        if name not in images:
+            raise DatasetError(
+                f"the data set has no camera or per-step image {name!r}; cameras: {self.cameras}"
+                + (f", per-step images: {sorted(images)}" if images else "")
+            )
+        cache = self.__dict__.setdefault("_views", {})
+        if name not in cache:
+            steps = self.info[name]
+            frames = np.zeros((len(self), *steps.shape[1:]), steps.dtype)
+            frames[np.flatnonzero(self.has_next) + 1] = steps  # step t's image at frame t + 1
+            cache[name] = frames
+        return cache[name]
+
+    def view_shape(self, name: str | None = None) -> tuple[int, ...]:
+        """The shape of one image of :meth:`view` ``name``."""
+        return tuple(self.view(name).shape[1:])
+
     def require(self, needs: Need, method: str = "this method") -> None:
         problems = []
         if Need.VIEWS in needs and len(self.cameras) < 2:
@@ -181,7 +210,7 @@ class RolloutData:
     def stack(self, idx: np.ndarray, camera: str | None = None, k: int = 1, stride: int = 1) -> np.ndarray:
         """Frame stacks ``(B, 3k, H, W)`` ending at frames ``idx`` (``B = 0`` gives an empty array
         of that shape)."""
-        frames = self.frames[camera or self.cameras[0]][self.stack_indices(idx, k, stride)]  # (B, k, 3, H, W)
+        frames = self.view(camera)[self.stack_indices(idx, k, stride)]  # (B, k, 3, H, W)
         return frames.reshape(len(frames), k * frames.shape[2], *frames.shape[3:])
 
     def spaced_frames(self, n: int, min_gap: int, rng: np.random.Generator) -> np.ndarray:
@@ -217,7 +246,7 @@ class RolloutData:
 
     def first_frame(self, idx: np.ndarray, camera: str | None = None) -> np.ndarray:
         """The first frame of each index's episode, ``(B, 3, H, W)``."""
-        return self.frames[camera or self.cameras[0]][self.ep_start[self.frame_episode[np.asarray(idx)]]]
+        return self.view(camera)[self.ep_start[self.frame_episode[np.asarray(idx)]]]
 
     def transitions(self, idx: np.ndarray, camera: str | None = None, k: int = 1) -> dict[str, np.ndarray]:
         """(s, a, r, s', discount) at frames ``idx`` (which must have a next frame)."""

@@ -48,6 +48,37 @@ import torch.nn as nn
 
 INSTANCE_REWARDS = ("embedding", "any", "oracle")
 LABEL_KEYS = ("label_achieved_goal", "label_desired_goal")
+# ``ssrl train --goal-reward`` -> the instance-grasping reward: the representation's (latent), the
+# simulator's object ids (env: the paper's oracle labels) or any lift (indiscriminate grasping).
+GOAL_REWARDS = {"latent_distance": "embedding", "env": "oracle", "any": "any"}
+
+
+def is_instance_grasping(env: gym.Env) -> bool:
+    """Whether ``env`` is goal-conditioned grasping (``ssrl/GraspGoal-v0``: it names a goal object)."""
+    return hasattr(env.unwrapped, "goal_id")
+
+
+def instance_grasping(env: gym.Env, embed: nn.Module, reward: str = "latent_distance") -> EmbeddedGraspGoals:
+    """``env`` with goals embedded by ``embed`` and the reward ``--goal-reward`` names (a key of
+    :data:`GOAL_REWARDS`)."""
+    if reward not in GOAL_REWARDS:
+        raise ValueError(
+            f"instance grasping rewards are {', '.join(GOAL_REWARDS)} (embedding, oracle labels, any lift), "
+            f"got {reward!r}"
+        )
+    return EmbeddedGraspGoals(env, embed, reward=GOAL_REWARDS[reward])
+
+
+class UnitLength(nn.Module):
+    """``encoder``'s output scaled to unit length (a dot product of two is their cosine)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.input_shape = getattr(encoder, "input_shape", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(self.encoder(x).float(), dim=-1)
 
 
 class EmbeddedGraspGoals(gym.Wrapper):
@@ -75,7 +106,11 @@ class EmbeddedGraspGoals(gym.Wrapper):
         if want != goal_shape:
             raise ValueError(
                 f"the embedding takes images of shape {want}, the env's goal images are {goal_shape}: "
-                f"make the env with triplet_size={want[-1]}"
+                + (
+                    f"make the env with triplet_size={want[-1]}"
+                    if want[0] == goal_shape[0]
+                    else "goal images are single frames: pretrain the representation with frame_stack=1"
+                )
             )
         self.embed = embed.eval().requires_grad_(False)
         self.device = next(embed.parameters()).device

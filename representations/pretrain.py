@@ -50,7 +50,7 @@ def build(method: str, data: RolloutData, **config: Any) -> Representation:
     if "action_dim" in {f.name for f in dataclasses.fields(cls.Config)} and "action_dim" not in config:
         config = dict(config, action_dim=int(data.action.shape[1]))  # models of (s, a) take the data's actions
     cfg = build_config(cls.Config, config)
-    c, h, w = data.frame_shape
+    c, h, w = data.view_shape(getattr(cfg, "camera", None))  # the camera (or per-step image) it trains on
     rep = cls(cfg, (c * getattr(cfg, "frame_stack", 1), h, w))
     rep.check_data(data)
     return rep

@@ -222,3 +222,60 @@ def test_oracle_labels_with_auxiliary_goals_are_refused_by_name(g2v):
     """An auxiliary goal is another row's embedding; its id label does not exist to score it on."""
     with pytest.raises(ValueError, match="need goal_images"):
         SAC(grasp_env(g2v, "oracle"), seed=0, hidden_dims=(8, 8), her_ratio=0.4, imagined_goal_ratio=0.3)
+
+
+def test_grasp_records_images_are_a_view_a_frame_method_trains_on(tmp_path):
+    """Grasp's per-step ``o`` becomes a per-frame view (step t's image at frame t + 1, black at
+    a reset), so an autoencoder of grasped objects trains on it (``camera: o``)."""
+    from ssrl.envs.rollouts import DatasetError, collect
+    from ssrl.representations import RolloutData
+    from ssrl.representations.pretrain import build
+
+    path = collect(
+        "ssrl/Grasp-v0",
+        policy="centred_grasp",
+        episodes=2,
+        out=tmp_path / "grasp",
+        size=SIZE,
+        cameras=["bin"],
+        max_steps=3,
+        env_kwargs={"n_objects": 3, "triplet_size": 48},
+        progress=False,
+    ).path
+    data = RolloutData(path)
+    view = data.view("o")
+    assert view.shape == (len(data), 3, 48, 48) and data.view_shape("o") == (3, 48, 48)
+    for e in range(2):
+        start = data.ep_start[e]
+        assert not view[start].any()  # the reset frame: nothing lifted yet
+        for t in range(3):
+            np.testing.assert_array_equal(view[start + t + 1], data.episodes[e].info["o"][t])
+    np.testing.assert_array_equal(data.stack(np.array([1, 5]), "o"), view[[1, 5]])
+    vae = build("beta-vae", data, camera="o", frame_stack=1, arch="fast", latent_dim=4)
+    assert vae.obs_shape == (3, 48, 48)  # built for the view it trains on, not the 32-px bin frames
+    with pytest.raises(DatasetError, match=r"no camera or per-step image 'hand'; cameras: \['bin'\], per-step"):
+        data.view("hand")
+
+
+def test_any_frame_representation_rewards_grasps_by_the_cosine_of_its_embeddings():
+    """An autoencoder (the paper's baseline) serves instance grasping through the same wrapper:
+    goals are its unit-length embeddings, the reward their dot product (a cosine)."""
+    torch.manual_seed(0)
+    vae = make("beta-vae", (3, SIZE, SIZE), arch="fast", latent_dim=6, frame_stack=1).eval()
+    env = vae.observation_wrapper(make_env("ssrl/GraspGoal-v0", size=SIZE, n_objects=3), explore=True)
+    assert isinstance(env, EmbeddedGraspGoals) and env.reward_type == "embedding"
+    obs, _ = env.reset(seed=2)
+    raw = env.unwrapped._observation(env.unwrapped._scene_obs(reset=False))
+    with torch.no_grad():
+        mu = vae.encoder(torch.as_tensor(raw["desired_goal"][None])).numpy()[0]
+    np.testing.assert_allclose(obs["desired_goal"], mu / np.linalg.norm(mu), rtol=1e-5, atol=1e-6)
+    for target in range(3):
+        obs, _ = env.reset(seed=20 + target)
+        obs, reward, *_, info = env.step(centred_on(env, target))
+        if info["grasp_success"]:
+            assert np.linalg.norm(obs["achieved_goal"]) == pytest.approx(1.0, rel=1e-5)
+            assert reward == pytest.approx(float(np.dot(obs["achieved_goal"], obs["desired_goal"])), rel=1e-5)
+            assert -1.0 <= reward <= 1.0
+    stacked = make("beta-vae", (9, SIZE, SIZE), arch="fast", latent_dim=6)  # frame stack 3
+    with pytest.raises(ValueError, match="pretrain the representation with frame_stack=1"):
+        stacked.observation_wrapper(make_env("ssrl/GraspGoal-v0", size=SIZE, n_objects=3), explore=True)

@@ -84,28 +84,12 @@ class Grasp2Vec(Representation):
 
     example_env = "ssrl/Grasp-v0"  # grasp triplets exist only in our grasping scene
 
-    # The run's goal rewards on instance grasping: the latent one is grasp2vec's embedding
-    # reward, the env's the simulator's ids (oracle labels), "any" indiscriminate grasping.
-    GRASP_REWARDS = {"latent_distance": "embedding", "env": "oracle", "any": "any"}
-
-    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False, reward: str = "latent_distance"):
-        """On ``ssrl/GraspGoal-v0``: instance grasping (:class:`~ssrl.representations.grasping.
-        EmbeddedGraspGoals`): the bin image stays the observation, the goals become ``phi_o``
-        embeddings and the reward ``phi_o(g) . phi_o(o)``; ``reward="env"`` rewards the goal
-        object's true id instead (oracle labels), ``"any"`` any lift. Elsewhere: the scene
-        embedding ``phi_s`` as a frozen encoder, like any representation's."""
-        from ..grasping import EmbeddedGraspGoals
-
-        if not hasattr(env.unwrapped, "goal_id"):
-            return super().observation_wrapper(env, explore=explore, keep_images=keep_images, reward=reward)
-        if keep_images:
-            raise ValueError("grasp2vec's instance grasping keeps no images behind its goals (no online fine-tuning)")
-        if reward not in self.GRASP_REWARDS:
-            raise ValueError(
-                f"instance grasping rewards are {', '.join(self.GRASP_REWARDS)} (embedding, oracle labels, any lift), "
-                f"got {reward!r}"
-            )
-        return EmbeddedGraspGoals(env, self.object, reward=self.GRASP_REWARDS[reward])
+    def goal_embedding(self) -> nn.Module:
+        """On ``ssrl/GraspGoal-v0`` the goals are ``phi_o`` embeddings and the reward the source
+        text's ``phi_o(g) . phi_o(o)`` (the object tower, unnormalised; see
+        :mod:`~ssrl.representations.grasping`). Elsewhere grasp2vec is the scene embedding
+        ``phi_s`` as a frozen encoder, like any representation's."""
+        return self.object
 
     def extra_scores(self, data) -> dict[str, float]:
         """Instance retrieval accuracy on held-out grasps (see :func:`retrieval_accuracy`), and
