@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job: the quick suite, two seeds, on one DMC task (13.1 min here, 2 cores).
+# The main job: the quick suite, two seeds, on one DMC task (13.0 min here, 2 cores).
 bench: install
 	$(PY) -m ssrl.cli bench --suite quick --workers 2 --out outputs/bench-quick
 

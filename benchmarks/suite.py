@@ -220,6 +220,9 @@ def _check_values(suite: Suite, where: str) -> None:
         for regime in regimes:
             if regime not in REGIMES:
                 raise SuiteError(f"{where}: {label}: unknown regime {regime!r}; valid regimes: {', '.join(REGIMES)}")
+    empty = sorted(m for m, regimes in suite.method_regimes.items() if not regimes)
+    if empty:
+        raise SuiteError(f"{where}: method_regimes gives {empty} no regime; list at least one, e.g. [frozen]")
     extra = sorted(set(suite.method_regimes) - set(suite.methods))
     if extra:
         raise SuiteError(

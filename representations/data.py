@@ -104,7 +104,7 @@ class RolloutData:
         """Per-frame images ``(frames, 3, H, W)`` of camera ``name`` (default the first), or of a
         per-step image in ``info`` (e.g. Grasp's ``o``): the image recorded by step t at frame
         t + 1, zeros (black, as GraspGoal's ``achieved_goal`` before any lift) at each episode's
-        first frame. Built once per name."""
+        first frame (``sample_frames(view=name)`` leaves those out). Built once per name."""
         name = name or self.cameras[0]
         if name in self.frames:
             return self.frames[name]
@@ -170,7 +170,7 @@ class RolloutData:
         camera = camera or self.cameras[0]
         cache = self.__dict__.setdefault("_motion", {})
         if camera not in cache:
-            frames = self.frames[camera]
+            frames = self.view(camera)
             diff = np.zeros(len(frames), np.float32)
             for start in range(1, len(frames), 1024):
                 a = frames[start - 1 : start + 1023].astype(np.int16)
@@ -181,8 +181,16 @@ class RolloutData:
 
     # -- sampling --------------------------------------------------------------------------------
 
-    def sample_frames(self, n: int, rng: np.random.Generator, with_next: bool = False) -> np.ndarray:
-        """Uniform frame indices (only those with a next frame if ``with_next``)."""
+    def sample_frames(
+        self, n: int, rng: np.random.Generator, with_next: bool = False, view: str | None = None
+    ) -> np.ndarray:
+        """Uniform frame indices (only those with a next frame if ``with_next``; only those that
+        hold an image of ``view`` if it is a per-step image, not an episode's black first frame)."""
+        if view is not None and view not in self.frames:
+            self.view(view)  # (checks the name)
+            has_image = self.frame_t > 0
+            valid = np.flatnonzero(has_image & self.has_next if with_next else has_image)
+            return valid[rng.integers(0, len(valid), n)]
         if with_next:
             valid = np.flatnonzero(self.has_next)
             return valid[rng.integers(0, len(valid), n)]

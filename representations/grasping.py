@@ -54,8 +54,8 @@ GOAL_REWARDS = {"latent_distance": "embedding", "env": "oracle", "any": "any"}
 
 
 def is_instance_grasping(env: gym.Env) -> bool:
-    """Whether ``env`` is goal-conditioned grasping (``ssrl/GraspGoal-v0``: it names a goal object)."""
-    return hasattr(env.unwrapped, "goal_id")
+    """Whether ``env`` is goal-conditioned grasping (``ssrl/GraspGoal-v0``; plain ``Grasp-v0`` is not)."""
+    return bool(getattr(env.unwrapped, "goal_conditioned", False))
 
 
 def instance_grasping(env: gym.Env, embed: nn.Module, reward: str = "latent_distance") -> EmbeddedGraspGoals:
@@ -97,7 +97,7 @@ class EmbeddedGraspGoals(gym.Wrapper):
         if reward not in INSTANCE_REWARDS:
             raise ValueError(f"unknown instance-grasping reward {reward!r}; use one of {', '.join(INSTANCE_REWARDS)}")
         spaces = getattr(env.observation_space, "spaces", {})
-        if not {"observation", "achieved_goal", "desired_goal"} <= set(spaces) or not hasattr(env.unwrapped, "goal_id"):
+        if not {"observation", "achieved_goal", "desired_goal"} <= set(spaces) or not is_instance_grasping(env):
             raise ValueError("EmbeddedGraspGoals wraps ssrl/GraspGoal-v0 (goal-conditioned grasping)")
         goal_shape = tuple(spaces["desired_goal"].shape)
         if len(goal_shape) != 3:

@@ -119,10 +119,11 @@ def probe(
     physical state).
 
     Observations are built the way the representation's encoder expects them (the frame stack
-    of its input), from ``camera`` (default the data's first camera); at most ``max_frames``
-    frames of each part are used, drawn at random.
+    of its input), from ``camera`` (default the one its config trains on, else the data's first
+    camera); at most ``max_frames`` frames of each part are used, drawn at random.
     """
     rng = np.random.default_rng(seed)
+    camera = camera or getattr(representation.config, "camera", None)
     k = representation.obs_shape[0] // 3
 
     def embed(data):

@@ -231,6 +231,8 @@ def test_a_method_can_have_its_own_regimes():
         plan(suite, regimes=["finetune"])
     with pytest.raises(SuiteError, match="method_regimes.curl: unknown regime 'jointly'"):
         plan(dict(suite, method_regimes={"curl": ["jointly"]}))
+    with pytest.raises(SuiteError, match=r"method_regimes gives \['curl'\] no regime"):
+        plan(dict(suite, method_regimes={"curl": []}))
     with pytest.raises(SuiteError, match=r"method_regimes names \['dbc'\], which are not among its methods"):
         plan(dict(suite, method_regimes={"dbc": ["joint"]}))
 

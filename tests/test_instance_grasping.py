@@ -13,6 +13,7 @@ from ssrl.agents.base import GoalImage
 from ssrl.envs import make as make_env
 from ssrl.representations import make
 from ssrl.representations.grasping import LABEL_KEYS, EmbeddedGraspGoals
+from ssrl.representations.wrappers import EncodedObservation
 
 SIZE = 32
 
@@ -250,9 +251,14 @@ def test_grasp_records_images_are_a_view_a_frame_method_trains_on(tmp_path):
         assert not view[start].any()  # the reset frame: nothing lifted yet
         for t in range(3):
             np.testing.assert_array_equal(view[start + t + 1], data.episodes[e].info["o"][t])
-    np.testing.assert_array_equal(data.stack(np.array([1, 5]), "o"), view[[1, 5]])
+    drawn = data.sample_frames(200, np.random.default_rng(0), view="o")
+    assert (data.frame_t[drawn] > 0).all()  # never a reset frame's black: no lift yet, no image
+    assert len(set(drawn.tolist())) == 6  # the 2 x 3 frames that follow a step, all of them
     vae = build("beta-vae", data, camera="o", frame_stack=1, arch="fast", latent_dim=4)
     assert vae.obs_shape == (3, 48, 48)  # built for the view it trains on, not the 32-px bin frames
+    from ssrl.representations.probe import probe
+
+    assert np.isfinite(probe(vae, data, data)["r2"])  # probed on its own view (the bin frames would not fit)
     with pytest.raises(DatasetError, match=r"no camera or per-step image 'hand'; cameras: \['bin'\], per-step"):
         data.view("hand")
 
@@ -269,6 +275,7 @@ def test_any_frame_representation_rewards_grasps_by_the_cosine_of_its_embeddings
     with torch.no_grad():
         mu = vae.encoder(torch.as_tensor(raw["desired_goal"][None])).numpy()[0]
     np.testing.assert_allclose(obs["desired_goal"], mu / np.linalg.norm(mu), rtol=1e-5, atol=1e-6)
+    lifts = 0
     for target in range(3):
         obs, _ = env.reset(seed=20 + target)
         obs, reward, *_, info = env.step(centred_on(env, target))
@@ -276,6 +283,15 @@ def test_any_frame_representation_rewards_grasps_by_the_cosine_of_its_embeddings
             assert np.linalg.norm(obs["achieved_goal"]) == pytest.approx(1.0, rel=1e-5)
             assert reward == pytest.approx(float(np.dot(obs["achieved_goal"], obs["desired_goal"])), rel=1e-5)
             assert -1.0 <= reward <= 1.0
+            lifts += 1
+    assert lifts >= 1
+    # Every representation's wrapper dispatches by the env: CC-VAE too; plain Grasp-v0 (which has a
+    # goal_id of -1 but no goal) stays an encoded observation.
+    ccvae = make("cc-vae", (3, SIZE, SIZE), arch="fast", latent_dim=6, frame_stack=1).eval()
+    goal_env = make_env("ssrl/GraspGoal-v0", size=SIZE, n_objects=3)
+    assert isinstance(ccvae.observation_wrapper(goal_env, explore=True), EmbeddedGraspGoals)
+    plain = vae.observation_wrapper(make_env("ssrl/Grasp-v0", size=SIZE, n_objects=3), explore=True)
+    assert isinstance(plain, EncodedObservation) and plain.observation_space.shape == (6,)
     stacked = make("beta-vae", (9, SIZE, SIZE), arch="fast", latent_dim=6)  # frame stack 3
     with pytest.raises(ValueError, match="pretrain the representation with frame_stack=1"):
         stacked.observation_wrapper(make_env("ssrl/GraspGoal-v0", size=SIZE, n_objects=3), explore=True)

@@ -246,7 +246,12 @@ class CCVAE(_VAEBase):
         """Latents [mu(s | c(s_0)), c(s_0)] with the episode's first frame as context (the frozen
         regime of ``ssrl train``); on a goal env, CC-RIG's imagined goals [z, c(s_0)] for
         relabelling and, when ``explore``, one per episode. Not built for CC-RIG: online
-        fine-tuning (``keep_images``) and the env's reward on images (``reward="env"``)."""
+        fine-tuning (``keep_images``) and the env's reward on images (``reward="env"``). On
+        ``ssrl/GraspGoal-v0``: instance grasping by its embedding, as every representation's."""
+        from ..grasping import is_instance_grasping
+
+        if is_instance_grasping(env):
+            return super().observation_wrapper(env, explore=explore, keep_images=keep_images, reward=reward)
         if keep_images or reward != "latent_distance":
             raise ValueError(
                 "CC-RIG runs frozen with its latent reward only: online fine-tuning and the env's image reward "

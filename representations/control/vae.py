@@ -83,7 +83,9 @@ class VAEConfig(BaseConfig):
     beta: float | None = None  # None: default_beta[likelihood]
     min_variance: float = 1e-3  # posterior variance floor (rlkit)
     num_filters: int = 32
-    camera: str | None = None  # the data's camera to train on (default its first)
+    # The data's camera to train on (default its first), or a per-step image it recorded (Grasp's
+    # "o": the lifted objects, an autoencoder of goal-like images).
+    camera: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -263,7 +265,7 @@ class BetaVAE(_VAEBase):
         self._init_prior(config.latent_dim)
 
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        idx = data.sample_frames(batch_size, rng)
+        idx = data.sample_frames(batch_size, rng, view=self.config.camera)
         return {"obs": data.stack(idx, self.config.camera, self.config.frame_stack)}
 
     def terms(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

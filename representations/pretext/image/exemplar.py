@@ -216,7 +216,7 @@ class Exemplar(Representation):
         size as the data they were drawn from."""
         if int(self.exemplars[0, 0]) < 0:
             cfg = self.config
-            frames = data.frames[cfg.camera or data.cameras[0]]
+            frames = data.view(cfg.camera)
             rng = np.random.default_rng(cfg.exemplar_seed)
             exemplars = select_exemplars(frames, cfg.n_exemplars, cfg.patch_size, cfg.source_scale, rng)
             mean, basis = pixel_pca(frames[np.unique(exemplars[:, 0])[:512]])
@@ -316,7 +316,7 @@ class Exemplar(Representation):
         (chance 1 / their number; see the module docstring)."""
         cfg = self.config
         rng = np.random.default_rng(0)
-        frames = data.frames[cfg.camera or data.cameras[0]]
+        frames = data.view(cfg.camera)
         n = min(256, len(data))
         exemplars = select_exemplars(frames, n, cfg.patch_size, cfg.source_scale, rng)
         labels = np.arange(n)

@@ -160,7 +160,7 @@ class Tracking(VideoPretext):
         camera = c.camera or data.cameras[0]
         corners = np.empty((batch_size, 2, 2), np.int64)  # (pair, anchor/positive, top/left)
         for i, s in enumerate(starts):
-            clip = data.frames[camera][s : s + c.gap + 1]
+            clip = data.view(camera)[s : s + c.gap + 1]
             top, left = moving_patch_corners(clip[0], clip[1], c.patch, c.motion_threshold, rng)
             corners[i, 0] = top, left
             corners[i, 1] = track_box(clip, top, left, c.patch, c.search)
