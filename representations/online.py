@@ -96,7 +96,10 @@ class ReplayFrames:
     def require(self, needs: Need, method: str = "this method") -> None:
         _only_frames(needs, method)
 
-    def sample_frames(self, n: int, rng: np.random.Generator, with_next: bool = False) -> np.ndarray:
+    def sample_frames(
+        self, n: int, rng: np.random.Generator, with_next: bool = False, view: str | None = None
+    ) -> np.ndarray:
+        """Uniform slots (every stored image is a real one, whatever ``view``)."""
         return rng.integers(0, len(self), n)
 
     def stack(self, idx: np.ndarray, camera: str | None = None, k: int = 1, stride: int = 1) -> np.ndarray:

@@ -108,8 +108,11 @@ class ReplayData:
                 "camera and transitions); use it pretrained and frozen or fine-tuned instead"
             )
 
-    def sample_frames(self, n: int, rng: np.random.Generator, with_next: bool = False) -> np.ndarray:
-        """``n`` distinct indices when the batch has them (every index has a next frame)."""
+    def sample_frames(
+        self, n: int, rng: np.random.Generator, with_next: bool = False, view: str | None = None
+    ) -> np.ndarray:
+        """``n`` distinct indices when the batch has them (every index has a next frame; the
+        agent's one camera is every ``view``)."""
         return rng.permutation(len(self))[:n] if n <= len(self) else rng.integers(0, len(self), n)
 
     def _last_frames(self, x: np.ndarray, k: int) -> np.ndarray:
