@@ -728,7 +728,12 @@ def _markdown(
     md += _headline(aggregates, results, probes, _goal_tables(results, rows))
     if aggregates:
         md += _iqm_table(aggregates) + [""]
-        md += ["Figures: `iqm.png` (these intervals), `curves.png` (learning curves), `probes.png` (probe R²).", ""]
+        probed = any("r2" in e["scores"] for t in probes.values() for e in t.values())  # as _plots decides
+        md += [
+            "Figures: `iqm.png` (these intervals), `curves.png` (learning curves)"
+            + (", `probes.png` (probe R²)." if probed else "."),
+            "",
+        ]
     md += ["## Setting", ""]
     if suite.get("note"):
         md += [f"> {suite['note']}", ""]

@@ -143,6 +143,9 @@ def test_one_seed_claims_no_difference(tmp_path):
     assert "below it: none." in [line for line in head.splitlines() if "random encoder" in line][-1]
     assert {a["vs_random_encoder"] for r, a in summary["aggregates"].items() if r != "random_encoder"} == {"one_seed"}
     assert summary["aggregates"]["tcn"]["ci95"] == [0.6, 0.6]
+    # No probe in these results: the figures named are the ones written.
+    assert "Figures: `iqm.png` (these intervals), `curves.png` (learning curves).\n" in head
+    assert not (tmp_path / "probes.png").exists()
 
 
 def md_table(text, heading):
