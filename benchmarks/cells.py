@@ -158,7 +158,7 @@ def plan(
         suite = parse_suite(suite)
     suite = override_budgets(suite, rl_steps, pretrain_steps)
     if regimes:
-        present = list(dict.fromkeys(r for m in [None, *suite.method_regimes] for r in _regimes_of(suite, m)))
+        present = list(dict.fromkeys([*suite.regimes, *(r for rs in suite.method_regimes.values() for r in rs)]))
         bad = [r for r in regimes if r not in present]
         if bad:
             raise SuiteError(f"--regimes {bad} not in suite {suite.name!r}; its regimes: {', '.join(present)}")
@@ -299,11 +299,6 @@ def unservable(suite: Suite) -> list[str]:
             if reason is not None:
                 out.append(f"{method}:{regime}: {reason}")
     return sorted(out)
-
-
-def _regimes_of(suite: Suite, method: str | None) -> list[str]:
-    """``suite.regimes_of(method)``; None: the suite-wide ``regimes``."""
-    return list(suite.regimes) if method is None else suite.regimes_of(method)
 
 
 def _pretrain_spec(suite: Suite, method: str) -> PretrainSpec:
