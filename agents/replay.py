@@ -404,13 +404,19 @@ class ReplayBuffer:
         folder = pathlib.Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         first, last = max(self._saved, self.total - self.capacity), self.total
-        if last > first:
-            idx = np.arange(first, last) % self.capacity
-            arrays = {f"obs/{k}": v[idx] for k, v in self.store.items()}
-            arrays.update({name: getattr(self, name)[idx] for name in self._PER_SLOT})
-            with atomic_path(folder / f"chunk_{first:012d}_{last:012d}.npz", suffix=".npz") as tmp:
+        # One chunk per stretch that does not wrap around the ring, written from slices: views
+        # that np.savez streams in 16 MiB pieces. Fancy indexing across the wrap would copy the
+        # whole chunk first, a transient of the chunk's size at every checkpoint (a pixel soak's
+        # RSS peaks came from it).
+        while first < last:
+            end = min(last, (first // self.capacity + 1) * self.capacity)
+            part = slice(first % self.capacity, (end - 1) % self.capacity + 1)
+            arrays = {f"obs/{k}": v[part] for k, v in self.store.items()}
+            arrays.update({name: getattr(self, name)[part] for name in self._PER_SLOT})
+            with atomic_path(folder / f"chunk_{first:012d}_{end:012d}.npz", suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **arrays)
+            first = end
         self._saved = last
         meta = {"total": self.total, "rng": self.rng.bit_generator.state}
         write_json(folder / "replay.json", meta)
