@@ -61,7 +61,7 @@ from ssrl.utils import build_config, is_image_space, resolve_device
 
 from . import checkpoint
 from .augment import random_shift
-from .networks import ActorHead, RunningNormalizer, soft_update
+from .networks import ActorHead, RLHeadEncoder, RunningNormalizer, soft_update
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -203,6 +203,12 @@ class AgentConfig:
     # critic and the actor read the encoder's output detached, and only an aux objective (the
     # representation's own loss on replay batches) trains it.
     critic_trains_encoder: bool = True
+    # With critic_trains_encoder off (the decoupled regime): the critic and the actor read the
+    # encoder's conv trunk detached through the agent's own Linear + LayerNorm (+ tanh) head of
+    # feature_dim, which the critic trains (ssrl.agents.networks.RLHeadEncoder), as ATC's online
+    # agents (rlpyt's stop_rl_conv_grad: the RL gradient stops at the conv layers). False: they
+    # read the method's own code (its compressor, trained by its loss alone).
+    rl_head: bool = False
     # Observation augmentation of replay batches: "shift" (DrQ's random shift) or None.
     augment: str | None = "shift"
     # Largest shift of "shift", in pixels each way. DrQ's image_pad 4 (for 84x84 images).
@@ -289,6 +295,11 @@ class AgentConfig:
         if self.conv_init not in CONV_INITS:
             raise ValueError(f"conv_init must be one of {', '.join(map(repr, CONV_INITS))}, got {self.conv_init!r}")
         where = type(self).__name__
+        if self.rl_head and self.critic_trains_encoder:
+            raise ValueError(
+                f"{where}.rl_head reads the encoder's trunk detached, so it needs critic_trains_encoder=False "
+                "(the decoupled regime)"
+            )
         for name in self.AT_LEAST_ONE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
@@ -437,6 +448,9 @@ class Prepared:
     h_nexts: list[torch.Tensor] = dataclasses.field(default_factory=list)  # target features of the K views
     # What the actor (SAC) or the target actor (TD3) reads for each of the K next views, no gradient.
     actor_nexts: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    # target_encoder(next_obs) for the aux objective when it differs from h_next (rl_head: the
+    # method's code, not the agent's head), without gradient.
+    latent_next: torch.Tensor | None = None
 
 
 def _protocol_members(protocol: type) -> list[str]:
@@ -600,6 +614,7 @@ class OffPolicyAgent(abc.ABC):
         self.encoder: nn.Module | None = None
         self.encoder_target: nn.Module | None = None
         self.split_encoder = False
+        self.rl_head = False  # the encoder is an RLHeadEncoder (see AgentConfig.rl_head)
         space = self.observation_space["observation"] if self.goal_dim else self.observation_space
         if encoder is not None and not self.pixels:
             raise ValueError("an encoder was given, but this agent's observations are not images")
@@ -619,7 +634,17 @@ class OffPolicyAgent(abc.ABC):
                     _orthogonal_convs(encoder)
                 # With goal vectors the actor's head reads the features (image and goal), not the trunk.
                 self.split_encoder = c.actor_head and not self.goal_dim
+            elif c.rl_head:
+                if self.goal_dim:
+                    raise ValueError("rl_head is not supported on goal envs (image observation, vector goals)")
+                encoder = RLHeadEncoder(encoder, c.feature_dim, c.encoder_tanh)
+            if c.rl_head and not isinstance(encoder, RLHeadEncoder):
+                raise ValueError(
+                    "rl_head reads a representation's conv trunk in the decoupled regime; this agent builds its own "
+                    "encoder (use ssrl train --method NAME --regime decoupled, or rl_head=False)"
+                )
             self.encoder = encoder.to(self.device)
+            self.rl_head = isinstance(self.encoder, RLHeadEncoder)
             self.encoder_target = copy.deepcopy(self.encoder).requires_grad_(False)
             with torch.no_grad():
                 probe = torch.zeros(1, *space.shape, dtype=torch.uint8, device=self.device)
@@ -894,15 +919,24 @@ class OffPolicyAgent(abc.ABC):
         action = torch.from_numpy(batch.action).to(self.device)
         reward = torch.from_numpy(batch.reward).to(self.device)
         discount = torch.from_numpy(batch.discount).to(self.device)
-        latents = [self.encode(x)[0] for x in views]
-        # The decoupled regime: the critic reads the latents detached, so its loss never reaches
-        # the encoder; the aux objective still gets them (the first view's) with gradient.
-        hs = latents if c.critic_trains_encoder else [h.detach() for h in latents]
+        latent_next = None
+        if self.rl_head:  # the critic reads its own head on the detached trunk; the aux the method's code
+            hs, latents = map(list, zip(*(self.encoder.split(x) for x in views)))
+        else:
+            latents = [self.encode(x)[0] for x in views]
+            # The decoupled regime: the critic reads the latents detached, so its loss never
+            # reaches the encoder; the aux objective still gets them (the first view's) with gradient.
+            hs = latents if c.critic_trains_encoder else [h.detach() for h in latents]
         own_head = self.pixels and c.actor_head
         h_nexts, actor_nexts = [], []
         with torch.no_grad():
             for x in next_views:
-                h_next, z_next = self.encode(x, target=True)
+                if self.rl_head:
+                    h_next, code_next = self.encoder_target.split(x)
+                    latent_next = code_next if latent_next is None else latent_next
+                    z_next = h_next
+                else:
+                    h_next, z_next = self.encode(x, target=True)
                 h_nexts.append(h_next)
                 if not own_head:
                     actor_nexts.append(h_next)
@@ -922,6 +956,7 @@ class OffPolicyAgent(abc.ABC):
             hs=hs,
             h_nexts=h_nexts,
             actor_nexts=actor_nexts,
+            latent_next=latent_next,
         )
 
     @staticmethod
@@ -961,13 +996,13 @@ class OffPolicyAgent(abc.ABC):
         """What the aux objective receives for the batch ``p`` (observations only on pixels)."""
         return AuxInputs(
             p.latent if p.latent is not None else p.h,
-            p.h_next,
+            p.latent_next if p.latent_next is not None else p.h_next,
             p.action,
             p.reward,
             p.discount,
             p.obs if self.pixels else None,
             p.next_obs if self.pixels else None,
-            self.encoder,
+            self.encoder.source if self.rl_head else self.encoder,  # the method's encoder, not the agent's head
         )
 
     def critic_step(self, critic_loss: torch.Tensor, prepared: Prepared) -> dict[str, torch.Tensor]:
@@ -1012,6 +1047,8 @@ class OffPolicyAgent(abc.ABC):
         """What the critic's optimiser trains: the critic, and the encoder too (the critic loss
         shapes it) unless ``critic_trains_encoder`` is off; the encoder at ``encoder_lr`` when set."""
         params = list(critic.parameters())
+        if self.rl_head:  # the agent's own head on the trunk: the critic trains it, never the trunk
+            return params + list(self.encoder.head.parameters())
         if not self.pixels or not self.config.critic_trains_encoder:
             return params
         if self.config.encoder_lr is None:

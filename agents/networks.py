@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ssrl.representations.backbones import pool_features
+from ssrl.representations.backbones import pool_features, pooled_dim
 
 
 class EnsembleLinear(nn.Module):
@@ -108,6 +108,56 @@ class ActorHead(nn.Module):
             x = pool_features(x, self.pool)
         out = self.norm(self.fc(x).float())
         return torch.tanh(out) if self.tanh else out
+
+
+class RLHeadEncoder(nn.Module):
+    """The agent's view of a representation's encoder in the decoupled regime with ``rl_head``:
+    the encoder's conv trunk, read *detached*, through the agent's own Linear + LayerNorm
+    (+ tanh) head, which the critic's loss trains.
+
+    ATC's online setting (Stooke et al. 2021; rlpyt ``rl_with_ul``, ``stop_rl_conv_grad=True``)
+    stops the RL gradient at the conv layers: only the UL loss trains the convolutions, while
+    the RL agent's own ``fc1`` (Linear -> LayerNorm, 50 wide) on top of them is trained by RL.
+    Without it the critic reads the method's own code (its compressor and LayerNorm, trained by
+    the method's loss alone), which no RL gradient can adapt.
+
+    ``forward(x)`` is what the critic and actor read; :meth:`split` gives it together with the
+    method's code ``source(x)`` (with gradient into the trunk and the method's head) from one
+    trunk pass, so the method's loss on the agent's batch costs no extra encoder pass.
+
+    :param source: the representation's encoder: a suite encoder with ``trunk``, ``head`` and
+        ``pool`` (:class:`~ssrl.representations.backbones.ConvEncoder`), or a
+        :class:`~ssrl.representations.wrappers.StackedFramesEncoder` of one chunk around one.
+    :param out_dim: width of the head's output (SAC-AE's and ATC's RL ``feature_dim``, 50).
+    :param tanh: tanh after the LayerNorm (the agent's ``encoder_tanh``).
+    """
+
+    def __init__(self, source: nn.Module, out_dim: int, tanh: bool) -> None:
+        super().__init__()
+        if getattr(source, "chunks", 1) != 1:
+            raise ValueError(
+                "rl_head reads the encoder's conv trunk, but this encoder is applied to each frame of the stack "
+                "separately (an encoder of single frames under a frame stack); use rl_head=False"
+            )
+        conv = getattr(source, "encoder", source)
+        if not all(hasattr(conv, name) for name in ("trunk", "head", "pool")):
+            raise ValueError(
+                f"rl_head reads the encoder's conv trunk; a {type(conv).__name__} has none (a suite ConvEncoder "
+                "has); use rl_head=False"
+            )
+        self.source, self.conv = source, conv
+        in_dim = pooled_dim(conv.trunk.output_shape, conv.pool)
+        self.head = ActorHead(in_dim, out_dim, tanh, conv.pool)
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(head(trunk(x)) with the trunk detached, source(x))`` from one trunk pass."""
+        z = self.conv.trunk(x)
+        return self.head(z), self.conv.head(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.conv.trunk(x)
+        return self.head(z)
 
 
 class TanhGaussianActor(nn.Module):

@@ -180,3 +180,58 @@ def test_a_decoupled_run_resumes_bit_exactly(tmp_path):
     for key, value in a["aux"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, b["aux"][key]), key
+
+
+def test_rl_head_lets_the_critic_train_its_own_head_on_the_detached_trunk():
+    """ATC's online agents (rlpyt's stop_rl_conv_grad): the critic trains its own Linear +
+    LayerNorm on the conv trunk, never the trunk; the method's loss trains the trunk and its own
+    code, which is what the aux objective receives (not the agent's head)."""
+    from ssrl.agents.networks import RLHeadEncoder
+
+    agent, rep, aux = agent_for("atc", "decoupled", rl_head=True, feature_dim=6)
+    assert isinstance(agent.encoder, RLHeadEncoder) and agent.feature_dim == 6
+    batch = agent.replay.sample(8)
+    p = agent.prepare(batch)
+    assert p.h.shape[-1] == 6 and p.latent.shape[-1] == 8  # the head's features, the method's code
+    trunk = list(rep.encoder.parameters())
+    critic = torch.autograd.grad(agent.critic(p.h, p.action).sum(), trunk, allow_unused=True)
+    assert all(g is None for g in critic)  # no RL gradient reaches the method's encoder
+    head = torch.autograd.grad(agent.critic(p.h, p.action).sum(), list(agent.encoder.head.parameters()))
+    assert any(g.abs().sum() > 0 for g in head)
+    inputs = agent.aux_inputs(agent.prepare(batch))
+    assert inputs.encoder is agent.encoder.source and inputs.latent.shape[-1] == 8
+    torch.testing.assert_close(inputs.latent, rep.encoder(inputs.obs).float(), rtol=0, atol=0)
+    objective = torch.autograd.grad(aux.loss(inputs)[0], trunk, allow_unused=True)
+    assert any(g is not None and g.abs().sum() > 0 for g in objective)
+    # The critic's optimiser holds the head and not the trunk; the aux optimiser the trunk only.
+    critic_ids = {id(q) for g in agent.critic_optimizer.param_groups for q in g["params"]}
+    assert {id(q) for q in agent.encoder.head.parameters()} <= critic_ids
+    assert not {id(q) for q in trunk} & critic_ids
+    assert {id(q) for q in trunk} <= {id(q) for q in aux.parameters()}
+    assert not {id(q) for q in agent.encoder.head.parameters()} & {id(q) for q in aux.parameters()}
+
+
+def test_rl_head_is_refused_where_it_has_no_trunk_to_read():
+    env = cartpole()
+    with pytest.raises(ValueError, match="rl_head.*critic_trains_encoder=False"):
+        SAC(env, rl_head=True, **AGENT)
+    with pytest.raises(ValueError, match="rl_head reads a representation's conv trunk"):
+        SAC(env, rl_head=True, critic_trains_encoder=False, **AGENT)
+
+
+def test_a_decoupled_run_with_rl_head_resumes_bit_exactly_and_evaluates(tmp_path):
+    from ssrl.agents.checkpoint import read_checkpoint
+    from ssrl.agents.evaluate import evaluate_run
+
+    run = dict(RUN, method="atc", regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8})
+    run["hyperparams"] = dict(run["hyperparams"], rl_head=True)
+    train_run(tmp_path / "full", env_steps=160, checkpoint_every=40, **run)
+    train_run(tmp_path / "split", env_steps=80, checkpoint_every=40, **run)
+    train_run(tmp_path / "split", env_steps=160, checkpoint_every=40, **run)
+    a = read_checkpoint(tmp_path / "full" / "checkpoint" / "agent.pt")
+    b = read_checkpoint(tmp_path / "split" / "checkpoint" / "agent.pt")
+    assert any(k.startswith("head.") for k in a["modules"]["encoder"])
+    for name in a["modules"]:
+        for key, value in a["modules"][name].items():
+            assert torch.equal(value, b["modules"][name][key]), (name, key)
+    assert evaluate_run(tmp_path / "full", episodes=1)["episodes"] == 1
