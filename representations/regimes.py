@@ -18,6 +18,10 @@ is RIG, ``decoupled`` is RIG with online fine-tuning (:mod:`ssrl.representations
 method's loss on the agent's images every K episodes, the replay re-encoded), and ``finetune``
 and ``joint`` are refused there (they would need an RL gradient through image goals).
 
+In the decoupled regime the agent option ``rl_head`` gives the critic and actor their own
+Linear + LayerNorm head on the method's conv trunk (read detached, trained by the critic) in
+place of the method's code: ATC's online agents read it so (rlpyt's ``stop_rl_conv_grad``).
+
 In the decoupled and joint regimes the method's objective is the agent's ``aux``
 (:class:`RepresentationObjective`): at every update it draws the method's batch from the agent's
 replay batch with the method's own ``sample_batch``, through :class:`ReplayData`, a replay batch
@@ -140,7 +144,8 @@ class ReplayData:
 class RepresentationObjective(nn.Module):
     """A representation's own loss as an agent's ``aux`` objective (the decoupled and joint
     regimes; see the module docstring). The agent's encoder must be ``rep.encoder`` (or a
-    :class:`~ssrl.representations.wrappers.StackedFramesEncoder` around it).
+    :class:`~ssrl.representations.wrappers.StackedFramesEncoder` around it, or the agent's
+    ``rl_head`` around that).
 
     ``parameters()`` are what the aux optimiser steps: every parameter of the representation in
     the decoupled regime (its loss is the only one that trains the encoder), all but the

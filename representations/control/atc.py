@@ -46,11 +46,11 @@ shift: rlpyt's ``ul_use_rl_samples=True`` path ("samples were already augmented 
 
 Departures from the paper and the public code:
 
-* The code has a LayerNorm after the compressor (the suite's encoder head) and is what the agent
-  reads: ATC's RL agents load the conv layers only and train their own Linear + LayerNorm (50)
-  on top; in the suite's decoupled regime the critic and actor read the encoder's output,
-  detached, and ATC alone trains it (rlpyt's ``stop_rl_conv_grad`` stops the RL gradient at the
-  conv layers only).
+* The code has a LayerNorm after the compressor (the suite's encoder head). ATC's RL agents
+  read the conv layers only and train their own Linear + LayerNorm (50) on top (rlpyt's
+  ``stop_rl_conv_grad`` stops the RL gradient at the conv layers): that is the agent option
+  ``rl_head=True`` (:class:`ssrl.agents.networks.RLHeadEncoder`). Without it the critic and
+  actor read ATC's code itself, detached, which ATC alone trains.
 * The suite's initialisation (orthogonal Linear, delta-orthogonal conv), not Kaiming-normal.
 * Pretraining uses the suite's driver: a constant learning rate and no gradient clipping
   (dmc_atc.py anneals the rate by a cosine after 1000 warm-up updates and clips the gradient norm
