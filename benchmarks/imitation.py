@@ -55,6 +55,8 @@ import json
 import pathlib
 from typing import Any
 
+import numpy as np
+
 SIZE = 64
 ROWS = ("tcn", "tcn-single", "pixels", "random-encoder", "task-reward")
 
@@ -200,6 +202,34 @@ def demonstration_measures(demo: pathlib.Path) -> dict[str, Any]:
     return measures
 
 
+def alignment_error(agent_view: np.ndarray, demo_view: np.ndarray) -> float:
+    """TCN's alignment error (Sermanet et al. 2018, section 5.1): for every frame t of one view,
+    the frame of the other view nearest in embedding space, ``n(t)``; the mean of
+    ``|t - n(t)| / T`` over the episode (0: the two views align frame for frame; about 1/3 for
+    an embedding that ignores time). ``agent_view`` and ``demo_view``: ``(T, D)`` embeddings of
+    the same episode's frames from the two cameras."""
+    d2 = ((agent_view[:, None, :] - demo_view[None, :, :]) ** 2).sum(-1)
+    t = np.arange(len(agent_view))
+    return float(np.abs(d2.argmin(1) - t).mean() / len(agent_view))
+
+
+def alignments(task: ImitationTask, models: dict[str, pathlib.Path], demo: pathlib.Path) -> dict[str, float]:
+    """Each encoder's :func:`alignment_error` between the agent's camera and the demo camera on
+    the demonstration episode (filmed from both): is the reward's demo frame at time t what the
+    agent would see at time t?"""
+    from ssrl.representations import RolloutData, load_representation
+    from ssrl.representations.imitation import demo_embeddings
+
+    data = RolloutData(demo)
+    errors = {}
+    for name, model in models.items():
+        rep = load_representation(model)
+        k = rep.config.frame_stack
+        views = [demo_embeddings(rep.embed, data, 0, camera, k) for camera in (task.agent_camera, task.demo_camera)]
+        errors[name] = round(alignment_error(*views), 4)
+    return errors
+
+
 def _describe(result: dict[str, Any]) -> str:
     text = f"return {result['final_return']:.1f}"
     if "final_puck_distance" in result:
@@ -234,7 +264,13 @@ def main(argv=None) -> dict[str, Any]:
     expert = demonstrator(out, task, args.env_steps)
     demo, tcn_data = data_sets(out, task, expert, args.data_episodes)
     models = encoders(out, task, tcn_data, args.pretrain_steps)
-    summary: dict[str, Any] = {"task": args.task, "demonstration": demonstration_measures(demo), "rows": {}}
+    summary: dict[str, Any] = {
+        "task": args.task,
+        "demonstration": demonstration_measures(demo),
+        "alignment_error": alignments(task, models, demo),
+        "rows": {},
+    }
+    print(f"alignment error, agent camera against demo camera (0 aligned, ~0.33 none): {summary['alignment_error']}")
     if task.demonstrator is None:
         expert_eval = [json.loads(line) for line in (out / "expert" / "metrics.jsonl").read_text().splitlines()]
         summary["expert_final_return"] = [e for e in expert_eval if e["kind"] == "eval"][-1]["return_mean"]

@@ -177,6 +177,8 @@ def test_the_imitation_benchmark_on_push_runs_its_rows_and_reports_the_task_meas
     run = json.loads((tmp_path / "rows" / "tcn-s0" / "run.json").read_text())
     assert run["demo"]["camera"] == "side" and run["env_kwargs"]["camera"] == "push"
     assert json.loads((tmp_path / "summary.json").read_text())["task"] == "push"
+    assert set(summary["alignment_error"]) == {"tcn", "tcn-single", "random-encoder"}
+    assert all(0 <= e < 1 for e in summary["alignment_error"].values())
 
     def episode_returns(row):
         lines = (tmp_path / "rows" / f"{row}-s0" / "metrics.jsonl").read_text().splitlines()
@@ -186,3 +188,14 @@ def test_the_imitation_benchmark_on_push_runs_its_rows_and_reports_the_task_meas
     # the task (minus the puck's distance, about -0.1 a step for 50 steps) in the other.
     (imitation,), (task,) = episode_returns("tcn"), episode_returns("task-reward")
     assert -10 < task < -2 and abs(imitation - task) > 0.1
+
+
+def test_alignment_error_by_hand():
+    from ssrl.benchmarks.imitation import alignment_error
+
+    t = np.arange(4.0)[:, None]
+    assert alignment_error(t, t) == 0.0  # every frame's nearest is itself
+    # Reversed time: frames 0..3 match 3, 2, 1, 0: |t - n(t)| = 3, 1, 1, 3 -> 8 / (4 * 4)
+    assert alignment_error(t, t[::-1]) == 0.5
+    # All of one view near the other's frame 1: errors 1, 0, 1, 2 -> 4 / 16
+    assert alignment_error(t, np.array([[9.0], [1.5], [9.0], [9.0]])) == 0.25
