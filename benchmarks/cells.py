@@ -180,11 +180,16 @@ def plan(
     env_opts = dict(suite.env)
     if suite.distractor:
         env_opts["distractor"] = suite.distractor
-    pixel_rl = (
-        dataclasses.replace(suite.rl, hyperparams=dict(suite.rl.hyperparams, **suite.pixel_rl.hyperparams))
-        if suite.rl is not None
-        else None
-    )
+
+    def pixel_rl_of(regime: str | None = None):
+        """The RL spec of a pixel cell of ``regime`` (None: pixel SAC): ``pixel_rl``'s hyper-parameters
+        and the regime's own on top of ``rl``'s."""
+        if suite.rl is None:
+            return None
+        hyperparams = dict(suite.rl.hyperparams, **suite.pixel_rl.for_regime(regime))
+        return dataclasses.replace(suite.rl, hyperparams=hyperparams)
+
+    pixel_rl = pixel_rl_of()
     cells = []
     for task in task_list:
         env_id = f"ssrl/{task}-v0"
@@ -198,10 +203,12 @@ def plan(
                     if regime == "frozen":
                         cells.append(Cell(row, task, seed, data, method, pre, rl=suite.rl, regime=regime, **rl_env))
                     elif regime == "finetune":
-                        cells.append(Cell(row, task, seed, data, method, pre, rl=pixel_rl, regime=regime, **rl_env))
+                        rl = pixel_rl_of(regime)
+                        cells.append(Cell(row, task, seed, data, method, pre, rl=rl, regime=regime, **rl_env))
                     elif regime == "decoupled" and suite.rl is not None and suite.rl.online:
                         # Online fine-tuning (RIG): the decoupled regime starts from the pretrained encoder.
-                        cells.append(Cell(row, task, seed, data, method, pre, rl=pixel_rl, regime=regime, **rl_env))
+                        rl = pixel_rl_of(regime)
+                        cells.append(Cell(row, task, seed, data, method, pre, rl=rl, regime=regime, **rl_env))
                     elif replay_refusal(method, pre.config) is None:  # decoupled, joint: from scratch
                         cells.append(
                             Cell(
@@ -209,7 +216,7 @@ def plan(
                                 task,
                                 seed,
                                 method=method,
-                                rl=pixel_rl,
+                                rl=pixel_rl_of(regime),
                                 regime=regime,
                                 method_options=pre.config,
                                 **rl_env,
@@ -255,7 +262,7 @@ def plan(
                             task,
                             seed,
                             method=method,
-                            rl=pixel_rl,
+                            rl=pixel_rl_of("joint"),
                             regime="joint",
                             method_options=options,
                             **rl_env,

@@ -18,7 +18,8 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...},
          online: {every_episodes: 50, data: pretraining}}  # RIG's online fine-tuning: decoupled
                                      # cells then start from the pretrained encoder (else from scratch, as ATC)
-    pixel_rl: {hyperparams: {...}}   # added to rl.hyperparams for end-to-end pixel rows
+    pixel_rl: {hyperparams: {...},   # added to rl.hyperparams for end-to-end pixel rows
+               regimes: {decoupled: {rl_head: true}}}   # and for one regime's cells only
     probes:                          # probe-only cells on the data of any env
       push: {env: ssrl/PushRandomObject-v0, episodes: 12, policy: push_explore,
              cameras: [push, front], steps: 150, methods: [tcn], config: {tcn: {...}}}
@@ -101,9 +102,16 @@ class RLSpec:
 
 @dataclasses.dataclass
 class PixelRLSpec:
-    """Hyper-parameters added to ``rl.hyperparams`` for the rows that train from pixels."""
+    """Hyper-parameters added to ``rl.hyperparams`` for the rows that train from pixels, and,
+    per regime, for that regime's cells only (``regimes: {decoupled: {rl_head: true},
+    finetune: {encoder_lr: 1e-4}}``)."""
 
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    regimes: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def for_regime(self, regime: str | None) -> dict[str, Any]:
+        """The hyper-parameters a pixel cell of ``regime`` adds (None: pixel SAC's)."""
+        return dict(self.hyperparams, **self.regimes.get(regime, {})) if regime else dict(self.hyperparams)
 
 
 @dataclasses.dataclass
@@ -228,6 +236,13 @@ def _check_values(suite: Suite, where: str) -> None:
         raise SuiteError(
             f"{where}: method_regimes names {extra}, which are not among its methods {list(suite.methods)}"
         )
+    pixel_regimes = [r for r in REGIMES if r != "frozen"]  # frozen rows learn from latents, not pixels
+    for regime in suite.pixel_rl.regimes:
+        if regime not in pixel_regimes:
+            raise SuiteError(
+                f"{where}: pixel_rl.regimes: {regime!r} is not a regime whose agent reads pixels; "
+                f"valid: {', '.join(pixel_regimes)}"
+            )
     for row in suite.references:
         if row not in REFERENCE_ROWS:
             raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")
@@ -298,3 +313,8 @@ def _check_options(suite: Suite, where: str) -> None:
         check(
             "rl.hyperparams with pixel_rl.hyperparams", algo, dict(suite.rl.hyperparams, **suite.pixel_rl.hyperparams)
         )
+        for regime in suite.pixel_rl.regimes:
+            # As the run builds it: only the decoupled regime's critic leaves the encoder alone.
+            values = dict(suite.rl.hyperparams, critic_trains_encoder=regime != "decoupled")
+            values.update(suite.pixel_rl.for_regime(regime))
+            check(f"pixel_rl.regimes.{regime} (with the hyperparams)", algo, values)

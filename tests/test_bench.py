@@ -237,6 +237,31 @@ def test_a_method_can_have_its_own_regimes():
         plan(dict(suite, method_regimes={"dbc": ["joint"]}))
 
 
+def test_pixel_rl_regimes_add_hyperparameters_to_one_regimes_cells_only():
+    suite = dict(
+        TINY,
+        methods={"atc": {}},
+        regimes=["finetune", "decoupled"],
+        references=["pixel_sac", "deepmdp_joint"],
+        pixel_rl={
+            "hyperparams": {"encoder_arch": "fast"},
+            "regimes": {"decoupled": {"rl_head": True}, "finetune": {"encoder_lr": 1e-4}},
+        },
+    )
+    cells = {c.row: c.rl.hyperparams for c in plan(suite)}
+    assert cells["atc:decoupled"]["rl_head"] is True and "encoder_lr" not in cells["atc:decoupled"]
+    assert cells["atc:finetune"]["encoder_lr"] == 1e-4 and "rl_head" not in cells["atc:finetune"]
+    for row in ("pixel_sac", "deepmdp_joint"):
+        assert cells[row] == dict(TINY["rl"]["hyperparams"], encoder_arch="fast")
+    with pytest.raises(SuiteError, match="pixel_rl.regimes: 'frozen' is not a regime whose agent reads pixels"):
+        plan(dict(suite, pixel_rl={"regimes": {"frozen": {}}}))
+    # rl_head needs the decoupled regime's critic, which leaves the encoder alone
+    with pytest.raises(SuiteError, match=r"pixel_rl.regimes.joint .*rl_head.*critic_trains_encoder=False"):
+        plan(dict(suite, pixel_rl={"regimes": {"joint": {"rl_head": True}}}))
+    with pytest.raises(SuiteError, match="pixel_rl.regimes.decoupled.*rl_hed"):
+        plan(dict(suite, pixel_rl={"regimes": {"decoupled": {"rl_hed": True}}}))
+
+
 def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_decoupled_cell(tmp_path):
     from ssrl.benchmarks.cells import unservable
 
