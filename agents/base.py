@@ -607,10 +607,12 @@ class OffPolicyAgent(abc.ABC):
     def _build_encoder(self, encoder: nn.Module | None) -> None:
         """Pixels: the conv encoder (``encoder`` if given: a representation's, pretrained or not,
         whose architecture then replaces ``encoder_arch``, ``feature_dim``, ``encoder_tanh`` and
-        ``conv_init``) and its EMA target. Set ``feature_dim``, the width of what the critics
-        read (the encoder's output, or the flattened vector observation), and ``split_encoder``:
-        whether the actor's own head reads the encoder's conv trunk (an encoder the agent built,
-        with ``actor_head``) rather than its output."""
+        ``conv_init``; with ``rl_head`` it is wrapped in an :class:`RLHeadEncoder` whose head has
+        ``feature_dim`` outputs and ``encoder_tanh``) and its EMA target. Set ``feature_dim``, the
+        width of what the critics read (the encoder's output, or the flattened vector
+        observation), and ``split_encoder``: whether the actor's own head reads the encoder's
+        conv trunk (an encoder the agent built or an ``rl_head``, with ``actor_head``) rather
+        than its output."""
         self.encoder: nn.Module | None = None
         self.encoder_target: nn.Module | None = None
         self.split_encoder = False
@@ -638,6 +640,7 @@ class OffPolicyAgent(abc.ABC):
                 if self.goal_dim:
                     raise ValueError("rl_head is not supported on goal envs (image observation, vector goals)")
                 encoder = RLHeadEncoder(encoder, c.feature_dim, c.encoder_tanh)
+                self.split_encoder = c.actor_head  # the actor's own head reads the trunk, as the critic's
             if c.rl_head and not isinstance(encoder, RLHeadEncoder):
                 raise ValueError(
                     "rl_head reads a representation's conv trunk in the decoupled regime; this agent builds its own "
@@ -921,7 +924,7 @@ class OffPolicyAgent(abc.ABC):
         discount = torch.from_numpy(batch.discount).to(self.device)
         latent_next = None
         if self.rl_head:  # the critic reads its own head on the detached trunk; the aux the method's code
-            hs, latents = map(list, zip(*(self.encoder.split(x) for x in views)))
+            hs, latents = map(list, zip(*(self.encoder.split(x)[:2] for x in views)))
         else:
             latents = [self.encode(x)[0] for x in views]
             # The decoupled regime: the critic reads the latents detached, so its loss never
@@ -932,9 +935,8 @@ class OffPolicyAgent(abc.ABC):
         with torch.no_grad():
             for x in next_views:
                 if self.rl_head:
-                    h_next, code_next = self.encoder_target.split(x)
+                    h_next, code_next, z_next = self.encoder_target.split(x)
                     latent_next = code_next if latent_next is None else latent_next
-                    z_next = h_next
                 else:
                     h_next, z_next = self.encode(x, target=True)
                 h_nexts.append(h_next)
@@ -1045,7 +1047,8 @@ class OffPolicyAgent(abc.ABC):
 
     def critic_parameters(self, critic: nn.Module) -> list[nn.Parameter] | list[dict[str, Any]]:
         """What the critic's optimiser trains: the critic, and the encoder too (the critic loss
-        shapes it) unless ``critic_trains_encoder`` is off; the encoder at ``encoder_lr`` when set."""
+        shapes it) unless ``critic_trains_encoder`` is off; the encoder at ``encoder_lr`` when set.
+        With ``rl_head`` the agent's own head on the trunk, never the trunk."""
         params = list(critic.parameters())
         if self.rl_head:  # the agent's own head on the trunk: the critic trains it, never the trunk
             return params + list(self.encoder.head.parameters())

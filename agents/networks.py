@@ -145,14 +145,24 @@ class RLHeadEncoder(nn.Module):
                 f"rl_head reads the encoder's conv trunk; a {type(conv).__name__} has none (a suite ConvEncoder "
                 "has); use rl_head=False"
             )
-        self.source, self.conv = source, conv
+        self.source, self.conv, self.pool = source, conv, conv.pool
         in_dim = pooled_dim(conv.trunk.output_shape, conv.pool)
         self.head = ActorHead(in_dim, out_dim, tanh, conv.pool)
 
-    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(head(trunk(x)) with the trunk detached, source(x))`` from one trunk pass."""
+    # The trunk / head / fc / pool of the suite's encoders, so that an agent's actor head
+    # (``actor_head``) reads the trunk here as it does on an encoder the agent built.
+    @property
+    def trunk(self) -> nn.Module:
+        return self.conv.trunk
+
+    @property
+    def fc(self) -> nn.Linear:
+        return self.head.fc
+
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(head(trunk(x)) with the trunk detached, source(x), trunk(x))`` from one trunk pass."""
         z = self.conv.trunk(x)
-        return self.head(z), self.conv.head(z)
+        return self.head(z), self.conv.head(z), z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -390,7 +390,8 @@ class ReplayBuffer:
     _PER_SLOT = ("action", "reward", "terminated", "has_next", "ep_pos", "ep_end")
 
     def save(self, folder: str | pathlib.Path, prune: bool = True) -> dict:
-        """Persist the slots written since the last save, as one more chunk file; returns the
+        """Persist the slots written since the last save, as one more chunk file (two when they
+        wrap around the ring); returns the
         save's meta data (``total`` and the sampling RNG state), also written to ``replay.json``.
 
         Call between episodes. Chunks are written atomically and the meta file last, so a crash

@@ -162,6 +162,11 @@ def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: d
         )
     if spec["encoder"] is None:
         raise ValueError("the decoupled regime on a goal env with image goals needs a pretrained --encoder (RIG's VAE)")
+    if spec["hyperparams"].get("rl_head"):
+        raise ValueError(
+            "rl_head gives a pixel agent its own head on the encoder's trunk; on a goal env with image goals the "
+            "decoupled agent learns from latents (RIG's online fine-tuning), so it has none: drop rl_head"
+        )
     rep = representation_for(spec["method"], spec["encoder"], spec["method_kwargs"], env, {}, seed).eval()
     reward = _reward_option(spec.get("goal_reward"))
     env = rep.observation_wrapper(env, explore=True, keep_images=True, **reward)

@@ -345,7 +345,7 @@ class Trainer:
         return (value // every + 1) * every
 
     def checkpoint(self) -> None:
-        """Save agent and replay (between episodes). The replay's new chunk goes first, then the
+        """Save agent and replay (between episodes). The replay's new chunks go first, then the
         agent file, which records how much of the replay belongs to it and so marks the
         checkpoint complete; only then are chunks the replay has overwritten removed. A kill at
         any point leaves the previous or the new checkpoint whole."""

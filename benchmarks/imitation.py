@@ -18,7 +18,7 @@ Every step a resumable run folder under ``--out`` (default ``outputs/imitation``
 
 1. ``expert`` (cartpole only): state SAC on the true state: the demonstrator;
 2. ``demo``: one episode of the demonstrator filmed from the demo camera (the demonstration) and
-   from the agent's camera (only the same-view check reads it);
+   from the agent's camera (only the alignment check reads it);
 3. ``tcn-data``: 40 episodes from both cameras, alternating the demonstrator (cartpole: epsilon
    0.3) and exploration (sticky-random actions; Push: ``push_explore``), so the embedding sees
    both the task done and the rest;
@@ -43,8 +43,11 @@ Every row reports the task's own measure (the evaluation env has no demo), 10 ep
 10k env steps: cartpole's return; Push's final puck distance to the goal and success (within
 5 cm; the task reward is minus the puck's distance at every step). TCN's claim (Sermanet et al.
 2018) is that the multi-view embedding makes a demo from another viewpoint usable: ``tcn``
-should approach ``task-reward`` and beat the single-view, pixel and random rows. Results go to
-``--out/summary.json`` and are printed. Rerunning the same command resumes every unfinished step.
+should approach ``task-reward`` and beat the single-view, pixel and random rows. Before the
+rows, each encoder's alignment error (:func:`alignment_error`: the demonstration from the agent's
+camera against the demo camera; 0 when the views align frame for frame) says how well it
+matches the two views. Results go to ``--out/summary.json`` and are printed. Rerunning the
+same command resumes every unfinished step.
 """
 
 from __future__ import annotations

@@ -313,8 +313,13 @@ def _check_options(suite: Suite, where: str) -> None:
         check(
             "rl.hyperparams with pixel_rl.hyperparams", algo, dict(suite.rl.hyperparams, **suite.pixel_rl.hyperparams)
         )
+        if suite.rl.online and "rl_head" in suite.pixel_rl.regimes.get("decoupled", {}):
+            raise SuiteError(
+                f"{where}: pixel_rl.regimes.decoupled: rl_head needs a pixel agent, but with rl.online the decoupled "
+                "cells learn from latents (RIG's online fine-tuning); drop rl_head"
+            )
         for regime in suite.pixel_rl.regimes:
-            # As the run builds it: only the decoupled regime's critic leaves the encoder alone.
+            # As a pixel run builds it: only the decoupled regime's critic leaves the encoder alone.
             values = dict(suite.rl.hyperparams, critic_trains_encoder=regime != "decoupled")
             values.update(suite.pixel_rl.for_regime(regime))
             check(f"pixel_rl.regimes.{regime} (with the hyperparams)", algo, values)

@@ -30,6 +30,9 @@ class AuxInputs:
         obs, next_obs: the (augmented) uint8 observations, for objectives that need more encoder
             passes (contrastive ones); ``None`` on vector observations.
         encoder: the agent's encoder (``None`` on vector observations).
+
+    With the agent's ``rl_head`` (the decoupled regime), ``latent``, ``next_latent`` and
+    ``encoder`` are the method's code and encoder, not the agent's head on them.
     """
 
     latent: torch.Tensor

@@ -260,6 +260,10 @@ def test_pixel_rl_regimes_add_hyperparameters_to_one_regimes_cells_only():
         plan(dict(suite, pixel_rl={"regimes": {"joint": {"rl_head": True}}}))
     with pytest.raises(SuiteError, match="pixel_rl.regimes.decoupled.*rl_hed"):
         plan(dict(suite, pixel_rl={"regimes": {"decoupled": {"rl_hed": True}}}))
+    # With RIG's online fine-tuning the decoupled cells learn from latents: no trunk for a head
+    online = dict(suite, rl=dict(TINY["rl"], online={"every_episodes": 5}))
+    with pytest.raises(SuiteError, match="rl_head needs a pixel agent, but with rl.online"):
+        plan(online)
 
 
 def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_decoupled_cell(tmp_path):

@@ -235,3 +235,25 @@ def test_a_decoupled_run_with_rl_head_resumes_bit_exactly_and_evaluates(tmp_path
         for key, value in a["modules"][name].items():
             assert torch.equal(value, b["modules"][name][key]), (name, key)
     assert evaluate_run(tmp_path / "full", episodes=1)["episodes"] == 1
+
+
+def test_rl_head_under_an_actor_head_preset_gives_the_actor_its_own_head_on_the_trunk():
+    """DrQ's preset (actor_head): the actor's head reads the method's trunk detached, like the
+    critic's; TD3's target actor reads the target trunk."""
+    from ssrl.agents import TD3
+
+    agent, rep, _ = agent_for("atc", "decoupled", rl_head=True, pixel_preset="drq", feature_dim=6)
+    assert agent.split_encoder and agent.actor.head.fc.in_features == agent.encoder.head.fc.in_features
+    batch = agent.replay.sample(8)
+    p = agent.prepare(batch)
+    assert p.actor_nexts[0].dim() == 4  # a feature map: the trunk's output
+    actor_in, h = agent.actor_update_inputs(p)
+    torch.testing.assert_close(actor_in, rep.encoder.trunk(p.obs), rtol=0, atol=0)
+    env = cartpole()
+    rep = fresh_representation("atc", env.observation_space.shape, 1, arch="fast", latent_dim=8)
+    aux = RepresentationObjective(rep, "decoupled", action_dim=1)
+    encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
+    td3 = TD3(env, aux=aux, encoder=encoder, rl_head=True, critic_trains_encoder=False, actor_head=True, **AGENT)
+    td3.learn(8 * 14)
+    p = td3.prepare(td3.replay.sample(8))
+    torch.testing.assert_close(p.actor_nexts[0], td3.encoder_target.trunk(p.next_obs), rtol=0, atol=0)
