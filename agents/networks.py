@@ -145,12 +145,17 @@ class RLHeadEncoder(nn.Module):
                 f"rl_head reads the encoder's conv trunk; a {type(conv).__name__} has none (a suite ConvEncoder "
                 "has); use rl_head=False"
             )
-        self.source, self.conv, self.pool = source, conv, conv.pool
+        self.source, self.pool = source, conv.pool  # (the conv encoder is reached through source: stored once)
         in_dim = pooled_dim(conv.trunk.output_shape, conv.pool)
         self.head = ActorHead(in_dim, out_dim, tanh, conv.pool)
 
     # The trunk / head / fc / pool of the suite's encoders, so that an agent's actor head
     # (``actor_head``) reads the trunk here as it does on an encoder the agent built.
+    @property
+    def conv(self) -> nn.Module:
+        """The suite encoder inside ``source`` (its trunk and the method's head)."""
+        return getattr(self.source, "encoder", self.source)
+
     @property
     def trunk(self) -> nn.Module:
         return self.conv.trunk
