@@ -237,13 +237,21 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def worker_init() -> None:
-    """One thread per worker for torch, OpenMP and Mesa (set before they start threads); on
-    Linux, the worker is terminated when its parent dies. (Killing ``ssrl bench`` used to leave
-    its pool workers training on: a rerun then found the cells' folders locked by them.)"""
+def one_thread() -> None:
+    """One thread for OpenMP and Mesa in this process (set before they start threads) and
+    headless EGL: what a bench cell or collection sets wherever it runs (a pool worker, a Ray
+    task, or ``ssrl bench --workers 1`` in the bench's own process)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["LP_NUM_THREADS"] = "1"
     os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def worker_init() -> None:
+    """A pool worker's start: :func:`one_thread`, and on Linux the worker is terminated when its
+    parent dies. (Killing ``ssrl bench`` used to leave its pool workers training on: a rerun then
+    found the cells' folders locked by them.) Only pool workers: in the bench's own process
+    (``--workers 1``) it would end ``nohup ssrl bench ... &`` when its shell exits, silently."""
+    one_thread()
     _die_with_parent()
 
 

@@ -18,7 +18,7 @@ import traceback
 from typing import Any
 
 from ssrl.runs import RunFolder
-from ssrl.utils import worker_init, write_json
+from ssrl.utils import one_thread, write_json
 
 from .cells import Cell, DataSpec, _hash
 
@@ -37,7 +37,7 @@ class Progress:
 
 def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
     """Collect (or finish collecting: ``collect`` resumes) a data set; idempotent."""
-    worker_init()
+    one_thread()
     from ssrl.envs import make
     from ssrl.envs.pixels import state_mode_kwargs
     from ssrl.envs.rollouts import RolloutDataset, collect
@@ -133,7 +133,7 @@ def run_cell(cell: Cell, out: str | pathlib.Path) -> dict[str, Any]:
     A cell that fails returns an ``error`` instead of raising, so the other cells go on; it
     writes no result, so the next ``ssrl bench`` retries it (resuming what it had done).
     """
-    worker_init()
+    one_thread()
     try:
         return _run_cell(cell, pathlib.Path(out))
     except Exception as err:  # noqa: BLE001 - reported in the summary, retried on the next run

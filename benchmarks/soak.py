@@ -138,15 +138,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--every", type=int, default=10_000, help="env steps between RSS samples")
     args = parser.parse_args(argv)
 
-    import os
-
     import torch
 
-    from ssrl.utils import write_json
+    from ssrl.utils import one_thread, write_json
 
-    # One thread, as a bench worker (not worker_init: its die-with-parent would end a soak
-    # started in the background when its shell exits).
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    one_thread()  # as a bench cell
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
     repeat = 8  # cartpole's action repeat (PlaNet's setting, the env's default)

@@ -412,6 +412,30 @@ def test_pool_workers_die_with_the_bench_process(tmp_path):
         pytest.fail("the pool worker outlived the killed bench process")
 
 
+def test_cells_run_in_the_bench_process_do_not_die_with_its_parent(tmp_path):
+    # `ssrl bench --workers 1` runs collections and cells in its own process. They used to set
+    # the pool workers' die-with-parent signal there too, so `nohup ssrl bench ... &` was ended
+    # silently (SIGTERM, no traceback) when the shell that started it exited.
+    script = (
+        "import ctypes, pathlib, sys, types\n"
+        "from ssrl.benchmarks.runner import collect_data, run_cell\n"
+        "libc = ctypes.CDLL('libc.so.6')\n"
+        "def pdeathsig():\n"
+        "    sig = ctypes.c_int(-1)\n"
+        "    libc.prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG\n"
+        "    return sig.value\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "collect_data(out, types.SimpleNamespace(key='empty', collect=types.SimpleNamespace(episodes=0)))\n"
+        "after_collect = pdeathsig()\n"
+        "cell = types.SimpleNamespace(id='broken', row='r', task='t', seed=0, kind='rl')\n"
+        "assert 'error' in run_cell(cell, out)  # fails at once, after the cell's set-up\n"
+        "print(after_collect, pdeathsig())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
+
+
 def test_a_larger_rl_budget_continues_finished_cells_instead_of_redoing_them(tiny_suite, tmp_path):
     out = tmp_path / "bench"
     run_bench(str(tiny_suite), out=out, workers=1, display=False, methods=["state_sac"])
