@@ -44,10 +44,13 @@ Every row reports the task's own measure (the evaluation env has no demo), 10 ep
 5 cm; the task reward is minus the puck's distance at every step). TCN's claim (Sermanet et al.
 2018) is that the multi-view embedding makes a demo from another viewpoint usable: ``tcn``
 should approach ``task-reward`` and beat the single-view, pixel and random rows. Before the
-rows, each encoder's alignment error (:func:`alignment_error`: the demonstration from the agent's
-camera against the demo camera; 0 when the views align frame for frame) says how well it
-matches the two views. Results go to ``--out/summary.json`` and are printed. Rerunning the
-same command resumes every unfinished step.
+rows, each encoder's alignment error
+(:func:`~ssrl.representations.control.tcn.alignment_error`: the demonstration from the agent's
+camera against the demo camera, frames where nothing moves counted as one instant; 0 when the
+views align frame for frame) says how well it matches the two views; on Push,
+:func:`reward_weights` says what the demo reward pays for once the demonstration is done (a
+centimetre of puck error against one of hand error). Results go to ``--out/summary.json`` and
+are printed. Rerunning the same command resumes every unfinished step.
 """
 
 from __future__ import annotations
@@ -205,32 +208,56 @@ def demonstration_measures(demo: pathlib.Path) -> dict[str, Any]:
     return measures
 
 
-def alignment_error(agent_view: np.ndarray, demo_view: np.ndarray) -> float:
-    """TCN's alignment error (Sermanet et al. 2018, section 5.1): for every frame t of one view,
-    the frame of the other view nearest in embedding space, ``n(t)``; the mean of
-    ``|t - n(t)| / T`` over the episode (0: the two views align frame for frame; about 1/3 for
-    an embedding that ignores time). ``agent_view`` and ``demo_view``: ``(T, D)`` embeddings of
-    the same episode's frames from the two cameras."""
-    d2 = ((agent_view[:, None, :] - demo_view[None, :, :]) ** 2).sum(-1)
-    t = np.arange(len(agent_view))
-    return float(np.abs(d2.argmin(1) - t).mean() / len(agent_view))
-
-
 def alignments(task: ImitationTask, models: dict[str, pathlib.Path], demo: pathlib.Path) -> dict[str, float]:
     """Each encoder's :func:`alignment_error` between the agent's camera and the demo camera on
     the demonstration episode (filmed from both): is the reward's demo frame at time t what the
     agent would see at time t?"""
     from ssrl.representations import RolloutData, load_representation
-    from ssrl.representations.imitation import demo_embeddings
+    from ssrl.representations.control.tcn import alignment_error
 
     data = RolloutData(demo)
-    errors = {}
+    cameras = (task.agent_camera, task.demo_camera)
+    return {name: round(alignment_error(load_representation(m), data, cameras, 1), 4) for name, m in models.items()}
+
+
+def distance_weights(distance: np.ndarray, puck_error: np.ndarray, hand_error: np.ndarray) -> dict[str, float]:
+    """The least-squares fit ``distance ~ a * puck_error + b * hand_error + c`` (errors in metres):
+    ``puck_per_cm`` = a / 100 and ``hand_per_cm`` = b / 100, what a centimetre of each error
+    adds to the embedding distance the reward punishes, and the fit's R^2."""
+    x = np.c_[puck_error, hand_error, np.ones(len(distance))]
+    coef, *_ = np.linalg.lstsq(x, distance, rcond=None)
+    residual = distance - x @ coef
+    r2 = 1.0 - float((residual**2).sum() / ((distance - distance.mean()) ** 2).sum())
+    return {"puck_per_cm": float(coef[0]) / 100, "hand_per_cm": float(coef[1]) / 100, "r2": r2}
+
+
+def reward_weights(
+    task: ImitationTask, models: dict[str, pathlib.Path], demo: pathlib.Path, data: pathlib.Path
+) -> dict[str, dict[str, float]]:
+    """Push: what each encoder's demo reward pays for once the demonstration is done (after its
+    14th of 50 steps the reward's demo frame is its last). Over the frames of the TCN data after
+    each step (the agent's camera), the embedding's distance to the demo's last frame (the demo
+    camera), fitted by :func:`distance_weights` on the puck's distance to its goal (the env's
+    ``puck_distance``) and the hand's distance from where the demonstration's hand ended (x and y,
+    the state's first two values, ``Scene.ground_truth``). Empty for a task without a puck."""
+    from ssrl.representations import RolloutData, load_representation
+
+    frames, shown = RolloutData(data), RolloutData(demo)
+    if "puck_distance" not in frames.info:
+        return {}
+    after_step = np.flatnonzero(frames.has_next) + 1  # per-step records describe the frame after it
+    hand_error = np.linalg.norm(frames.state[after_step, :2] - shown.state[-1, :2], axis=1)
+    weights = {}
     for name, model in models.items():
         rep = load_representation(model)
         k = rep.config.frame_stack
-        views = [demo_embeddings(rep.embed, data, 0, camera, k) for camera in (task.agent_camera, task.demo_camera)]
-        errors[name] = round(alignment_error(*views), 4)
-    return errors
+        z = rep.embed(frames.stack(after_step, task.agent_camera, k))
+        goal = rep.embed(shown.stack(np.array([len(shown) - 1]), task.demo_camera, k))
+        distance = np.linalg.norm(z - goal, axis=1)
+        weights[name] = {
+            k: round(v, 4) for k, v in distance_weights(distance, frames.info["puck_distance"], hand_error).items()
+        }
+    return weights
 
 
 def _describe(result: dict[str, Any]) -> str:
@@ -271,9 +298,12 @@ def main(argv=None) -> dict[str, Any]:
         "task": args.task,
         "demonstration": demonstration_measures(demo),
         "alignment_error": alignments(task, models, demo),
+        "reward_weights": reward_weights(task, models, demo, tcn_data),
         "rows": {},
     }
     print(f"alignment error, agent camera against demo camera (0 aligned, ~0.33 none): {summary['alignment_error']}")
+    if summary["reward_weights"]:
+        print(f"demo reward per cm of puck and of hand error, once the demo is done: {summary['reward_weights']}")
     if task.demonstrator is None:
         expert_eval = [json.loads(line) for line in (out / "expert" / "metrics.jsonl").read_text().splitlines()]
         summary["expert_final_return"] = [e for e in expert_eval if e["kind"] == "eval"][-1]["return_mean"]

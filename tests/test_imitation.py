@@ -179,6 +179,8 @@ def test_the_imitation_benchmark_on_push_runs_its_rows_and_reports_the_task_meas
     assert json.loads((tmp_path / "summary.json").read_text())["task"] == "push"
     assert set(summary["alignment_error"]) == {"tcn", "tcn-single", "random-encoder"}
     assert all(0 <= e < 1 for e in summary["alignment_error"].values())
+    assert set(summary["reward_weights"]) == {"tcn", "tcn-single", "random-encoder"}
+    assert all(set(w) == {"puck_per_cm", "hand_per_cm", "r2"} for w in summary["reward_weights"].values())
 
     def episode_returns(row):
         lines = (tmp_path / "rows" / f"{row}-s0" / "metrics.jsonl").read_text().splitlines()
@@ -191,11 +193,46 @@ def test_the_imitation_benchmark_on_push_runs_its_rows_and_reports_the_task_meas
 
 
 def test_alignment_error_by_hand():
-    from ssrl.benchmarks.imitation import alignment_error
+    from ssrl.representations.control.tcn import view_alignment_error
 
     t = np.arange(4.0)[:, None]
-    assert alignment_error(t, t) == 0.0  # every frame's nearest is itself
+    assert view_alignment_error(t, t) == 0.0  # every frame's nearest is itself
     # Reversed time: frames 0..3 match 3, 2, 1, 0: |t - n(t)| = 3, 1, 1, 3 -> 8 / (4 * 4)
-    assert alignment_error(t, t[::-1]) == 0.5
+    assert view_alignment_error(t, t[::-1]) == 0.5
     # All of one view near the other's frame 1: errors 1, 0, 1, 2 -> 4 / 16
-    assert alignment_error(t, np.array([[9.0], [1.5], [9.0], [9.0]])) == 0.25
+    assert view_alignment_error(t, np.array([[9.0], [1.5], [9.0], [9.0]])) == 0.25
+
+
+def test_alignment_error_counts_a_still_stretch_as_one_instant():
+    from ssrl.representations.control.tcn import motion_clock, view_alignment_error
+
+    # Moves for two steps, then rests (changes of at most 0.05 on the 0-255 scale, under the
+    # tolerance of 0.1): frames 2..5 are one instant.
+    frames = np.zeros((6, 2, 3, 4, 4), np.uint8)
+    frames[1, 0] = 1
+    frames[2:, 0] = 1
+    frames[2:, 1, 0] = 9
+    frames[4, 1, 0, 0, 0] = 10  # one value of 192 up by 1: a mean change of 1/192
+    clock = motion_clock(frames)
+    assert clock.tolist() == [0, 1, 2, 2, 2, 2]
+    # Identical views: the still frames tie and argmin takes frame 2 for all of them. Frame by
+    # frame that is |t - 2| = 1, 2, 3 for frames 3..5: 6 / (6 * 6); on the clock it is 0.
+    z = np.array([[0.0], [1.0], [5.0], [5.0], [5.0], [5.0]])
+    assert view_alignment_error(z, z) == 6 / 36
+    assert view_alignment_error(z, z, clock) == 0.0
+    # A view b whose frame 1 already looks like the rest: a's frame 1 (1.0) is nearest b's frame 0
+    # (instant 0), a's frame 2 (5.0) b's frame 1, the first of the ties (instant 1): errors per
+    # instant 0, 1, 1 -> 2 / (3 * 3).
+    zb = np.array([[0.0], [5.0], [5.0], [5.0], [5.0], [5.0]])
+    assert view_alignment_error(z, zb, clock) == 2 / 9
+
+
+def test_distance_weights_recover_a_hand_made_reward():
+    from ssrl.benchmarks.imitation import distance_weights
+
+    rng = np.random.default_rng(0)
+    puck, hand = rng.uniform(0, 0.2, 50), rng.uniform(0, 0.15, 50)
+    # 0.05 per cm of puck error, 0.8 per cm of hand error, plus an offset: recovered exactly.
+    weights = distance_weights(5.0 * puck + 80.0 * hand + 0.3, puck, hand)
+    assert weights["puck_per_cm"] == pytest.approx(0.05) and weights["hand_per_cm"] == pytest.approx(0.8)
+    assert weights["r2"] == pytest.approx(1.0)
