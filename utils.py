@@ -246,19 +246,20 @@ def one_thread() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def worker_init() -> None:
+def worker_init(parent: int | None = None) -> None:
     """A pool worker's start: :func:`one_thread`, and on Linux the worker is terminated when its
     parent dies. (Killing ``ssrl bench`` used to leave its pool workers training on: a rerun then
     found the cells' folders locked by them.) Only pool workers: in the bench's own process
     (``--workers 1``) it would end ``nohup ssrl bench ... &`` when its shell exits, silently."""
     one_thread()
-    _die_with_parent()
+    _die_with_parent(parent)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None = None) -> None:
     """prctl(PR_SET_PDEATHSIG, SIGTERM): the kernel sends SIGTERM when the parent exits, and a
-    killed bench cell or collection resumes on the next run. Linux only; elsewhere
-    a no-op."""
+    killed bench cell or collection resumes on the next run. If the parent (``parent``, the pid
+    that started this worker; unknown: init's pid 1) is already gone, the worker ends at once.
+    Linux only; elsewhere a no-op."""
     import ctypes
     import signal
     import sys
@@ -271,7 +272,11 @@ def _die_with_parent() -> None:
         return
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before prctl: do not outlive it
+    # The parent died before prctl: do not outlive it. (With ``parent`` known this compares with
+    # its pid, not with init's 1, so a bench that is itself pid 1, as in a container started
+    # without an init, keeps its pool.)
+    orphaned = os.getppid() != parent if parent is not None else os.getppid() == 1
+    if orphaned:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -286,11 +291,11 @@ def spawn_pool(workers: int, initializer: Any = None, initargs: tuple = ()):
         max_workers=workers,
         mp_context=mp.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(initializer, initargs),
+        initargs=(os.getpid(), initializer, initargs),
     )
 
 
-def _init_worker(initializer: Any, initargs: tuple) -> None:
-    worker_init()
+def _init_worker(parent: int, initializer: Any, initargs: tuple) -> None:
+    worker_init(parent)
     if initializer is not None:
         initializer(*initargs)

@@ -49,8 +49,9 @@ rows, each encoder's alignment error
 camera against the demo camera, frames where nothing moves counted as one instant; 0 when the
 views align frame for frame) says how well it matches the two views; on Push,
 :func:`reward_weights` says what the demo reward pays for once the demonstration is done (a
-centimetre of puck error against one of hand error). Results go to ``--out/summary.json`` and
-are printed. Rerunning the same command resumes every unfinished step.
+centimetre of puck error against one of hand error). Results go to ``--out/summary.json`` (the
+two checks also to ``--out/checks.json``) and are printed. Rerunning the same command resumes
+every unfinished step.
 """
 
 from __future__ import annotations
@@ -209,9 +210,9 @@ def demonstration_measures(demo: pathlib.Path) -> dict[str, Any]:
 
 
 def alignments(task: ImitationTask, models: dict[str, pathlib.Path], demo: pathlib.Path) -> dict[str, float]:
-    """Each encoder's :func:`alignment_error` between the agent's camera and the demo camera on
-    the demonstration episode (filmed from both): is the reward's demo frame at time t what the
-    agent would see at time t?"""
+    """Each encoder's :func:`~ssrl.representations.control.tcn.alignment_error` between the
+    agent's camera and the demo camera on the demonstration episode (filmed from both): is the
+    reward's demo frame at time t what the agent would see at time t?"""
     from ssrl.representations import RolloutData, load_representation
     from ssrl.representations.control.tcn import alignment_error
 
@@ -223,40 +224,50 @@ def alignments(task: ImitationTask, models: dict[str, pathlib.Path], demo: pathl
 def distance_weights(distance: np.ndarray, puck_error: np.ndarray, hand_error: np.ndarray) -> dict[str, float]:
     """The least-squares fit ``distance ~ a * puck_error + b * hand_error + c`` (errors in metres):
     ``puck_per_cm`` = a / 100 and ``hand_per_cm`` = b / 100, what a centimetre of each error
-    adds to the embedding distance the reward punishes, and the fit's R^2."""
+    adds to the embedding distance (in the embedding's units), and the fit's R^2 (0 for a
+    constant distance)."""
     x = np.c_[puck_error, hand_error, np.ones(len(distance))]
     coef, *_ = np.linalg.lstsq(x, distance, rcond=None)
     residual = distance - x @ coef
-    r2 = 1.0 - float((residual**2).sum() / ((distance - distance.mean()) ** 2).sum())
+    spread = float(((distance - distance.mean()) ** 2).sum())
+    r2 = 1.0 - float((residual**2).sum()) / spread if spread > 0 else 0.0
     return {"puck_per_cm": float(coef[0]) / 100, "hand_per_cm": float(coef[1]) / 100, "r2": r2}
+
+
+def distances_to_the_demo_end(embed, frames, shown, task: ImitationTask, frame_stack: int) -> dict[str, np.ndarray]:
+    """Over the frames of ``frames`` (a ``RolloutData`` of Push) that follow a step, seen from the
+    agent's camera: ``distance``, the embedding distance (``embed``) to the last frame of the
+    demonstration ``shown`` seen from the demo camera; ``puck_error``, the step's recorded
+    ``puck_distance`` to the goal; ``hand_error``, the hand's distance in x and y (the state's
+    first two values, ``Scene.ground_truth``) from where the demonstration's hand ended."""
+    after_step = np.flatnonzero(frames.has_next) + 1  # a step's records describe the frame after it
+    z = embed(frames.stack(after_step, task.agent_camera, frame_stack))
+    end = embed(shown.stack(np.array([len(shown) - 1]), task.demo_camera, frame_stack))
+    return {
+        "distance": np.linalg.norm(z - end, axis=1),
+        "puck_error": np.asarray(frames.info["puck_distance"]),
+        "hand_error": np.linalg.norm(frames.state[after_step, :2] - shown.state[-1, :2], axis=1),
+    }
 
 
 def reward_weights(
     task: ImitationTask, models: dict[str, pathlib.Path], demo: pathlib.Path, data: pathlib.Path
 ) -> dict[str, dict[str, float]]:
     """Push: what each encoder's demo reward pays for once the demonstration is done (after its
-    14th of 50 steps the reward's demo frame is its last). Over the frames of the TCN data after
-    each step (the agent's camera), the embedding's distance to the demo's last frame (the demo
-    camera), fitted by :func:`distance_weights` on the puck's distance to its goal (the env's
-    ``puck_distance``) and the hand's distance from where the demonstration's hand ended (x and y,
-    the state's first two values, ``Scene.ground_truth``). Empty for a task without a puck."""
+    14th of 50 steps the reward's demo frame is its last, and the reward falls as the embedding
+    distance to it grows): :func:`distance_weights` of :func:`distances_to_the_demo_end` over
+    the TCN data. Empty for a task whose data record no ``puck_distance``."""
+    from ssrl.envs.rollouts import RolloutDataset
     from ssrl.representations import RolloutData, load_representation
 
-    frames, shown = RolloutData(data), RolloutData(demo)
-    if "puck_distance" not in frames.info:
+    if "puck_distance" not in RolloutDataset(data).meta.get("record_keys", []):
         return {}
-    after_step = np.flatnonzero(frames.has_next) + 1  # per-step records describe the frame after it
-    hand_error = np.linalg.norm(frames.state[after_step, :2] - shown.state[-1, :2], axis=1)
+    frames, shown = RolloutData(data), RolloutData(demo)
     weights = {}
     for name, model in models.items():
         rep = load_representation(model)
-        k = rep.config.frame_stack
-        z = rep.embed(frames.stack(after_step, task.agent_camera, k))
-        goal = rep.embed(shown.stack(np.array([len(shown) - 1]), task.demo_camera, k))
-        distance = np.linalg.norm(z - goal, axis=1)
-        weights[name] = {
-            k: round(v, 4) for k, v in distance_weights(distance, frames.info["puck_distance"], hand_error).items()
-        }
+        fit = distance_weights(**distances_to_the_demo_end(rep.embed, frames, shown, task, rep.config.frame_stack))
+        weights[name] = {key: round(value, 4) for key, value in fit.items()}
     return weights
 
 
@@ -303,7 +314,12 @@ def main(argv=None) -> dict[str, Any]:
     }
     print(f"alignment error, agent camera against demo camera (0 aligned, ~0.33 none): {summary['alignment_error']}")
     if summary["reward_weights"]:
-        print(f"demo reward per cm of puck and of hand error, once the demo is done: {summary['reward_weights']}")
+        print(
+            "embedding distance to the demo's last frame, per cm of puck and of hand error: "
+            f"{summary['reward_weights']}"
+        )
+    # The checks alone too: summary.json, rewritten as rows finish, keeps the rows of this command.
+    write_json(out / "checks.json", {k: summary[k] for k in ("alignment_error", "reward_weights")})
     if task.demonstrator is None:
         expert_eval = [json.loads(line) for line in (out / "expert" / "metrics.jsonl").read_text().splitlines()]
         summary["expert_final_return"] = [e for e in expert_eval if e["kind"] == "eval"][-1]["return_mean"]

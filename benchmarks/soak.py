@@ -138,11 +138,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--every", type=int, default=10_000, help="env steps between RSS samples")
     args = parser.parse_args(argv)
 
-    import torch
-
     from ssrl.utils import one_thread, write_json
 
-    one_thread()  # as a bench cell
+    one_thread()  # as a bench cell (before torch starts its threads)
+    import torch
+
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
     repeat = 8  # cartpole's action repeat (PlaNet's setting, the env's default)

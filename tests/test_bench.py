@@ -378,18 +378,19 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
 
 
 def test_pool_workers_die_with_the_bench_process(tmp_path):
-    # A parent that starts a spawn pool worker (running worker_init), then is SIGKILLed: the
-    # worker must not live on (before, orphaned workers kept training and locked the cells).
+    # A parent that starts a pool worker (spawn_pool, as the bench and collections do), then is
+    # SIGKILLed: the worker must not live on (before, orphaned workers kept training and locked
+    # the cells).
     script = tmp_path / "parent.py"
     pidfile = tmp_path / "worker.pid"
     script.write_text(
-        "import concurrent.futures as cf, multiprocessing as mp, os, time\n"
-        "from ssrl.utils import worker_init\n"
+        "import os, time\n"
+        "from ssrl.utils import spawn_pool\n"
         "def job(path):\n"
         "    open(path, 'w').write(str(os.getpid()))\n"
         "    time.sleep(60)\n"
         "if __name__ == '__main__':\n"
-        "    pool = cf.ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=worker_init)\n"
+        "    pool = spawn_pool(1)\n"
         f"    pool.submit(job, {str(pidfile)!r})\n"
         "    time.sleep(60)\n"
     )

@@ -2,6 +2,7 @@
 embedded from a collected episode at the encoder's frame stack."""
 
 import json
+import types
 
 import gymnasium as gym
 import numpy as np
@@ -181,6 +182,8 @@ def test_the_imitation_benchmark_on_push_runs_its_rows_and_reports_the_task_meas
     assert all(0 <= e < 1 for e in summary["alignment_error"].values())
     assert set(summary["reward_weights"]) == {"tcn", "tcn-single", "random-encoder"}
     assert all(set(w) == {"puck_per_cm", "hand_per_cm", "r2"} for w in summary["reward_weights"].values())
+    checks = json.loads((tmp_path / "checks.json").read_text())
+    assert checks == {k: summary[k] for k in ("alignment_error", "reward_weights")}
 
     def episode_returns(row):
         lines = (tmp_path / "rows" / f"{row}-s0" / "metrics.jsonl").read_text().splitlines()
@@ -206,25 +209,49 @@ def test_alignment_error_by_hand():
 def test_alignment_error_counts_a_still_stretch_as_one_instant():
     from ssrl.representations.control.tcn import motion_clock, view_alignment_error
 
-    # Moves for two steps, then rests (changes of at most 0.05 on the 0-255 scale, under the
-    # tolerance of 0.1): frames 2..5 are one instant.
-    frames = np.zeros((6, 2, 3, 4, 4), np.uint8)
-    frames[1, 0] = 1
-    frames[2:, 0] = 1
-    frames[2:, 1, 0] = 9
-    frames[4, 1, 0, 0, 0] = 10  # one value of 192 up by 1: a mean change of 1/192
-    clock = motion_clock(frames)
+    # Moves for two steps, then rests (a change of 0.05 / 255, under the tolerance of 0.1 / 255):
+    # frames 2..5 are one instant.
+    clock = motion_clock(np.array([0.0, 0.5, 0.75, 0.0, 0.05, 0.05]) / 255)
     assert clock.tolist() == [0, 1, 2, 2, 2, 2]
     # Identical views: the still frames tie and argmin takes frame 2 for all of them. Frame by
     # frame that is |t - 2| = 1, 2, 3 for frames 3..5: 6 / (6 * 6); on the clock it is 0.
     z = np.array([[0.0], [1.0], [5.0], [5.0], [5.0], [5.0]])
     assert view_alignment_error(z, z) == 6 / 36
     assert view_alignment_error(z, z, clock) == 0.0
-    # A view b whose frame 1 already looks like the rest: a's frame 1 (1.0) is nearest b's frame 0
-    # (instant 0), a's frame 2 (5.0) b's frame 1, the first of the ties (instant 1): errors per
-    # instant 0, 1, 1 -> 2 / (3 * 3).
+    # A view b whose frame 1 already looks like the rest: a's instant 1 (1.0) is nearest b's
+    # instant 0, a's instant 2 (5.0) b's instant 1, the first of the ties: errors 0, 1, 1 -> 2 / 9.
     zb = np.array([[0.0], [5.0], [5.0], [5.0], [5.0], [5.0]])
     assert view_alignment_error(z, zb, clock) == 2 / 9
+    # A view b whose still frames differ (noise): only each instant's first frame is a candidate,
+    # so b's frame 4 (nearest to a's instant 0) is never matched.
+    zn = np.array([[0.0], [1.0], [5.0], [5.1], [0.1], [4.9]])
+    assert view_alignment_error(z, zn, clock) == 0.0
+
+
+def test_the_tcn_alignment_error_of_a_data_set_runs_on_the_motion_clock():
+    # Two cameras of one episode that moves for two steps and then rests for four; an embedding
+    # (a frame's mean) that tells the views' still frames apart only by noise: 0 on the clock.
+    from ssrl.envs.rollouts import Episode
+    from ssrl.representations import RolloutData
+    from ssrl.representations.control.tcn import alignment_error
+
+    frames = np.zeros((7, 3, 4, 4), np.uint8)
+    frames[1], frames[2:] = 60, 120
+    noisy = frames.copy()
+    noisy[3:, 0, 0, 0] += np.arange(1, 5, dtype=np.uint8)  # at most 4 / 48 per frame: still
+    episode = Episode(
+        frames={"a": frames, "b": noisy},
+        state=np.zeros((7, 2), np.float32),
+        action=np.zeros((6, 1), np.float32),
+        reward=np.zeros(6, np.float32),
+        terminated=np.zeros(6, bool),
+        truncated=np.zeros(6, bool),
+        info={},
+    )
+    data = RolloutData([episode])
+    rep = types.SimpleNamespace(obs_shape=(3, 4, 4), embed=lambda x: x.reshape(len(x), -1).mean(1, keepdims=True))
+    assert alignment_error(rep, data, ("a", "b")) == 0.0
+    assert alignment_error(rep, data, ("b", "a")) == 0.0
 
 
 def test_distance_weights_recover_a_hand_made_reward():
@@ -236,3 +263,33 @@ def test_distance_weights_recover_a_hand_made_reward():
     weights = distance_weights(5.0 * puck + 80.0 * hand + 0.3, puck, hand)
     assert weights["puck_per_cm"] == pytest.approx(0.05) and weights["hand_per_cm"] == pytest.approx(0.8)
     assert weights["r2"] == pytest.approx(1.0)
+
+
+def test_distances_to_the_demo_end_pair_each_frame_with_its_steps_records():
+    # One episode of three steps; each step's record (puck_distance) and the state describe the
+    # frame after it; the embedding is a frame's mean, so the distances are known by hand.
+    from ssrl.benchmarks.imitation import TASKS, distances_to_the_demo_end
+    from ssrl.envs.rollouts import Episode
+    from ssrl.representations import RolloutData
+
+    def episode(values, states, puck=None):
+        frames = np.stack([np.full((3, 2, 2), v, np.uint8) for v in values])
+        steps = len(values) - 1
+        return Episode(
+            frames={"push": frames, "side": frames},
+            state=np.asarray(states, np.float32),
+            action=np.zeros((steps, 2), np.float32),
+            reward=np.zeros(steps, np.float32),
+            terminated=np.zeros(steps, bool),
+            truncated=np.zeros(steps, bool),
+            info={} if puck is None else {"puck_distance": np.asarray(puck, np.float32)},
+        )
+
+    states = [[0.0, 0.0], [0.03, 0.04], [0.0, 0.1], [0.0, 0.2]]
+    frames = RolloutData([episode([10, 20, 30, 40], states, puck=[0.1, 0.2, 0.3])])
+    shown = RolloutData([episode([0, 25], [[0.0, 0.0], [0.0, 0.0]])])  # ends at 25, hand at (0, 0)
+    embed = lambda x: x.reshape(len(x), -1).mean(1, keepdims=True).astype(np.float64)  # noqa: E731
+    got = distances_to_the_demo_end(embed, frames, shown, TASKS["push"], frame_stack=1)
+    np.testing.assert_allclose(got["distance"], [5.0, 5.0, 15.0])  # frames 1..3 (20, 30, 40) against 25
+    np.testing.assert_allclose(got["puck_error"], [0.1, 0.2, 0.3])
+    np.testing.assert_allclose(got["hand_error"], [0.05, 0.1, 0.2], rtol=1e-6)

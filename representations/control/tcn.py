@@ -152,43 +152,45 @@ class TCN(Representation):
         return loss, {"triplet_acc": ok}
 
 
-def motion_clock(frames: np.ndarray, tol: float = 0.1) -> np.ndarray:
-    """Per frame of an episode, the number of earlier steps in which the picture changed (mean
-    absolute difference from the previous frame above ``tol`` on the 0-255 scale; ``frames``:
-    ``(T, ...)``, every view of the instant): a clock that stops while nothing visibly moves, so
-    the frames of a still stretch count as one instant. (A Push demonstration is done after 14 of
-    its 50 steps, then changes by at most 0.02; without the clock its 36 identical frames,
-    matched among themselves at random, made up most of any embedding's alignment error. The
-    simulator's state is no judge of this: its velocities keep jittering at rest.)"""
-    frames = np.asarray(frames, np.float32).reshape(len(frames), -1)
-    moved = np.abs(np.diff(frames, axis=0)).mean(axis=1) > tol
+def motion_clock(change: np.ndarray, tol: float = 0.1 / 255) -> np.ndarray:
+    """Per frame of an episode, the number of earlier steps in which the picture changed: a clock
+    that stops while nothing visibly moves, so the frames of a still stretch count as one instant.
+    ``change[t]``: how much frame t differs from frame t - 1 (``change[0]`` is ignored), e.g. the
+    largest of :meth:`RolloutData.motion` (the mean absolute pixel change, in [0, 1]) over the
+    episode's views; a step moves the clock when its change exceeds ``tol`` (0.1 on the 0-255
+    scale). (A Push demonstration is done after 14 of its 50 steps; its frames then change by at
+    most 0.023 / 255, against at least 0.57 / 255 while it moves. Frame by frame, its 36
+    identical frames, matched among themselves at random, made up almost all of TCN's alignment
+    error. The simulator's state is no judge of this: its velocities keep jittering at rest.)"""
+    moved = np.asarray(change)[1:] > tol
     return np.concatenate([[0], np.cumsum(moved)])
 
 
 def view_alignment_error(za: np.ndarray, zb: np.ndarray, clock: np.ndarray | None = None) -> float:
-    """TCN's alignment error (Sermanet et al. 2018, section 5.1) between two views of one episode:
-    for each frame t of view a, ``n(t)``, the frame of view b nearest in embedding space; the mean
-    of ``|c(t) - c(n(t))| / N`` over the episode's N instants, where ``c`` is ``clock``
-    (:func:`motion_clock`; None: every frame its own instant, ``c(t) = t``, the paper's form) and
-    each instant is counted once (at its first frame). 0: the views align; about 1/3: an
-    embedding that ignores time."""
-    za, zb = np.asarray(za, np.float64), np.asarray(zb, np.float64)
+    """TCN's alignment error (Sermanet et al. 2018, section 5.1) between two views of one episode
+    on ``clock`` (:func:`motion_clock`; None: every frame its own instant, ``c(t) = t``, the
+    paper's form). Each of the episode's N instants is represented by its first frame in both
+    views; for instant i of view a, ``n(i)`` is the instant of view b nearest in embedding space,
+    and the error is the mean of ``|i - n(i)| / N``. 0: the views align; about 1/3: an embedding
+    that ignores time."""
     c = np.arange(len(za)) if clock is None else np.asarray(clock)
+    first = np.unique(c, return_index=True)[1]  # one frame per instant, in time order
+    za, zb = np.asarray(za, np.float64)[first], np.asarray(zb, np.float64)[first]
     d = (za * za).sum(1)[:, None] + (zb * zb).sum(1)[None, :] - 2 * za @ zb.T
-    nearest = d.argmin(1)
-    first = np.unique(c, return_index=True)[1]  # one frame per instant
-    return float(np.abs(c[first] - c[nearest[first]]).mean() / len(first))
+    instants = np.arange(len(first))
+    return float(np.abs(d.argmin(1) - instants).mean() / len(first))
 
 
 def alignment_error(rep: Representation, data, views: tuple[str, str] | None = None, max_episodes: int = 10) -> float:
     """:func:`view_alignment_error` between two cameras, on the :func:`motion_clock` of each
-    episode's frames from both, averaged over the first ``max_episodes`` episodes of ``data``."""
+    episode (a step moves it when either camera's picture changes), averaged over the first
+    ``max_episodes`` episodes of ``data``."""
     views = views or tuple(data.cameras[:2])
     k = rep.obs_shape[0] // 3
     errors = []
     for ep in range(min(data.num_episodes, max_episodes)):
         idx = data.ep_start[ep] + np.arange(data.ep_len[ep] + 1)
         za, zb = (rep.embed(data.stack(idx, view, k)) for view in views)
-        both = np.concatenate([data.view(view)[idx] for view in views], axis=1)
-        errors.append(view_alignment_error(za, zb, motion_clock(both)))
+        change = np.max([data.motion(view)[idx] for view in views], axis=0)
+        errors.append(view_alignment_error(za, zb, motion_clock(change)))
     return float(np.mean(errors))
