@@ -952,11 +952,12 @@ def _plots(
     with plt.rc_context(_RC):
         for name, plot, has in (
             ("iqm.png", _plot_iqm, bool(aggregates)),
-            ("curves.png", _plot_curves, any(r.get("evals") and _ok(r) for r in results)),
+            ("curves.png", _plot_curves, any(r.get("evals") and _ok(r) and not _is_goal(r) for r in results)),
             ("probes.png", _plot_probes, any("r2" in e["scores"] for t in probes.values() for e in t.values())),
             ("goals.png", _plot_goals, any(_is_goal(r) and _ok(r) for r in results)),
         ):
             if not has:
+                (out / name).unlink(missing_ok=True)  # an earlier report's, of cells this one no longer plots
                 continue
             fig = plot(plt, results=results, aggregates=aggregates, probes=probes, rows=rows, styles=styles)
             with atomic_path(out / name, suffix=".png") as tmp:
@@ -1024,10 +1025,12 @@ def _series(runs: list[list[dict]], key: str = "return_mean") -> tuple[np.ndarra
 
 
 def _plot_curves(plt, results, rows, styles, **_):
-    """One panel per task (and regime, when there are several), references dashed in every panel."""
+    """One panel per task (and regime, when there are several), references dashed in every panel.
+    Goal tasks are left to :func:`_plot_goals` (success and distances; their returns are not on
+    DMC's scale), as they are left out of the returns table."""
     from matplotlib.ticker import FuncFormatter
 
-    done = [r for r in results if _ok(r) and r.get("evals")]
+    done = [r for r in results if _ok(r) and r.get("evals") and not _is_goal(r)]
     tasks = sorted({r["task"] for r in done})
     present = {rows.regime(r) for r in done} - {None}
     regimes = [g for g in REGIMES if g in present] + sorted(present - set(REGIMES)) or [None]
@@ -1043,6 +1046,7 @@ def _plot_curves(plt, results, rows, styles, **_):
     seeds = sorted(Counter((r["row"], r["task"]) for r in done).values())
     handles: dict[str, Any] = {}
     for ax, (task, regime) in zip(flat_axes, panels):
+        lowest = 0.0  # the y axis starts at 0 unless a curve goes below it
         here = [r for r in done if r["task"] == task]
         shown = [
             row
@@ -1057,9 +1061,10 @@ def _plot_curves(plt, results, rows, styles, **_):
             if len([r for r in here if r["row"] == row]) > 1:
                 ax.fill_between(steps, low, high, color=colour, alpha=0.13, linewidth=0)
             handles.setdefault(row, line)
+            lowest = min(lowest, float(np.nanmin(low))) if len(low) else lowest
         ax.set_title(task if len(regimes) == 1 or regime is None else f"{task}: {regime}")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k" if x else "0"))
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=lowest * 1.05)
         ax.grid(alpha=0.3)
     for ax in flat_axes[len(panels) :]:
         ax.remove()

@@ -341,6 +341,9 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
     out = tmp_path / "bench"
     summary = run_bench(str(path), out=out, workers=1, display=False)
     assert (out / "goals.png").exists()
+    # Its returns are not plotted either (before, an empty curves.png: its axis started at 0,
+    # every Push return is negative).
+    assert "curves.png" not in summary["figures"] and not (out / "curves.png").exists()
     goals = summary["goal_tasks"]["Push"]
     assert set(goals["rows"]) == {"beta-vae", "beta-vae:decoupled", "random_encoder", "state_sac", "pixel_reward"}
     for row in ("beta-vae:decoupled", "pixel_reward"):  # pictured through the encoder and reward they ran with

@@ -290,6 +290,8 @@ def test_figures_are_written(tmp_path):
         assert is_png(tmp_path / "a" / name), name
     # A probe-only suite: no returns to plot, and the headline says so.
     probe_only = [r for r in regime_results() if r["kind"] == "probe"]
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "curves.png").write_bytes(b"an earlier report's")  # not left beside this one
     summary = write_report(tmp_path / "b", dict(SUITE, tasks=[]), probe_only, wall_time=1.0)
     assert summary["figures"] == ["probes.png"] and is_png(tmp_path / "b" / "probes.png")
     assert not (tmp_path / "b" / "curves.png").exists() and not (tmp_path / "b" / "iqm.png").exists()
