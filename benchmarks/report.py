@@ -1154,10 +1154,14 @@ def _plot_probes(plt, probes, styles, rows, **_):
         len(panels), 1, figsize=(7.5, 0.9 * len(panels) + sum(heights)), squeeze=False, height_ratios=heights
     )
     floor = -1.5  # R^2 below this (worse than useless) is drawn to the axis' edge, its value written beside it
-    legend = [
-        Patch(facecolor="#777777", label="trained"),
-        Patch(facecolor="white", edgecolor="#555555", hatch="///", label="random-init, same method"),
-    ]
+    legend = [Patch(facecolor="#777777", label="trained")]
+    if any(
+        e["scores"]["r2"]["random"] is not None
+        for _, entries in panels
+        for e in entries.values()
+        if "r2" in e["scores"]
+    ):
+        legend.append(Patch(facecolor="white", edgecolor="#555555", hatch="///", label="random-init, same method"))
     clipped = False
     for ax, (data, entries) in zip(axes[:, 0], panels):
         labels = [label for label in entries if label != LOWER and "r2" in entries[label]["scores"]]
