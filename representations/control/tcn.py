@@ -20,9 +20,9 @@ lambda/4 (mean ||f(a)||^2 + mean ||f(p)||^2) with lambda = ``reg`` (see
 Single-view (``single_view=True``): the positive is the same camera within ``positive_window``
 frames of the anchor, the negative further than ``negative_margin`` frames.
 
-``alignment_error`` measures how well two views line up in embedding space: for every frame of
-view i, the nearest frame of view j in embedding distance, and the mean |t_i - t_nn| divided by
-the episode length (0 is perfect alignment; random is about 1/3). Departure from the paper:
+``alignment_error`` measures how well two views line up in embedding space: for every instant
+of view i, the nearest instant of view j in embedding distance, and the mean |t_i - t_nn|
+divided by the number of instants (0 is perfect alignment; random is about 1/3). Departure from the paper:
 time is counted on the episode's motion clock (:func:`motion_clock`), so frames in which the
 picture did not change count as one instant; on episodes that never rest it is the
 paper's measure.
@@ -190,7 +190,8 @@ def alignment_error(rep: Representation, data, views: tuple[str, str] | None = N
     errors = []
     for ep in range(min(data.num_episodes, max_episodes)):
         idx = data.ep_start[ep] + np.arange(data.ep_len[ep] + 1)
-        za, zb = (rep.embed(data.stack(idx, view, k)) for view in views)
-        change = np.max([data.motion(view)[idx] for view in views], axis=0)
-        errors.append(view_alignment_error(za, zb, motion_clock(change)))
+        clock = motion_clock(np.max([data.motion(view)[idx] for view in views], axis=0))
+        instants = idx[np.unique(clock, return_index=True)[1]]  # embed each instant's first frame only
+        za, zb = (rep.embed(data.stack(instants, view, k)) for view in views)
+        errors.append(view_alignment_error(za, zb))
     return float(np.mean(errors))
