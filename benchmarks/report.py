@@ -1089,7 +1089,8 @@ def _plot_curves(plt, results, rows, styles, **_):
     )
     n = f"{seeds[0]}" if seeds[0] == seeds[-1] else f"{seeds[0]}-{seeds[-1]}"
     band = f"mean over {n} seeds, shaded: min-max over seeds" if seeds[-1] > 1 else "one seed"
-    fig.suptitle(f"Evaluation return ({band}); dashed: reference rows", fontsize=11)
+    dashed = "; dashed: reference rows" if any(rows.is_reference(r) for r in handles) else ""
+    fig.suptitle(f"Evaluation return ({band}){dashed}", fontsize=11)
     fig.tight_layout()
     return fig
 

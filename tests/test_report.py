@@ -9,6 +9,7 @@ import pytest
 
 from ssrl.benchmarks.report import (
     FIGURES,
+    _plot_curves,
     _Rows,
     _styles,
     iqm,
@@ -296,6 +297,24 @@ def test_figures_are_written(tmp_path):
     assert summary["figures"] == ["probes.png"] and is_png(tmp_path / "b" / "probes.png")
     assert not (tmp_path / "b" / "curves.png").exists() and not (tmp_path / "b" / "iqm.png").exists()
     assert "This suite has no RL cells" in headline((tmp_path / "b" / "summary.md").read_text())
+
+
+def test_curves_title_names_dashed_lines_only_when_a_reference_is_drawn():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _Rows(SUITE)
+    for results, says_dashed in (
+        (headline_results(2), True),
+        ([r for r in headline_results(2) if r["row"] == "tcn"], False),
+    ):
+        all_rows = sorted({r["row"] for r in results})
+        fig = _plot_curves(plt, results, rows, _styles(all_rows, rows))
+        title = fig._suptitle.get_text()
+        plt.close(fig)
+        assert title.startswith("Evaluation return (mean over 2 seeds") and ("dashed" in title) == says_dashed, title
 
 
 def test_curve_colours_do_not_repeat_for_twenty_methods_and_the_references():
