@@ -236,6 +236,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from ssrl.benchmarks.compare import run_compare
+
+    result = run_compare(
+        args.rows, metric=args.metric, at=args.at, last=args.last, out=args.out, mixed_envs=args.mixed_envs
+    )
+    print(result["markdown"], end="")
+    if args.out:
+        print(f"written to {args.out}/compare.md, compare.json, curves.png", file=sys.stderr)
+    return 0
+
+
 def _tile(frames):
     import numpy as np
 
@@ -514,6 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--overwrite", action="store_true", help="delete the output folder first")
     be.add_argument("--list", action="store_true", help="list the suites and exit")
     be.set_defaults(func=_bench)
+
+    co = sub.add_parser(
+        "compare",
+        help="compare runs across seeds (ssrl train folders or bench cells) with bootstrap intervals",
+        description="Each row is NAME=PATH[,PATH...]: run folders of `ssrl train` or bench cell folders, one per "
+        "seed, shell patterns allowed, e.g. ssrl compare 'ATC=outputs/atc-s*' 'pixel SAC=outputs/pixel-s*'.",
+    )
+    co.add_argument("rows", nargs="+", metavar="NAME=PATH[,PATH...]", help="a row and its runs")
+    co.add_argument(
+        "--metric", default="return_mean", help="an eval.csv column (success_rate, final_puck_distance, ...)"
+    )
+    co.add_argument("--at", type=int, default=None, help="env steps to compare at (default: the last all runs reached)")
+    co.add_argument("--last", type=int, default=1, help="score a run by the mean of its last K evaluations up to --at")
+    co.add_argument("--out", default=None, help="also write compare.md, compare.json and curves.png here")
+    co.add_argument("--mixed-envs", action="store_true", help="allow runs of different envs in one comparison")
+    co.set_defaults(func=_compare)
     # Options without a help text still get a line (and so their default) in --help.
     for command in sub.choices.values():
         for action in command._actions:
