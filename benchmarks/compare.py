@@ -13,7 +13,8 @@ At ``S`` env steps (``--at``; default the largest evaluation step that every run
 - a run's score is its ``--metric`` (a column of ``eval.csv``: ``return_mean``, ``success_rate``,
   ``final_puck_distance``, ...) at ``S``, or with ``--last K`` the mean of its last ``K``
   evaluations up to ``S`` (a steadier number than one evaluation of 10 episodes);
-- a row gives its runs' scores, their mean and sample standard deviation (n - 1), and the IQM with
+- a row gives its runs' scores, their mean and sample standard deviation (n - 1; ``ssrl bench``'s
+  report gives numpy's n), and the IQM with
   a 95% percentile-bootstrap interval over runs (as ``ssrl bench``'s report, rliable's method);
 - every pair of rows gives the difference of their means with a 95% percentile-bootstrap interval
   (each row's runs resampled independently, 10,000 times) and what it supports: ``A higher`` or
@@ -228,7 +229,7 @@ def markdown(result: dict[str, Any]) -> str:
     _f = _formatter(result)
     what = f"{metric} at {at} env steps" if last == 1 else f"{metric}, mean of the last {last} evaluations up to {at}"
     lines = [f"# {what}", ""]
-    lines += ["| row | runs (seeds) | scores | mean ± sd | IQM [95% CI] |", "|---|---|---|---|---|"]
+    lines += ["| row | runs (seeds) | scores | mean ± sd (n - 1) | IQM [95% CI] |", "|---|---|---|---|---|"]
     for name, r in result["rows"].items():
         seeds = ", ".join("?" if s is None else str(s) for s in r["seeds"])
         spread = _f(r["mean"]) if r["std"] is None else f"{_f(r['mean'])} ± {_f(r['std'])}"

@@ -14,6 +14,7 @@ Written into the bench folder:
   the random-init encoder of the same method: R^2, kNN-MSE, GTC and each method's own scores),
   the cost of each cell, and the failed cells with their errors;
 * ``summary.csv``: one flat line per row and task (mean +- std over seeds, probe scores, cost);
+  every std here is numpy's (divided by n, not n - 1);
 * ``iqm.png`` (IQM with intervals, sorted, the random-encoder and state-SAC IQMs as reference
   lines), ``curves.png`` (return against env steps, a panel per task and regime, mean with the
   min-max over seeds shaded, reference rows dashed) and ``probes.png`` (probe R^2 trained beside
