@@ -537,8 +537,16 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument(
         "--metric", default="return_mean", help="an eval.csv column (success_rate, final_puck_distance, ...)"
     )
-    co.add_argument("--at", type=int, default=None, help="env steps to compare at (default: the last all runs reached)")
-    co.add_argument("--last", type=int, default=1, help="score a run by the mean of its last K evaluations up to --at")
+    co.add_argument(
+        "--at",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="env steps to compare at (default: the last all runs share)",
+    )
+    co.add_argument(
+        "--last", type=int, default=1, metavar="K", help="score a run by the mean of its last K evaluations up to --at"
+    )
     co.add_argument("--out", default=None, help="also write compare.md, compare.json and curves.png here")
     co.add_argument("--mixed-envs", action="store_true", help="allow runs of different envs in one comparison")
     co.set_defaults(func=_compare)

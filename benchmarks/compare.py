@@ -8,19 +8,24 @@ folder per seed) or taken from several bench folders had no report. A *row* is `
 each ``PATH`` a run folder of ``ssrl train`` (its ``eval.csv``) or a bench cell folder (its
 ``run/``), shell patterns expanded to the folders they match, sorted. Each run is one seed.
 
-At ``S`` env steps (``--at``; default the largest evaluation step that every run has reached):
+At ``S`` env steps (``--at``):
 
 - a run's score is its ``--metric`` (a column of ``eval.csv``: ``return_mean``, ``success_rate``,
   ``final_puck_distance``, ...) at ``S``, or with ``--last K`` the mean of its last ``K``
   evaluations up to ``S`` (a steadier number than one evaluation of 10 episodes);
 - a row gives its runs' scores, their mean and sample standard deviation (n - 1; ``ssrl bench``'s
-  report gives numpy's n), and the IQM with
-  a 95% percentile-bootstrap interval over runs (as ``ssrl bench``'s report, rliable's method);
+  report gives numpy's n), and the IQM with a 95% percentile-bootstrap interval over runs (as
+  ``ssrl bench``'s report, rliable's method);
 - every pair of rows gives the difference of their means with a 95% percentile-bootstrap interval
-  (each row's runs resampled independently, 10,000 times) and what it supports: ``A higher`` or
-  ``A lower`` when the interval excludes 0, else ``no difference``; a row of one run supports no
-  claim;
-- a curve table gives each row's mean at every evaluation step that all its runs reached.
+  (each row's runs resampled independently, 10,000 times; no correction for several pairs) and
+  what it supports: ``A higher`` or ``A lower`` when the interval excludes 0, else ``not
+  distinguishable``; a row of one run supports no claim;
+- a curve table gives each row's mean at every evaluation step up to ``S`` that all its runs
+  reached.
+
+The default ``S`` is the last step that every run has evaluated at; the output names the runs
+that held it back and the runs without ``final.json`` (unfinished). A run's evaluations must
+have increasing env steps; a NaN score is an error naming the file and step.
 
 Printed as Markdown; with ``--out`` also ``compare.md``, ``compare.json`` and ``curves.png`` (the
 mean of each row, its runs' range shaded), each written atomically. Runs of different envs are
@@ -57,22 +62,29 @@ class Run:
     seed: int | None
     evals: list[dict[str, float | None]]
 
+    finished: bool = True
+
     def steps(self, metric: str) -> list[int]:
+        """The env steps of the evaluations that have a ``metric`` value (NaN included: scoring
+        one fails loudly rather than skipping it)."""
         return [int(e["env_steps"]) for e in self.evals if e.get(metric) is not None]
 
     def score(self, metric: str, at: int, last: int = 1) -> float:
-        """The mean of the last ``last`` evaluations of ``metric`` at or before ``at`` env steps;
-        the evaluation at ``at`` itself must exist."""
-        upto = [e for e in self.evals if e.get(metric) is not None and int(e["env_steps"]) <= at]
-        if not upto or int(upto[-1]["env_steps"]) != at:
-            reached = self.steps(metric)
+        """The mean of ``metric`` over the last ``last`` evaluation lines at or before ``at`` env
+        steps; the evaluation at ``at`` must exist, and every one of those lines needs a finite value."""
+        upto = [e for e in self.evals if int(e["env_steps"]) <= at]
+        if not upto or int(upto[-1]["env_steps"]) != at or upto[-1].get(metric) is None:
             raise ValueError(
                 f"{self.path} has no {metric} evaluation at {at} env steps (its evaluations: "
-                f"{_step_list(reached)}); pick --at from them"
+                f"{_step_list(self.steps(metric))}); pick --at from them"
             )
         if len(upto) < last:
             raise ValueError(f"{self.path} has {len(upto)} evaluations up to {at} env steps, fewer than --last {last}")
-        return float(np.mean([float(e[metric]) for e in upto[-last:]]))
+        for e in upto[-last:]:
+            value = e.get(metric)
+            if value is None or not math.isfinite(value):
+                raise ValueError(f"{self.path}/eval.csv: {metric} at {int(e['env_steps'])} env steps is {value}")
+        return float(np.mean([e[metric] for e in upto[-last:]]))
 
 
 def _step_list(steps: list[int]) -> str:
@@ -82,10 +94,10 @@ def _step_list(steps: list[int]) -> str:
 
 
 def _number(text: str | None) -> float | None:
+    """A cell of eval.csv: None when blank (the metric was not measured), else a float (NaN kept)."""
     if text is None or text.strip() == "":
         return None
-    value = float(text)
-    return value if math.isfinite(value) else None
+    return float(text)
 
 
 def load_run(path: str | pathlib.Path) -> Run:
@@ -100,8 +112,12 @@ def load_run(path: str | pathlib.Path) -> Run:
             evals = [{k: _number(v) for k, v in line.items() if k is not None} for line in csv.DictReader(f)]
     except ValueError as err:
         raise ValueError(f"{csv_path} is not an evaluation table: {err}") from None
-    if not evals or any(e.get("env_steps") is None for e in evals):
+    if not evals or any(e.get("env_steps") is None or not math.isfinite(e["env_steps"]) for e in evals):
         raise ValueError(f"{csv_path} has no evaluations (or a line without env_steps)")
+    steps = [int(e["env_steps"]) for e in evals]
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        # The trainer never writes this (a resumed run truncates eval.csv to its checkpoint first).
+        raise ValueError(f"{csv_path}: env_steps must increase from line to line; got {_step_list(steps)}")
     env_id = seed = None
     if (folder / "run.json").exists():
         try:
@@ -109,7 +125,7 @@ def load_run(path: str | pathlib.Path) -> Run:
             env_id, seed = spec.get("env_id"), spec.get("seed")
         except json.JSONDecodeError as err:
             raise ValueError(f"{folder / 'run.json'} is not valid JSON: {err}") from None
-    return Run(folder, env_id, seed, evals)
+    return Run(folder, env_id, seed, evals, finished=(folder / "final.json").exists())
 
 
 def parse_row(spec: str) -> tuple[str, list[pathlib.Path]]:
@@ -172,14 +188,31 @@ def compare_runs(
             columns = sorted({k for e in r.evals for k, v in e.items() if v is not None} - {"env_steps", "wall_time"})
             raise ValueError(f"{r.path} has no {metric!r} values; its eval.csv has {', '.join(columns)}")
     if at is None:
-        at = min(max(r.steps(metric)) for r in runs)
-        if not all(at in r.steps(metric) for r in runs):
-            raise ValueError(f"the runs have no evaluation step in common up to {at} env steps; pass --at")
+        common = set.intersection(*(set(r.steps(metric)) for r in runs))
+        if not common:
+            raise ValueError(f"the runs have no {metric} evaluation step in common; pass --at")
+        at = max(common)
+    notes = []
+    beyond = [r for r in runs if max(r.steps(metric)) > at]
+    if beyond:
+        short = [f"{r.path} ({max(r.steps(metric))})" for r in runs if max(r.steps(metric)) <= at]
+        notes.append(
+            f"At {at} env steps, the last evaluation all runs share; runs that end there or earlier: "
+            f"{', '.join(short)}; {len(beyond)} run(s) reach up to {max(max(r.steps(metric)) for r in beyond)}."
+        )
+    unfinished = [str(r.path) for r in runs if not r.finished]
+    if unfinished:
+        notes.append(f"Not finished (no final.json): {', '.join(unfinished)}.")
+    for name, rs in rows.items():
+        seeds = [r.seed for r in rs if r.seed is not None]
+        twice = sorted({x for x in seeds if seeds.count(x) > 1})
+        if twice:
+            notes.append(f"Row {name!r} has seed {', '.join(map(str, twice))} more than once (on other machines?).")
     out_rows: dict[str, Any] = {}
     for name, rs in rows.items():
         scores = [r.score(metric, at, last) for r in rs]
         point, low, high = stratified_bootstrap_ci(np.array(scores)[:, None])
-        common = sorted(set.intersection(*(set(r.steps(metric)) for r in rs)))
+        common = sorted(set.intersection(*(set(r.steps(metric)) for r in rs)))  # the curve's steps
         out_rows[name] = {
             "runs": [str(r.path) for r in rs],
             "seeds": [r.seed for r in rs],
@@ -194,6 +227,7 @@ def compare_runs(
                 for s in common
                 if s <= at
             },
+            "unfinished": [str(r.path) for r in rs if not r.finished],
         }
     pairs = []
     for a, b in itertools.combinations(out_rows, 2):
@@ -206,50 +240,75 @@ def compare_runs(
         elif high < 0:
             verdict = f"{a} lower"
         else:
-            verdict = "no difference"
+            verdict = "not distinguishable"
         pairs.append({"a": a, "b": b, "difference": diff, "ci95": [low, high], "supports": verdict})
-    return {"metric": metric, "at": at, "last": last, "rows": out_rows, "pairs": pairs}
+    envs_text = ", ".join(envs) if envs else "unknown (no run.json)"
+    return {
+        "metric": metric,
+        "at": at,
+        "last": last,
+        "envs": envs_text,
+        "notes": notes,
+        "rows": out_rows,
+        "pairs": pairs,
+    }
 
 
 def _formatter(result: dict[str, Any]):
-    """One number format for the whole comparison, by the metric's scale: returns in whole units,
-    rates and distances in metres to 3 decimals."""
+    """One number format for the whole comparison, by the largest score or curve value: no
+    decimals from 100 up (DMC returns), 1 from 10, else 3 (rates, distances in metres). A
+    non-zero number that would print as 0 gets two significant digits, so an interval's bound
+    keeps its sign."""
     largest = max(abs(s) for r in result["rows"].values() for s in [*r["scores"], *r["curve"].values()])
     decimals = 0 if largest >= 100 else 1 if largest >= 10 else 3
 
     def f(x: float | None) -> str:
-        return "-" if x is None else f"{x:.{decimals}f}"
+        if x is None:
+            return "-"
+        text = f"{x:.{decimals}f}"
+        return f"{x:.2g}" if x != 0 and float(text) == 0 else text
 
     return f
 
 
+def _cell(name: str) -> str:
+    return name.replace("|", "\\|")
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The comparison as Markdown: rows, pairs, curves."""
+    """The comparison as Markdown: what is compared, the rows, the pairs, the curves."""
     metric, at, last = result["metric"], result["at"], result["last"]
     _f = _formatter(result)
     what = f"{metric} at {at} env steps" if last == 1 else f"{metric}, mean of the last {last} evaluations up to {at}"
-    lines = [f"# {what}", ""]
-    lines += ["| row | runs (seeds) | scores | mean ± sd (n - 1) | IQM [95% CI] |", "|---|---|---|---|---|"]
+    lines = [f"# {what}", "", f"Env: {result['envs']}."]
+    lines += [f"{note}" for note in result["notes"]]
+    if min(len(r["scores"]) for r in result["rows"].values()) < 5:
+        lines.append("(With fewer than 5 runs in a row, bootstrap intervals are too narrow: read them as indicative.)")
+    lines += ["", "| row | runs (seeds) | scores | mean ± sd (n - 1) | IQM [95% CI] |", "|---|---|---|---|---|"]
     for name, r in result["rows"].items():
         seeds = ", ".join("?" if s is None else str(s) for s in r["seeds"])
         spread = _f(r["mean"]) if r["std"] is None else f"{_f(r['mean'])} ± {_f(r['std'])}"
         ci = f" [{_f(r['iqm_ci95'][0])}, {_f(r['iqm_ci95'][1])}]" if r["iqm_ci95"] else ""
         scores = ", ".join(_f(s) for s in r["scores"])
-        lines.append(f"| {name} | {len(r['scores'])} ({seeds}) | {scores} | {spread} | {_f(r['iqm'])}{ci} |")
+        lines.append(f"| {_cell(name)} | {len(r['scores'])} ({seeds}) | {scores} | {spread} | {_f(r['iqm'])}{ci} |")
     if result["pairs"]:
-        lines += ["", "Differences of means (A - B), 95% bootstrap interval over runs:", ""]
-        if min(len(r["scores"]) for r in result["rows"].values()) < 5:
-            lines[-2] += " with fewer than 5 runs in a row such an interval is too narrow, so read it as indicative."
+        lines += ["", "Differences of means (A - B), 95% bootstrap interval over runs (each pair on its own, with"]
+        lines += ["no correction for making several comparisons):", ""]
         lines += ["| A | B | A - B [95% CI] | supports |", "|---|---|---|---|"]
         for p in result["pairs"]:
             low, high = p["ci95"]
-            lines.append(f"| {p['a']} | {p['b']} | {_f(p['difference'])} [{_f(low)}, {_f(high)}] | {p['supports']} |")
+            difference = f"{_f(p['difference'])} [{_f(low)}, {_f(high)}]"
+            lines.append(f"| {_cell(p['a'])} | {_cell(p['b'])} | {difference} | {_cell(p['supports'])} |")
     steps = sorted({int(s) for r in result["rows"].values() for s in r["curve"]})
     if steps:
-        lines += ["", f"Mean {metric} per evaluation (steps every run of the row reached):", ""]
+        lines += [
+            "",
+            f"Mean {metric} per evaluation up to {at} env steps, at the steps every run of a row reached:",
+            "",
+        ]
         lines += ["| row | " + " | ".join(_k(s) for s in steps) + " |", "|---|" + "---|" * len(steps)]
         for name, r in result["rows"].items():
-            lines.append(f"| {name} | " + " | ".join(_f(r["curve"].get(str(s))) for s in steps) + " |")
+            lines.append(f"| {_cell(name)} | " + " | ".join(_f(r["curve"].get(str(s))) for s in steps) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -258,7 +317,8 @@ def _k(steps: int) -> str:
 
 
 def plot(result: dict[str, Any], rows: dict[str, list[Run]], path: pathlib.Path) -> None:
-    """Each row's mean ``metric`` against env steps, its runs' min-max shaded; a dotted line at ``at``."""
+    """Each row's mean ``metric`` against env steps (the curve table's steps), its runs' min-max
+    shaded; a dotted line at ``at``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +329,8 @@ def plot(result: dict[str, Any], rows: dict[str, list[Run]], path: pathlib.Path)
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, rs) in enumerate(rows.items()):
-        steps, mean, low, high = _series([r.evals for r in rs], key=metric)
+        shown = set(map(int, result["rows"][name]["curve"]))  # steps every run of the row reached, up to at
+        steps, mean, low, high = _series([[e for e in r.evals if int(e["env_steps"]) in shown] for r in rs], key=metric)
         colour = colours[i % len(colours)]
         ax.plot(steps, mean, color=colour, linewidth=1.8, label=f"{name} ({len(rs)} run{'s' if len(rs) > 1 else ''})")
         if len(rs) > 1:
@@ -297,10 +358,15 @@ def run_compare(
 ) -> dict[str, Any]:
     """``ssrl compare``: parse the rows, compare, write ``--out`` if given; returns the result."""
     rows: dict[str, list[Run]] = {}
+    seen: dict[pathlib.Path, str] = {}
     for spec in specs:
         name, paths = parse_row(spec)
         if name in rows:
             raise ValueError(f"row {name!r} is given twice")
+        for p in paths:
+            if p.resolve() in seen:  # one run in two rows would be compared with itself
+                raise ValueError(f"{p} is in rows {seen[p.resolve()]!r} and {name!r}; a run belongs to one row")
+            seen[p.resolve()] = name
         rows[name] = [load_run(p) for p in paths]
     result = compare_runs(rows, metric=metric, at=at, last=last, mixed_envs=mixed_envs)
     result["markdown"] = markdown(result)

@@ -78,10 +78,28 @@ def test_verdicts_follow_the_interval_of_the_difference(tmp_path):
     assert high["curve"] == {"0": 0.0, "10000": 405.0, "20000": 810.0}
     verdict = {(p["a"], p["b"]): p["supports"] for p in result["pairs"]}
     assert verdict[("high", "low")] == "high higher"
-    assert verdict[("low", "wide")] == "no difference"  # wide's resampled means span 50..900
+    assert verdict[("low", "wide")] == "not distinguishable"  # wide's resampled means span 50..900
     assert verdict[("high", "one")] == "one run: no claim"
     diff = next(p for p in result["pairs"] if (p["a"], p["b"]) == ("high", "low"))
     assert diff["difference"] == 700 and 680 <= diff["ci95"][0] <= diff["ci95"][1] <= 720
+
+
+def test_the_iqm_trims_a_quarter_of_the_runs_each_side(tmp_path):
+    result = compare_runs(rows_of(tmp_path, {"four": [0, 10, 11, 100]}))
+    row = result["rows"]["four"]
+    assert row["mean"] == 30.25 and row["iqm"] == 10.5  # the mean of the middle two
+
+
+def test_bad_tables_are_errors_naming_file_and_step(tmp_path):
+    run = load_run(make_run(tmp_path / "nan", [0, "nan", 20]))
+    assert run.score("return_mean", 20000) == 20
+    with pytest.raises(ValueError, match=r"nan/eval.csv: return_mean at 10000 env steps is nan"):
+        run.score("return_mean", 20000, last=2)  # before, the NaN line was skipped and step 0 counted
+    folder = make_run(tmp_path / "twice", [0, 5])
+    with open(folder / "eval.csv", "a") as f:
+        f.write("10000,6,1.0,,9.0\n")  # eval.csv joined by hand: step 10000 twice
+    with pytest.raises(ValueError, match="env_steps must increase from line to line; got 0, 10000, 10000"):
+        load_run(folder)
 
 
 def test_default_step_is_the_last_that_every_run_reached_and_envs_must_agree(tmp_path):
@@ -90,6 +108,13 @@ def test_default_step_is_the_last_that_every_run_reached_and_envs_must_agree(tmp
     assert compare_runs(rows)["at"] == 10000
     with pytest.raises(ValueError, match="short has no return_mean evaluation at 20000"):
         compare_runs(rows, at=20000)
+    result = compare_runs(rows)
+    assert result["notes"][0].startswith("At 10000 env steps, the last evaluation all runs share; runs that end")
+    assert f"{tmp_path / 'short'} (10000)" in result["notes"][0] and "2 run(s) reach up to 20000" in result["notes"][0]
+    # Runs evaluated every 10k and every 15k share 0 and 30k: the default is 30k, not an error.
+    sparse = [load_run(make_run(tmp_path / "every15k", [0, 1, 2], every=15000))]
+    dense = [load_run(make_run(tmp_path / "every10k", [0, 1, 2, 3]))]
+    assert compare_runs({"dense": dense, "sparse": sparse})["at"] == 30000
     rows["reacher"] = [load_run(make_run(tmp_path / "reacher", [0, 4], env_id="ssrl/reacher-easy-v0"))]
     with pytest.raises(ValueError, match="different envs .*--mixed-envs"):
         compare_runs(rows)
@@ -120,5 +145,8 @@ def test_cli_prints_the_tables_and_writes_its_files(tmp_path, capsys):
     saved = json.loads((out / "compare.json").read_text())
     assert saved["rows"]["ATC"]["scores"] == [150.0, 155.0] and np.isclose(saved["pairs"][0]["difference"], 297.5)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Env: ssrl/cartpole-swingup-v0." in printed and "(With fewer than 5 runs in a row" in printed
     assert main(["compare", f"x={tmp_path}/none-*"]) == 2
     assert "matches nothing" in capsys.readouterr().err
+    assert main(["compare", f"a={tmp_path}/p-s0", f"b={tmp_path}/p-s*"]) == 2
+    assert "p-s0 is in rows 'a' and 'b'; a run belongs to one row" in capsys.readouterr().err
