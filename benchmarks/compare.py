@@ -297,7 +297,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["| A | B | A - B [95% CI] | supports |", "|---|---|---|---|"]
         for p in result["pairs"]:
             low, high = p["ci95"]
-            difference = f"{_f(p['difference'])} [{_f(low)}, {_f(high)}]"
+            single = min(len(result["rows"][p["a"]]["scores"]), len(result["rows"][p["b"]]["scores"])) < 2
+            difference = _f(p["difference"]) + ("" if single else f" [{_f(low)}, {_f(high)}]")
             lines.append(f"| {_cell(p['a'])} | {_cell(p['b'])} | {difference} | {_cell(p['supports'])} |")
     steps = sorted({int(s) for r in result["rows"].values() for s in r["curve"]})
     if steps:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from ssrl.benchmarks.compare import bootstrap_difference, compare_runs, load_run, parse_row
+from ssrl.benchmarks.compare import bootstrap_difference, compare_runs, load_run, markdown, parse_row
 from ssrl.cli import main
 
 
@@ -80,6 +80,8 @@ def test_verdicts_follow_the_interval_of_the_difference(tmp_path):
     assert verdict[("high", "low")] == "high higher"
     assert verdict[("low", "wide")] == "not distinguishable"  # wide's resampled means span 50..900
     assert verdict[("high", "one")] == "one run: no claim"
+    text = markdown(result)
+    assert "| high | low | 700 [" in text and "| high | one | 310 | one run: no claim |" in text  # no interval
     diff = next(p for p in result["pairs"] if (p["a"], p["b"]) == ("high", "low"))
     assert diff["difference"] == 700 and 680 <= diff["ci95"][0] <= diff["ci95"][1] <= 720
 
