@@ -746,8 +746,8 @@ def _markdown(
     md += [
         f"Wall-clock {wall_time / 60:.1f} min for this invocation (cells finished by an earlier one are reused, "
         f"not rerun); the cells' own times add up to {cell_time / 60:.1f} min. Returns are evaluation returns of "
-        "the deterministic policy (mean over episodes; ± is the std over seeds). Env steps count simulator steps "
-        "(agent steps x action repeat).",
+        "the deterministic policy (mean over episodes; ± is the std over seeds, divided by n). Env steps count "
+        "simulator steps (agent steps x action repeat).",
         "",
     ]
     if returns:
