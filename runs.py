@@ -197,6 +197,15 @@ class RunFolder:
         write_json(self.finished_path, summary)
 
 
+def read_evaluations(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
+    """The evaluation records a run wrote to ``run_dir/metrics.jsonl``, in order: ``env_steps``,
+    ``return_mean``, ``returns``, ``success_rate`` and ``final_*`` where the env has them (a metric
+    that was NaN is None). The one reader of the format :class:`ssrl.agents.trainer.Logger` writes."""
+    path = pathlib.Path(run_dir) / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if r.get("kind") == "eval"]
+
+
 def truncate_records(path: str | pathlib.Path, key: str, keep: Callable[[float], bool]) -> None:
     """Keep only the records of a ``.jsonl`` log (field ``key``) or ``.csv`` log (column ``key``)
     for which ``keep(value)`` holds; a missing file is left missing."""

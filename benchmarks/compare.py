@@ -5,13 +5,15 @@
 
 ``ssrl bench`` reports the cells of one suite; runs started by hand (``ssrl train --seed N``, one
 folder per seed) or taken from several bench folders had no report. A *row* is ``NAME=PATH[,PATH...]``:
-each ``PATH`` a run folder of ``ssrl train`` (its ``eval.csv``) or a bench cell folder (its
+each ``PATH`` a run folder of ``ssrl train`` (its evaluations in ``metrics.jsonl``, as
+:func:`ssrl.runs.read_evaluations` reads them) or a bench cell folder (its
 ``run/``), shell patterns expanded to the folders they match, sorted. Each run is one seed.
 
 At ``S`` env steps (``--at``):
 
-- a run's score is its ``--metric`` (a column of ``eval.csv``: ``return_mean``, ``success_rate``,
-  ``final_puck_distance``, ...) at ``S``, or with ``--last K`` the mean of its last ``K``
+- a run's score is its ``--metric`` (an evaluation field, as ``eval.csv``'s columns:
+  ``return_mean``, ``success_rate``, ``final_puck_distance``, ...) at ``S``, or with ``--last K``
+  the mean of its last ``K``
   evaluations up to ``S`` (a steadier number than one evaluation of 10 episodes);
 - a row gives its runs' scores, their mean and sample standard deviation (n - 1; ``ssrl bench``'s
   report gives numpy's n), and the IQM with a 95% percentile-bootstrap interval over runs (as
@@ -34,7 +36,6 @@ refused unless ``--mixed-envs``: their metrics are not on one scale.
 
 from __future__ import annotations
 
-import csv
 import glob
 import itertools
 import json
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from ssrl.runs import read_evaluations
 from ssrl.utils import atomic_path, write_json
 
 from .report import _series, stratified_bootstrap_ci
@@ -55,7 +57,7 @@ DIFF_REPS = 10_000
 
 @dataclass
 class Run:
-    """One seed: where it is, what it ran and its evaluations (one dict per ``eval.csv`` line)."""
+    """One seed: where it is, what it ran and its evaluations (the records of its metrics.jsonl)."""
 
     path: pathlib.Path
     env_id: str | None
@@ -65,8 +67,7 @@ class Run:
     finished: bool = True
 
     def steps(self, metric: str) -> list[int]:
-        """The env steps of the evaluations that have a ``metric`` value (NaN included: scoring
-        one fails loudly rather than skipping it)."""
+        """The env steps of the evaluations that have a ``metric`` value."""
         return [int(e["env_steps"]) for e in self.evals if e.get(metric) is not None]
 
     def score(self, metric: str, at: int, last: int = 1) -> float:
@@ -82,8 +83,8 @@ class Run:
             raise ValueError(f"{self.path} has {len(upto)} evaluations up to {at} env steps, fewer than --last {last}")
         for e in upto[-last:]:
             value = e.get(metric)
-            if value is None or not math.isfinite(value):
-                raise ValueError(f"{self.path}/eval.csv: {metric} at {int(e['env_steps'])} env steps is {value}")
+            if value is None or not math.isfinite(value):  # the log holds NaN as null
+                raise ValueError(f"{self.path}: {metric} at {int(e['env_steps'])} env steps is missing ({value})")
         return float(np.mean([e[metric] for e in upto[-last:]]))
 
 
@@ -93,31 +94,23 @@ def _step_list(steps: list[int]) -> str:
     return ", ".join(str(s) for s in steps) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, ..., {steps[-1]}"
 
 
-def _number(text: str | None) -> float | None:
-    """A cell of eval.csv: None when blank (the metric was not measured), else a float (NaN kept)."""
-    if text is None or text.strip() == "":
-        return None
-    return float(text)
-
-
 def load_run(path: str | pathlib.Path) -> Run:
     """A run folder (``ssrl train``'s) or a bench cell folder (whose run is in ``run/``)."""
     path = pathlib.Path(path)
-    folder = path / "run" if (path / "run" / "eval.csv").exists() else path
-    csv_path = folder / "eval.csv"
-    if not csv_path.exists():
-        raise ValueError(f"{path} is not a run folder: it has no eval.csv (nor run/eval.csv)")
+    folder = path / "run" if (path / "run" / "metrics.jsonl").exists() else path
+    log = folder / "metrics.jsonl"
+    if not log.exists():
+        raise ValueError(f"{path} is not a run folder: it has no metrics.jsonl (nor run/metrics.jsonl)")
     try:
-        with open(csv_path, newline="") as f:
-            evals = [{k: _number(v) for k, v in line.items() if k is not None} for line in csv.DictReader(f)]
-    except ValueError as err:
-        raise ValueError(f"{csv_path} is not an evaluation table: {err}") from None
-    if not evals or any(e.get("env_steps") is None or not math.isfinite(e["env_steps"]) for e in evals):
-        raise ValueError(f"{csv_path} has no evaluations (or a line without env_steps)")
+        evals = read_evaluations(folder)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{log} is not a log of JSON records: {err}") from None
+    if not evals or any(not isinstance(e.get("env_steps"), (int, float)) for e in evals):
+        raise ValueError(f"{log} has no evaluations (or one without env_steps)")
     steps = [int(e["env_steps"]) for e in evals]
     if any(b <= a for a, b in zip(steps, steps[1:])):
-        # The trainer never writes this (a resumed run truncates eval.csv to its checkpoint first).
-        raise ValueError(f"{csv_path}: env_steps must increase from line to line; got {_step_list(steps)}")
+        # The trainer never writes this (a resumed run truncates its log to its checkpoint first).
+        raise ValueError(f"{log}: env_steps must increase from line to line; got {_step_list(steps)}")
     env_id = seed = None
     if (folder / "run.json").exists():
         try:
@@ -185,8 +178,9 @@ def compare_runs(
         )
     for r in runs:
         if not r.steps(metric):
-            columns = sorted({k for e in r.evals for k, v in e.items() if v is not None} - {"env_steps", "wall_time"})
-            raise ValueError(f"{r.path} has no {metric!r} values; its eval.csv has {', '.join(columns)}")
+            fields = {k for e in r.evals for k, v in e.items() if isinstance(v, (int, float))}
+            fields -= {"env_steps", "agent_steps", "wall_time"}
+            raise ValueError(f"{r.path} has no {metric!r} values; its evaluations have {', '.join(sorted(fields))}")
     if at is None:
         common = set.intersection(*(set(r.steps(metric)) for r in runs))
         if not common:

@@ -58,11 +58,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
 import numpy as np
+
+from ssrl.runs import read_evaluations
 
 SIZE = 64
 ROWS = ("tcn", "tcn-single", "pixels", "random-encoder", "task-reward")
@@ -192,8 +193,7 @@ def run_row(
             eval_episodes=eval_episodes,
             progress=False,
         )
-    evals = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    return task_measures([e for e in evals if e["kind"] == "eval"])
+    return task_measures(read_evaluations(folder))
 
 
 def demonstration_measures(demo: pathlib.Path) -> dict[str, Any]:
@@ -321,8 +321,7 @@ def main(argv=None) -> dict[str, Any]:
     # The checks alone too: summary.json, rewritten as rows finish, keeps the rows of this command.
     write_json(out / "checks.json", {k: summary[k] for k in ("alignment_error", "reward_weights")})
     if task.demonstrator is None:
-        expert_eval = [json.loads(line) for line in (out / "expert" / "metrics.jsonl").read_text().splitlines()]
-        summary["expert_final_return"] = [e for e in expert_eval if e["kind"] == "eval"][-1]["return_mean"]
+        summary["expert_final_return"] = read_evaluations(out / "expert")[-1]["return_mean"]
     for row in args.rows:
         spec = row_spec(row, task, models, demo)
         summary["rows"][row] = [

@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any
 
-from ssrl.runs import RunFolder
+from ssrl.runs import RunFolder, read_evaluations
 from ssrl.utils import one_thread, write_json
 
 from .cells import Cell, DataSpec, _hash
@@ -303,7 +303,6 @@ def _train(
         import warnings
 
         warnings.warn(f"cell {cell.id}: goal pictures not drawn: {type(err).__name__}: {err}", stacklevel=2)
-    records = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     # Returns, and for goal tasks the success rate and the final distances the env reports.
     evals = [
         {
@@ -311,8 +310,7 @@ def _train(
             for k, v in e.items()
             if k in ("env_steps", "return_mean", "returns", "success_rate") or k.startswith("final_")
         }
-        for e in records
-        if e["kind"] == "eval"
+        for e in read_evaluations(folder / "run")
     ]
     return {
         "evals": evals,

@@ -6,19 +6,23 @@ import json
 import numpy as np
 import pytest
 
+from ssrl.agents.trainer import Logger
 from ssrl.benchmarks.compare import bootstrap_difference, compare_runs, load_run, markdown, parse_row
 from ssrl.cli import main
 
 
 def make_run(folder, returns, env_id="ssrl/cartpole-swingup-v0", seed=0, every=10000, success=None):
-    """A run folder as the trainer writes it: run.json and eval.csv (one line per evaluation)."""
+    """A run folder as the trainer writes it: run.json, and its evaluations through the trainer's
+    own Logger (metrics.jsonl and eval.csv)."""
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps({"env_id": env_id, "seed": seed}))
-    lines = ["env_steps,return_mean,return_std,success_rate,wall_time"]
+    logger = Logger(folder, tensorboard=False)
     for i, r in enumerate(returns):
-        rate = "" if success is None else success[i]
-        lines.append(f"{i * every},{r},1.0,{rate},{i * 5.0}")
-    (folder / "eval.csv").write_text("\n".join(lines) + "\n")
+        record = {"kind": "eval", "env_steps": i * every, "return_mean": float(r), "returns": [float(r)]}
+        record.update(return_std=1.0, wall_time=i * 5.0)
+        if success is not None:
+            record["success_rate"] = success[i]
+        logger.write(record)
     return folder
 
 
@@ -43,7 +47,7 @@ def test_a_run_is_scored_at_the_asked_step_or_by_its_last_evaluations(tmp_path):
     make_run(tmp_path / "cell" / "run", [5, 7])
     assert load_run(tmp_path / "cell").score("return_mean", 10000) == 7
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="is not a run folder: it has no eval.csv"):
+    with pytest.raises(ValueError, match="is not a run folder: it has no metrics.jsonl"):
         load_run(tmp_path / "empty")
 
 
@@ -95,11 +99,11 @@ def test_the_iqm_trims_a_quarter_of_the_runs_each_side(tmp_path):
 def test_bad_tables_are_errors_naming_file_and_step(tmp_path):
     run = load_run(make_run(tmp_path / "nan", [0, "nan", 20]))
     assert run.score("return_mean", 20000) == 20
-    with pytest.raises(ValueError, match=r"nan/eval.csv: return_mean at 10000 env steps is nan"):
+    with pytest.raises(ValueError, match=r"nan: return_mean at 10000 env steps is missing \(None\)"):
         run.score("return_mean", 20000, last=2)  # before, the NaN line was skipped and step 0 counted
     folder = make_run(tmp_path / "twice", [0, 5])
-    with open(folder / "eval.csv", "a") as f:
-        f.write("10000,6,1.0,,9.0\n")  # eval.csv joined by hand: step 10000 twice
+    with open(folder / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "eval", "env_steps": 10000, "return_mean": 6.0}) + "\n")  # logs joined by hand
     with pytest.raises(ValueError, match="env_steps must increase from line to line; got 0, 10000, 10000"):
         load_run(folder)
 
@@ -121,7 +125,9 @@ def test_default_step_is_the_last_that_every_run_reached_and_envs_must_agree(tmp
     with pytest.raises(ValueError, match="different envs .*--mixed-envs"):
         compare_runs(rows)
     assert compare_runs(rows, mixed_envs=True)["at"] == 10000
-    with pytest.raises(ValueError, match="no 'final_puck_distance' values; its eval.csv has return_mean, return_std"):
+    with pytest.raises(
+        ValueError, match="no 'final_puck_distance' values; its evaluations have return_mean, return_std"
+    ):
         compare_runs(rows, metric="final_puck_distance", mixed_envs=True)
 
 
