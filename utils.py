@@ -190,13 +190,16 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int 
     return path
 
 
-def image_grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
-    """Images ``(3, H, W)`` or ``(H, W, 3)`` uint8, row by row, tiled into one ``(H', W', 3)``
-    picture with white gaps (rows may have different lengths)."""
+def image_grid(rows: list[list[np.ndarray]], gap: int = 2, scale: int = 1) -> np.ndarray:
+    """Images ``(3, H, W)`` or ``(H, W, 3)`` uint8, row by row, each enlarged ``scale`` times
+    (nearest neighbour: pixels stay sharp), tiled into one ``(H', W', 3)`` picture with white gaps
+    of ``gap`` pixels (rows may have different lengths)."""
     as_hwc = [
         [np.asarray(im).transpose(1, 2, 0) if np.asarray(im).shape[0] == 3 else np.asarray(im) for im in row]
         for row in rows
     ]
+    if scale > 1:
+        as_hwc = [[im.repeat(scale, 0).repeat(scale, 1) for im in row] for row in as_hwc]
     h, w = as_hwc[0][0].shape[:2]
     cols = max(len(row) for row in as_hwc)
     grid = np.full((len(rows) * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)

@@ -152,3 +152,47 @@ def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_p
     frames = held_out.stack(np.arange(5), k=3)
     assert np.array_equal(loaded.embed(frames), model.embed(frames))
     assert loaded.embed(frames).shape == (5, 16)  # the pooled encoder takes full frames
+
+
+def test_pictures_show_the_puzzle_the_networks_solution_and_the_truth(cartpole, tmp_path):
+    """jigsaw.png, a row per held-out frame: the frame with the tile crops outlined, the shuffled
+    tiles in slot order, the tiles placed by the predicted permutation (framed green when it is the
+    applied one, red when not) and the tiles in their true cells; checked against crops of the frame."""
+    import imageio.v2 as imageio
+
+    from ssrl.representations.pretext.image.patches import GREEN, RED, YELLOW
+
+    data = RolloutData(cartpole)
+    rep = make("jigsaw", (9, 48, 48), arch="fast", latent_dim=8, cell_size=16, tile_size=13, permutations=4)
+    guess = 2
+    torch.nn.init.zeros_(rep.head[-1].weight)
+    with torch.no_grad():
+        rep.head[-1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(guess), 4) * 50.0)  # always permutation 2
+    (path,) = rep.pictures(data, tmp_path)
+    picture = imageio.imread(path)
+    assert picture.shape == (6 * 96 + 5 * 2, 4 * 96 + 3 * 2, 3)  # 6 frames x 4 panels of 48 px, doubled
+
+    def panel(row, col):  # back to the panel's own pixels
+        top, left = row * 98, col * 98
+        return picture[top : top + 96 : 2, left : left + 96 : 2]
+
+    def cell(image, k):  # the mosaic's cell k: 13-px tiles 2 px apart, centred (offset 2)
+        r, c = divmod(k, 3)
+        return image[2 + 15 * r : 15 + 15 * r, 2 + 15 * c : 15 + 15 * c]
+
+    frames = data.stack(np.linspace(0, len(data) - 1, 6).astype(int), k=3)[:, -3:].transpose(0, 2, 3, 1)
+    corner, label = rep.layout(6, 48, np.random.default_rng(0))
+    perms = rep.permutations.numpy()
+    assert (label == guess).any() and (label != guess).any()  # both verdicts are drawn below
+    for i in range(6):
+        crops = [frames[i, y : y + 13, x : x + 13] for y, x in corner[i]]
+        for slot in range(9):
+            np.testing.assert_array_equal(cell(panel(i, 1), slot), crops[perms[label[i]][slot]])  # the puzzle
+            np.testing.assert_array_equal(cell(panel(i, 3), slot), crops[slot])  # the truth
+            placed = cell(panel(i, 2), perms[guess][slot])  # the network's solution, minus the frame
+            np.testing.assert_array_equal(placed, crops[perms[label[i]][slot]])
+        assert tuple(panel(i, 2)[0, 24]) == (GREEN if label[i] == guess else RED)
+        y, x = corner[i, 4]
+        assert tuple(panel(i, 0)[y, x]) == YELLOW and tuple(panel(i, 0)[y + 13, x + 13]) == tuple(
+            frames[i, y + 13, x + 13]
+        )

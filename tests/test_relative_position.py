@@ -147,3 +147,54 @@ def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_p
     frames = held_out.stack(np.arange(5), k=3)
     assert np.array_equal(loaded.embed(frames), model.embed(frames))
     assert loaded.embed(frames).shape == (5, 16)  # the pooled encoder takes full frames
+
+
+def test_pictures_show_the_pair_as_seen_and_the_predicted_position(cartpole, tmp_path):
+    """relative_position.png, a row per held-out frame: the frame with centre (yellow), true
+    neighbour (green) and a wrong pick (red) outlined; the two patches as the network sees them
+    (here untreated, so the frame's own crops, enlarged 3x); the probabilities over the 8 positions."""
+    import imageio.v2 as imageio
+
+    from ssrl.representations.pretext.image.patches import GREEN, RED, YELLOW
+
+    data = RolloutData(cartpole)
+    config = {"patch_size": 15, "gap": 6, "jitter": 2, "color": "none", "pixelate_prob": 0.0}
+    rep = make("relative-position", (9, 48, 48), arch="dmc", latent_dim=8, **config)
+    guess = 4  # "right"
+    torch.nn.init.zeros_(rep.head[-1].weight)
+    with torch.no_grad():
+        rep.head[-1].bias.copy_(torch.nn.functional.one_hot(torch.tensor(guess), 8) * 50.0)
+    (path,) = rep.pictures(data, tmp_path)
+    picture = imageio.imread(path)
+    assert picture.shape == (6 * 96 + 5 * 2, 4 * 96 + 3 * 2, 3)
+
+    def panel(row, col):
+        top, left = row * 98, col * 98
+        return picture[top : top + 96 : 2, left : left + 96 : 2]
+
+    frames = data.stack(np.linspace(0, len(data) - 1, 6).astype(int), k=3)
+    pairs = rep.pairs(frames, np.random.default_rng(0))
+    frames = frames[:, -3:].transpose(0, 2, 3, 1)
+    wrong = 0
+    for i in range(6):
+        (cy, cx), (ny, nx) = pairs["corners"][i]
+        assert tuple(panel(i, 0)[cy, cx]) == YELLOW and tuple(panel(i, 0)[ny, nx]) == GREEN
+        for col, (y, x) in ((1, (cy, cx)), (2, (ny, nx))):  # 15-px patches enlarged 3x, centred in 48 px (offset 1)
+            np.testing.assert_array_equal(
+                panel(i, col)[1:46, 1:46], frames[i, y : y + 15, x : x + 15].repeat(3, 0).repeat(3, 1)
+            )
+        board = panel(i, 3)  # 16-px cells; the pick's cell is white (probability 1), the others black
+        assert tuple(board[24, 24]) == YELLOW and tuple(board[24, 40]) == (255, 255, 255)
+        assert tuple(board[8, 8]) == (0, 0, 0)
+        dy, dx = OFFSETS[pairs["label"][i]]
+        truth_edge = tuple(board[(1 + dy) * 16, (1 + dx) * 16])
+        assert truth_edge == GREEN
+        if pairs["label"][i] != guess:
+            wrong += 1
+            assert tuple(board[16, 32]) == RED  # the pick's cell framed red
+            y, x = cy, cx + 21  # one pitch (15 + 6) to the right
+            if x + 15 <= 48:
+                assert tuple(panel(i, 0)[y, x]) == RED
+        else:
+            assert tuple(board[16, 32]) == GREEN
+    assert 0 < wrong < 6  # both verdicts are drawn

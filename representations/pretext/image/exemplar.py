@@ -47,7 +47,7 @@ Patch-based encoder rule (every patch method of the suite): the encoder is
 ``make_encoder(arch, C, (H, W), latent_dim, pool="mean")``: conv trunk, global average pooling,
 Linear + LayerNorm, so the same module takes a patch during pretraining and a full frame in RL
 and probes. Patches are 32 px (the paper's size; 38 % of an 84-px frame's side), which every
-trunk takes (:func:`~.jigsaw.min_input_size`: 31 for ``fast``), so no resizing.
+trunk takes (:func:`~ssrl.representations.backbones.min_input_size`: 31 for ``fast``), so no resizing.
 
 Held-out score: there are no surrogate classes on held-out episodes, so ``extra_scores`` reports
 ``exemplar_retrieval_acc``: for up to 256 exemplars sampled the same way from the held-out frames,

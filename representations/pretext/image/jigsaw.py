@@ -65,25 +65,24 @@ import dataclasses
 import functools
 import itertools
 import math
+import pathlib
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssrl.utils import image_grid, write_png
+
 from ...backbones import make_encoder, min_input_size, to_float_image
 from ...core import BaseConfig, Need, Representation, register
-from .patches import crop_patches, resize_square
+from .patches import GREEN, RED, YELLOW, crop_patches, newest_rgb, outline, resize_square, tile_mosaic
 
 GRID = 3
 NUM_TILES = GRID * GRID
 STD_FLOOR = 0.01  # per-tile normalisation: flat tiles are not blown up
 
 
-# -- helpers shared by the suite's patch methods ------------------------------------------------
-
-
-@functools.cache
 # -- the permutation set ------------------------------------------------------------------------
 
 
@@ -222,18 +221,22 @@ class Jigsaw(Representation):
         perms = hamming_permutations(config.permutations, NUM_TILES, config.permutation_seed, config.min_hamming)
         self.register_buffer("permutations", torch.as_tensor(perms))
 
-    def puzzles(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Frames ``(B, C, H, W)`` -> shuffled tiles ``(B, 9, C, t, t)`` (slot s holds the tile of
-        cell ``permutations[label][s]``) and the labels ``(B,)``."""
-        cfg, b, size = self.config, len(obs), obs.shape[-1]
+    def layout(self, b: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``b`` puzzles on ``size``-px frames: each tile's top-left ``corner`` ``(b, 9, 2)`` (y, x;
+        grid cells in raster order) and each puzzle's permutation ``label`` ``(b,)``."""
+        cfg = self.config
         origin = rng.integers(0, size - GRID * cfg.cell_size + 1, (b, 1, 2))
         offset = rng.integers(0, cfg.cell_size - cfg.tile_size + 1, (b, NUM_TILES, 2))
         cell = np.stack(np.divmod(np.arange(NUM_TILES), GRID), -1) * cfg.cell_size  # (9, 2) raster order
-        corner = origin + cell + offset  # (B, 9, 2)
-        tiles = crop_patches(obs, corner[..., 0], corner[..., 1], cfg.tile_size)
-        label = rng.integers(0, cfg.permutations, b)
+        return origin + cell + offset, rng.integers(0, cfg.permutations, b)
+
+    def puzzles(self, obs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``(B, C, H, W)`` -> shuffled tiles ``(B, 9, C, t, t)`` (slot s holds the tile of
+        cell ``permutations[label][s]``) and the labels ``(B,)``."""
+        corner, label = self.layout(len(obs), obs.shape[-1], rng)
+        tiles = crop_patches(obs, corner[..., 0], corner[..., 1], self.config.tile_size)
         order = self.permutations.cpu().numpy()[label]
-        return tiles[np.arange(b)[:, None], order], label
+        return tiles[np.arange(len(obs))[:, None], order], label
 
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         obs = data.stack(data.sample_frames(batch_size, rng), self.config.camera, self.config.frame_stack)
@@ -264,3 +267,28 @@ class Jigsaw(Representation):
         tiles, label = self.puzzles(data.stack(idx, self.config.camera, self.config.frame_stack), rng)
         correct = self.map_batches(lambda t, y: (self.logits(t).argmax(1) == y).float(), tiles, label, batch_size=64)
         return {"jigsaw_acc": float(correct.mean())}
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """``jigsaw.png`` (pixels doubled), a row per held-out frame (newest frame of each stack): the frame with its
+        nine tiles' crops outlined; the puzzle as the network gets it (the shuffled tiles in slot
+        order); the network's solution (slot s's tile put in cell P_pred(s)), framed green when
+        it picked the applied permutation and red when not; the tiles in their true cells."""
+        cfg, rng = self.config, np.random.default_rng(0)
+        obs = data.stack(np.linspace(0, len(data) - 1, 6).astype(int), cfg.camera, cfg.frame_stack)
+        _, h, w = obs.shape[1:]
+        corner, label = self.layout(len(obs), obs.shape[-1], rng)
+        perms = self.permutations.cpu().numpy()
+        stacks = crop_patches(obs, corner[..., 0], corner[..., 1], cfg.tile_size)  # (B, 9, C, t, t), cell order
+        shuffled = stacks[np.arange(len(obs))[:, None], perms[label]]  # slot order, as the network gets it
+        with self.evaluating(), torch.no_grad():
+            predicted = self.logits(torch.as_tensor(shuffled).to(self.device)).argmax(1).cpu().numpy()
+        tiles, puzzle = newest_rgb(stacks), newest_rgb(shuffled)
+        rows, slots = [], np.arange(NUM_TILES)
+        for i, frame in enumerate(newest_rgb(obs)):
+            for top, left in corner[i]:
+                frame = outline(frame, top, left, cfg.tile_size, YELLOW)
+            guess = int(predicted[i])
+            solution = tile_mosaic(puzzle[i], perms[guess], h, w)
+            solution = outline(solution, 0, 0, min(h, w), GREEN if guess == label[i] else RED, width=2)
+            rows.append([frame, tile_mosaic(puzzle[i], slots, h, w), solution, tile_mosaic(tiles[i], slots, h, w)])
+        return [write_png(folder / "jigsaw.png", image_grid(rows, scale=2))]

@@ -40,7 +40,7 @@ a diagonal pair spans 2*24 + 12 + 2*2 = 64 px, leaving 20 px of placement freedo
 Patch-based encoder rule (every patch method of the suite): the encoder is
 ``make_encoder(arch, C, (H, W), latent_dim, pool="mean")``: conv trunk, global average pooling,
 Linear + LayerNorm, so the same module takes a patch during pretraining and a full frame in RL
-and probes. Patches smaller than its trunk needs (:func:`~.jigsaw.min_input_size`: 31 px for
+and probes. Patches smaller than its trunk needs (:func:`~ssrl.representations.backbones.min_input_size`: 31 px for
 ``fast``, 15 for ``dmc``) are resized bilinearly to ``input_size`` (default: the patch size, or
 the trunk's minimum if larger: 24 -> 31 px for ``fast``). A frame stack is cut as one image (every
 frame at the same positions; colour dropping keeps the same channel of each frame).
@@ -55,15 +55,18 @@ Linear(``hidden``, 8), discarded after pretraining; Adam instead of SGD.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssrl.utils import image_grid, write_png
+
 from ...backbones import make_encoder, min_input_size, to_float_image
 from ...core import BaseConfig, Need, Representation, register
-from .patches import crop_patches, resize_square
+from .patches import GREEN, RED, YELLOW, canvas, crop_patches, enlarge, newest_rgb, outline, resize_square
 
 # (dy, dx) grid offset of the neighbour for each label, raster order without the centre.
 OFFSETS = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
@@ -253,3 +256,36 @@ class RelativePosition(Representation):
                 correct += float((self.logits(part).argmax(1) == part["label"]).sum())
                 total += len(part["label"])
         return {"relative_position_acc": correct / max(total, 1)}
+
+    def pictures(self, data, folder: pathlib.Path) -> list[pathlib.Path]:
+        """``relative_position.png`` (pixels doubled), a row per held-out frame (newest frame of each stack): the
+        frame with the centre patch outlined yellow, the true neighbour green and, when the network
+        points elsewhere, the patch it pointed to red (clamped to the frame); the two patches as
+        the network sees them (pixelated, colour-treated, resized; enlarged); its probabilities
+        over the 8 positions around the centre (grey level: white 1, black 0; the centre cell
+        yellow, the true position framed green, a wrong pick red)."""
+        cfg = self.config
+        obs = data.stack(np.linspace(0, len(data) - 1, 6).astype(int), cfg.camera, cfg.frame_stack)
+        _, h, w = obs.shape[1:]
+        pairs = self.pairs(obs, np.random.default_rng(0))
+        with self.evaluating(), torch.no_grad():
+            seen = self.patch_inputs(self.to_batch({k: v for k, v in pairs.items() if k != "corners"}))
+            probs = F.softmax(self.head(self.encoder(seen).reshape(len(obs), -1)), 1).cpu().numpy()
+        seen = newest_rgb(torch.round(seen.clamp(0, 1) * 255).cpu().numpy()).reshape(len(obs), 2, *seen.shape[-2:], 3)
+        p, pitch, cell = cfg.patch_size, cfg.patch_size + cfg.gap, min(h, w) // 3
+        rows = []
+        for i, frame in enumerate(newest_rgb(obs)):
+            truth, guess = int(pairs["label"][i]), int(probs[i].argmax())
+            (centre, neighbour) = pairs["corners"][i]
+            frame = outline(outline(frame, *centre, p, YELLOW), *neighbour, p, GREEN)
+            board = np.zeros((3 * cell, 3 * cell, 3), np.uint8)
+            board[cell : 2 * cell, cell : 2 * cell] = YELLOW
+            for k, (dy, dx) in enumerate(OFFSETS):
+                board[(1 + dy) * cell : (2 + dy) * cell, (1 + dx) * cell : (2 + dx) * cell] = round(255 * probs[i, k])
+            board = outline(board, (1 + OFFSETS[truth][0]) * cell, (1 + OFFSETS[truth][1]) * cell, cell, GREEN, 2)
+            if guess != truth:
+                top, left = np.clip(centre + OFFSETS[guess] * pitch, 0, [h - p, w - p])
+                frame = outline(frame, top, left, p, RED)
+                board = outline(board, (1 + OFFSETS[guess][0]) * cell, (1 + OFFSETS[guess][1]) * cell, cell, RED, 2)
+            rows.append([frame, enlarge(seen[i, 0], h, w), enlarge(seen[i, 1], h, w), canvas(board, h, w)])
+        return [write_png(folder / "relative_position.png", image_grid(rows, scale=2))]
