@@ -671,6 +671,21 @@ def test_random_shift_moves_images_and_replicates_borders():
     assert torch.equal(random_shift(x, pad=0), x)
 
 
+@pytest.mark.parametrize("pad", [1, 4, 9])  # 9: more padding than the 8-px images have
+def test_random_shift_both_implementations_match_a_hand_crop_of_the_padded_image(pad):
+    from ssrl.agents.augment import shift_by_gathers, shift_by_slices
+
+    x = torch.randint(0, 256, (5, 6, 8, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(pad))
+    shift = torch.randint(0, 2 * pad + 1, (5, 2), generator=torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x.float(), (pad, pad, pad, pad), mode="replicate").to(torch.uint8)
+    hand = torch.stack([padded[i, :, dy : dy + 8, dx : dx + 7] for i, (dy, dx) in enumerate(shift.tolist())])
+    slices, gathers = shift_by_slices(x, shift, pad), shift_by_gathers(x, shift, pad)
+    assert torch.equal(slices, hand) and torch.equal(gathers, hand)
+    assert slices.is_contiguous(memory_format=torch.channels_last)  # the layout the conv trunk runs in
+    # random_shift draws its shifts as stated, so the same generator gives the hand crop
+    assert torch.equal(random_shift(x, pad, torch.Generator().manual_seed(1)), hand)
+
+
 # -- acting, learning, checkpoints -------------------------------------------------------------
 
 

@@ -419,6 +419,28 @@ def test_a_pooled_encoder_takes_patches_and_full_frames_with_the_same_weights():
         make_encoder("fast", 3, 84, 8, pool="max")
 
 
+def test_the_trunk_sees_the_same_image_values_whatever_the_layout_and_precision():
+    """network_image converts uint8 straight to the autocast dtype: bfloat16 holds 0..255 exactly
+    and rounds the float32 quotient x / 255 once, as autocast's cast of the float32 image did, so
+    the convolutions see the same values as before; a shifted (channels-last) batch encodes the
+    same as its contiguous copy."""
+    from ssrl.agents.augment import random_shift
+    from ssrl.representations.backbones import network_image, to_float_image
+
+    x = torch.arange(256, dtype=torch.uint8).repeat(2 * 9 * 4 * 4).reshape(2, 9, 64, 64)  # every byte value
+    as_float = to_float_image(x)
+    assert torch.equal(network_image(x), as_float) and network_image(x).is_contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        in_bf16 = network_image(x)
+    assert in_bf16.dtype == torch.bfloat16 and torch.equal(in_bf16, as_float.to(torch.bfloat16))
+    encoder = make_encoder("fast", 9, 64, 8)
+    shifted = random_shift(x, 4, torch.Generator().manual_seed(0))
+    assert shifted.is_contiguous(memory_format=torch.channels_last)
+    for precision in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
+            assert torch.equal(encoder(shifted), encoder(shifted.contiguous()))
+
+
 def test_keypoint_pooling_gives_each_channels_expected_coordinates_by_hand():
     from ssrl.representations.backbones import spatial_softmax
 
