@@ -16,9 +16,14 @@ direction of time cannot be the cue. ``negative_fraction`` of the tuples are neg
 
 Windows: the paper samples from windows of high optical-flow magnitude with tau_max = 60 and
 tau_min = 15 frames of 30 fps video (2 s and 0.5 s). Our frames come at the control rate
-(cartpole: 12.5 Hz with its action repeat of 8), so the defaults are tau_max = 10 and tau_min = 3
-frames (0.8 s and 0.24 s on cartpole); tuples are drawn in proportion to the pixel change of
-their window, and a negative's odd frame is at most tau_max from its neighbour.
+(cartpole: 12.5 Hz with its action repeat of 8), so the defaults keep the paper's durations:
+tau_max = 25 and tau_min = 6 frames (2 s and 0.48 s on cartpole); tuples are drawn in proportion
+to the pixel change of their window, and a negative's odd frame is at most tau_max from its
+neighbour (a tuple longer than the episode is drawn again). Until 2026-12 the defaults were 10
+and 3 frames (0.8 s and 0.24 s); on cartpole (24 sticky-random episodes, 1,000 steps, batch 32,
+the ``fast`` encoder, seeds 0 and 1) the paper's durations gave a better linear probe of the
+state on held-out episodes, R^2 0.325 and 0.319 against 0.228 and 0.227, from a harder task
+(held-out order accuracy 0.746 and 0.744 against 0.809 and 0.803).
 
 ``extra_scores``: ``order_acc`` on held-out tuples against ``order_chance``, and the mask
 tracking of :mod:`.judge` (nearest neighbours in the encoder's conv features).
@@ -49,8 +54,8 @@ from .clips import order_tuples
 
 @dataclasses.dataclass
 class ShuffleLearnConfig(VideoConfig):
-    tau_max: int = 10  # |b - d| <= tau_max frames (and the odd frame within tau_max)
-    tau_min: int = 3  # min(|a - b|, |d - e|) >= tau_min frames
+    tau_max: int = 25  # |b - d| <= tau_max frames (and the odd frame within tau_max); 2 s at 12.5 Hz
+    tau_min: int = 6  # min(|a - b|, |d - e|) >= tau_min frames; 0.5 s at 12.5 Hz
     negative_fraction: float = 0.5
     hidden: int = 256
 
