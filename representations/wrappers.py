@@ -79,7 +79,12 @@ class StackedFramesEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = len(x)
         if self.chunks > 1:
-            x = x.reshape(b * self.chunks, self.c_in, *x.shape[2:])
+            if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+                x = x.reshape(b * self.chunks, self.c_in, *x.shape[2:])
+            else:  # a channels-last batch (a shifted one): one copy into channels-last chunk images
+                h, w = x.shape[2:]
+                chunks = x.permute(0, 2, 3, 1).reshape(b, h, w, self.chunks, self.c_in).permute(0, 3, 1, 2, 4)
+                x = chunks.reshape(b * self.chunks, h, w, self.c_in).permute(0, 3, 1, 2)
         return self.encoder(x).reshape(b, -1)
 
 

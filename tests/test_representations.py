@@ -436,9 +436,14 @@ def test_the_trunk_sees_the_same_image_values_whatever_the_layout_and_precision(
     encoder = make_encoder("fast", 9, 64, 8)
     shifted = random_shift(x, 4, torch.Generator().manual_seed(0))
     assert shifted.is_contiguous(memory_format=torch.channels_last)
+    from ssrl.representations.wrappers import StackedFramesEncoder
+
+    per_frame = StackedFramesEncoder(make_encoder("fast", 3, 64, 8), (9, 64, 64))  # 3 frames encoded apart
     for precision in (torch.float32, torch.bfloat16):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
             assert torch.equal(encoder(shifted), encoder(shifted.contiguous()))
+            by_frame = torch.cat([per_frame.encoder(shifted[:, 3 * k : 3 * k + 3].contiguous()) for k in range(3)], 1)
+            assert torch.equal(per_frame(shifted), by_frame)
 
 
 def test_keypoint_pooling_gives_each_channels_expected_coordinates_by_hand():
