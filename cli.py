@@ -139,6 +139,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         overwrite=args.overwrite,
         device=args.device,
+        precision=args.precision,
     )
     if summary["first_loss"] is None:  # --steps 0: the freshly initialised encoder, saved as is
         print(f"0 steps: the untrained model is in {out}/model.pt")
@@ -465,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", default=None, help="output folder (default runs/pretrain-METHOD-sSEED)")
     pre.add_argument("--overwrite", action="store_true")
     pre.add_argument("--device", default="auto")
+    pre.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "bf16", "auto"],
+        help="bf16: the loss under bfloat16 autocast (fp32 weights and optimiser); auto: bf16 where the "
+        "hardware has it natively (default: fp32)",
+    )
     pre.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="method option, e.g. --set latent_dim=32"
     )

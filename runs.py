@@ -121,10 +121,13 @@ class RunFolder:
         budget_key: str = "",
         overwrite: bool = False,
         refuse_finished: bool = True,
+        defaults: dict[str, Any] | None = None,
     ) -> bool:
         """Check the folder against the run asked; returns whether there is a run to resume.
 
-        ``identity`` must equal the folder's on every key it holds; ``budget`` is compared with
+        ``identity`` must equal the folder's on every key it holds (a key the folder lacks counts
+        as its value in ``defaults``, if there: options added later, whose default is what older
+        runs did); ``budget`` is compared with
         ``final.json[budget_key]``: a finished run that reached it is refused unless
         ``overwrite`` (which deletes the folder; nothing is deleted otherwise), or
         ``refuse_finished=False`` (a caller that reuses finished results, like bench cells).
@@ -138,7 +141,8 @@ class RunFolder:
         previous = self.read(self.identity_path)
         if previous is None:
             return False
-        diff = config_diff({k: previous.get(k, _MISSING) for k in identity}, identity)
+        defaults = defaults or {}
+        diff = config_diff({k: previous.get(k, defaults.get(k, _MISSING)) for k in identity}, identity)
         if diff:
             raise RunFolderError(
                 f"{self.path} holds a different {self.command} run; it differs in "

@@ -123,6 +123,64 @@ def resolve_device(device: Any = "auto") -> Any:
     return torch.device(device)
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+# /proc/cpuinfo flags of CPUs with native bfloat16 matmuls: AVX-512 BF16 (Cooper Lake, Zen 4 and
+# later) and AMX (Sapphire Rapids and later).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where it cannot be read."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def resolve_precision(value: str, device: Any) -> str:
+    """``"fp32"`` or ``"bf16"`` for a ``precision`` setting on ``device``.
+
+    ``"auto"`` is ``"bf16"`` on a CPU with AVX-512 BF16 or AMX (the ``/proc/cpuinfo`` flags
+    ``avx512_bf16``, ``amx_bf16``: :func:`cpu_flags`) and on a CUDA GPU with native bfloat16
+    (``torch.cuda.is_bf16_supported``, emulation not counted), else ``"fp32"``; ``"fp32"`` and
+    ``"bf16"`` are returned as they are.
+
+    :raises ValueError: any other value.
+    """
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {value!r}")
+    if value != "auto":
+        return value
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "fp32"
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # torch < 2.3 has no emulation argument
+            native = torch.cuda.is_bf16_supported()
+        return "bf16" if native else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_flags() & set(CPU_BF16_FLAGS) else "fp32"
+    return "fp32"
+
+
+def autocast(device: Any, precision: str):
+    """The context in which a network runs at ``precision`` (``"fp32"`` or ``"bf16"``, resolved)
+    on ``device``: bfloat16 matmuls and convolutions under torch's autocast; fp32 weights,
+    optimiser states and the ops autocast keeps in float32 (softmax, losses, norms)."""
+    import torch
+
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def is_image_space(space: Any) -> bool:
     """A uint8 ``(C, H, W)`` Box: what the suite's encoders take."""
     import gymnasium as gym

@@ -57,58 +57,14 @@ import torch.nn as nn
 
 from ssrl.representations.backbones import EncoderConfig, encoder_from_config
 from ssrl.representations.objective import AuxInputs, AuxObjective
-from ssrl.utils import build_config, is_image_space, resolve_device
+from ssrl.utils import PRECISIONS, autocast, build_config, is_image_space, resolve_device, resolve_precision
 
 from . import checkpoint
 from .augment import random_shift
 from .networks import ActorHead, RLHeadEncoder, RunningNormalizer, soft_update
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
 
-PRECISIONS = ("fp32", "bf16", "auto")
-# /proc/cpuinfo flags of CPUs with native bfloat16 matmuls: AVX-512 BF16 (Cooper Lake, Zen 4 and
-# later) and AMX (Sapphire Rapids and later).
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CONV_INITS = ("delta-orthogonal", "orthogonal")
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where it cannot be read."""
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return set()
-
-
-def resolve_precision(value: str, device: str | torch.device) -> str:
-    """``"fp32"`` or ``"bf16"`` for a ``precision`` setting on ``device``.
-
-    ``"auto"`` is ``"bf16"`` on a CPU with AVX-512 BF16 or AMX (the ``/proc/cpuinfo`` flags
-    ``avx512_bf16``, ``amx_bf16``: :func:`cpu_flags`) and on a CUDA GPU with native bfloat16
-    (``torch.cuda.is_bf16_supported``, emulation not counted), else ``"fp32"``; ``"fp32"`` and
-    ``"bf16"`` are returned as they are.
-
-    :raises ValueError: any other value.
-    """
-    if value not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {value!r}")
-    if value != "auto":
-        return value
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            return "fp32"
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch < 2.3 has no emulation argument
-            native = torch.cuda.is_bf16_supported()
-        return "bf16" if native else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_flags() & set(CPU_BF16_FLAGS) else "fp32"
-    return "fp32"
 
 
 @dataclasses.dataclass
@@ -897,7 +853,7 @@ class OffPolicyAgent(abc.ABC):
     def autocast(self):
         """bfloat16 matmuls and convolutions when ``precision="bf16"`` (4x the fp32 matmul rate
         on CPUs with AVX-512 BF16); network outputs are cast back to fp32 for the losses."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        return autocast(self.device, self.config.precision)
 
     # Which encoder the actor's input for the next observations comes from, when the actor has
     # its own head: "online" (SAC: SAC-AE's and DrQ's actor(next_obs), its convolutions tied to

@@ -121,6 +121,8 @@ class Cell:
             identity["rl"].pop("held_out", None)  # (as every cell from before it existed)
         if identity["goal_reward"] is None:  # (as every cell from before it existed)
             identity.pop("goal_reward")
+        if self.pretrain is not None:
+            identity["pretrain"] = json.loads(json.dumps(self.pretrain.identity(), default=str))
         if self.data is not None:
             identity["data"]["collect"] = json.loads(json.dumps(self.data.collect_identity(), default=str))
         return identity

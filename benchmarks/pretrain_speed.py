@@ -1,6 +1,7 @@
 """Pretraining speed of every representation on its natural data, on 1 and 2 cores.
 
-    python -m ssrl.benchmarks.pretrain_speed [--threads 1 2] [--archs fast dmc] [--steps 10] [--out PATH]
+    python -m ssrl.benchmarks.pretrain_speed [--threads 1 2] [--archs fast dmc] [--precisions fp32 bf16]
+        [--steps 10] [--out PATH]
 
 Each method trains on the data its objective needs, collected here by our own envs (cached
 under ``--data``) from the env its class names (``Representation.example_env``): multi-view
@@ -9,8 +10,10 @@ cartpole-swingup rollouts (TCN, mfTCN, DeepMDP, DBC), Push with a new object eve
 optimiser step at the method's default batch size: sampling the batch from the data set,
 forward, backward and Adam, as ``ssrl pretrain`` runs it. The table gives steps per second
 (median of ``--rounds``, each ``--steps`` steps after one warm-up step) for each backbone
-(``fast``: the stride-2 CPU variant; ``dmc``: the published methods' encoder) and torch thread
-count, and the speed-up of 2 threads over 1.
+(``fast``: the stride-2 CPU variant; ``dmc``: the published methods' encoder), torch thread
+count and precision (``ssrl pretrain --precision``: bf16 runs the loss under bfloat16 autocast),
+the speed-up of 2 threads over 1 and, with two precisions, of bf16 over fp32 (on the most
+threads); the rounds of the two precisions alternate, so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--archs", nargs="+", default=["fast", "dmc"], choices=["fast", "dmc", "resnet"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--data", default="outputs/benchmarks/pretrain_speed_data")
     parser.add_argument("--out", default="outputs/benchmarks/pretrain_speed.json")
     args = parser.parse_args(argv)
 
-    from ssrl.benchmarks.common import pin_cores, print_table, rate, save_results
+    from ssrl.benchmarks.common import alternate, pin_cores, print_table, rate, save_results
 
     cores = pin_cores(max(args.threads))
 
@@ -51,6 +55,7 @@ def main(argv=None) -> dict:
     from ssrl.envs.rollouts import collect
     from ssrl.representations.data import RolloutData
     from ssrl.representations.pretrain import build
+    from ssrl.utils import autocast
 
     def dataset(env_id: str) -> RolloutData:
         if env_id not in DATA:
@@ -79,37 +84,46 @@ def main(argv=None) -> dict:
             rates = {}
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                torch.manual_seed(0)
-                rep = build(method, data, arch=arch)
-                optimizer = torch.optim.Adam(rep.parameters(), lr=1e-4)
-                rng = np.random.default_rng(0)
+                timed = {}
+                for precision in args.precisions:
+                    torch.manual_seed(0)
+                    rep = build(method, data, arch=arch)
+                    optimizer = torch.optim.Adam(rep.parameters(), lr=1e-4)
+                    rng = np.random.default_rng(0)
 
-                def step():
-                    loss, _ = rep.loss(rep.to_batch(rep.sample_batch(data, rep.config.batch_size, rng)))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    def step(rep=rep, optimizer=optimizer, rng=rng, precision=precision):
+                        with autocast("cpu", precision):
+                            loss, _ = rep.loss(rep.to_batch(rep.sample_batch(data, rep.config.batch_size, rng)))
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
 
-                step()  # warm-up: allocator, one-off kernel choices
-                rates[threads] = statistics.median(rate(step, args.steps) for _ in range(args.rounds))
-                print(f"{method} {arch} {threads} thread(s): {rates[threads]:.2f} steps/s", flush=True)
+                    step()  # warm-up: allocator, one-off kernel choices
+                    timed[precision] = lambda step=step: rate(step, args.steps)
+                for precision, runs in alternate(timed, args.rounds).items():
+                    rates[threads, precision] = statistics.median(runs)
+                    print(f"{method} {arch} {threads} thread(s) {precision}: {rates[threads, precision]:.2f} steps/s")
             key = f"{method}/{arch}"
             results[key] = {
                 "data": data_of[method],
                 "batch_size": rep.config.batch_size,
-                "steps_per_s": {str(t): r for t, r in rates.items()},
+                "steps_per_s": {f"{t}/{p}": r for (t, p), r in rates.items()},
             }
-            speedup = rates[max(args.threads)] / rates[min(args.threads)] if len(rates) > 1 else float("nan")
-            rows.append(
-                [method, data_of[method], arch, rep.config.batch_size, *(rates[t] for t in args.threads), speedup]
-            )
+            first, most = min(args.threads), max(args.threads)
+            speedups = [rates[most, p] / rates[first, p] for p in args.precisions] if most != first else []
+            if len(args.precisions) > 1:
+                speedups.append(rates[most, "bf16"] / rates[most, "fp32"])
+            cells = [rates[t, p] for t in args.threads for p in args.precisions]
+            rows.append([method, data_of[method], arch, rep.config.batch_size, *cells, *speedups])
+    first, most = min(args.threads), max(args.threads)
     headers = [
         "method",
         "data",
         "arch",
         "batch",
-        *(f"steps/s, {t} thread(s)" for t in args.threads),
-        f"{max(args.threads)} vs {min(args.threads)}",
+        *(f"steps/s, {t} thread(s), {p}" for t in args.threads for p in args.precisions),
+        *(f"{most} vs {first} threads, {p}" for p in args.precisions if most != first),
+        *([f"bf16 vs fp32, {most} thread(s)"] if len(args.precisions) > 1 else []),
     ]
     print(f"\nPretraining steps per second ({len(cores)} pinned core(s))")
     table = print_table(headers, rows)

@@ -72,7 +72,7 @@ def pretrained_model(out: pathlib.Path, cell: Cell, data, progress: Progress) ->
     from ssrl.representations.pretrain import build, pretrain
 
     pre = cell.pretrain
-    key = _hash([cell.method, cell.data.key, dataclasses.asdict(pre), cell.seed])
+    key = _hash([cell.method, cell.data.key, pre.identity(), cell.seed])
     folder = out / "models" / f"{cell.method}-{cell.task}-{key}-s{cell.seed}"
     if (folder / "final.json").exists():
         return folder / "model.pt"
@@ -93,6 +93,7 @@ def pretrained_model(out: pathlib.Path, cell: Cell, data, progress: Progress) ->
         seed=cell.seed,
         config=pre.config,
         progress=False,
+        precision=pre.precision,
     )
     return folder / "model.pt"
 

@@ -80,6 +80,15 @@ class PretrainSpec:
     steps: int = 1000
     batch_size: int | None = None
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    precision: str = "fp32"  # "bf16" or "auto": the loss under bfloat16 autocast (ssrl pretrain --precision)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the pretrained model; ``precision`` only when not fp32, so models and
+        cells from before the option keep their identity."""
+        out = dataclasses.asdict(self)
+        if out["precision"] == "fp32":
+            del out["precision"]
+        return out
 
 
 @dataclasses.dataclass
@@ -277,6 +286,13 @@ def _check_values(suite: Suite, where: str) -> None:
             )
     if suite.pretrain.batch_size is not None:
         minimums.append(("pretrain.batch_size", suite.pretrain.batch_size, 1))
+    from ssrl.utils import PRECISIONS
+
+    if suite.pretrain.precision not in PRECISIONS:
+        raise SuiteError(
+            f"{where}: pretrain.precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+            f"got {suite.pretrain.precision!r}"
+        )
     for name, value, minimum in minimums:
         if value < minimum:
             raise SuiteError(f"{where}: {name} must be at least {minimum}, got {value}")

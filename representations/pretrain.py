@@ -36,7 +36,15 @@ import numpy as np
 import torch
 
 from ssrl.runs import RunFolder, truncate_records
-from ssrl.utils import atomic_path, build_config, check_whole, read_torch_file, resolve_device
+from ssrl.utils import (
+    atomic_path,
+    autocast,
+    build_config,
+    check_whole,
+    read_torch_file,
+    resolve_device,
+    resolve_precision,
+)
 
 from .core import Representation, get
 from .data import RolloutData
@@ -117,10 +125,15 @@ def pretrain(
     overwrite: bool = False,
     device: str = "auto",
     progress: bool = True,
+    precision: str = "fp32",
 ) -> tuple[Representation, dict[str, Any]]:
     """Train ``method`` on ``data`` for ``steps`` gradient steps; returns (model, summary).
 
     ``holdout``: the fraction of episodes kept from the encoder (0 trains on all of them).
+    ``precision``: ``"fp32"``, ``"bf16"`` (the loss computed under bfloat16 autocast: matmuls and
+    convolutions in bfloat16; weights, Adam's states and the saved model in float32) or
+    ``"auto"`` (bf16 where the hardware has it natively, :func:`ssrl.utils.resolve_precision`).
+    A run resumes only in the precision it started in.
     """
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
@@ -139,6 +152,7 @@ def pretrain(
     if holdout > 0:
         data, _ = data.split(holdout, seed=SPLIT_SEED)
     device = resolve_device(device)
+    precision = resolve_precision(precision, device)
     torch.manual_seed(seed)
     rep = build(method, data, **dict(config or {})).to(device)
     rep.trained_on = episode_ids(data)
@@ -152,6 +166,7 @@ def pretrain(
         "seed": int(seed),
         "holdout": holdout,
         "episodes": rep.trained_on,
+        "precision": precision,
     }
     optimizer = torch.optim.Adam(rep.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
@@ -160,7 +175,10 @@ def pretrain(
     # A second ssrl pretrain on this --out refuses while this one runs.
     with folder.locked() if folder is not None else contextlib.nullcontext():
         if folder is not None:
-            resuming = folder.check(identity, budget=steps, budget_key="steps", overwrite=overwrite)
+            # (runs from before the precision option ran in fp32)
+            resuming = folder.check(
+                identity, budget=steps, budget_key="steps", overwrite=overwrite, defaults={"precision": "fp32"}
+            )
             if resuming and (folder.path / "state.pt").exists():
                 state = read_torch_file(folder.path / "state.pt", "pretraining state")
                 rep.load_state_dict(state["model"])
@@ -188,7 +206,8 @@ def pretrain(
         last: dict[str, float] = {}
         while step < steps:
             batch = rep.to_batch(rep.sample_batch(data, batch_size, rng))
-            loss, metrics = rep.loss(batch)
+            with autocast(device, precision):
+                loss, metrics = rep.loss(batch)
             if not torch.isfinite(loss):
                 raise PretrainDiverged(
                     f"{method} loss is {loss.item()} at step {step}; the last good checkpoint is in {out}"
@@ -221,6 +240,7 @@ def pretrain(
             "steps": step,
             "batch_size": batch_size,
             "lr": lr,
+            "precision": precision,
             "steps_per_s": (step - start_step) / elapsed if elapsed > 0 else math.nan,
             "first_loss": first_loss,
             "last": last,

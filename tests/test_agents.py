@@ -492,13 +492,13 @@ def test_a_pixel_run_with_the_drq_preset_resumes_bit_exactly(tmp_path):
 
 
 def test_resolve_precision_auto_follows_the_hardware(monkeypatch):
-    import ssrl.agents.base as base
+    import ssrl.utils as utils
 
-    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     assert resolve_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx2", "amx_tile", "amx_bf16"})
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "amx_tile", "amx_bf16"})
     assert resolve_precision("auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx2", "avx512f"})
     assert resolve_precision("auto", "cpu") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -511,14 +511,14 @@ def test_resolve_precision_auto_follows_the_hardware(monkeypatch):
 
 
 def test_auto_precision_is_resolved_and_a_checkpoint_keeps_it(monkeypatch, tmp_path):
-    import ssrl.agents.base as base
+    import ssrl.utils as utils
 
-    monkeypatch.setattr(base, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx512_bf16"})
     agent = SAC(Reach1D(), hidden_dims=(8,), precision="auto", device="cpu")
     assert agent.config.precision == "bf16"
     assert SAC(Reach1D(), hidden_dims=(8,), device="cpu").config.precision == "fp32"  # the default is unchanged
     agent.save(tmp_path / "sac.pt")
-    monkeypatch.setattr(base, "cpu_flags", lambda: set())  # resumed on a machine without bf16
+    monkeypatch.setattr(utils, "cpu_flags", lambda: set())  # resumed on a machine without bf16
     assert SAC(Reach1D(), hidden_dims=(8,), precision="auto", device="cpu").config.precision == "fp32"
     assert SAC.load(tmp_path / "sac.pt", device="cpu").config.precision == "bf16"
 

@@ -507,6 +507,40 @@ def test_collect_env_options_apply_to_collection_only_and_leave_earlier_data_key
     assert cell.env == cells["beta-vae__Push__s0"].env  # the RL env keeps its own options
 
 
+def test_pretraining_precision_is_a_suite_option_that_leaves_fp32_models_and_cells_as_they_were(tmp_path, monkeypatch):
+    import ssrl.representations.pretrain as pretrain_module
+    from ssrl.benchmarks.runner import pretrained_model
+
+    asked = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda *args, **kwargs: asked.append(kwargs))
+
+    def model_folder(cell):  # where the bench keeps (or trains) the cell's model, and in what precision
+        asked.clear()
+        pretrained_model(tmp_path, cell, None, type("Quiet", (), {"update": lambda *a, **k: None})())
+        return pathlib.Path(asked[0]["out"]).name, asked[0]["precision"]
+
+    suite = load_suite("pretext")
+    cell = {c.id: c for c in plan(suite, methods=["tracking"], tasks=["cartpole-swingup"], regimes=["finetune"])}[
+        "tracking:finetune__cartpole-swingup__s0"
+    ]
+    # The model folder and cell identity of this cell as the bench wrote them before the option
+    assert model_folder(cell) == ("tracking-cartpole-swingup-3195f0883e-s0", "fp32")
+    assert cell.identity()["pretrain"] == {
+        "steps": 1000,
+        "batch_size": 32,
+        "config": {"arch": "fast", "latent_dim": 50},
+    }
+    raw = yaml.safe_load((pathlib.Path(__file__).parents[1] / "benchmarks/suites/pretext.yaml").read_text())
+    raw["pretrain"]["precision"] = "bf16"
+    bf16 = {c.id: c for c in plan(raw, methods=["tracking"], tasks=["cartpole-swingup"], regimes=["finetune"])}[cell.id]
+    folder, precision = model_folder(bf16)
+    assert precision == "bf16" and folder != "tracking-cartpole-swingup-3195f0883e-s0"
+    assert bf16.identity()["pretrain"]["precision"] == "bf16"
+    raw["pretrain"]["precision"] = "fp16"
+    with pytest.raises(SuiteError, match="pretrain.precision must be one of 'fp32', 'bf16', 'auto', got 'fp16'"):
+        plan(raw)
+
+
 def test_collect_env_options_reach_the_collecting_env(tmp_path):
     from ssrl.benchmarks.cells import DataSpec
     from ssrl.benchmarks.runner import collect_data

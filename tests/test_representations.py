@@ -275,6 +275,39 @@ def test_pretrain_resumes_identically_and_protects_finished_runs(cartpole, tmp_p
         pretrain("tcn", cartpole, out=tmp_path / "full", steps=12, config=cfg, progress=False)
 
 
+def test_pretrain_in_bf16_runs_the_loss_under_autocast_and_resumes_only_in_bf16(cartpole, tmp_path, monkeypatch):
+    import json
+
+    cfg = METHODS["tcn"]
+    from ssrl.representations.control.tcn import TCN
+
+    real, seen = TCN.loss, []
+
+    def spying(self, batch):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real(self, batch)
+
+    monkeypatch.setattr(TCN, "loss", spying)
+    fp32, s32 = pretrain("tcn", cartpole, out=tmp_path / "fp32", steps=3, config=cfg, progress=False)
+    bf16, s16 = pretrain("tcn", cartpole, out=tmp_path / "bf16", steps=3, config=cfg, progress=False, precision="bf16")
+    assert seen == [False] * 3 + [True] * 3
+    assert (s32["precision"], s16["precision"]) == ("fp32", "bf16")
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # the model stays fp32
+    # Same data and initial weights: the first losses agree to bf16's precision, not exactly.
+    assert s16["first_loss"] != s32["first_loss"]
+    assert s16["first_loss"] == pytest.approx(s32["first_loss"], rel=2e-2)
+    # a bf16 run resumes only in bf16, an fp32 one only in fp32 ...
+    with pytest.raises(FileExistsError, match="precision"):
+        pretrain("tcn", cartpole, out=tmp_path / "bf16", steps=6, config=cfg, progress=False)
+    with pytest.raises(FileExistsError, match="precision"):
+        pretrain("tcn", cartpole, out=tmp_path / "fp32", steps=6, config=cfg, progress=False, precision="bf16")
+    # ... and a run from before the option (no precision recorded) resumes as the fp32 run it was
+    run_json = tmp_path / "fp32" / "run.json"
+    run_json.write_text(json.dumps({k: v for k, v in json.loads(run_json.read_text()).items() if k != "precision"}))
+    _, more = pretrain("tcn", cartpole, out=tmp_path / "fp32", steps=6, config=cfg, progress=False)
+    assert more["steps"] == 6
+
+
 def test_data_requirements_are_checked_with_clear_errors(cartpole):
     single = RolloutData(cartpole.episodes, cameras=["fixed"])
     with pytest.raises(ValueError, match="2 cameras"):
