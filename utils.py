@@ -256,6 +256,8 @@ def image_grid(rows: list[list[np.ndarray]], gap: int = 2, scale: int = 1) -> np
         [np.asarray(im).transpose(1, 2, 0) if np.asarray(im).shape[0] == 3 else np.asarray(im) for im in row]
         for row in rows
     ]
+    if scale < 1:
+        raise ValueError(f"image_grid: scale must be a whole number >= 1, got {scale}")
     if scale > 1:
         as_hwc = [[im.repeat(scale, 0).repeat(scale, 1) for im in row] for row in as_hwc]
     h, w = as_hwc[0][0].shape[:2]

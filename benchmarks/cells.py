@@ -159,6 +159,11 @@ def plan(
     if not isinstance(suite, Suite):
         suite = parse_suite(suite)
     suite = override_budgets(suite, rl_steps, pretrain_steps)
+    if suite.pretrain.precision == "auto":  # resolved here, so a cell's identity says what it ran
+        from ssrl.utils import resolve_device, resolve_precision
+
+        precision = resolve_precision("auto", resolve_device("auto"))
+        suite = dataclasses.replace(suite, pretrain=dataclasses.replace(suite.pretrain, precision=precision))
     if regimes:
         present = list(dict.fromkeys([*suite.regimes, *(r for rs in suite.method_regimes.values() for r in rs)]))
         bad = [r for r in regimes if r not in present]
@@ -275,10 +280,10 @@ def plan(
         for method in spec.methods:
             if methods and method not in methods:
                 continue
-            pre = PretrainSpec(
-                spec.steps if spec.steps is not None else suite.pretrain.steps,
-                suite.pretrain.batch_size,
-                dict(suite.pretrain.config, **spec.config.get(method, {})),
+            pre = dataclasses.replace(
+                suite.pretrain,
+                steps=spec.steps if spec.steps is not None else suite.pretrain.steps,
+                config=dict(suite.pretrain.config, **spec.config.get(method, {})),
             )
             for seed in range(n_seeds):
                 cells.append(Cell(method, part, seed, data, method, pre, probe_against_random=True))

@@ -43,6 +43,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default="outputs/benchmarks/pretrain_speed_data")
     parser.add_argument("--out", default="outputs/benchmarks/pretrain_speed.json")
     args = parser.parse_args(argv)
+    args.precisions = list(dict.fromkeys(args.precisions))  # each once
 
     from ssrl.benchmarks.common import alternate, pin_cores, print_table, rate, save_results
 
@@ -102,7 +103,10 @@ def main(argv=None) -> dict:
                     timed[precision] = lambda step=step: rate(step, args.steps)
                 for precision, runs in alternate(timed, args.rounds).items():
                     rates[threads, precision] = statistics.median(runs)
-                    print(f"{method} {arch} {threads} thread(s) {precision}: {rates[threads, precision]:.2f} steps/s")
+                    print(
+                        f"{method} {arch} {threads} thread(s) {precision}: {rates[threads, precision]:.2f} steps/s",
+                        flush=True,
+                    )
             key = f"{method}/{arch}"
             results[key] = {
                 "data": data_of[method],

@@ -502,3 +502,16 @@ def test_any_suite_either_parses_or_is_refused_with_a_suite_error(changes):
         pass
     except ValueError as err:  # an env option's own check (``ssrl.envs.make``) is a ValueError too
         assert "must" in str(err) or "unknown" in str(err) or "takes no option" in str(err), err
+
+
+def test_image_grid_enlarges_by_whole_factors_and_refuses_others():
+    from ssrl.utils import image_grid
+
+    a = np.arange(3 * 2 * 3, dtype=np.uint8).reshape(3, 2, 3)  # channels first, 2 x 3 pixels
+    grid = image_grid([[a, a]], gap=1, scale=2)
+    assert grid.shape == (4, 2 * 6 + 1, 3)
+    np.testing.assert_array_equal(grid[::2, :6:2], a.transpose(1, 2, 0))  # every pixel now a 2x2 block
+    np.testing.assert_array_equal(grid[1::2, 1:6:2], a.transpose(1, 2, 0))
+    assert (grid[:, 6] == 255).all()  # the gap stays one white column
+    with pytest.raises(ValueError, match="scale must be a whole number >= 1, got 0"):
+        image_grid([[a]], scale=0)

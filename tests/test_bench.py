@@ -536,6 +536,14 @@ def test_pretraining_precision_is_a_suite_option_that_leaves_fp32_models_and_cel
     folder, precision = model_folder(bf16)
     assert precision == "bf16" and folder != "tracking-cartpole-swingup-3195f0883e-s0"
     assert bf16.identity()["pretrain"]["precision"] == "bf16"
+    probes = yaml.safe_load((pathlib.Path(__file__).parents[1] / "benchmarks/suites/pretext_probes.yaml").read_text())
+    probes["pretrain"]["precision"] = "bf16"
+    assert {c.pretrain.precision for c in plan(probes)} == {"bf16"}  # probe-only cells too
+    from ssrl.utils import resolve_precision
+
+    raw["pretrain"]["precision"] = "auto"  # resolved when planned: a cell's identity says what it ran in
+    resolved = {c.pretrain.precision for c in plan(raw, methods=["tracking"], tasks=["cartpole-swingup"])}
+    assert resolved == {resolve_precision("auto", "cpu")}
     raw["pretrain"]["precision"] = "fp16"
     with pytest.raises(SuiteError, match="pretrain.precision must be one of 'fp32', 'bf16', 'auto', got 'fp16'"):
         plan(raw)

@@ -469,6 +469,18 @@ def test_the_trunk_sees_the_same_image_values_whatever_the_layout_and_precision(
     encoder = make_encoder("fast", 9, 64, 8)
     shifted = random_shift(x, 4, torch.Generator().manual_seed(0))
     assert shifted.is_contiguous(memory_format=torch.channels_last)
+    # pinned to the path before the change: two gathers, float32, a channels-last copy, autocast's cast
+    from ssrl.agents.augment import shift_by_gathers
+
+    shift = torch.randint(0, 9, (2, 2), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(shifted, shift_by_gathers(x, shift, 4))
+    for precision in (torch.float32, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == torch.bfloat16):
+            before = encoder.trunk.net(
+                to_float_image(shift_by_gathers(x, shift, 4)).contiguous(memory_format=torch.channels_last)
+            )
+            assert torch.equal(encoder.trunk(shifted), before)
+
     from ssrl.representations.wrappers import StackedFramesEncoder
 
     per_frame = StackedFramesEncoder(make_encoder("fast", 3, 64, 8), (9, 64, 64))  # 3 frames encoded apart

@@ -19,7 +19,8 @@ tau_min = 15 frames of 30 fps video (2 s and 0.5 s). Our frames come at the cont
 (cartpole: 12.5 Hz with its action repeat of 8), so the defaults keep the paper's durations:
 tau_max = 25 and tau_min = 6 frames (2 s and 0.48 s on cartpole); tuples are drawn in proportion
 to the pixel change of their window, and a negative's odd frame is at most tau_max from its
-neighbour (a tuple longer than the episode is drawn again). Until 2026-12 the defaults were 10
+neighbour (a tuple longer than the episode is drawn again: on Push's 50-step episodes, which
+come at another rate, that cuts the longest tuples, up to 76 frames, short). Until 2026-12 the defaults were 10
 and 3 frames (0.8 s and 0.24 s); on cartpole (24 sticky-random episodes, 1,000 steps, batch 32,
 the ``fast`` encoder, seeds 0 and 1) the paper's durations gave a better linear probe of the
 state on held-out episodes, R^2 0.325 and 0.319 against 0.228 and 0.227, from a harder task
