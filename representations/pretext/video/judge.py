@@ -163,8 +163,11 @@ def track(
     """Judge ``features`` (frame stacks ``(N, 3*stack, H, W)`` uint8 -> feature maps ``(N, D, h, w)``)
     with the ``propagate`` rule on held-out ``data`` (see the module docstring).
 
-    Returns the scores ``track_iou<n>``, ``copy_iou<n>`` and ``pixels_iou<n>`` for each horizon n
-    (and ``track_clips``: the clips judged), and the judged clips for pictures.
+    Returns the scores ``track_iou<n>``, ``copy_iou<n>`` and ``pixels_iou<n>`` for each horizon n,
+    ``track_ceiling`` (the IoU of each clip's first labels taken down to the feature map's grid
+    and back up: what a perfect tracker with these feature maps would score; near 0 when the
+    bodies are smaller than a feature cell, as under the ``fast`` encoder's 7x7 map at 84 px) and
+    ``track_clips`` (the clips judged), and the judged clips for pictures.
     """
     from ssrl.envs.segmentation import BodyMasks
 
@@ -172,6 +175,7 @@ def track(
     horizon = max(horizons)
     clips: list[TrackedClip] = []
     per_frame: dict[str, list[np.ndarray]] = {"track": [], "copy": [], "pixels": []}
+    ceiling: list[np.ndarray] = []
     with BodyMasks(data.meta, camera) as renderer:
         # Candidates in a fixed order; a clip whose first frame shows no moving body (it left
         # the view) is passed over, until n_clips are judged or 4 n_clips were tried.
@@ -191,6 +195,9 @@ def track(
                 ref = soft_labels(truth[0], len(visible), tuple(feats.shape[-2:])).to(feats.device)
                 probs = propagate(feats[0], ref, feats[1:])
             predicted = np.concatenate([truth[:1], upsample_argmax(probs.float(), truth.shape[-2:])])
+            # What a perfect tracker scores at this feature resolution: frame t0's own labels
+            # through the feature map's grid and back (bodies smaller than a cell vanish).
+            ceiling.append(frame_scores(upsample_argmax(ref[None].float(), truth.shape[-2:]), truth[:1], len(visible)))
             copied = np.repeat(truth[:1], len(truth), axis=0)
             colours = F.avg_pool2d(torch.as_tensor(obs[:, -3:]).float(), 2)
             ref = soft_labels(truth[0], len(visible), tuple(colours.shape[-2:]))
@@ -201,6 +208,8 @@ def track(
             names = [renderer.names[renderer.moving.index(b)] for b in visible]
             clips.append(TrackedClip(obs[:, -3:], names, truth, predicted, copied))
     scores: dict[str, float] = {"track_clips": float(len(clips))}
+    finite = [float(c[0]) for c in ceiling if np.isfinite(c[0])]
+    scores["track_ceiling"] = float(np.mean(finite)) if finite else float("nan")
     for name, rows in per_frame.items():
         for n in horizons:
             values = [np.nanmean(r[:n]) for r in rows if np.isfinite(r[:n]).any()]
