@@ -163,7 +163,8 @@ def write_tracking_figure(clips, path: pathlib.Path, method: str, scores: dict[s
                 ax.set_ylabel(label, fontsize=8)
     fig.suptitle(
         f"{method}: masks propagated from t0 (IoU@10 {scores.get('track_iou10', float('nan')):.2f}, "
-        f"copying t0's mask {scores.get('copy_iou10', float('nan')):.2f})",
+        f"copying t0's mask {scores.get('copy_iou10', float('nan')):.2f}; a perfect tracker on this "
+        f"feature grid {scores.get('track_ceiling', float('nan')):.2f})",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title above the columns
