@@ -226,3 +226,22 @@ def test_pictures_show_grey_input_colouring_and_original_per_held_out_frame(cart
     np.testing.assert_array_equal(picture[:48, 2 * 50 : 2 * 50 + 48], first)  # the original, untouched
     grey = picture[:48, :48].astype(int)
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()  # no colour in the input
+
+
+def test_the_lightness_lookup_equals_the_conversion_for_every_colour():
+    """frames_to_lightness (the L-only encoders' input: one gather per pixel) against
+    frames_to_lab's L, bit for bit, on all 2^24 colours laid out as one frame."""
+    from ssrl.representations.pretext.image import colour
+
+    every = torch.arange(256**3, dtype=torch.int64)
+    frame = (
+        torch.stack([(every >> 16) & 255, (every >> 8) & 255, every & 255]).to(torch.uint8).reshape(1, 3, 4096, 4096)
+    )
+    assert torch.equal(colour.frames_to_lightness(frame), colour.frames_to_lab(frame)[:, :, 0])
+    identity = torch.nn.Identity()
+    identity.feature_dim = 2 * 8 * 8
+    encoder = colour.LabEncoder((6, 8, 8), L=identity)  # two frames: L / 100 of each, as the encoder sees it
+    stack = torch.randint(0, 256, (3, 6, 8, 8), dtype=torch.uint8)
+    assert torch.equal(encoder(stack), colour.frames_to_lab(stack)[:, :, 0] / colour.L_SCALE)
+    with pytest.raises(ValueError, match="uint8"):
+        colour.frames_to_lightness(stack.float())

@@ -138,6 +138,36 @@ def frames_to_lab(frames: torch.Tensor) -> torch.Tensor:
         return rgb_to_lab(frames.reshape(b, c // 3, 3, h, w), dim=2)
 
 
+@functools.lru_cache(maxsize=1)
+def _lightness_lut() -> torch.Tensor:
+    """L of every 24-bit colour, ``(256^3,)`` float32 indexed by ``r << 16 | g << 8 | b``, computed
+    by :func:`rgb_to_lab` itself (64 MB, about a second, once per process)."""
+    v = torch.arange(256, dtype=torch.uint8)
+    gb = torch.stack(torch.meshgrid(v, v, indexing="ij"), -1).reshape(-1, 2)  # (65536, 2): g, b
+    rows = []
+    with torch.autocast("cpu", enabled=False):
+        for r in range(256):
+            rgb = torch.cat([torch.full((len(gb), 1), r, dtype=torch.uint8), gb], 1)
+            rows.append(rgb_to_lab(rgb, dim=1)[:, 0])
+    return torch.cat(rows)
+
+
+def frames_to_lightness(frames: torch.Tensor) -> torch.Tensor:
+    """A uint8 frame stack ``(B, 3k, H, W)`` -> L ``(B, k, H, W)``, float32: the L of
+    :func:`frames_to_lab`, looked up per colour (a colour encoder's input costs one gather
+    instead of the whole conversion, which was half of a fine-tuning update of video
+    colorization's encoder)."""
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"frames_to_lightness takes uint8 frames, got {frames.dtype}")
+    b, c, h, w = frames.shape
+    if c % 3:
+        raise ValueError(f"an RGB frame stack has a multiple of 3 channels, got {c}")
+    x = frames.reshape(b, c // 3, 3, h, w).int()
+    index = (x[:, :, 0] << 16) | (x[:, :, 1] << 8) | x[:, :, 2]
+    lut = _lightness_lut().to(frames.device)
+    return lut.index_select(0, index.flatten()).reshape(b, c // 3, h, w)
+
+
 # -- bins -------------------------------------------------------------------------------------------
 
 
@@ -348,6 +378,10 @@ class LabEncoder(nn.Module):
         return (lab[:, :, 1:] / AB_SCALE).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(self.parts) == ("L",) and x.dtype == torch.uint8:  # L alone: looked up per colour
+            if tuple(x.shape[-3:]) != self.input_shape:
+                raise ValueError(f"encoder expects images of shape {self.input_shape}, got {tuple(x.shape[-3:])}")
+            return self.parts["L"](frames_to_lightness(x) / L_SCALE)
         lab = self.lab(x)
         return torch.cat([enc(self.group(lab, name)) for name, enc in self.parts.items()], dim=1)
 
