@@ -961,6 +961,7 @@ class OffPolicyAgent(abc.ABC):
             p.obs if self.pixels else None,
             p.next_obs if self.pixels else None,
             self.encoder.source if self.rl_head else self.encoder,  # the method's encoder, not the agent's head
+            self.replay.sample_segments if self.pixels and not self.replay.is_dict else None,
         )
 
     def critic_step(self, critic_loss: torch.Tensor, prepared: Prepared) -> dict[str, torch.Tensor]:

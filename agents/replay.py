@@ -272,6 +272,48 @@ class ReplayBuffer:
             obs, next_obs = obs["obs"], next_obs["obs"]
         return Batch(obs=obs, action=self.action[slots].copy(), reward=reward, next_obs=next_obs, discount=discount)
 
+    def longest_run(self) -> int:
+        """The most consecutive instants of one episode the buffer holds (0 when empty)."""
+        lo = max(0, self.total - self.capacity)
+        held = np.arange(lo, self.total)
+        if not len(held):
+            return 0
+        return int((np.minimum(self.ep_pos[held % self.capacity], held - lo) + 1).max())
+
+    def sample_segments(self, n: int, max_length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` runs of ``length = min(max_length, longest_run())`` consecutive instants of one
+        episode each (the clips of the video objectives in the decoupled and joint regimes),
+        drawn uniformly among the runs the buffer holds whole, the running episode's included:
+
+        * ``frames``: ``(n, length, *frame)``, each slot's newest frame, in time order;
+        * ``action``, ``reward``, ``terminated``: of the ``length - 1`` steps between them.
+
+        ``rng`` is the caller's (an objective's own sampling stream, saved with it); runs are
+        drawn with replacement. Raises ValueError on dict observations or an empty buffer."""
+        if self.is_dict:
+            raise ValueError("runs of consecutive frames are served from image observations, not dict ones")
+        if max_length < 1 or n < 1:
+            raise ValueError(f"need n >= 1 runs of length >= 1, got n={n}, max_length={max_length}")
+        length = min(max_length, self.longest_run())
+        if length < 1:
+            raise ValueError("the replay buffer holds no frame yet")
+        lo = max(0, self.total - self.capacity)
+        starts = np.arange(lo, self.total - length + 1)  # runs within the held slots
+        # A run stays in one episode iff its position in the episode grows by length - 1 (a new
+        # episode in between restarts the count at 0). One pass over the buffer (about 1 ms at
+        # 100k slots) keeps the draw exactly uniform however rare runs of this length are.
+        pos = self.ep_pos[starts % self.capacity]
+        starts = starts[self.ep_pos[(starts + length - 1) % self.capacity] - pos == length - 1]
+        s = starts[rng.integers(0, len(starts), n)]
+        slots = (s[:, None] + np.arange(length)[None, :]) % self.capacity
+        steps = slots[:, :-1]
+        return {
+            "frames": self.store["obs"][slots],
+            "action": self.action[steps],
+            "reward": self.reward[steps],
+            "terminated": self.terminated[steps],
+        }
+
     def _relabel(self, a: np.ndarray, obs: dict, next_obs: dict, reward: np.ndarray) -> np.ndarray:
         """Rows ``[0, n_future)``: HER "future", goal <- achieved goal of a uniformly drawn later
         instant of the episode (next included); rows ``[n_future, n_future + n_imagined)``: goals

@@ -84,7 +84,10 @@ class Representation(nn.Module, abc.ABC):
       in-paintings, samples), written by ``ssrl bench`` beside a cell's probe scores.
     * :meth:`replay_loss`: the loss on an agent's replay batch (the decoupled and joint regimes
       of :mod:`ssrl.representations.regimes`); by default the method's own ``sample_batch``
-      draws from the replay batch.
+      draws from the replay batch (or, for a method of clips, from runs of the replay).
+    * ``stacks_env_frames``: whether a fresh instance for an agent encodes the env's whole frame
+      stack (most methods) or the frames one by one (the video methods, whose order tasks a
+      stack would give away).
     * :meth:`goal_sampler` and :meth:`observation_wrapper`: how the frozen regime wraps an env
       (latents of the encoder; on a goal env, the latent reward and, for a method with a prior,
       RIG's imagined goals).
@@ -94,6 +97,7 @@ class Representation(nn.Module, abc.ABC):
     needs: ClassVar[Need]
     Config: ClassVar[type]
     example_env: ClassVar[str] = "ssrl/cartpole-swingup-v0"
+    stacks_env_frames: ClassVar[bool] = True
 
     def __init__(self, config: Any, obs_shape: tuple[int, ...]) -> None:
         super().__init__()
@@ -138,12 +142,13 @@ class Representation(nn.Module, abc.ABC):
     def replay_loss(self, inputs, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The objective on an agent's replay batch (:class:`~ssrl.representations.objective.AuxInputs`),
         when this representation's encoder is the agent's: by default :meth:`sample_batch` draws
-        the batch from :class:`~ssrl.representations.regimes.ReplayData`, so the method samples as
-        it does from rollouts. ``self.generator`` is the agent's torch generator here."""
-        from .regimes import ReplayData
+        as many examples as the agent's batch holds from :func:`~ssrl.representations.regimes.replay_data`
+        (the replay batch, or clips from the replay), so the method samples as it does from
+        rollouts. ``self.generator`` is the agent's torch generator here."""
+        from .regimes import replay_data
 
-        data = ReplayData.from_inputs(inputs)
-        return self.loss(self.to_batch(self.sample_batch(data, len(data), rng)))
+        data = replay_data(inputs, self.needs, rng)
+        return self.loss(self.to_batch(self.sample_batch(data, len(inputs.action), rng)))
 
     def goal_sampler(self):
         """``sample_goals(n, rng, like) -> (n, latent_dim)`` latent goals this method can imagine

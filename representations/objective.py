@@ -10,9 +10,10 @@ Nothing here imports a method, so ``import ssrl.agents`` loads none.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -30,6 +31,9 @@ class AuxInputs:
         obs, next_obs: the (augmented) uint8 observations, for objectives that need more encoder
             passes (contrastive ones); ``None`` on vector observations.
         encoder: the agent's encoder (``None`` on vector observations).
+        segments: ``segments(n, length, rng)``: ``n`` runs of ``length`` consecutive instants of
+            one episode from the agent's replay (``ReplayBuffer.sample_segments``), for
+            objectives that learn from clips; ``None`` where the replay cannot give them.
 
     With the agent's ``rl_head`` (the decoupled regime), ``latent``, ``next_latent`` and
     ``encoder`` are the method's code and encoder, not the agent's head on them.
@@ -43,6 +47,7 @@ class AuxInputs:
     obs: torch.Tensor | None
     next_obs: torch.Tensor | None
     encoder: nn.Module | None
+    segments: Callable[[int, int, np.random.Generator], dict[str, np.ndarray]] | None = None
 
 
 @runtime_checkable

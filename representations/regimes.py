@@ -23,13 +23,22 @@ Linear + LayerNorm head on the method's conv trunk (read detached, trained by th
 place of the method's code: ATC's online agents read it so (rlpyt's ``stop_rl_conv_grad``).
 
 In the decoupled and joint regimes the method's objective is the agent's ``aux``
-(:class:`RepresentationObjective`): at every update it draws the method's batch from the agent's
-replay batch with the method's own ``sample_batch``, through :class:`ReplayData`, a replay batch
-seen through the sampling interface of :class:`~ssrl.representations.data.RolloutData` (frames
-and transitions). A method whose data a replay cannot give (synchronised views, clips, grasp
-triplets, episode contexts) is refused when the run is built, with what it needs. A method may
-instead override :meth:`~ssrl.representations.core.Representation.replay_loss` (DBC and DeepMDP
-use the agent's own latents there, saving encoder passes).
+(:class:`RepresentationObjective`): at every update it draws the method's batch with the method's
+own ``sample_batch`` from what :func:`replay_data` makes of the agent's replay:
+
+* frames and transitions: :class:`ReplayData`, the agent's replay batch seen through the sampling
+  interface of :class:`~ssrl.representations.data.RolloutData`;
+* clips (the video methods): :class:`ReplayClips`, ``CLIP_RUNS`` runs of ``CLIP_LENGTH``
+  consecutive instants drawn from the whole replay (``ReplayBuffer.sample_segments``), each an
+  episode of a small ``RolloutData``, so the method's window samplers (high-motion windows,
+  Shuffle & Learn's tuples) run on them unchanged. Departure from the methods' rollout data: a
+  frame stack at a run's first instants is clamped at the run's start, as at an episode's reset
+  (the video methods take single frames by default, so this only matters for stacked ones).
+
+A method whose data a replay cannot give (synchronised views, grasp triplets, episode contexts)
+is refused when the run is built, with what it needs. A method may instead override
+:meth:`~ssrl.representations.core.Representation.replay_loss` (DBC and DeepMDP use the agent's own
+latents there, saving encoder passes).
 """
 
 from __future__ import annotations
@@ -41,15 +50,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ssrl.envs.rollouts import DatasetError
+from ssrl.envs.rollouts import DatasetError, Episode
 from ssrl.utils import build_config
 
 from .core import Need, Representation, get
+from .data import RolloutData
 from .objective import AuxInputs
 
 REGIMES: tuple[str, ...] = ("frozen", "finetune", "decoupled", "joint")
-# The needs a replay batch can serve: frame stacks of the agent's one camera, and transitions.
-REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS
+# The needs a replay can serve: frame stacks of the agent's one camera, transitions, and clips
+# (runs of consecutive instants of one episode).
+REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS | Need.CLIPS
+# The clips an update's objective samples from: CLIP_RUNS runs of CLIP_LENGTH instants. 100
+# instants hold Shuffle & Learn's longest tuple at the paper's taus (3 x 25 + 1 = 76 frames) and
+# most of a DMC episode at action repeat 8 (126 instants); 8 runs are 800 frames to copy, about
+# a tenth of a fine-tuning update on our CPUs.
+CLIP_RUNS, CLIP_LENGTH = 8, 100
 
 
 def check_regime(regime: str) -> str:
@@ -60,11 +76,12 @@ def check_regime(regime: str) -> str:
 
 def fresh_representation(method: str, obs_shape: tuple[int, ...], action_dim: int, **config: Any) -> Representation:
     """An untrained ``method`` for an agent on observations ``obs_shape`` (a ``3k``-channel frame
-    stack): its ``frame_stack`` defaults to the observation's ``k``, and methods with an
-    ``action_dim`` get the env's."""
+    stack): its ``frame_stack`` defaults to the observation's ``k`` (unless the method encodes
+    single frames by design: ``stacks_env_frames = False``), and methods with an ``action_dim``
+    get the env's."""
     cls = get(method)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    defaults = {"frame_stack": obs_shape[0] // 3}
+    defaults = {"frame_stack": obs_shape[0] // 3} if cls.stacks_env_frames else {}
     if "action_dim" in fields:
         defaults["action_dim"] = action_dim
     cfg = build_config(cls.Config, dict(defaults, **config))
@@ -109,7 +126,7 @@ class ReplayData:
             names = ", ".join(n.name.lower() for n in Need if n in missing)
             raise DatasetError(
                 f"{method} needs {names}, which an agent's replay does not hold (it holds frame stacks of one "
-                "camera and transitions); use it pretrained and frozen or fine-tuned instead"
+                "camera, transitions and clips); use it pretrained and frozen or fine-tuned instead"
             )
 
     def sample_frames(
@@ -139,6 +156,46 @@ class ReplayData:
             "next_obs": self._last_frames(self.next_obs[idx], k),
             "discount": self.discount[idx],
         }
+
+
+class ReplayClips(RolloutData):
+    """Runs of consecutive instants of the agent's replay as the episodes of a
+    :class:`~ssrl.representations.data.RolloutData`, so a method's samplers of frames in time run
+    on them as on rollouts. The agent's one camera is every view (as in :class:`ReplayData`);
+    there is no physical state (probes never read it)."""
+
+    def __init__(self, runs: dict[str, np.ndarray]) -> None:
+        frames = runs["frames"]
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise DatasetError(f"clips are runs of RGB frames (n, length, 3, H, W); the replay gave {frames.shape}")
+        episodes = []
+        for i in range(len(frames)):
+            steps = len(frames[i]) - 1
+            episodes.append(
+                Episode(
+                    frames={"agent": frames[i]},
+                    action=runs["action"][i],
+                    reward=runs["reward"][i],
+                    terminated=runs["terminated"][i],
+                    truncated=np.zeros(steps, bool),
+                    state=np.zeros((steps + 1, 0), np.float32),
+                    info={},
+                )
+            )
+        super().__init__(episodes)
+
+    def view(self, name: str | None = None) -> np.ndarray:
+        return self.frames["agent"]
+
+
+def replay_data(inputs: AuxInputs, needs: Need, rng: np.random.Generator) -> ReplayData | ReplayClips:
+    """What a method with ``needs`` samples its batch from at an agent's update: clips from the
+    whole replay if it learns from clips, else the agent's replay batch (see the module docstring)."""
+    if Need.CLIPS not in needs:
+        return ReplayData.from_inputs(inputs)
+    if inputs.segments is None:
+        raise DatasetError("this agent's replay cannot serve clips (it holds dict observations, not image stacks)")
+    return ReplayClips(inputs.segments(CLIP_RUNS, CLIP_LENGTH, rng))
 
 
 class RepresentationObjective(nn.Module):

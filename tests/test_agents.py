@@ -570,6 +570,43 @@ def test_replay_wraps_around_without_stale_stacks():
         np.testing.assert_array_equal(seen[o.tobytes()], n)
 
 
+def test_replay_serves_runs_of_consecutive_instants_of_one_episode_uniformly():
+    """Each frame is tagged (episode, instant); a ring of 12 slots holds the last 12 instants of
+    episodes of 4, 7 and 5 instants and a running one of 3."""
+    space = gym.spaces.Box(0, 255, (3, 1, 1), np.uint8)
+    buf = ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)))
+    with pytest.raises(ValueError, match="holds no frame yet"):
+        buf.sample_segments(1, 3, np.random.default_rng(0))
+    tag = lambda ep, t: np.array([ep, t, 0], np.uint8).reshape(3, 1, 1)  # noqa: E731
+    for ep, steps in enumerate([3, 6, 4, 2]):
+        buf.start_episode(tag(ep, 0))
+        for t in range(1, steps + 1):
+            buf.add(np.array([ep + t / 10]), float(10 * ep + t), False, tag(ep, t))
+        if ep < 3:
+            buf.end_episode()
+    # 19 instants written; held: the last 12, instants 3-6 of episode 1 (its first 3 are
+    # overwritten), 0-4 of episode 2 and 0-2 of the running episode 3.
+    assert buf.longest_run() == 5
+    runs = buf.sample_segments(600, 3, np.random.default_rng(1))
+    frames = runs["frames"][:, :, :2, 0, 0].astype(int)  # (n, 3, [episode, instant])
+    assert runs["frames"].shape == (600, 3, 3, 1, 1)
+    assert (frames[:, :, 0] == frames[:, :1, 0]).all()  # one episode per run
+    assert (np.diff(frames[:, :, 1], axis=1) == 1).all()  # consecutive instants, in time order
+    starts = {tuple(f) for f in frames[:, 0]}
+    assert starts == {(1, 3), (1, 4), (2, 0), (2, 1), (2, 2), (3, 0)}  # every run held whole, none else
+    counts = np.unique(frames[:, 0, 0] * 10 + frames[:, 0, 1], return_counts=True)[1]
+    assert counts.min() > 600 / 6 * 0.75  # uniform over the six runs
+    ep, t = frames[:, :-1, 0], frames[:, :-1, 1]  # the steps between the run's instants
+    np.testing.assert_allclose(runs["action"][..., 0], ep + (t + 1) / 10, rtol=1e-6)
+    np.testing.assert_array_equal(runs["reward"], 10 * ep + t + 1)
+    assert runs["terminated"].shape == (600, 2)
+    longest = buf.sample_segments(5, 100, np.random.default_rng(2))["frames"][:, :, :2, 0, 0]
+    np.testing.assert_array_equal(longest, np.tile([[2, 0], [2, 1], [2, 2], [2, 3], [2, 4]], (5, 1, 1)))
+    goal = gym.spaces.Dict({"observation": space, "achieved_goal": space, "desired_goal": space})
+    with pytest.raises(ValueError, match="image observations, not dict"):
+        ReplayBuffer(12, goal, gym.spaces.Box(-1, 1, (1,))).sample_segments(1, 3, np.random.default_rng(0))
+
+
 def test_replay_refuses_observations_that_are_not_frame_stacks():
     space = gym.spaces.Box(0, 255, (6, 4, 4), np.uint8)
     buf = ReplayBuffer(10, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)

@@ -1,6 +1,8 @@
 """The four regimes: what trains the encoder in each, the replay serving a method's sampler,
 refusals, the CLI shorthands, and exact resume with a method's loss on the replay."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,16 @@ from ssrl.agents.run import resolve_regime, train_run
 from ssrl.envs import make_dmc
 from ssrl.envs.rollouts import DatasetError, collect
 from ssrl.representations import StackedFramesEncoder, load_representation
+from ssrl.representations.core import Need
 from ssrl.representations.pretrain import pretrain
-from ssrl.representations.regimes import ReplayData, RepresentationObjective, fresh_representation
+from ssrl.representations.regimes import (
+    CLIP_LENGTH,
+    ReplayClips,
+    ReplayData,
+    RepresentationObjective,
+    fresh_representation,
+    replay_data,
+)
 
 SIZE = 48
 AGENT = dict(hidden_dims=(16,), batch_size=8, buffer_size=400, learning_starts=10)
@@ -53,7 +63,7 @@ def nonzero(grads) -> bool:
     return grads is not None and any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("method", ["rotation", "dbc"])
+@pytest.mark.parametrize("method", ["rotation", "dbc", "arrow-of-time"])  # frames, transitions, clips
 def test_joint_trains_the_encoder_through_both_losses_decoupled_only_through_its_own(method):
     joint, _, aux = agent_for(method, "joint")
     critic, objective = critic_and_aux_grads(joint)
@@ -106,10 +116,36 @@ def test_replay_data_serves_a_methods_own_sampler_and_refuses_what_it_cannot_hol
     with pytest.raises(ValueError, match="stacks 4 frames"):
         data.stack([0], k=4)
     env = cartpole()
-    for method, need in (("tcn", "views"), ("mftcn", "views, clips"), ("cc-vae", "context")):
+    for method, need in (("tcn", "views"), ("mftcn", "views"), ("cc-vae", "context")):
         rep = fresh_representation(method, env.observation_space.shape, 1, arch="fast", latent_dim=8)
         with pytest.raises(DatasetError, match=f"needs {need}.*frozen or fine-tuned"):
             RepresentationObjective(rep, "decoupled", action_dim=1)
+
+
+def test_clips_come_from_runs_of_the_replay_and_video_encoders_keep_to_single_frames():
+    """A video method's own sampler draws its clips from runs of the agent's replay: every
+    arrow-of-time clip is consecutive frames of one run, played forwards exactly when labelled
+    so; a fresh video encoder takes single frames (3 channels) under the env's 3-frame stack."""
+    agent, rep, aux = agent_for("arrow-of-time", "decoupled")
+    assert rep.config.frame_stack == 1 and rep.obs_shape[0] == 3
+    runs = agent.replay.sample_segments(4, CLIP_LENGTH, np.random.default_rng(0))
+    length = agent.replay.longest_run()
+    assert runs["frames"].shape[:2] == (4, length) and length < CLIP_LENGTH  # short test episodes: whole ones
+    data = ReplayClips(runs)
+    assert data.num_episodes == 4 and data.view("fixed") is data.view(None)  # the one camera is every view
+    batch = rep.sample_batch(data, 64, np.random.default_rng(1))
+    frames = batch["frames"]  # (64, clip_len, 3, H, W)
+    flat = data.view()
+    for clip, forward in zip(frames, batch["forward"]):
+        where = [int(np.flatnonzero((flat == f).all(axis=(1, 2, 3)))[0]) for f in clip]
+        steps = np.diff(where)
+        assert (steps == (1 if forward else -1)).all(), where
+        assert len(set(data.frame_episode[where])) == 1
+    inputs = agent.aux_inputs(agent.prepare(agent.replay.sample(8)))
+    assert isinstance(replay_data(inputs, rep.needs, np.random.default_rng(0)), ReplayClips)
+    assert isinstance(replay_data(inputs, Need.FRAMES, np.random.default_rng(0)), ReplayData)
+    with pytest.raises(DatasetError, match="cannot serve clips"):
+        replay_data(dataclasses.replace(inputs, segments=None), rep.needs, np.random.default_rng(0))
 
 
 def test_regime_shorthands_and_refusals():
@@ -161,12 +197,13 @@ def test_frozen_leaves_the_pretrained_weights_bit_identical_and_finetune_changes
     assert torch.equal(load_representation(pretrained).encoder.state_dict()["fc.weight"], saved["fc.weight"])
 
 
-def test_a_decoupled_run_resumes_bit_exactly(tmp_path):
+@pytest.mark.parametrize("method", ["rotation", "arrow-of-time"])  # a batch's frames; clips of the whole replay
+def test_a_decoupled_run_resumes_bit_exactly(tmp_path, method):
     """The method's sampling RNG and its optimiser are part of the checkpoint."""
     from ssrl.agents.checkpoint import read_checkpoint
 
     run = dict(
-        RUN, method="rotation", regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8}, checkpoint_every=40
+        RUN, method=method, regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8}, checkpoint_every=40
     )
     train_run(tmp_path / "full", env_steps=160, **run)
     train_run(tmp_path / "split", env_steps=80, **run)

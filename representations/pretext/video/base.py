@@ -61,6 +61,7 @@ class VideoPretext(Representation):
     """Base of the video pretext methods (see the module docstring)."""
 
     needs = Need.CLIPS
+    stacks_env_frames = False  # single frames, also for an agent's fresh encoder (module docstring)
     horizons = (10, 30)
 
     def frames(self, data, idx: np.ndarray) -> np.ndarray:
