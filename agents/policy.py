@@ -14,6 +14,7 @@ trained on another env or with other observations, is refused with the reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 from typing import Any
@@ -88,6 +89,20 @@ class AgentPolicy:
         if self.epsilon > 0 and self.rng.random() < self.epsilon:
             return self.rng.uniform(self.space.low, self.space.high).astype(self.space.dtype)
         return np.asarray(self.agent.act(obs, deterministic=True), self.space.dtype)
+
+
+def agent_fingerprints(policy: str) -> dict[str, str]:
+    """For each ``agent:RUN_DIR`` in ``policy`` (alone or in a ``mix:``), the first 16 hex digits
+    of its checkpoint's SHA-256 (``"missing"`` without one): what a data set collected by the
+    policy depends on beyond its name, so a retrained or continued agent gets new data instead of
+    the old agent's (the bench's data keys hash this)."""
+    names = policy.removeprefix("mix:").split("+") if policy.startswith("mix:") else [policy]
+    out = {}
+    for name in names:
+        if name.startswith(PREFIX):
+            checkpoint = parse_spec(name)[0] / "checkpoint" / "agent.pt"
+            out[name] = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] if checkpoint.is_file() else "missing"
+    return out
 
 
 def _check_same_observations(trained: gym.Space, given: gym.Space, run_dir: pathlib.Path) -> None:

@@ -47,10 +47,16 @@ class DataSpec:
 
     def collect_identity(self) -> dict[str, Any]:
         """The collect spec as it decides the data; an empty ``env`` is left out, as in every data
-        set from before collect.env existed (same key, same cell identity)."""
+        set from before collect.env existed (same key, same cell identity). An ``agent:`` policy
+        adds its checkpoint's fingerprint (``agents``): a retrained expert is new data."""
+        from ssrl.agents.policy import agent_fingerprints
+
         collect = dataclasses.asdict(self.collect)
         if not collect["env"]:
             del collect["env"]
+        agents = agent_fingerprints(self.collect.policy)
+        if agents:
+            collect["agents"] = agents
         return collect
 
 

@@ -1,5 +1,6 @@
 """The rollout data set: collection, round trip, append, partial and corrupt data."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -150,6 +151,30 @@ def test_a_trained_agent_collects_its_own_actions_and_epsilon_mixes_in_random_on
     with pytest.raises(ValueError, match="is not an ssrl train run"):
         collect("ssrl/cartpole-swingup-v0", policy=f"agent:{tmp_path}", out=tmp_path / "n", **kwargs)
     assert not (tmp_path / "r" / "meta.json").exists()  # a refused policy records nothing
+
+    # The bench's data key follows the agent's checkpoint, not only its folder's name: a
+    # continued or retrained expert is new data; a policy without an agent keeps its old key.
+    from ssrl.benchmarks.cells import CollectSpec, DataSpec
+
+    def key(policy):
+        return DataSpec("ssrl/cartpole-swingup-v0", {}, CollectSpec(policy=policy)).key
+
+    mix = f"mix:agent:{run}@0.3+sticky_random"
+    before = key(mix)
+    assert key(mix) == before and key(f"agent:{run}") != key(f"agent:{tmp_path}/other")
+    plain = DataSpec("ssrl/cartpole-swingup-v0", {}, CollectSpec()).collect_identity()
+    assert plain == {k: v for k, v in dataclasses.asdict(CollectSpec()).items() if k != "env"}  # as before
+    train_run(
+        run,
+        "ssrl/cartpole-swingup-v0",
+        env_steps=320,
+        env_kwargs={"from_pixels": False},
+        hyperparams={"learning_starts": 5, "batch_size": 8, "hidden_dims": [16]},
+        eval_episodes=0,
+        progress=False,
+        tensorboard=False,
+    )  # fmt: skip  (the run continues: a new checkpoint)
+    assert key(mix) != before
 
 
 def test_a_mixture_runs_its_policies_in_turn_episode_by_episode(tmp_path):
