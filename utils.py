@@ -130,7 +130,12 @@ CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where it cannot be read."""
+    """The CPU's feature flags from ``/proc/cpuinfo`` (Linux); empty where it cannot be read.
+    ``SSRL_CPU_FLAGS`` (space-separated, may be empty) replaces them, for this process and the
+    workers it starts: ``SSRL_CPU_FLAGS=`` makes ``precision="auto"`` fp32 on any CPU (the tests
+    run so)."""
+    if "SSRL_CPU_FLAGS" in os.environ:
+        return set(os.environ["SSRL_CPU_FLAGS"].split())
     try:
         text = pathlib.Path("/proc/cpuinfo").read_text()
     except OSError:

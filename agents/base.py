@@ -123,8 +123,9 @@ class AgentConfig:
     # "fp32"; "bf16": matmuls and convs in bfloat16 (weights, Adam states and losses stay fp32);
     # "auto": bf16 where the hardware has native bfloat16 (resolve_precision), else fp32. The
     # agent stores the resolved value, so a checkpoint resumes in the precision it ran in.
-    # Ours; fp32 is the reference behaviour.
-    precision: str = "fp32"
+    # Ours. The default is "auto": state SAC on cartpole-swingup reached 847.7 +- 6.7 at 100k in
+    # fp32 and 848.5 +- 9.8 in bf16 over 10 seeds each (README, Agents), at about 2x the speed.
+    precision: str = "auto"
     # -- pixels only -------------------------------------------------------------------------
     # The pixel preset (a name of the algorithm's PIXEL_PRESETS): "drq" (DrQ exactly), "sac-ae"
     # (SAC-AE's values) or "legacy" (this suite's earlier preset: DrQ's sizes with SAC-AE's

@@ -99,7 +99,15 @@ def main(argv=None) -> dict:
     for threads in args.threads:
         torch.set_num_threads(threads)
         # -- latents -------------------------------------------------------------------------
-        ours = SAC(None, observation_space=lat_space, action_space=act_space, buffer_size=2000, batch_size=256, seed=0)
+        ours = SAC(
+            None,
+            observation_space=lat_space,
+            action_space=act_space,
+            buffer_size=2000,
+            batch_size=256,
+            seed=0,
+            precision="fp32",  # the default is "auto" (bf16 on CPUs with it): this row is fp32's
+        )
         ours_bf16 = SAC(
             None,
             observation_space=lat_space,
@@ -159,6 +167,7 @@ def main(argv=None) -> dict:
             seed=0,
             frame_stack=3,
             pixel_preset="legacy",
+            precision="fp32",
         )
         _fill_ours(pix, _next_stack, 500, rng, episode=125)
         pix_bf16 = SAC(

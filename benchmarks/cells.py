@@ -165,11 +165,20 @@ def plan(
     if not isinstance(suite, Suite):
         suite = parse_suite(suite)
     suite = override_budgets(suite, rl_steps, pretrain_steps)
-    if suite.pretrain.precision == "auto":  # resolved here, so a cell's identity says what it ran
-        from ssrl.utils import resolve_device, resolve_precision
+    from ssrl.utils import resolve_device, resolve_precision
 
+    if suite.pretrain.precision == "auto":  # resolved here, so a cell's identity says what it ran
         precision = resolve_precision("auto", resolve_device("auto"))
         suite = dataclasses.replace(suite, pretrain=dataclasses.replace(suite.pretrain, precision=precision))
+    # The agents' precision (their default is "auto") likewise: written into the RL spec unless it
+    # resolves to fp32, so cells from before the default changed (fp32, no precision in their
+    # identity) are reused on fp32 machines and never mixed with bf16 ones on the others.
+    if suite.rl is not None and suite.rl.hyperparams.get("precision", "auto") == "auto":
+        resolved = resolve_precision("auto", resolve_device("auto"))
+        hyper = {k: v for k, v in suite.rl.hyperparams.items() if k != "precision"}
+        if resolved != "fp32":
+            hyper["precision"] = resolved
+        suite = dataclasses.replace(suite, rl=dataclasses.replace(suite.rl, hyperparams=hyper))
     if regimes:
         present = list(dict.fromkeys([*suite.regimes, *(r for rs in suite.method_regimes.values() for r in rs)]))
         bad = [r for r in regimes if r not in present]

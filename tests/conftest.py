@@ -6,6 +6,10 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Agents default to precision="auto" (bf16 on CPUs with AVX-512 BF16 or AMX): the tests, and the
+# bench workers they spawn, see a CPU without them, so "auto" is fp32 on every machine and
+# hand-computed values hold; the tests of bf16 ask for it, or patch ssrl.utils.cpu_flags.
+os.environ["SSRL_CPU_FLAGS"] = ""
 
 import ssrl  # noqa: E402,F401  (registers the envs before any test makes one)
 

@@ -516,7 +516,8 @@ def test_auto_precision_is_resolved_and_a_checkpoint_keeps_it(monkeypatch, tmp_p
     monkeypatch.setattr(utils, "cpu_flags", lambda: {"avx512_bf16"})
     agent = SAC(Reach1D(), hidden_dims=(8,), precision="auto", device="cpu")
     assert agent.config.precision == "bf16"
-    assert SAC(Reach1D(), hidden_dims=(8,), device="cpu").config.precision == "fp32"  # the default is unchanged
+    assert SAC(Reach1D(), hidden_dims=(8,), device="cpu").config.precision == "bf16"  # the default is auto
+    assert SAC(Reach1D(), hidden_dims=(8,), precision="fp32", device="cpu").config.precision == "fp32"
     agent.save(tmp_path / "sac.pt")
     monkeypatch.setattr(utils, "cpu_flags", lambda: set())  # resumed on a machine without bf16
     assert SAC(Reach1D(), hidden_dims=(8,), precision="auto", device="cpu").config.precision == "fp32"

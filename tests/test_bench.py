@@ -279,7 +279,7 @@ def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_dec
     assert (cells["dbc_joint"].method, cells["dbc_joint"].regime) == ("dbc", "joint")
     assert unservable(load_suite_dict(suite)) == [
         "tcn:decoupled: multi-view TCN needs views, which an agent's replay does not hold (it holds frame stacks of "
-        "one camera and transitions); use it pretrained and frozen or fine-tuned instead"
+        "one camera, transitions and clips); use it pretrained and frozen or fine-tuned instead"
     ]
     with pytest.raises(SuiteError, match="unknown regime 'tuned'"):
         plan(dict(suite, regimes=["tuned"]))
@@ -544,6 +544,18 @@ def test_pretraining_precision_is_a_suite_option_that_leaves_fp32_models_and_cel
     raw["pretrain"]["precision"] = "auto"  # resolved when planned: a cell's identity says what it ran in
     resolved = {c.pretrain.precision for c in plan(raw, methods=["tracking"], tasks=["cartpole-swingup"])}
     assert resolved == {resolve_precision("auto", "cpu")}
+    # The agents' default precision ("auto") too: absent from the identity where it is fp32 (as
+    # before the default changed), written out where it is bf16; a pixel row's own setting wins.
+    state = {c.id: c for c in plan(raw, methods=["tracking"], tasks=["cartpole-swingup"], regimes=["frozen"])}
+    assert all("precision" not in c.rl.hyperparams for c in state.values() if c.rl and not c.pixels)
+    import ssrl.utils
+
+    monkeypatch.setattr(ssrl.utils, "cpu_flags", lambda: {"avx512_bf16"})
+    bf16_cells = plan(raw, methods=["tracking"], tasks=["cartpole-swingup"], regimes=["frozen"])
+    assert {c.rl.hyperparams["precision"] for c in bf16_cells if c.rl} == {"bf16"}
+    assert {c.id for c in bf16_cells} == set(state)
+    changed = [c for c in bf16_cells if c.rl and c.identity() != state[c.id].identity()]
+    assert changed and not any(c.pixels for c in changed)  # pretext's pixel rows pin bf16 already
     raw["pretrain"]["precision"] = "fp16"
     with pytest.raises(SuiteError, match="pretrain.precision must be one of 'fp32', 'bf16', 'auto', got 'fp16'"):
         plan(raw)
