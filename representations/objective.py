@@ -31,8 +31,8 @@ class AuxInputs:
         obs, next_obs: the (augmented) uint8 observations, for objectives that need more encoder
             passes (contrastive ones); ``None`` on vector observations.
         encoder: the agent's encoder (``None`` on vector observations).
-        segments: ``segments(n, length, rng)``: ``n`` runs of ``length`` consecutive instants of
-            one episode from the agent's replay (``ReplayBuffer.sample_segments``), for
+        segments: ``segments(n, max_length, rng)``: ``n`` runs of up to ``max_length``
+            consecutive instants of one episode from the agent's replay (``ReplayBuffer.sample_segments``), for
             objectives that learn from clips; ``None`` where the replay cannot give them.
 
     With the agent's ``rl_head`` (the decoupled regime), ``latent``, ``next_latent`` and

@@ -28,8 +28,10 @@ own ``sample_batch`` from what :func:`replay_data` makes of the agent's replay:
 
 * frames and transitions: :class:`ReplayData`, the agent's replay batch seen through the sampling
   interface of :class:`~ssrl.representations.data.RolloutData`;
-* clips (the video methods): :class:`ReplayClips`, ``CLIP_RUNS`` runs of ``CLIP_LENGTH``
-  consecutive instants drawn from the whole replay (``ReplayBuffer.sample_segments``), each an
+* clips (the video methods): :class:`ReplayClips`, ``CLIP_RUNS`` runs of up to ``CLIP_LENGTH``
+  consecutive instants (the longest the replay holds, if shorter), their starts drawn uniformly
+  from the whole replay (``ReplayBuffer.sample_segments``; an episode's first and last
+  ``CLIP_LENGTH - 1`` instants are drawn less often than its middle ones), each an
   episode of a small ``RolloutData``, so the method's window samplers (high-motion windows,
   Shuffle & Learn's tuples) run on them unchanged. Departure from the methods' rollout data: a
   frame stack at a run's first instants is clamped at the run's start, as at an episode's reset
