@@ -90,8 +90,11 @@ def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
 def save_agent(agent: OffPolicyAgent, path: str | pathlib.Path) -> pathlib.Path:
     """Write ``agent.state_dict()`` to ``path`` atomically: a temporary file in the same folder,
     renamed over ``path`` once complete, so a kill mid-write leaves the previous checkpoint."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(agent.state_dict(), tmp)
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        # Through a file object the zip's root is always "archive" (a path would put the random
+        # temporary name inside it): the same agent saves to the same bytes, so a checkpoint's
+        # hash (the bench's data keys of agent: policies) changes only with the agent.
+        torch.save(agent.state_dict(), fh)
     return pathlib.Path(path)
 
 

@@ -660,6 +660,15 @@ def test_her_relabelling_recomputes_rewards_with_future_achieved_goals():
     assert (batch.reward == 0).mean() > 0.05  # hindsight goals make successes out of failures
 
 
+def test_saving_an_agent_twice_writes_the_same_bytes(tmp_path):
+    """No temporary file name inside the checkpoint: equal agents hash equal."""
+    agent = SAC(Reach1D(), hidden_dims=(8,), device="cpu", seed=3)
+    agent.save(tmp_path / "a.pt")
+    agent.save(tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert SAC.load(tmp_path / "b.pt", device="cpu").config.hidden_dims == agent.config.hidden_dims
+
+
 def test_replay_save_load_round_trip(tmp_path):
     env = Reach1D()
     a = SAC(env, buffer_size=50, hidden_dims=(8,))

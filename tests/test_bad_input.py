@@ -448,7 +448,7 @@ def test_a_full_disk_names_the_file_and_keeps_the_previous_checkpoint(finished, 
     real_save = torch.save
 
     def full_disk(obj, f, *args, **kwargs):  # what torch raises when the disk fills mid-file
-        if str(f).endswith(".pt"):
+        if str(getattr(f, "name", f)).endswith(".pt"):  # a path or an open file
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 14976 vs 14864")
         return real_save(obj, f, *args, **kwargs)
 
