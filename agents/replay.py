@@ -272,13 +272,17 @@ class ReplayBuffer:
             obs, next_obs = obs["obs"], next_obs["obs"]
         return Batch(obs=obs, action=self.action[slots].copy(), reward=reward, next_obs=next_obs, discount=discount)
 
-    def longest_run(self) -> int:
-        """The most consecutive instants of one episode the buffer holds (0 when empty)."""
+    def _run_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute indices of the held slots, per slot the number of consecutive held instants
+        of its episode that end at it)."""
         lo = max(0, self.total - self.capacity)
         held = np.arange(lo, self.total)
-        if not len(held):
-            return 0
-        return int((np.minimum(self.ep_pos[held % self.capacity], held - lo) + 1).max())
+        return held, np.minimum(self.ep_pos[held % self.capacity], held - lo) + 1
+
+    def longest_run(self) -> int:
+        """The most consecutive instants of one episode the buffer holds (0 when empty)."""
+        runs = self._run_lengths()[1]
+        return int(runs.max()) if len(runs) else 0
 
     def sample_segments(self, n: int, max_length: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``n`` runs of ``length = min(max_length, longest_run())`` consecutive instants of one
@@ -294,16 +298,13 @@ class ReplayBuffer:
             raise ValueError("runs of consecutive frames are served from image observations, not dict ones")
         if max_length < 1 or n < 1:
             raise ValueError(f"need n >= 1 runs of length >= 1, got n={n}, max_length={max_length}")
-        length = min(max_length, self.longest_run())
-        if length < 1:
+        held, runs = self._run_lengths()
+        if not len(held):
             raise ValueError("the replay buffer holds no frame yet")
-        lo = max(0, self.total - self.capacity)
-        starts = np.arange(lo, self.total - length + 1)  # runs within the held slots
-        # A run stays in one episode iff its position in the episode grows by length - 1 (a new
-        # episode in between restarts the count at 0). One pass over the buffer (about 1 ms at
-        # 100k slots) keeps the draw exactly uniform however rare runs of this length are.
-        pos = self.ep_pos[starts % self.capacity]
-        starts = starts[self.ep_pos[(starts + length - 1) % self.capacity] - pos == length - 1]
+        length = min(max_length, int(runs.max()))
+        # One pass over the buffer (about 1 ms at 100k slots) keeps the draw exactly uniform
+        # however rare runs of this length are: every slot ending one is the last of a run.
+        starts = held[runs >= length] - (length - 1)
         s = starts[rng.integers(0, len(starts), n)]
         slots = (s[:, None] + np.arange(length)[None, :]) % self.capacity
         steps = slots[:, :-1]

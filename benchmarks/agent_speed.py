@@ -99,23 +99,18 @@ def main(argv=None) -> dict:
     for threads in args.threads:
         torch.set_num_threads(threads)
         # -- latents -------------------------------------------------------------------------
-        ours = SAC(
-            None,
-            observation_space=lat_space,
-            action_space=act_space,
-            buffer_size=2000,
-            batch_size=256,
-            seed=0,
-            precision="fp32",  # the default is "auto" (bf16 on CPUs with it): this row is fp32's
-        )
-        ours_bf16 = SAC(
-            None,
-            observation_space=lat_space,
-            action_space=act_space,
-            buffer_size=2000,
-            batch_size=256,
-            seed=0,
-            precision="bf16",
+        # fp32 and bf16 asked for by name (the default, "auto", is bf16 on CPUs that have it).
+        ours, ours_bf16 = (
+            SAC(
+                None,
+                observation_space=lat_space,
+                action_space=act_space,
+                buffer_size=2000,
+                batch_size=256,
+                seed=0,
+                precision=precision,
+            )
+            for precision in ("fp32", "bf16")
         )
         for agent in (ours, ours_bf16):
             _fill_ours(agent, lambda r, _: r.standard_normal(50).astype(np.float32), 1500, rng)

@@ -65,8 +65,8 @@ REGIMES: tuple[str, ...] = ("frozen", "finetune", "decoupled", "joint")
 REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS | Need.CLIPS
 # The clips an update's objective samples from: CLIP_RUNS runs of CLIP_LENGTH instants. 100
 # instants hold Shuffle & Learn's longest tuple at the paper's taus (3 x 25 + 1 = 76 frames) and
-# most of a DMC episode at action repeat 8 (126 instants); 8 runs are 800 frames to copy, about
-# a tenth of a fine-tuning update on our CPUs.
+# most of a DMC episode at action repeat 8 (126 instants); 8 runs are 800 frames to copy and to
+# find motion in, about 60-100 ms of numpy per update on our CPUs.
 CLIP_RUNS, CLIP_LENGTH = 8, 100
 
 
