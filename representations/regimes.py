@@ -65,8 +65,9 @@ REGIMES: tuple[str, ...] = ("frozen", "finetune", "decoupled", "joint")
 REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS | Need.CLIPS
 # The clips an update's objective samples from: CLIP_RUNS runs of CLIP_LENGTH instants. 100
 # instants hold Shuffle & Learn's longest tuple at the paper's taus (3 x 25 + 1 = 76 frames) and
-# most of a DMC episode at action repeat 8 (126 instants); 8 runs are 800 frames to copy and to
-# find motion in, about 60-100 ms of numpy per update on our CPUs.
+# most of a DMC episode at action repeat 8 (126 instants); 8 runs are 800 frames to copy, about
+# 8 ms per update on our CPUs (the replay keeps each frame's motion: finding it in the clips
+# again took another 30 ms).
 CLIP_RUNS, CLIP_LENGTH = 8, 100
 
 
@@ -164,7 +165,8 @@ class ReplayClips(RolloutData):
     """Runs of consecutive instants of the agent's replay as the episodes of a
     :class:`~ssrl.representations.data.RolloutData`, so a method's samplers of frames in time run
     on them as on rollouts. The agent's one camera is every view (as in :class:`ReplayData`);
-    there is no physical state (probes never read it)."""
+    there is no physical state (probes never read it). The runs' ``motion``, when the replay keeps
+    it per slot, is every view's :meth:`motion` (else it is computed from the frames)."""
 
     def __init__(self, runs: dict[str, np.ndarray]) -> None:
         frames = runs["frames"]
@@ -185,9 +187,14 @@ class ReplayClips(RolloutData):
                 )
             )
         super().__init__(episodes)
+        if "motion" in runs:
+            self.__dict__["_motion"] = {"agent": np.asarray(runs["motion"], np.float32).reshape(-1)}
 
     def view(self, name: str | None = None) -> np.ndarray:
         return self.frames["agent"]
+
+    def motion(self, camera: str | None = None) -> np.ndarray:
+        return super().motion("agent")
 
 
 def replay_data(inputs: AuxInputs, needs: Need, rng: np.random.Generator) -> ReplayData | ReplayClips:

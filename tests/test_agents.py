@@ -608,6 +608,35 @@ def test_replay_serves_runs_of_consecutive_instants_of_one_episode_uniformly():
         ReplayBuffer(12, goal, gym.spaces.Box(-1, 1, (1,))).sample_segments(1, 3, np.random.default_rng(0))
 
 
+def test_replay_keeps_each_frames_motion_and_recomputes_it_on_load(tmp_path):
+    """The runs' per-frame motion is the mean absolute pixel change since the run's previous
+    frame (0 for its first), as computed from the served frames; a buffer loaded from a save
+    serves the same runs with the same motion."""
+    space = gym.spaces.Box(0, 255, (6, 5, 5), np.uint8)
+    buf = ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)
+    rng = np.random.default_rng(0)
+    for steps in [3, 6, 4]:
+        frames = rng.integers(0, 256, (steps + 1, 3, 5, 5), np.uint8)
+        stacks = [frames[[max(t - 1, 0), t]].reshape(6, 5, 5) for t in range(steps + 1)]
+        buf.start_episode(stacks[0])
+        for t in range(1, steps + 1):
+            buf.add(np.zeros(1), 0.0, False, stacks[t])
+        buf.end_episode()
+    runs = buf.sample_segments(50, 4, np.random.default_rng(1))
+    f = runs["frames"].astype(float)
+    by_hand = np.abs(np.diff(f, axis=1)).mean(axis=(2, 3, 4)) / 255.0
+    assert (runs["motion"][:, 0] == 0).all() and by_hand.min() > 0.1  # random frames move
+    np.testing.assert_allclose(runs["motion"][:, 1:], by_hand, rtol=1e-6)
+    buf.save(tmp_path)
+    loaded = ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)
+    loaded.load(tmp_path)
+    again = loaded.sample_segments(50, 4, np.random.default_rng(1))
+    for key, value in runs.items():
+        np.testing.assert_array_equal(again[key], value, err_msg=key)
+    vectors = ReplayBuffer(12, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Box(-1, 1, (1,)))
+    assert vectors.motion is None  # only image frames have motion
+
+
 def test_replay_refuses_observations_that_are_not_frame_stacks():
     space = gym.spaces.Box(0, 255, (6, 4, 4), np.uint8)
     buf = ReplayBuffer(10, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)

@@ -133,6 +133,9 @@ def test_clips_come_from_runs_of_the_replay_and_video_encoders_keep_to_single_fr
     assert runs["frames"].shape[:2] == (4, length) and length < CLIP_LENGTH  # short test episodes: whole ones
     data = ReplayClips(runs)
     assert data.num_episodes == 4 and data.view("fixed") is data.view(None)  # the one camera is every view
+    computed = ReplayClips({k: v for k, v in runs.items() if k != "motion"}).motion()
+    np.testing.assert_array_equal(data.motion("fixed"), computed)  # the replay's kept motion, exactly
+    assert computed.max() > 0
     batch = rep.sample_batch(data, 64, np.random.default_rng(1))
     frames = batch["frames"]  # (64, clip_len, 3, H, W)
     flat = data.view()
