@@ -45,6 +45,7 @@ class Need(enum.Flag):
     TRANSITIONS = enum.auto()  # (s, a, r, s')
     GRASPS = enum.auto()  # grasp2vec triplets (pre, post, object image)
     CONTEXT = enum.auto()  # the first frame of each observation's episode (CC-VAE)
+    DATASET = enum.auto()  # one data set for the whole training (Exemplar-CNN's classes index its frames)
 
 
 @dataclasses.dataclass

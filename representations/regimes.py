@@ -37,8 +37,9 @@ own ``sample_batch`` from what :func:`replay_data` makes of the agent's replay:
   frame stack at a run's first instants is clamped at the run's start, as at an episode's reset
   (the video methods take single frames by default, so this only matters for stacked ones).
 
-A method whose data a replay cannot give (synchronised views, grasp triplets, episode contexts)
-is refused when the run is built, with what it needs. A method may instead override
+A method whose data a replay cannot give (synchronised views, grasp triplets, episode contexts,
+one fixed data set: Exemplar-CNN's surrogate classes) is refused when the run is built, with what
+it needs. A method may instead override
 :meth:`~ssrl.representations.core.Representation.replay_loss` (DBC and DeepMDP use the agent's own
 latents there, saving encoder passes).
 """
@@ -60,6 +61,8 @@ from .data import RolloutData
 from .objective import AuxInputs
 
 REGIMES: tuple[str, ...] = ("frozen", "finetune", "decoupled", "joint")
+# How a refusal names a need that is not one word.
+NEED_WORDS = {Need.DATASET: "one fixed data set (its surrogate classes are patches of that set's frames)"}
 # The needs a replay can serve: frame stacks of the agent's one camera, transitions, and clips
 # (runs of consecutive instants of one episode).
 REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS | Need.CLIPS
@@ -126,7 +129,7 @@ class ReplayData:
     def require(self, needs: Need, method: str = "this method") -> None:
         missing = needs & ~REPLAY_SERVES
         if missing:
-            names = ", ".join(n.name.lower() for n in Need if n in missing)
+            names = ", ".join(NEED_WORDS.get(n, n.name.lower()) for n in Need if n in missing)
             raise DatasetError(
                 f"{method} needs {names}, which an agent's replay does not hold (it holds frame stacks of one "
                 "camera, transitions and clips); use it pretrained and frozen or fine-tuned instead"

@@ -64,7 +64,7 @@ def test_one_backward_gives_each_player_its_own_gradient(generator_loss):
     loss, metrics = rep.loss(batch)
     loss.backward()
     disc = list(rep.discriminator.parameters())
-    eg = list(rep.encoder.parameters()) + list(rep.generator.parameters())
+    eg = list(rep.encoder.parameters()) + list(rep.image_generator.parameters())
     assert all(p.requires_grad for p in disc)
     v = _v(rep, batch)
     assert metrics["value"].item() == pytest.approx(v.item(), rel=1e-5)
@@ -97,7 +97,7 @@ def test_a_step_raises_v_for_d_and_lowers_it_for_e_and_g():
         v_after_d = _v(rep, batch).item()
         for n, p in rep.named_parameters():
             p.copy_(saved[n])
-        for p in list(rep.encoder.parameters()) + list(rep.generator.parameters()):
+        for p in list(rep.encoder.parameters()) + list(rep.image_generator.parameters()):
             p -= lr * p.grad
         v_after_eg = _v(rep, batch).item()
     assert v_after_d > v0 > v_after_eg
@@ -152,6 +152,12 @@ def test_learns_on_env_frames_trains_the_encoder_and_round_trips(cartpole, tmp_p
     frames = held_out.stack(np.arange(5), k=3)
     assert np.array_equal(loaded.embed(frames), model.embed(frames))
     assert np.array_equal(loaded.samples(3), model.samples(3))
+    # A checkpoint from before G was renamed (its keys ``generator.*``) loads the same G.
+    old = {k.removeprefix("image_"): v for k, v in model.state_dict().items()}
+    assert any(k.startswith("generator.") for k in old)
+    fresh = make("bigan", (9, SIZE, SIZE), arch="fast", latent_dim=16)
+    fresh.load_state_dict(old)
+    assert np.array_equal(fresh.samples(3), model.samples(3))
 
 
 def test_config_is_checked():

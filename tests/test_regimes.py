@@ -12,7 +12,7 @@ from ssrl.agents.run import resolve_regime, train_run
 from ssrl.envs import make_dmc
 from ssrl.envs.rollouts import DatasetError, collect
 from ssrl.representations import StackedFramesEncoder, load_representation
-from ssrl.representations.core import Need
+from ssrl.representations.core import Need, names
 from ssrl.representations.pretrain import pretrain
 from ssrl.representations.regimes import (
     CLIP_LENGTH,
@@ -80,6 +80,59 @@ def test_joint_trains_the_encoder_through_both_losses_decoupled_only_through_its
     encoder_ids = {id(p) for p in decoupled.encoder.parameters()}
     assert not encoder_ids & {id(p) for g in decoupled.critic_optimizer.param_groups for p in g["params"]}
     assert encoder_ids <= {id(p) for p in aux.parameters()}
+
+
+# Methods whose data an agent's replay cannot give (see the regimes module docstring).
+REFUSED = {
+    "tcn": "views",
+    "mftcn": "views",
+    "cc-vae": "context",
+    "grasp2vec": "grasps",
+    "exemplar": "one fixed data set",
+}
+
+
+@pytest.fixture(scope="module")
+def filled_replay():
+    """An agent's replay of 84-pixel cartpole (4 episodes of 30 instants: long enough for
+    Shuffle & Learn's tuples, big enough for the patch methods) and its env."""
+    env = make_dmc("cartpole", "swingup", size=84, task_kwargs={"time_limit": 2.4})
+    agent = SAC(env, **dict(AGENT, buffer_size=200, learning_starts=1000))
+    with pytest.warns(UserWarning, match="will not be updated"):
+        agent.learn(8 * 4 * 30)  # rollouts only
+    return env, agent.replay
+
+
+@pytest.mark.parametrize("method", names())
+def test_every_method_learns_decoupled_on_an_agents_replay_or_is_refused_with_its_need(method, filled_replay):
+    """The decoupled objective of every registered method draws its batch from a real replay
+    and gives its encoder a gradient, or the run is refused up front, naming what is missing."""
+    env, replay = filled_replay
+    torch.manual_seed(0)
+    rep = fresh_representation(method, env.observation_space.shape, 1, arch="fast", latent_dim=8)
+    if method in REFUSED:
+        with pytest.raises(DatasetError, match=f"needs {REFUSED[method]}.*frozen or fine-tuned"):
+            RepresentationObjective(rep, "decoupled", action_dim=1)
+        return
+    aux = RepresentationObjective(rep, "decoupled", action_dim=1)
+    agent = SAC(env, aux=aux, encoder=StackedFramesEncoder(rep.encoder, env.observation_space.shape), **AGENT)
+    agent.replay = replay
+    grads = encoder_grads(agent, agent.aux.loss(agent.aux_inputs(agent.prepare(replay.sample(8))))[0])
+    assert nonzero(grads)
+
+
+def test_single_view_tcn_draws_its_positives_near_and_negatives_far_in_the_replays_clips(filled_replay):
+    env, replay = filled_replay
+    rep = fresh_representation("tcn", env.observation_space.shape, 1, arch="fast", latent_dim=8, single_view=True)
+    RepresentationObjective(rep, "decoupled", action_dim=1)  # not refused: it needs no second camera
+    data = ReplayClips(replay.sample_segments(1, CLIP_LENGTH, np.random.default_rng(0)))  # one run: 31 instants
+    batch = rep.sample_batch(data, 32, np.random.default_rng(1))
+    flat = data.view()
+    assert len(np.unique(flat.reshape(len(flat), -1), axis=0)) == len(flat)  # every instant's frame is its own
+    where = lambda stacks: [int(np.flatnonzero((flat == s[-3:]).all(axis=(1, 2, 3)))[0]) for s in stacks]  # noqa: E731
+    a, p, n = (np.array(where(batch[k])) for k in ("anchor", "positive", "negative"))
+    assert (np.abs(p - a) <= rep.config.positive_window).all() and (np.abs(n - a) > rep.config.negative_margin).all()
+    assert len(set(a)) > 10
 
 
 def test_decoupled_encoder_moves_only_with_its_own_loss_and_finetune_only_with_the_critic():

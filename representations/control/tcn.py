@@ -68,9 +68,13 @@ class TCN(Representation):
     def __init__(self, config: TCNConfig, obs_shape) -> None:
         super().__init__(config, obs_shape)
         self.encoder = make_encoder(config.arch, obs_shape[0], obs_shape[1:], config.latent_dim)
+        if config.single_view:
+            # Frames of one camera, with others of the same episode near and far in time: on an
+            # agent's replay, from its clips (runs of consecutive instants).
+            self.needs = Need.FRAMES | Need.CLIPS
 
     def check_data(self, data) -> None:
-        data.require(Need.FRAMES if self.config.single_view else self.needs, method="multi-view TCN")
+        data.require(self.needs, method="single-view TCN" if self.config.single_view else "multi-view TCN")
 
     def extra_scores(self, data) -> dict[str, float]:
         """The alignment error across two views of held-out episodes (needs 2 cameras)."""

@@ -144,6 +144,12 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def _rename_old_generator(module, state_dict, prefix, *args) -> None:
+    """Checkpoints saved before G's rename (``generator.*``) load as ``image_generator.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "generator.")]:
+        state_dict[prefix + "image_" + key[len(prefix) :]] = state_dict.pop(key)
+
+
 @register
 class BiGAN(Representation):
     name = "bigan"
@@ -154,7 +160,10 @@ class BiGAN(Representation):
         super().__init__(config, obs_shape)
         c, h, w = self.obs_shape
         self.encoder = make_encoder(config.arch, c, (h, w), config.latent_dim, config.num_filters)
-        self.generator = MirrorDecoder(self.encoder.trunk, config.latent_dim, c)
+        # G is not called ``generator``: that name is the torch RNG an agent lends every
+        # representation (``Representation.generator``).
+        self.image_generator = MirrorDecoder(self.encoder.trunk, config.latent_dim, c)
+        self.register_load_state_dict_pre_hook(_rename_old_generator)
         self.discriminator = JointDiscriminator(
             config.disc_arch, self.obs_shape, config.latent_dim, config.disc_hidden, config.num_filters
         )
@@ -171,13 +180,13 @@ class BiGAN(Representation):
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """G(z): images in [0, 1]."""
-        return torch.sigmoid(self.generator(z))
+        return torch.sigmoid(self.image_generator(z))
 
     def logits(self, obs: torch.Tensor, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Both players' D logits on the real pairs (x, E(x)) and the fake pairs (G(z), z)."""
         x = to_float_image(obs)
         if z is None:
-            z = self.prior(len(x))
+            z = self.prior(len(x), self.generator)  # the agent's RNG under an agent, else torch's global one
         z_real = self.encoder(x)
         x_fake = self.generate(z)
         hx_real = self.discriminator.image_features(x)

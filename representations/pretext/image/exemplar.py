@@ -191,7 +191,7 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 @register
 class Exemplar(Representation):
     name = "exemplar"
-    needs = Need.FRAMES
+    needs = Need.FRAMES | Need.DATASET  # the surrogate classes are patches of one data set's frames
     Config = ExemplarConfig
 
     def __init__(self, config: ExemplarConfig, obs_shape) -> None:
