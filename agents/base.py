@@ -549,7 +549,14 @@ class OffPolicyAgent(abc.ABC):
         """
         if frame_stack is None:
             env = self.env
-            own = env is not None and not self.is_dict and env.observation_space == env.unwrapped.observation_space
+            own = (
+                env is not None
+                and not self.is_dict
+                and (
+                    env.observation_space == env.unwrapped.observation_space
+                    or getattr(env, "keeps_frame_stack", False)  # AgentCamera: one of the env's own stacks
+                )
+            )
             frame_stack = getattr(env.unwrapped, "frame_stack", 1) if own else 1
         return int(frame_stack)
 
@@ -651,6 +658,13 @@ class OffPolicyAgent(abc.ABC):
                 goal_images = self.env.get_wrapper_attr("decode_goals")
             except AttributeError:
                 pass
+        # Other cameras' frames an env seen through AgentCamera gives in info["views"].
+        views = None
+        if self.env is not None and self.pixels and not self.is_dict:
+            try:
+                views = self.env.get_wrapper_attr("view_shapes")
+            except AttributeError:
+                views = None
         self.replay = ReplayBuffer(
             self.config.buffer_size,
             obs_space,
@@ -664,6 +678,7 @@ class OffPolicyAgent(abc.ABC):
             side_keys=self.side_keys,
             reward_keys=reward_keys,
             goal_images=goal_images,
+            views=views,
         )
         self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with
         self.hook_state: dict[str, Any] = {}  # the trainer's hooks' states, saved with the agent

@@ -30,6 +30,12 @@ difference per step when written (about 20 us at 84x84) instead of one per frame
 the video objectives draw (60-100 ms per update at 8 runs of 100 frames); it is not saved, but
 recomputed from the frames on :meth:`ReplayBuffer.load`.
 
+With ``views`` (an env of several cameras seen through ``AgentCamera``: the agent observes the
+first, ``info["views"]`` holds the others' newest frames), each slot also keeps every other
+camera's frame of the same instant; :meth:`ReplayBuffer.sample_segments` serves them beside the
+agent's, for multi-view objectives (TCN) trained on the replay. Batches for the agent never hold
+them.
+
 ``side_keys`` are entries stored and saved but never sampled: the images behind latent entries
 (``EncodedObservation(keep_images=True)``), from which :meth:`ReplayBuffer.refresh` re-encodes
 every slot held when the encoder has changed (RIG's online fine-tuning), recomputing the
@@ -82,6 +88,8 @@ class ReplayBuffer:
         side_keys: dict entries stored (and saved) but left out of sampled batches.
         reward_keys: the (achieved, desired) entries ``reward_fn`` compares; the goals by default.
         goal_images: ``decode(z) -> images`` of imagined goals, when ``reward_keys`` are images.
+        views: ``{camera: frame shape}`` of the other cameras' frames each slot keeps (image
+            observations only; see the module docstring).
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class ReplayBuffer:
         side_keys: tuple[str, ...] = (),
         reward_keys: tuple[str, str] = GOAL_KEYS,
         goal_images: Callable | None = None,
+        views: dict[str, tuple[int, ...]] | None = None,
     ) -> None:
         if capacity < 2:
             raise ValueError(f"replay capacity must be at least 2, got {capacity}")
@@ -165,6 +174,9 @@ class ReplayBuffer:
         self.ep_end = np.full(self.capacity, -1, np.int64)  # absolute index of the episode's last slot
         image = not self.is_dict and self.store["obs"].dtype == np.uint8 and len(self.frame_shapes["obs"]) == 3
         self.motion = np.zeros(self.capacity, np.float32) if image else None  # see the module docstring
+        if views and not image:
+            raise ValueError("other cameras' views are kept beside image observations (3, H, W frames) only")
+        self.views = {name: np.zeros((self.capacity, *shape), np.uint8) for name, shape in (views or {}).items()}
         self.total = 0  # slots ever written (absolute index of the next slot)
         self._episode_start: int | None = None
         self._saved = 0  # slots already persisted by save()
@@ -172,15 +184,19 @@ class ReplayBuffer:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def start_episode(self, obs) -> None:
-        """Store the reset observation of a new episode."""
+    def start_episode(self, obs, views: dict[str, np.ndarray] | None = None) -> None:
+        """Store the reset observation of a new episode (and the other cameras' ``views`` of it,
+        when the buffer keeps them)."""
         if self._episode_start is not None:
             self.end_episode()
         self._episode_start = self.total
-        self._write_slot(obs, ep_pos=0, check_stack=False)
+        self._write_slot(obs, ep_pos=0, check_stack=False, views=views)
 
-    def add(self, action, reward: float, terminated: bool, next_obs) -> None:
-        """Store one step: ``action`` taken in the latest observation, and what followed."""
+    def add(
+        self, action, reward: float, terminated: bool, next_obs, views: dict[str, np.ndarray] | None = None
+    ) -> None:
+        """Store one step: ``action`` taken in the latest observation, and what followed (with the
+        other cameras' ``views`` of it, when the buffer keeps them)."""
         if self._episode_start is None:
             raise RuntimeError("call start_episode(obs) before add()")
         slot = (self.total - 1) % self.capacity
@@ -188,7 +204,7 @@ class ReplayBuffer:
         self.reward[slot] = reward
         self.terminated[slot] = terminated
         self.has_next[slot] = True
-        self._write_slot(next_obs, ep_pos=int(self.ep_pos[slot]) + 1, check_stack=True)
+        self._write_slot(next_obs, ep_pos=int(self.ep_pos[slot]) + 1, check_stack=True, views=views)
 
     def end_episode(self) -> None:
         """Close the running episode (its slots learn where it ends, for HER)."""
@@ -198,8 +214,18 @@ class ReplayBuffer:
         self.ep_end[slots] = self.total - 1
         self._episode_start = None
 
-    def _write_slot(self, obs, ep_pos: int, check_stack: bool) -> None:
+    def _write_slot(self, obs, ep_pos: int, check_stack: bool, views: dict[str, np.ndarray] | None) -> None:
         slot = self.total % self.capacity
+        if set(views or {}) != set(self.views):
+            raise ValueError(
+                f"this replay keeps the views of cameras {sorted(self.views)} beside each observation; "
+                f"it was given views of {sorted(views or {})}"
+            )
+        for name, frame in (views or {}).items():
+            frame = np.asarray(frame)
+            if frame.shape != self.views[name].shape[1:]:
+                raise ValueError(f"view {name!r} of shape {frame.shape}, the buffer keeps {self.views[name].shape[1:]}")
+            self.views[name][slot] = frame
         items = obs.items() if self.is_dict else (("obs", obs),)
         for key, value in items:
             value = np.asarray(value)
@@ -311,7 +337,9 @@ class ReplayBuffer:
         * ``frames``: ``(n, length, *frame)``, each slot's newest frame, in time order;
         * ``action``, ``reward``, ``terminated``: of the ``length - 1`` steps between them;
         * ``motion``: ``(n, length)``, each frame's motion since the previous one (0 for a run's
-          first frame), on image observations only.
+          first frame), on image observations only;
+        * ``views``: ``{camera: (n, length, *frame)}``, the other cameras' frames of the same
+          instants, when the buffer keeps them.
 
         ``rng`` is the caller's (an objective's own sampling stream, saved with it); runs are
         drawn with replacement. Raises ValueError on dict observations or an empty buffer."""
@@ -338,6 +366,8 @@ class ReplayBuffer:
         if self.motion is not None:
             runs["motion"] = self.motion[slots]
             runs["motion"][:, 0] = 0.0
+        if self.views:
+            runs["views"] = {name: frames[slots] for name, frames in self.views.items()}
         return runs
 
     def _relabel(self, a: np.ndarray, obs: dict, next_obs: dict, reward: np.ndarray) -> np.ndarray:
@@ -447,6 +477,7 @@ class ReplayBuffer:
             self.ep_pos,
             self.ep_end,
             *([self.motion] if self.motion is not None else []),
+            *self.views.values(),
         ]
         return int(sum(a.nbytes for a in arrays))
 
@@ -482,6 +513,7 @@ class ReplayBuffer:
             end = min(last, (first // self.capacity + 1) * self.capacity)
             part = slice(first % self.capacity, (end - 1) % self.capacity + 1)
             arrays = {f"obs/{k}": v[part] for k, v in self.store.items()}
+            arrays.update({f"view/{k}": v[part] for k, v in self.views.items()})
             arrays.update({name: getattr(self, name)[part] for name in self._PER_SLOT})
             with atomic_path(folder / f"chunk_{first:012d}_{end:012d}.npz", suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
@@ -524,6 +556,10 @@ class ReplayBuffer:
                 idx = np.arange(first, last) % self.capacity
                 for key in self.store:
                     self.store[key][idx] = data[f"obs/{key}"]
+                for key in self.views:
+                    if f"view/{key}" not in data:
+                        raise ValueError(f"{chunk} holds no view of camera {key!r}: a run without that camera saved it")
+                    self.views[key][idx] = data[f"view/{key}"]
                 for name in self._PER_SLOT:
                     getattr(self, name)[idx] = data[name]
         self.total = self._saved = total

@@ -47,14 +47,18 @@ def make_env(
     representation's :meth:`~ssrl.representations.core.Representation.observation_wrapper`;
     ``explore``: the training env, where RIG pursues imagined goals, not the evaluation one);
     with a ``demo`` (training env), rewarded for imitating it (:mod:`ssrl.representations.imitation`);
-    ``goal_reward="env"``: on a goal env, the env's own reward on the images behind the latents."""
+    ``goal_reward="env"``: on a goal env, the env's own reward on the images behind the latents.
+    An env of several cameras (``cameras=[A, B]``) is seen through A, the others' frames in
+    ``info["views"]`` (:class:`~ssrl.envs.AgentCamera`), where the agent's replay keeps them."""
     import ssrl  # noqa: F401  (registers the envs)
-    from ssrl.envs import make
+    from ssrl.envs import AgentCamera, is_multi_camera, make
 
     kwargs = dict(env_kwargs)
     if render:
         kwargs["render_mode"] = "rgb_array"
     env = make(env_id, **kwargs)
+    if is_multi_camera(env):
+        env = AgentCamera(env)
     on_pixels = False
     if demo is not None:
         from ssrl.representations.imitation import demo_reward, imitate
@@ -279,7 +283,8 @@ def train_run(
                 agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
                 hyper["critic_trains_encoder"] = regime != "decoupled"
                 if regime != "finetune":
-                    aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed=seed)
+                    views = tuple(getattr(env, "view_names", ()))  # (AgentCamera's, outermost here)
+                    aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed, views)
             agent_cls = ALGOS[algo]
             checkpoint = out / "checkpoint" / "agent.pt"
             if checkpoint.exists():

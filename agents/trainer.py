@@ -257,7 +257,8 @@ class Trainer:
                     hook.before_episode(agent)
                 obs, info = env.reset(seed=int(agent.rng.integers(2**31)))
                 agent.check_observation(obs)
-                agent.replay.start_episode(obs)
+                keep_views = bool(agent.replay.views)  # other cameras' frames (AgentCamera), if kept
+                agent.replay.start_episode(obs, info["views"] if keep_views else None)
                 episode_return, done = 0.0, False
                 while not done:
                     if agent.num_agent_steps < c.learning_starts:
@@ -268,7 +269,8 @@ class Trainer:
                     agent.check_observation(next_obs)
                     if not np.isfinite(reward):
                         raise TrainingDiverged(f"the env returned reward {reward} at env step {agent.num_env_steps}")
-                    agent.replay.add(agent.action_to_unit(action), reward, terminated, next_obs)
+                    views = info["views"] if keep_views else None
+                    agent.replay.add(agent.action_to_unit(action), reward, terminated, next_obs, views)
                     obs, done = next_obs, terminated or truncated
                     episode_return += float(reward)
                     agent.num_agent_steps += 1

@@ -12,7 +12,7 @@ import gymnasium as gym
 
 from .distractors import DistractorSpec
 from .dmc import PLANET_TASKS, DMCEnv, default_action_repeat, suite_tasks
-from .pixels import PIXEL_OPTIONS, state_mode_kwargs
+from .pixels import PIXEL_OPTIONS, AgentCamera, is_multi_camera, state_mode_kwargs
 from .render import FreeCamera, Renderer
 
 NAMESPACE = "ssrl"
@@ -74,6 +74,7 @@ from .manipulation import register as _register_manipulation  # noqa: E402
 _register_manipulation()
 
 __all__ = [
+    "AgentCamera",
     "DMCEnv",
     "DistractorSpec",
     "FreeCamera",
@@ -82,6 +83,7 @@ __all__ = [
     "Renderer",
     "default_action_repeat",
     "dmc_id",
+    "is_multi_camera",
     "make",
     "make_dmc",
     "state_mode_kwargs",

@@ -291,3 +291,46 @@ class PixelEnv(gym.Env):
             self._render_renderer.close()
             self._render_renderer = None
         super().close()
+
+
+class AgentCamera(gym.Wrapper):
+    """A pixel env rendering several cameras (``cameras=[A, B, ...]``), seen by an agent through
+    the first: the observation is camera A's frame stack, and each step's ``info["views"]``
+    holds the newest frame ``(3, H, W)`` of every other camera, rendered at the same instant
+    (so a replay can keep them for multi-view objectives such as TCN's; the agent never reads
+    them). ``view_names`` and ``view_shapes`` say what ``info["views"]`` holds."""
+
+    keeps_frame_stack = True  # the observation is the env's own frame stack (the replay's frame_stack)
+
+    def __init__(self, env: gym.Env) -> None:
+        labels = list(getattr(env.unwrapped, "camera_labels", []))
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Dict) or len(labels) < 2 or set(space.spaces) != set(labels):
+            raise ValueError(
+                f"AgentCamera needs a pixel env of at least 2 cameras (its observation a dict of them, e.g. "
+                f"cameras=[fixed, lookatcart]); this one observes {space} with cameras {labels}"
+            )
+        super().__init__(env)
+        self.camera, self.view_names = labels[0], tuple(labels[1:])
+        self.observation_space = space[self.camera]
+        self.view_shapes = {name: (3, *space[name].shape[1:]) for name in self.view_names}
+
+    def _split(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        info = dict(info, views={name: obs[name][-3:] for name in self.view_names})
+        return obs[self.camera], info
+
+    def reset(self, **kwargs):
+        return self._split(*self.env.reset(**kwargs))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs, info = self._split(obs, info)
+        return obs, reward, terminated, truncated, info
+
+
+def is_multi_camera(env: gym.Env) -> bool:
+    """Whether ``env`` observes several cameras as a dict of frame stacks (what
+    :class:`AgentCamera` takes)."""
+    labels = getattr(env.unwrapped, "camera_labels", [])
+    space = env.observation_space
+    return isinstance(space, gym.spaces.Dict) and len(labels) > 1 and set(space.spaces) == set(labels)

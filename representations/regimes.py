@@ -28,18 +28,21 @@ own ``sample_batch`` from what :func:`replay_data` makes of the agent's replay:
 
 * frames and transitions: :class:`ReplayData`, the agent's replay batch seen through the sampling
   interface of :class:`~ssrl.representations.data.RolloutData`;
-* clips (the video methods): :class:`ReplayClips`, ``CLIP_RUNS`` runs of up to ``CLIP_LENGTH``
-  consecutive instants (the longest the replay holds, if shorter), their starts drawn uniformly
-  from the whole replay (``ReplayBuffer.sample_segments``; an episode's first and last
-  ``CLIP_LENGTH - 1`` instants are drawn less often than its middle ones), each an
-  episode of a small ``RolloutData``, so the method's window samplers (high-motion windows,
-  Shuffle & Learn's tuples) run on them unchanged. Departure from the methods' rollout data: a
+* clips (the video methods) or synchronised views (TCN, mfTCN): :class:`ReplayClips`,
+  ``CLIP_RUNS`` runs of up to ``CLIP_LENGTH`` consecutive instants (the longest the replay
+  holds, if shorter), their starts drawn uniformly from the whole replay
+  (``ReplayBuffer.sample_segments``; an episode's first and last ``CLIP_LENGTH - 1`` instants
+  are drawn less often than its middle ones), each an episode of a small ``RolloutData``, so the
+  method's samplers (high-motion windows, Shuffle & Learn's tuples, TCN's instants and their
+  negatives) run on them unchanged. Departure from the methods' rollout data: a
   frame stack at a run's first instants is clamped at the run's start, as at an episode's reset
   (the video methods take single frames by default, so this only matters for stacked ones).
 
-A method whose data a replay cannot give (synchronised views, grasp triplets, episode contexts,
-one fixed data set: Exemplar-CNN's surrogate classes) is refused when the run is built, with what
-it needs. A method may instead override
+Synchronised views exist when the env renders several cameras (``cameras=[A, B]``, seen through
+:class:`~ssrl.envs.AgentCamera`: the agent observes A, the replay keeps B's frames of every
+instant, and the runs serve both). A method whose data a replay cannot give (views without a
+second camera, grasp triplets, episode contexts, one fixed data set: Exemplar-CNN's surrogate
+classes) is refused when the run is built, with what it needs. A method may instead override
 :meth:`~ssrl.representations.core.Representation.replay_loss` (DBC and DeepMDP use the agent's own
 latents there, saving encoder passes).
 """
@@ -97,13 +100,19 @@ def fresh_representation(method: str, obs_shape: tuple[int, ...], action_dim: in
 class ReplayData:
     """A replay batch (uint8 frame stacks ``(B, 3k, H, W)``, actions, rewards, discounts) with
     the sampling interface methods use on rollout data: ``sample_frames``, ``stack``,
-    ``transitions`` and ``require``. Every index is a transition with a next frame."""
-
-    cameras = ["agent"]
+    ``transitions`` and ``require``. Every index is a transition with a next frame. ``views``:
+    the other cameras the agent's replay keeps (their frames are served in clips, not here)."""
 
     def __init__(
-        self, obs: np.ndarray, next_obs: np.ndarray, action: np.ndarray, reward: np.ndarray, discount: np.ndarray
+        self,
+        obs: np.ndarray,
+        next_obs: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        discount: np.ndarray,
+        views: tuple[str, ...] = (),
     ) -> None:
+        self.cameras = ["agent", *views]
         self.obs, self.next_obs = obs, next_obs
         self.action, self.reward, self.discount = action, reward, discount
         self.frames_per_obs = obs.shape[1] // 3
@@ -127,12 +136,13 @@ class ReplayData:
         return (3, *self.obs.shape[2:])
 
     def require(self, needs: Need, method: str = "this method") -> None:
-        missing = needs & ~REPLAY_SERVES
+        missing = needs & ~(REPLAY_SERVES | (Need.VIEWS if len(self.cameras) > 1 else Need(0)))
         if missing:
             names = ", ".join(NEED_WORDS.get(n, n.name.lower()) for n in Need if n in missing)
             raise DatasetError(
-                f"{method} needs {names}, which an agent's replay does not hold (it holds frame stacks of one "
-                "camera, transitions and clips); use it pretrained and frozen or fine-tuned instead"
+                f"{method} needs {names}, which an agent's replay does not hold (it holds frame stacks of the "
+                "agent's camera, transitions and clips, and other cameras' views when the env renders them: "
+                "-o cameras=[A,B]); use it pretrained and frozen or fine-tuned instead"
             )
 
     def sample_frames(
@@ -167,20 +177,22 @@ class ReplayData:
 class ReplayClips(RolloutData):
     """Runs of consecutive instants of the agent's replay as the episodes of a
     :class:`~ssrl.representations.data.RolloutData`, so a method's samplers of frames in time run
-    on them as on rollouts. The agent's one camera is every view (as in :class:`ReplayData`);
-    there is no physical state (probes never read it). The runs' ``motion``, when the replay keeps
-    it per slot, is every view's :meth:`motion` (else it is computed from the frames)."""
+    on them as on rollouts. The agent's camera is ``"agent"``, and also every camera name the
+    runs' ``views`` do not hold (a pretrained method's own camera name); there is no physical
+    state (probes never read it). The runs' ``motion``, when the replay keeps it per slot, is the
+    agent camera's :meth:`motion` (else it is computed from the frames)."""
 
-    def __init__(self, runs: dict[str, np.ndarray]) -> None:
+    def __init__(self, runs: dict[str, Any]) -> None:
         frames = runs["frames"]
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise DatasetError(f"clips are runs of RGB frames (n, length, 3, H, W); the replay gave {frames.shape}")
+        views = dict(runs.get("views", {}))
         episodes = []
         for i in range(len(frames)):
             steps = len(frames[i]) - 1
             episodes.append(
                 Episode(
-                    frames={"agent": frames[i]},
+                    frames={"agent": frames[i], **{name: v[i] for name, v in views.items()}},
                     action=runs["action"][i],
                     reward=runs["reward"][i],
                     terminated=runs["terminated"][i],
@@ -189,21 +201,25 @@ class ReplayClips(RolloutData):
                     info={},
                 )
             )
-        super().__init__(episodes)
+        super().__init__(episodes, ["agent", *views])
         if "motion" in runs:
             self.__dict__["_motion"] = {"agent": np.asarray(runs["motion"], np.float32).reshape(-1)}
 
+    def _camera(self, name: str | None) -> str:
+        return name if name in self.frames else "agent"
+
     def view(self, name: str | None = None) -> np.ndarray:
-        return self.frames["agent"]
+        return self.frames[self._camera(name)]
 
     def motion(self, camera: str | None = None) -> np.ndarray:
-        return super().motion("agent")
+        return super().motion(self._camera(camera))
 
 
 def replay_data(inputs: AuxInputs, needs: Need, rng: np.random.Generator) -> ReplayData | ReplayClips:
     """What a method with ``needs`` samples its batch from at an agent's update: clips from the
-    whole replay if it learns from clips, else the agent's replay batch (see the module docstring)."""
-    if Need.CLIPS not in needs:
+    whole replay if it learns from clips or synchronised views, else the agent's replay batch (see
+    the module docstring)."""
+    if not needs & (Need.CLIPS | Need.VIEWS):
         return ReplayData.from_inputs(inputs)
     if inputs.segments is None:
         raise DatasetError("this agent's replay cannot serve clips (it holds dict observations, not image stacks)")
@@ -220,9 +236,13 @@ class RepresentationObjective(nn.Module):
     the decoupled regime (its loss is the only one that trains the encoder), all but the
     encoder's in the joint regime (the critic's optimiser steps the encoder, on the sum of both
     losses). The sampling RNG is part of the state dict, so a resumed run draws the same batches.
+    ``views``: the other cameras the agent's replay keeps (``AgentCamera``'s ``view_names``), for
+    multi-view methods.
     """
 
-    def __init__(self, rep: Representation, regime: str, action_dim: int, seed: int = 0) -> None:
+    def __init__(
+        self, rep: Representation, regime: str, action_dim: int, seed: int = 0, views: tuple[str, ...] = ()
+    ) -> None:
         super().__init__()
         if check_regime(regime) not in ("decoupled", "joint"):
             raise ValueError(f"the {regime} regime trains no objective on the replay")
@@ -232,7 +252,7 @@ class RepresentationObjective(nn.Module):
         shape = rep.obs_shape
         probe = np.zeros((2, *shape), np.uint8)
         actions = np.zeros((2, action_dim), np.float32)
-        rep.check_data(ReplayData(probe, probe, actions, np.zeros(2, np.float32), np.ones(2, np.float32)))
+        rep.check_data(ReplayData(probe, probe, actions, np.zeros(2, np.float32), np.ones(2, np.float32), views))
 
     def parameters(self, recurse: bool = True):
         encoder = {id(p) for p in self.rep.encoder.parameters()} if self.regime == "joint" else set()

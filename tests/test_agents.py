@@ -637,6 +637,38 @@ def test_replay_keeps_each_frames_motion_and_recomputes_it_on_load(tmp_path):
     assert vectors.motion is None  # only image frames have motion
 
 
+def test_replay_keeps_other_cameras_views_of_each_instant_and_serves_them_in_runs(tmp_path):
+    """Each frame tagged (camera, episode, instant): a run's views are the other camera's frames
+    of the run's own instants; they survive a save and load; views must come as declared."""
+    space = gym.spaces.Box(0, 255, (3, 1, 1), np.uint8)
+    make = lambda: ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)), views={"side": (3, 1, 1)})  # noqa: E731
+    buf = make()
+    tag = lambda cam, ep, t: np.array([cam, ep, t], np.uint8).reshape(3, 1, 1)  # noqa: E731
+    for ep, steps in enumerate([4, 6]):
+        buf.start_episode(tag(0, ep, 0), {"side": tag(1, ep, 0)})
+        for t in range(1, steps + 1):
+            buf.add(np.zeros(1), 0.0, False, tag(0, ep, t), {"side": tag(1, ep, t)})
+        buf.end_episode()
+    runs = buf.sample_segments(40, 3, np.random.default_rng(0))
+    agent, side = runs["frames"][..., 0, 0].astype(int), runs["views"]["side"][..., 0, 0].astype(int)
+    assert (agent[..., 0] == 0).all() and (side[..., 0] == 1).all()
+    np.testing.assert_array_equal(agent[..., 1:], side[..., 1:])  # same episode and instant
+    assert "views" not in vars(buf.sample(4))  # the agent's batches never hold them
+    buf.save(tmp_path)
+    loaded = make()
+    loaded.load(tmp_path)
+    again = loaded.sample_segments(40, 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(again["views"]["side"], runs["views"]["side"])
+    with pytest.raises(ValueError, match=r"keeps the views of cameras \['side'\].*given views of \[\]"):
+        buf.start_episode(tag(0, 2, 0))
+    with pytest.raises(ValueError, match="view 'side' of shape"):
+        buf.start_episode(tag(0, 2, 0), {"side": np.zeros((3, 2, 2), np.uint8)})
+    with pytest.raises(ValueError, match="holds no view of camera 'front'"):
+        ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)), views={"front": (3, 1, 1)}).load(tmp_path)
+    with pytest.raises(ValueError, match="beside image observations"):
+        ReplayBuffer(12, gym.spaces.Box(-1, 1, (4,)), gym.spaces.Box(-1, 1, (1,)), views={"side": (3, 1, 1)})
+
+
 def test_replay_refuses_observations_that_are_not_frame_stacks():
     space = gym.spaces.Box(0, 255, (6, 4, 4), np.uint8)
     buf = ReplayBuffer(10, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)

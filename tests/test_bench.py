@@ -279,7 +279,8 @@ def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_dec
     assert (cells["dbc_joint"].method, cells["dbc_joint"].regime) == ("dbc", "joint")
     assert unservable(load_suite_dict(suite)) == [
         "tcn:decoupled: multi-view TCN needs views, which an agent's replay does not hold (it holds frame stacks of "
-        "one camera, transitions and clips); use it pretrained and frozen or fine-tuned instead"
+        "the agent's camera, transitions and clips, and other cameras' views when the env renders them: "
+        "-o cameras=[A,B]); use it pretrained and frozen or fine-tuned instead"
     ]
     with pytest.raises(SuiteError, match="unknown regime 'tuned'"):
         plan(dict(suite, regimes=["tuned"]))

@@ -130,6 +130,26 @@ def test_several_cameras_show_the_same_instant():
     assert set(obs) == {"side", "orbit"} and not np.array_equal(obs["side"], obs["orbit"])
 
 
+def test_agent_camera_observes_the_first_camera_and_gives_the_others_newest_frames():
+    """The camera order is the one asked (not the dict's sorted keys), the observation that
+    camera's stack and ``info["views"]`` the other's newest frame of the same instant."""
+    wrapped = envs.AgentCamera(make_dmc("cheetah", "run", size=32, cameras=["side", "back"]))
+    multi = make_dmc("cheetah", "run", size=32, cameras=["side", "back"])
+    assert wrapped.observation_space == multi.observation_space["side"] and wrapped.view_names == ("back",)
+    assert wrapped.view_shapes == {"back": (3, 32, 32)}
+    obs, info = wrapped.reset(seed=3)
+    raw, _ = multi.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        np.testing.assert_array_equal(obs, raw["side"])
+        np.testing.assert_array_equal(info["views"]["back"], raw["back"][-3:])
+        action = rng.uniform(-1, 1, wrapped.action_space.shape)
+        obs, _, _, _, info = wrapped.step(action)
+        raw, *_ = multi.step(action)
+    with pytest.raises(ValueError, match="at least 2 cameras"):
+        envs.AgentCamera(make_dmc("cheetah", "run", size=32))
+
+
 def test_faithful_mode_matches_dm_control_render_exactly():
     env = make_dmc("walker", "walk", quality="faithful", frame_stack=1)
     env.reset(seed=0)

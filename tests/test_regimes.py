@@ -9,7 +9,7 @@ import torch
 
 from ssrl.agents import SAC
 from ssrl.agents.run import resolve_regime, train_run
-from ssrl.envs import make_dmc
+from ssrl.envs import AgentCamera, make_dmc
 from ssrl.envs.rollouts import DatasetError, collect
 from ssrl.representations import StackedFramesEncoder, load_representation
 from ssrl.representations.core import Need, names
@@ -135,6 +135,39 @@ def test_single_view_tcn_draws_its_positives_near_and_negatives_far_in_the_repla
     assert len(set(a)) > 10
 
 
+def test_multi_view_tcn_learns_on_the_replay_of_an_env_that_renders_a_second_camera():
+    """Seen through AgentCamera the agent observes the first camera; its replay keeps the second
+    camera's frame of every instant, so multi-view TCN is no longer refused, pairs the two
+    cameras' frames of one instant as anchor and positive, and gives its encoder a gradient."""
+    env = AgentCamera(make_dmc("cartpole", "swingup", size=SIZE, cameras=[0, 1], task_kwargs={"time_limit": 2.4}))
+    assert env.view_names == ("lookatcart",) and env.observation_space.shape == (9, SIZE, SIZE)
+    torch.manual_seed(0)
+    rep = fresh_representation("tcn", env.observation_space.shape, 1, arch="fast", latent_dim=8)
+    with pytest.raises(DatasetError, match="needs views"):
+        RepresentationObjective(rep, "decoupled", action_dim=1)  # a replay of one camera
+    aux = RepresentationObjective(rep, "decoupled", action_dim=1, views=env.view_names)
+    encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
+    agent = SAC(env, aux=aux, encoder=encoder, **dict(AGENT, batch_size=16))
+    agent.learn(8 * 40)
+    assert set(agent.replay.views) == {"lookatcart"}
+    grads = encoder_grads(agent, agent.aux.loss(agent.aux_inputs(agent.prepare(agent.replay.sample(16))))[0])
+    assert nonzero(grads)
+    data = ReplayClips(agent.replay.sample_segments(1, CLIP_LENGTH, np.random.default_rng(0)))
+    assert data.cameras == ["agent", "lookatcart"]
+    batch = rep.sample_batch(data, 32, np.random.default_rng(1))
+
+    def instant_and_camera(frame):
+        for camera in data.cameras:
+            hit = np.flatnonzero((data.view(camera) == frame).all(axis=(1, 2, 3)))
+            if len(hit):
+                return int(hit[0]), camera
+        raise AssertionError("a frame that is in no camera of the run")
+
+    for anchor, positive in zip(batch["anchor"], batch["positive"]):
+        (ta, ca), (tp, cp) = instant_and_camera(anchor[-3:]), instant_and_camera(positive[-3:])
+        assert ta == tp and ca != cp  # one instant, two cameras
+
+
 def test_decoupled_encoder_moves_only_with_its_own_loss_and_finetune_only_with_the_critic():
     frozen_aux, rep, _ = agent_for("rotation", "decoupled", aux_lr=0.0)
     before = [p.clone() for p in rep.encoder.parameters()]
@@ -253,7 +286,8 @@ def test_frozen_leaves_the_pretrained_weights_bit_identical_and_finetune_changes
     assert torch.equal(load_representation(pretrained).encoder.state_dict()["fc.weight"], saved["fc.weight"])
 
 
-@pytest.mark.parametrize("method", ["rotation", "arrow-of-time"])  # a batch's frames; clips of the whole replay
+# a batch's frames; clips of the whole replay; clips of two synchronised cameras
+@pytest.mark.parametrize("method", ["rotation", "arrow-of-time", "tcn"])
 def test_a_decoupled_run_resumes_bit_exactly(tmp_path, method):
     """The method's sampling RNG and its optimiser are part of the checkpoint."""
     from ssrl.agents.checkpoint import read_checkpoint
@@ -261,6 +295,8 @@ def test_a_decoupled_run_resumes_bit_exactly(tmp_path, method):
     run = dict(
         RUN, method=method, regime="decoupled", method_kwargs={"arch": "fast", "latent_dim": 8}, checkpoint_every=40
     )
+    if method == "tcn":  # the agent sees camera 0, its replay keeps camera 1's frames too
+        run["env_kwargs"] = dict(run["env_kwargs"], cameras=[0, 1])
     train_run(tmp_path / "full", env_steps=160, **run)
     train_run(tmp_path / "split", env_steps=80, **run)
     train_run(tmp_path / "split", env_steps=160, **run)  # a larger budget continues the run
