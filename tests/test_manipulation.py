@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from ssrl.envs.manipulation import ENVS, GraspEnv, GraspGoalEnv, PushEnv, PushTaskEnv
-from ssrl.envs.manipulation.scene import SHAPES
+from ssrl.envs.manipulation.scene import SHAPES, random_color
 from ssrl.envs.policies import make_policy
 from ssrl.envs.rollouts import collect
 
@@ -283,6 +283,30 @@ def test_distractor_replaces_the_table_but_not_the_physics():
 
 
 # -- objects --------------------------------------------------------------------------------------
+
+
+def hue(rgba) -> float:
+    import colorsys
+
+    return colorsys.rgb_to_hsv(*rgba[:3])[0]
+
+
+def test_object_hues_hold_colours_out_and_every_hue_draws_as_before():
+    """Objects' hues lie in the asked arc (wrapping through red when lo > hi); the default arc,
+    every hue, draws the same colours as a plain uniform hue did."""
+    rng = np.random.default_rng(5)
+    assert hue(random_color(np.random.default_rng(5))) == pytest.approx(rng.uniform(), abs=1e-9)
+    held_out = GraspEnv(object_hues=(0.75, 1.0), from_pixels=False, record_triplets=False)
+    wrapping = PushEnv(randomize_objects=True, object_hues=(0.9, 0.1), from_pixels=False)
+    hues_out, hues_wrap = [], []
+    for seed in range(8):
+        held_out.reset(seed=seed)
+        hues_out += [hue(spec.rgba) for spec in held_out.object_specs]
+        wrapping.reset(seed=seed)
+        hues_wrap.append(hue(wrapping.object_specs[0].rgba))
+    assert len(hues_out) == 48 and all(0.75 - 1e-6 <= h < 1.0 for h in hues_out) and np.ptp(hues_out) > 0.15
+    assert all(h >= 0.9 - 1e-6 or h <= 0.1 + 1e-6 for h in hues_wrap)
+    assert min(hues_wrap) < 0.1 and max(hues_wrap) > 0.9  # both sides of red
 
 
 def test_objects_change_per_episode_and_rest_on_the_table():
@@ -626,6 +650,8 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
         (PushEnv, dict(reward_type="dense"), "image_distance"),
         (PushEnv, dict(from_pixels=False, reward_type="image_distance"), "sparse"),
         (PushEnv, dict(object_shapes=["torus"]), "sphere"),
+        (PushEnv, dict(object_hues=[0.5]), r"two different hues \(lo, hi\) in \[0, 1\], got \[0.5\]"),
+        (GraspEnv, dict(object_hues=[0.2, 1.5]), "object_hues"),
         (GraspEnv, dict(goal_view="side"), "object"),
         (PushEnv, dict(from_pixels=False, distractor="color"), "pixel"),
         (PushEnv, dict(frame_stack=0), "frame_stack"),

@@ -62,6 +62,7 @@ from ..pixels import check_count, parse_size
 from ..render import CameraSpec, Quality, Renderer
 from .base import ManipulationEnv
 from .scene import (
+    ALL_HUES,
     FINGER_CLOSED_CTRL,
     FINGER_RANGE,
     PAD_HALF_WIDTH,
@@ -69,6 +70,7 @@ from .scene import (
     BinSpec,
     CameraDef,
     Scene,
+    check_hues,
     check_shapes,
     quat_yaw,
     random_object,
@@ -87,6 +89,9 @@ class GraspEnv(ManipulationEnv):
     Args:
         n_objects: objects in the bin (1-15, default 6).
         object_shapes: the shapes objects are drawn from.
+        object_hues: ``(lo, hi)``, the arc of hues their colours are drawn from (fractions of the
+            hue circle; ``lo > hi`` wraps through red; default every hue): two disjoint arcs
+            hold colours out of training.
         max_attempts: grasp attempts per episode (truncation).
         goal_conditioned: one object per episode is the goal (``ssrl/GraspGoal-v0``).
         goal_view: ``"object"`` or ``"bin"``: how the goal image shows the goal object.
@@ -124,6 +129,7 @@ class GraspEnv(ManipulationEnv):
         *,
         n_objects: int = 6,
         object_shapes: Sequence[str] = SHAPES,
+        object_hues: Sequence[float] = ALL_HUES,
         max_attempts: int = 10,
         goal_conditioned: bool = False,
         goal_view: str = "object",
@@ -145,6 +151,7 @@ class GraspEnv(ManipulationEnv):
         self.n_objects = check_count("n_objects", n_objects, 1, MAX_OBJECTS)
         self.max_attempts = check_count("max_attempts", max_attempts)
         self.object_shapes = check_shapes(object_shapes)
+        self.object_hues = check_hues(object_hues)
         if goal_view not in GOAL_VIEWS:
             raise ValueError(f"unknown goal_view {goal_view!r}; use one of {GOAL_VIEWS}")
         if goal_conditioned and not isinstance(self, GraspGoalEnv):
@@ -416,7 +423,7 @@ class GraspEnv(ManipulationEnv):
         scene = self.scene
         scene.reset()
         for i in range(self.n_objects):
-            scene.set_object(i, random_object(rng, self.object_shapes))
+            scene.set_object(i, random_object(rng, self.object_shapes, hues=self.object_hues))
         scene.commit_objects()
         # Bigger objects first: they are the hardest to fit.
         order = np.argsort([-s.radius for s in scene.specs])

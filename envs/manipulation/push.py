@@ -44,12 +44,14 @@ from ..pixels import check_count
 from ..render import CameraSpec, Quality
 from .base import ManipulationEnv
 from .scene import (
+    ALL_HUES,
     FINGER_CLOSED_CTRL,
     PUCK,
     SHAPES,
     CameraDef,
     ObjectSpec,
     Scene,
+    check_hues,
     check_shapes,
     quat_yaw,
     random_object,
@@ -136,6 +138,9 @@ class PushEnv(ManipulationEnv):
         randomize_objects: draw each object's shape, size and colour anew every episode (else
             red/blue/yellow/green cylindrical pucks).
         object_shapes: shapes drawn from when randomising.
+        object_hues: ``(lo, hi)``, the arc of hues colours are drawn from when randomising
+            (fractions of the hue circle; ``lo > hi`` wraps through red; default every hue): two
+            disjoint arcs hold colours out of training.
         reward_type: ``sparse``/``dense``/``object_dense`` (state mode, default ``sparse``, as
             Fetch's: SAC with HER's settings learns it fastest) or ``image_distance``/
             ``image_sparse`` (pixel mode, default ``image_distance``).
@@ -169,6 +174,7 @@ class PushEnv(ManipulationEnv):
         n_objects: int = 1,
         randomize_objects: bool = False,
         object_shapes: Sequence[str] = SHAPES,
+        object_hues: Sequence[float] = ALL_HUES,
         reward_type: str | None = None,
         success_threshold: float = 0.05,
         image_threshold: float = 0.02,
@@ -193,6 +199,7 @@ class PushEnv(ManipulationEnv):
         self.n_substeps = check_count("n_substeps", n_substeps)
         self.randomize_objects = bool(randomize_objects)
         self.object_shapes = check_shapes(object_shapes)
+        self.object_hues = check_hues(object_hues)
         rewards = IMAGE_REWARDS if from_pixels else STATE_REWARDS
         reward_type = reward_type or rewards[0]
         if reward_type not in rewards:
@@ -358,7 +365,8 @@ class PushEnv(ManipulationEnv):
         scene = self.scene
         scene.reset()
         if self.randomize_objects:
-            specs = [self._pushable(random_object(rng, self.object_shapes, scale=1.3)) for _ in range(self.n_objects)]
+            draw = lambda: random_object(rng, self.object_shapes, scale=1.3, hues=self.object_hues)  # noqa: E731
+            specs = [self._pushable(draw()) for _ in range(self.n_objects)]
         else:
             specs = [ObjectSpec(PUCK.shape, PUCK.size, FIXED_COLOURS[i]) for i in range(self.n_objects)]
         if specs != self._specs_set:

@@ -152,22 +152,40 @@ _SIZE_RANGES = {
 }
 
 
-def random_color(rng: np.random.Generator) -> tuple[float, float, float, float]:
-    """A saturated, reasonably bright colour (random hue), so objects stand out from the table."""
+ALL_HUES = (0.0, 1.0)
+
+
+def random_color(rng: np.random.Generator, hues: tuple[float, float] = ALL_HUES) -> tuple[float, float, float, float]:
+    """A saturated, reasonably bright colour, so objects stand out from the table; its hue
+    uniform in ``hues`` (see :func:`check_hues`)."""
     import colorsys
 
-    h = rng.uniform()
+    lo, hi = hues
+    h = (lo + (hi - lo if hi > lo else 1.0 - lo + hi) * rng.uniform()) % 1.0  # (the whole circle: h = u)
     s = rng.uniform(0.55, 1.0)
     v = rng.uniform(0.55, 1.0)
     return (*colorsys.hsv_to_rgb(h, s, v), 1.0)
 
 
-def random_object(rng: np.random.Generator, shapes: Sequence[str] = SHAPES, scale: float = 1.0) -> ObjectSpec:
-    """A random object: uniform shape among ``shapes``, sizes uniform in graspable ranges."""
+def random_object(
+    rng: np.random.Generator, shapes: Sequence[str] = SHAPES, scale: float = 1.0, hues: tuple[float, float] = ALL_HUES
+) -> ObjectSpec:
+    """A random object: uniform shape among ``shapes``, sizes uniform in graspable ranges, hue
+    uniform in ``hues``."""
     shape = shapes[int(rng.integers(len(shapes)))]
     size = [scale * rng.uniform(lo, hi) for lo, hi in _SIZE_RANGES[shape]]
     size += [0.0] * (3 - len(size))
-    return ObjectSpec(shape, tuple(float(s) for s in size), random_color(rng))
+    return ObjectSpec(shape, tuple(float(s) for s in size), random_color(rng, hues))
+
+
+def check_hues(hues: Sequence[float]) -> tuple[float, float]:
+    """``(lo, hi)``: the arc of the hue circle (fractions of a turn, 0 red, 1/3 green, 2/3 blue)
+    that random objects' colours are drawn from; ``lo > hi`` wraps through red (``(0.9, 0.1)``),
+    ``(0, 1)`` is every hue. Two disjoint arcs hold colours out of training."""
+    hues = tuple(float(h) for h in hues)
+    if len(hues) != 2 or not all(0.0 <= h <= 1.0 for h in hues) or hues[0] == hues[1]:
+        raise ValueError(f"object_hues must be two different hues (lo, hi) in [0, 1], got {list(hues)}")
+    return hues  # type: ignore[return-value]
 
 
 def check_shapes(shapes: Sequence[str]) -> tuple[str, ...]:
