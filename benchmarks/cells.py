@@ -125,6 +125,9 @@ class Cell:
             identity["rl"].pop("online", None)
         if isinstance(identity.get("rl"), dict) and not identity["rl"].get("held_out"):
             identity["rl"].pop("held_out", None)  # (as every cell from before it existed)
+        if isinstance(identity.get("rl"), dict):
+            identity["rl"].pop("view_cameras", None)  # what it changes is in the cell's env
+
         if identity["goal_reward"] is None:  # (as every cell from before it existed)
             identity.pop("goal_reward")
         if self.pretrain is not None:
@@ -212,6 +215,18 @@ def plan(
         return dataclasses.replace(suite.rl, hyperparams=hyperparams)
 
     pixel_rl = pixel_rl_of()
+    views = list(suite.rl.view_cameras) if suite.rl is not None else []
+
+    def replay_env(method: str, options: dict[str, Any], rl_env: dict[str, Any]) -> dict[str, Any] | None:
+        """The env of ``method``'s decoupled or joint cell (with the suite's view cameras when
+        it learns from synchronised views), or None when an agent's replay cannot serve it."""
+        if replay_refusal(method, options) is None:
+            return rl_env
+        if views and replay_refusal(method, options, tuple(views[1:])) is None:
+            env = {k: v for k, v in rl_env["env"].items() if k != "camera"}
+            return dict(rl_env, env=dict(env, cameras=views))
+        return None
+
     cells = []
     for task in task_list:
         env_id = f"ssrl/{task}-v0"
@@ -231,7 +246,7 @@ def plan(
                         # Online fine-tuning (RIG): the decoupled regime starts from the pretrained encoder.
                         rl = pixel_rl_of(regime)
                         cells.append(Cell(row, task, seed, data, method, pre, rl=rl, regime=regime, **rl_env))
-                    elif replay_refusal(method, pre.config) is None:  # decoupled, joint: from scratch
+                    elif (env := replay_env(method, pre.config, rl_env)) is not None:  # decoupled, joint: from scratch
                         cells.append(
                             Cell(
                                 row,
@@ -241,7 +256,7 @@ def plan(
                                 rl=pixel_rl_of(regime),
                                 regime=regime,
                                 method_options=pre.config,
-                                **rl_env,
+                                **env,
                             )
                         )
             for row in rows["references"]:
@@ -305,15 +320,15 @@ def plan(
     return cells
 
 
-def replay_refusal(method: str, options: dict[str, Any]) -> str | None:
+def replay_refusal(method: str, options: dict[str, Any], views: tuple[str, ...] = ()) -> str | None:
     """Why ``method`` (with these config options) cannot learn from an agent's replay (the
-    decoupled and joint regimes), or None if it can."""
+    decoupled and joint regimes; the replay keeping other cameras' ``views``), or None if it can."""
     from ssrl.envs.rollouts import DatasetError
     from ssrl.representations.regimes import RepresentationObjective, fresh_representation
 
     rep = fresh_representation(method, (9, 84, 84), 1, **dict(options, arch="fast", latent_dim=2))
     try:
-        RepresentationObjective(rep, "decoupled", action_dim=1)
+        RepresentationObjective(rep, "decoupled", action_dim=1, views=views)
     except DatasetError as err:
         return str(err)
     return None
@@ -322,9 +337,10 @@ def replay_refusal(method: str, options: dict[str, Any]) -> str | None:
 def unservable(suite: Suite) -> list[str]:
     """The suite's (method, regime) rows the planner leaves out, each with the reason."""
     out = []
+    views = tuple(suite.rl.view_cameras[1:]) if suite.rl is not None else ()
     for method in suite.methods:
         for regime in sorted(set(suite.regimes_of(method)) & {"decoupled", "joint"}):
-            reason = replay_refusal(method, _pretrain_spec(suite, method).config)
+            reason = replay_refusal(method, _pretrain_spec(suite, method).config, views)
             if reason is not None:
                 out.append(f"{method}:{regime}: {reason}")
     return sorted(out)

@@ -16,8 +16,9 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     method_regimes: {atc: [frozen, decoupled]}      # a method's own regimes, in place of `regimes`
     references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
     rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...},
-         online: {every_episodes: 50, data: pretraining}}  # RIG's online fine-tuning: decoupled
+         online: {every_episodes: 50, data: pretraining},  # RIG's online fine-tuning: decoupled
                                      # cells then start from the pretrained encoder (else from scratch, as ATC)
+         view_cameras: [fixed, lookatcart]}  # what decoupled/joint multi-view cells (TCN) render
     pixel_rl: {hyperparams: {...},   # added to rl.hyperparams for end-to-end pixel rows
                regimes: {decoupled: {rl_head: true}}}   # and for one regime's cells only
     probes:                          # probe-only cells on the data of any env
@@ -107,6 +108,9 @@ class RLSpec:
     # Env options of a second evaluation after training (``ssrl evaluate -o``), e.g. held-out
     # object shapes: the report shows its success and final distances beside the run's own.
     held_out: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The cameras the decoupled and joint cells of multi-view methods (TCN, mfTCN) render: the
+    # agent sees the first, its replay keeps the others' frames for the method's loss.
+    view_cameras: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -252,6 +256,11 @@ def _check_values(suite: Suite, where: str) -> None:
                 f"{where}: pixel_rl.regimes: {regime!r} is not a regime whose agent reads pixels; "
                 f"valid: {', '.join(pixel_regimes)}"
             )
+    if suite.rl is not None and len(suite.rl.view_cameras) == 1:
+        raise SuiteError(
+            f"{where}: rl.view_cameras lists the agent's camera first and at least one other whose views the "
+            f"replay keeps, e.g. [fixed, lookatcart]; got {suite.rl.view_cameras}"
+        )
     for row in suite.references:
         if row not in REFERENCE_ROWS:
             raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")

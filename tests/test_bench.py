@@ -282,6 +282,15 @@ def test_regimes_axis_names_rows_skips_what_a_replay_cannot_serve_and_runs_a_dec
         "the agent's camera, transitions and clips, and other cameras' views when the env renders them: "
         "-o cameras=[A,B]); use it pretrained and frozen or fine-tuned instead"
     ]
+    # With view cameras the decoupled TCN cell renders both, the agent seeing the first; other
+    # cells (and every cell's identity but through its env) are unchanged.
+    viewed = dict(suite, rl=dict(TINY["rl"], view_cameras=["fixed", "lookatcart"]))
+    with_views = {c.row: c for c in plan(viewed)}
+    assert with_views["tcn:decoupled"].env == dict(cells["rotation:decoupled"].env, cameras=["fixed", "lookatcart"])
+    assert with_views["rotation:decoupled"].identity() == cells["rotation:decoupled"].identity()
+    assert unservable(load_suite_dict(viewed)) == []
+    with pytest.raises(SuiteError, match=r"rl.view_cameras lists the agent's camera first.*got \['fixed'\]"):
+        plan(dict(suite, rl=dict(TINY["rl"], view_cameras=["fixed"])))
     with pytest.raises(SuiteError, match="unknown regime 'tuned'"):
         plan(dict(suite, regimes=["tuned"]))
     with pytest.raises(SuiteError, match=r"--regimes \['joint'\] not in suite 'tiny'; its regimes: frozen, finetune"):
