@@ -259,6 +259,12 @@ def plan(
                                 **env,
                             )
                         )
+            for row in rows["variants"]:
+                variant = suite.variants[row]
+                hyper = dict(suite.rl.hyperparams, **variant.hyperparams)
+                rl = dataclasses.replace(suite.rl, hyperparams=hyper)
+                pre = _pretrain_spec(suite, variant.method)
+                cells.append(Cell(row, task, seed, data, variant.method, pre, rl=rl, regime="frozen", **rl_env))
             for row in rows["references"]:
                 if row == "random_encoder":
                     # The lower bound: the untrained encoder of the suite's first method.
@@ -351,12 +357,13 @@ def _pretrain_spec(suite: Suite, method: str) -> PretrainSpec:
 
 
 def _selected_rows(suite: Suite, selection: list[str] | None) -> dict[str, list[str]]:
-    methods, references = list(suite.methods), list(suite.references)
+    methods, references, variants = list(suite.methods), list(suite.references), list(suite.variants)
     if selection:
-        valid = set(methods) | set(references) | {m for p in suite.probes.values() for m in p.methods}
+        valid = set(methods) | set(references) | set(variants) | {m for p in suite.probes.values() for m in p.methods}
         bad = [m for m in selection if m not in valid]
         if bad:
             raise SuiteError(f"--methods {bad} not in suite {suite.name!r}; its rows: {', '.join(sorted(valid))}")
         methods = [m for m in methods if m in selection]
         references = [r for r in references if r in selection]
-    return {"methods": methods, "references": references}
+        variants = [v for v in variants if v in selection]
+    return {"methods": methods, "references": references, "variants": variants}

@@ -15,6 +15,8 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     regimes: [frozen, finetune, decoupled, joint]   # rows per method (default [frozen])
     method_regimes: {atc: [frozen, decoupled]}      # a method's own regimes, in place of `regimes`
     references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
+    variants: {grasp2vec+aux: {method: grasp2vec, hyperparams: {imagined_goal_ratio: 0.3}}}
+                                     # a method's frozen row again, with RL hyper-parameters of its own
     rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...},
          online: {every_episodes: 50, data: pretraining},  # RIG's online fine-tuning: decoupled
                                      # cells then start from the pretrained encoder (else from scratch, as ATC)
@@ -128,6 +130,16 @@ class PixelRLSpec:
 
 
 @dataclasses.dataclass
+class VariantSpec:
+    """A row that is one of the suite's methods, frozen, with RL hyper-parameters of its own on
+    top of ``rl.hyperparams`` (grasp2vec with auxiliary goals beside grasp2vec): the same
+    pretrained model, another agent."""
+
+    method: str
+    hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
 class ProbeSpec:
     """Probe-only cells: methods pretrained on ``env``'s data, scored against random init."""
 
@@ -164,6 +176,7 @@ class Suite:
     # method running every regime).
     method_regimes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     references: list[str] = dataclasses.field(default_factory=list)
+    variants: dict[str, VariantSpec] = dataclasses.field(default_factory=dict)
     rl: RLSpec | None = None
     pixel_rl: PixelRLSpec = dataclasses.field(default_factory=PixelRLSpec)
     probes: dict[str, ProbeSpec] = dataclasses.field(default_factory=dict)
@@ -261,6 +274,17 @@ def _check_values(suite: Suite, where: str) -> None:
             f"{where}: rl.view_cameras lists the agent's camera first and at least one other whose views the "
             f"replay keeps, e.g. [fixed, lookatcart]; got {suite.rl.view_cameras}"
         )
+    for row, variant in suite.variants.items():
+        if variant.method not in suite.methods:
+            raise SuiteError(
+                f"{where}: variants.{row}: method {variant.method!r} is not among the suite's methods "
+                f"{list(suite.methods)} (a variant reuses a method's pretrained model)"
+            )
+        if row in suite.methods or row in REFERENCE_ROWS or ":" in row:
+            raise SuiteError(
+                f"{where}: variants.{row}: a variant needs a row name of its own (not a method, a "
+                "reference row or METHOD:REGIME)"
+            )
     for row in suite.references:
         if row not in REFERENCE_ROWS:
             raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")

@@ -605,3 +605,22 @@ def test_a_cell_whose_run_finished_but_whose_later_steps_failed_completes_withou
     assert (cell / "run" / "metrics.jsonl").read_bytes() == metrics and (
         cell / "run" / "final.json"
     ).read_bytes() == final
+
+
+def test_a_variant_is_a_methods_frozen_row_again_with_its_own_rl_hyperparameters():
+    """grasp2vec + auxiliary goals beside grasp2vec: the same pretrained model (same data and
+    pretraining, so one cached model), an agent with its own hyper-parameters on top."""
+    suite = dict(TINY, variants={"deepmdp+big": {"method": "deepmdp", "hyperparams": {"batch_size": 16}}})
+    cells = {c.row: c for c in plan(suite)}
+    variant, base = cells["deepmdp+big"], cells["deepmdp"]
+    assert (variant.method, variant.regime) == ("deepmdp", "frozen")
+    assert (variant.data, variant.pretrain) == (base.data, base.pretrain)
+    assert variant.rl.hyperparams == dict(base.rl.hyperparams, batch_size=16)
+    assert {c.row for c in plan(suite, methods=["deepmdp+big"])} == {"deepmdp+big"}
+    with pytest.raises(
+        SuiteError, match=r"variants.x: method 'dbc' is not among the suite's methods \['tcn', 'deepmdp'\]"
+    ):
+        plan(dict(TINY, variants={"x": {"method": "dbc"}}))
+    with pytest.raises(SuiteError, match="variants.state_sac: a variant needs a row name of its own"):
+        plan(dict(TINY, variants={"state_sac": {"method": "tcn"}}))
+    assert "grasp2vec+aux" in {c.row for c in plan(load_suite("grasping"))}
