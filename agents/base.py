@@ -410,6 +410,14 @@ class Prepared:
     latent_next: torch.Tensor | None = None
 
 
+def _wrapper_attr(env: gym.Env, name: str) -> Any:
+    """``env``'s attribute ``name``, looked up through its wrappers, or None."""
+    try:
+        return env.get_wrapper_attr(name)
+    except AttributeError:
+        return None
+
+
 def _protocol_members(protocol: type) -> list[str]:
     """The attributes and methods a Protocol class declares."""
     methods = {name for name, value in vars(protocol).items() if callable(value) and not name.startswith("_")}
@@ -545,7 +553,8 @@ class OffPolicyAgent(abc.ABC):
         """The frames per observation: as given, else the env's own ``frame_stack``, else 1.
 
         Only the env's own frame stack counts: a wrapper that changes the observation (an
-        encoder, say) hides it.
+        encoder, say) hides it. A wrapper that picks one of the env's own stacks says so with its
+        ``frame_stack_space`` (:class:`~ssrl.envs.AgentCamera`: the first camera of several).
         """
         if frame_stack is None:
             env = self.env
@@ -554,7 +563,7 @@ class OffPolicyAgent(abc.ABC):
                 and not self.is_dict
                 and (
                     env.observation_space == env.unwrapped.observation_space
-                    or getattr(env, "keeps_frame_stack", False)  # AgentCamera: one of the env's own stacks
+                    or env.observation_space == _wrapper_attr(env, "frame_stack_space")
                 )
             )
             frame_stack = getattr(env.unwrapped, "frame_stack", 1) if own else 1
@@ -659,12 +668,10 @@ class OffPolicyAgent(abc.ABC):
             except AttributeError:
                 pass
         # Other cameras' frames an env seen through AgentCamera gives in info["views"].
-        views = None
+        views, agent_camera = None, None
         if self.env is not None and self.pixels and not self.is_dict:
-            try:
-                views = self.env.get_wrapper_attr("view_shapes")
-            except AttributeError:
-                views = None
+            views = _wrapper_attr(self.env, "view_shapes")
+            agent_camera = _wrapper_attr(self.env, "agent_camera")
         self.replay = ReplayBuffer(
             self.config.buffer_size,
             obs_space,
@@ -679,6 +686,7 @@ class OffPolicyAgent(abc.ABC):
             reward_keys=reward_keys,
             goal_images=goal_images,
             views=views,
+            agent_camera=agent_camera,
         )
         self.replay_meta: dict | None = None  # which replay save the last checkpoint goes with
         self.hook_state: dict[str, Any] = {}  # the trainer's hooks' states, saved with the agent

@@ -90,6 +90,7 @@ class ReplayBuffer:
         goal_images: ``decode(z) -> images`` of imagined goals, when ``reward_keys`` are images.
         views: ``{camera: frame shape}`` of the other cameras' frames each slot keeps (image
             observations only; see the module docstring).
+        agent_camera: the name of the camera the observations come from (served with the views).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class ReplayBuffer:
         reward_keys: tuple[str, str] = GOAL_KEYS,
         goal_images: Callable | None = None,
         views: dict[str, tuple[int, ...]] | None = None,
+        agent_camera: str | None = None,
     ) -> None:
         if capacity < 2:
             raise ValueError(f"replay capacity must be at least 2, got {capacity}")
@@ -177,6 +179,9 @@ class ReplayBuffer:
         if views and not image:
             raise ValueError("other cameras' views are kept beside image observations (3, H, W frames) only")
         self.views = {name: np.zeros((self.capacity, *shape), np.uint8) for name, shape in (views or {}).items()}
+        if agent_camera in self.views:
+            raise ValueError(f"the agent's camera {agent_camera!r} is also among the views {sorted(self.views)}")
+        self.agent_camera = agent_camera
         self.total = 0  # slots ever written (absolute index of the next slot)
         self._episode_start: int | None = None
         self._saved = 0  # slots already persisted by save()
@@ -187,6 +192,7 @@ class ReplayBuffer:
     def start_episode(self, obs, views: dict[str, np.ndarray] | None = None) -> None:
         """Store the reset observation of a new episode (and the other cameras' ``views`` of it,
         when the buffer keeps them)."""
+        self._check_views(views)  # before anything is written
         if self._episode_start is not None:
             self.end_episode()
         self._episode_start = self.total
@@ -199,6 +205,7 @@ class ReplayBuffer:
         other cameras' ``views`` of it, when the buffer keeps them)."""
         if self._episode_start is None:
             raise RuntimeError("call start_episode(obs) before add()")
+        self._check_views(views)  # before anything is written
         slot = (self.total - 1) % self.capacity
         self.action[slot] = action
         self.reward[slot] = reward
@@ -214,17 +221,22 @@ class ReplayBuffer:
         self.ep_end[slots] = self.total - 1
         self._episode_start = None
 
-    def _write_slot(self, obs, ep_pos: int, check_stack: bool, views: dict[str, np.ndarray] | None) -> None:
-        slot = self.total % self.capacity
+    def _check_views(self, views: dict[str, np.ndarray] | None) -> None:
         if set(views or {}) != set(self.views):
             raise ValueError(
                 f"this replay keeps the views of cameras {sorted(self.views)} beside each observation; "
                 f"it was given views of {sorted(views or {})}"
             )
         for name, frame in (views or {}).items():
-            frame = np.asarray(frame)
-            if frame.shape != self.views[name].shape[1:]:
-                raise ValueError(f"view {name!r} of shape {frame.shape}, the buffer keeps {self.views[name].shape[1:]}")
+            if np.shape(frame) != self.views[name].shape[1:]:
+                raise ValueError(
+                    f"view {name!r} of shape {np.shape(frame)}, the buffer keeps {self.views[name].shape[1:]}"
+                )
+
+    def _write_slot(self, obs, ep_pos: int, check_stack: bool, views: dict[str, np.ndarray] | None) -> None:
+        slot = self.total % self.capacity
+        self._check_views(views)
+        for name, frame in (views or {}).items():
             self.views[name][slot] = frame
         items = obs.items() if self.is_dict else (("obs", obs),)
         for key, value in items:
@@ -339,7 +351,8 @@ class ReplayBuffer:
         * ``motion``: ``(n, length)``, each frame's motion since the previous one (0 for a run's
           first frame), on image observations only;
         * ``views``: ``{camera: (n, length, *frame)}``, the other cameras' frames of the same
-          instants, when the buffer keeps them.
+          instants, and ``camera``: the name of the observations' camera, when the buffer keeps
+          views.
 
         ``rng`` is the caller's (an objective's own sampling stream, saved with it); runs are
         drawn with replacement. Raises ValueError on dict observations or an empty buffer."""
@@ -368,6 +381,7 @@ class ReplayBuffer:
             runs["motion"][:, 0] = 0.0
         if self.views:
             runs["views"] = {name: frames[slots] for name, frames in self.views.items()}
+            runs["camera"] = self.agent_camera
         return runs
 
     def _relabel(self, a: np.ndarray, obs: dict, next_obs: dict, reward: np.ndarray) -> np.ndarray:

@@ -145,6 +145,19 @@ def representation_for(
     )
 
 
+def replay_cameras(env: gym.Env, rep) -> tuple[str, ...]:
+    """The cameras an agent's replay keeps for ``rep``'s objective, the agent's first: all of an
+    :class:`~ssrl.envs.AgentCamera` env's when the method learns from synchronised views (the
+    env then gives no views otherwise, so the replay keeps none), else none (the agent's alone)."""
+    from ssrl.envs import AgentCamera
+    from ssrl.representations.core import Need
+
+    if not isinstance(env, AgentCamera):
+        return ()
+    env.keep_views = Need.VIEWS in rep.needs
+    return (env.agent_camera, *env.view_names) if env.keep_views else ()
+
+
 def has_image_goals(env: gym.Env) -> bool:
     """Whether ``env`` is a goal env whose desired goal is an image."""
     from ssrl.utils import is_image_space
@@ -283,8 +296,10 @@ def train_run(
                 agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
                 hyper["critic_trains_encoder"] = regime != "decoupled"
                 if regime != "finetune":
-                    views = tuple(getattr(env, "view_names", ()))  # (AgentCamera's, outermost here)
-                    aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed, views)
+                    cameras = replay_cameras(env, rep)
+                    aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed, cameras)
+            if aux_obj is None and hasattr(env, "keep_views"):  # (AgentCamera)
+                env.keep_views = False  # no objective reads other cameras: the replay keeps none
             agent_cls = ALGOS[algo]
             checkpoint = out / "checkpoint" / "agent.pt"
             if checkpoint.exists():

@@ -127,7 +127,6 @@ class Cell:
             identity["rl"].pop("held_out", None)  # (as every cell from before it existed)
         if isinstance(identity.get("rl"), dict):
             identity["rl"].pop("view_cameras", None)  # what it changes is in the cell's env
-
         if identity["goal_reward"] is None:  # (as every cell from before it existed)
             identity.pop("goal_reward")
         if self.pretrain is not None:
@@ -222,7 +221,7 @@ def plan(
         it learns from synchronised views), or None when an agent's replay cannot serve it."""
         if replay_refusal(method, options) is None:
             return rl_env
-        if views and replay_refusal(method, options, tuple(views[1:])) is None:
+        if views and replay_refusal(method, options, tuple(views)) is None:
             env = {k: v for k, v in rl_env["env"].items() if k != "camera"}
             return dict(rl_env, env=dict(env, cameras=views))
         return None
@@ -326,15 +325,16 @@ def plan(
     return cells
 
 
-def replay_refusal(method: str, options: dict[str, Any], views: tuple[str, ...] = ()) -> str | None:
+def replay_refusal(method: str, options: dict[str, Any], cameras: tuple[str, ...] = ()) -> str | None:
     """Why ``method`` (with these config options) cannot learn from an agent's replay (the
-    decoupled and joint regimes; the replay keeping other cameras' ``views``), or None if it can."""
+    decoupled and joint regimes; a replay keeping these ``cameras``, the agent's first, or the
+    agent's alone), or None if it can."""
     from ssrl.envs.rollouts import DatasetError
     from ssrl.representations.regimes import RepresentationObjective, fresh_representation
 
     rep = fresh_representation(method, (9, 84, 84), 1, **dict(options, arch="fast", latent_dim=2))
     try:
-        RepresentationObjective(rep, "decoupled", action_dim=1, views=views)
+        RepresentationObjective(rep, "decoupled", action_dim=1, cameras=cameras)
     except DatasetError as err:
         return str(err)
     return None
@@ -343,10 +343,10 @@ def replay_refusal(method: str, options: dict[str, Any], views: tuple[str, ...] 
 def unservable(suite: Suite) -> list[str]:
     """The suite's (method, regime) rows the planner leaves out, each with the reason."""
     out = []
-    views = tuple(suite.rl.view_cameras[1:]) if suite.rl is not None else ()
+    cameras = tuple(suite.rl.view_cameras) if suite.rl is not None else ()
     for method in suite.methods:
         for regime in sorted(set(suite.regimes_of(method)) & {"decoupled", "joint"}):
-            reason = replay_refusal(method, _pretrain_spec(suite, method).config, views)
+            reason = replay_refusal(method, _pretrain_spec(suite, method).config, cameras)
             if reason is not None:
                 out.append(f"{method}:{regime}: {reason}")
     return sorted(out)

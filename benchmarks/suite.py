@@ -274,6 +274,12 @@ def _check_values(suite: Suite, where: str) -> None:
             f"{where}: rl.view_cameras lists the agent's camera first and at least one other whose views the "
             f"replay keeps, e.g. [fixed, lookatcart]; got {suite.rl.view_cameras}"
         )
+    views = suite.rl.view_cameras if suite.rl is not None else []
+    if views and "camera" in suite.env and suite.env["camera"] != views[0]:
+        raise SuiteError(
+            f"{where}: rl.view_cameras starts with {views[0]!r}, but the suite's agents see "
+            f"env.camera {suite.env['camera']!r}: list that camera first, so every row sees the same one"
+        )
     for row, variant in suite.variants.items():
         if variant.method not in suite.methods:
             raise SuiteError(

@@ -298,11 +298,12 @@ class AgentCamera(gym.Wrapper):
     the first: the observation is camera A's frame stack, and each step's ``info["views"]``
     holds the newest frame ``(3, H, W)`` of every other camera, rendered at the same instant
     (so a replay can keep them for multi-view objectives such as TCN's; the agent never reads
-    them). ``view_names`` and ``view_shapes`` say what ``info["views"]`` holds."""
+    them). ``agent_camera``, ``view_names`` and ``view_shapes`` say what it gives;
+    ``keep_views=False`` gives no views (the other cameras are still rendered: the env draws
+    them in one call) and empty ``view_names`` and ``view_shapes``, for agents whose replay has
+    no use for them."""
 
-    keeps_frame_stack = True  # the observation is the env's own frame stack (the replay's frame_stack)
-
-    def __init__(self, env: gym.Env) -> None:
+    def __init__(self, env: gym.Env, keep_views: bool = True) -> None:
         labels = list(getattr(env.unwrapped, "camera_labels", []))
         space = env.observation_space
         if not isinstance(space, gym.spaces.Dict) or len(labels) < 2 or set(space.spaces) != set(labels):
@@ -311,13 +312,25 @@ class AgentCamera(gym.Wrapper):
                 f"cameras=[fixed, lookatcart]); this one observes {space} with cameras {labels}"
             )
         super().__init__(env)
-        self.camera, self.view_names = labels[0], tuple(labels[1:])
-        self.observation_space = space[self.camera]
-        self.view_shapes = {name: (3, *space[name].shape[1:]) for name in self.view_names}
+        self.agent_camera, self._others = labels[0], tuple(labels[1:])
+        self.observation_space = space[self.agent_camera]
+        # The observation is one of the env's own frame stacks (what sets an agent's frame_stack).
+        self.frame_stack_space = self.observation_space
+        self._shapes = {name: (3, *space[name].shape[1:]) for name in self._others}
+        self.keep_views = bool(keep_views)
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return self._others if self.keep_views else ()
+
+    @property
+    def view_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes) if self.keep_views else {}
 
     def _split(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
-        info = dict(info, views={name: obs[name][-3:] for name in self.view_names})
-        return obs[self.camera], info
+        if self.keep_views:
+            info = dict(info, views={name: obs[name][-3:] for name in self._others})
+        return obs[self.agent_camera], info
 
     def reset(self, **kwargs):
         return self._split(*self.env.reset(**kwargs))

@@ -48,6 +48,15 @@ class Need(enum.Flag):
     DATASET = enum.auto()  # one data set for the whole training (Exemplar-CNN's classes index its frames)
 
 
+# How refusals name needs that are not one word.
+_NEED_WORDS = {Need.DATASET: "one fixed data set (its surrogate classes are patches of that set's frames)"}
+
+
+def describe_needs(needs: Need) -> str:
+    """``needs`` in words, for refusals ("views, context")."""
+    return ", ".join(_NEED_WORDS.get(n, n.name.lower()) for n in Need if n in needs)
+
+
 @dataclasses.dataclass
 class BaseConfig:
     """Fields every method has. ``frame_stack`` is the number of frames the encoder takes (its

@@ -139,6 +139,12 @@ class RolloutData:
         if problems:
             raise DatasetError(f"{method} needs " + "; and ".join(problems))
 
+    def require_cameras(self, names, method: str = "this method") -> None:
+        """Refuse camera ``names`` (a method's configured views) that the data set lacks."""
+        missing = [n for n in names or () if n not in self.cameras]
+        if missing:
+            raise DatasetError(f"{method} asks for cameras {missing}; the data set has {self.cameras}")
+
     def probe_target(self) -> tuple[str, np.ndarray]:
         """What probes regress: the env's state observation (``features``) when recorded, else
         the physical state."""

@@ -44,7 +44,7 @@ import torch
 from ssrl.envs.rollouts import DatasetError
 from ssrl.utils import build_config
 
-from .core import Need, Representation
+from .core import Need, Representation, describe_needs
 
 
 @dataclasses.dataclass
@@ -72,8 +72,9 @@ def _only_frames(needs: Need, method: str) -> None:
     """Refuse a method that needs more of a replay than single frames."""
     missing = needs & ~Need.FRAMES
     if missing:
-        names = ", ".join(n.name.lower() for n in Need if n in missing)
-        raise DatasetError(f"{method} needs {names}; online fine-tuning on a replay gives single frames only")
+        raise DatasetError(
+            f"{method} needs {describe_needs(missing)}; online fine-tuning on a replay gives single frames only"
+        )
 
 
 class ReplayFrames:

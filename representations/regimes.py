@@ -59,15 +59,14 @@ import torch.nn as nn
 from ssrl.envs.rollouts import DatasetError, Episode
 from ssrl.utils import build_config
 
-from .core import Need, Representation, get
+from .core import Need, Representation, describe_needs, get
 from .data import RolloutData
 from .objective import AuxInputs
 
 REGIMES: tuple[str, ...] = ("frozen", "finetune", "decoupled", "joint")
-# How a refusal names a need that is not one word.
-NEED_WORDS = {Need.DATASET: "one fixed data set (its surrogate classes are patches of that set's frames)"}
-# The needs a replay can serve: frame stacks of the agent's one camera, transitions, and clips
-# (runs of consecutive instants of one episode).
+# The needs every agent's replay can serve: frame stacks of the agent's camera, transitions, and
+# clips (runs of consecutive instants of one episode); synchronised views too when it keeps other
+# cameras' frames (ReplayData.require).
 REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS | Need.CLIPS
 # The clips an update's objective samples from: CLIP_RUNS runs of CLIP_LENGTH instants. 100
 # instants hold Shuffle & Learn's longest tuple at the paper's taus (3 x 25 + 1 = 76 frames) and
@@ -100,8 +99,9 @@ def fresh_representation(method: str, obs_shape: tuple[int, ...], action_dim: in
 class ReplayData:
     """A replay batch (uint8 frame stacks ``(B, 3k, H, W)``, actions, rewards, discounts) with
     the sampling interface methods use on rollout data: ``sample_frames``, ``stack``,
-    ``transitions`` and ``require``. Every index is a transition with a next frame. ``views``:
-    the other cameras the agent's replay keeps (their frames are served in clips, not here)."""
+    ``transitions`` and ``require``. Every index is a transition with a next frame. ``cameras``:
+    those of the agent's replay, the agent's first (the others' frames are served in clips, not
+    here)."""
 
     def __init__(
         self,
@@ -110,9 +110,9 @@ class ReplayData:
         action: np.ndarray,
         reward: np.ndarray,
         discount: np.ndarray,
-        views: tuple[str, ...] = (),
+        cameras: tuple[str, ...] = ("agent",),
     ) -> None:
-        self.cameras = ["agent", *views]
+        self.cameras = list(cameras)
         self.obs, self.next_obs = obs, next_obs
         self.action, self.reward, self.discount = action, reward, discount
         self.frames_per_obs = obs.shape[1] // 3
@@ -138,12 +138,23 @@ class ReplayData:
     def require(self, needs: Need, method: str = "this method") -> None:
         missing = needs & ~(REPLAY_SERVES | (Need.VIEWS if len(self.cameras) > 1 else Need(0)))
         if missing:
-            names = ", ".join(NEED_WORDS.get(n, n.name.lower()) for n in Need if n in missing)
-            raise DatasetError(
-                f"{method} needs {names}, which an agent's replay does not hold (it holds frame stacks of the "
-                "agent's camera, transitions and clips, and other cameras' views when the env renders them: "
-                "-o cameras=[A,B]); use it pretrained and frozen or fine-tuned instead"
+            hint = (
+                ", and other cameras' views when the env renders them: -o cameras=[A,B]"
+                if Need.VIEWS in missing
+                else ""
             )
+            raise DatasetError(
+                f"{method} needs {describe_needs(missing)}, which an agent's replay does not hold (it holds frame "
+                f"stacks of the agent's camera, transitions and clips{hint}); use it pretrained and frozen or "
+                "fine-tuned instead"
+            )
+
+    def require_cameras(self, names, method: str = "this method") -> None:
+        """Refuse camera ``names`` the replay lacks (with the agent's camera alone, every name is
+        that camera: see :class:`ReplayClips`)."""
+        missing = [n for n in names or () if n not in self.cameras and n != "agent"]
+        if missing and len(self.cameras) > 1:
+            raise DatasetError(f"{method} asks for cameras {missing}; the agent's replay keeps {self.cameras}")
 
     def sample_frames(
         self, n: int, rng: np.random.Generator, with_next: bool = False, view: str | None = None
@@ -177,22 +188,25 @@ class ReplayData:
 class ReplayClips(RolloutData):
     """Runs of consecutive instants of the agent's replay as the episodes of a
     :class:`~ssrl.representations.data.RolloutData`, so a method's samplers of frames in time run
-    on them as on rollouts. The agent's camera is ``"agent"``, and also every camera name the
-    runs' ``views`` do not hold (a pretrained method's own camera name); there is no physical
-    state (probes never read it). The runs' ``motion``, when the replay keeps it per slot, is the
-    agent camera's :meth:`motion` (else it is computed from the frames)."""
+    on them as on rollouts. Their cameras: the agent's (named as the runs say, else ``"agent"``)
+    and the other cameras' views the replay keeps. With the agent's camera alone, every camera
+    name is that camera (a pretrained method's own camera name); with views, a name that is none
+    of them is refused. There is no physical state (probes never read it). The runs' ``motion``,
+    when the replay keeps it per slot, is the agent camera's :meth:`motion` (else it is computed
+    from the frames)."""
 
     def __init__(self, runs: dict[str, Any]) -> None:
         frames = runs["frames"]
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise DatasetError(f"clips are runs of RGB frames (n, length, 3, H, W); the replay gave {frames.shape}")
         views = dict(runs.get("views", {}))
+        self.agent_camera = runs.get("camera") or "agent"
         episodes = []
         for i in range(len(frames)):
             steps = len(frames[i]) - 1
             episodes.append(
                 Episode(
-                    frames={"agent": frames[i], **{name: v[i] for name, v in views.items()}},
+                    frames={self.agent_camera: frames[i], **{name: v[i] for name, v in views.items()}},
                     action=runs["action"][i],
                     reward=runs["reward"][i],
                     terminated=runs["terminated"][i],
@@ -201,12 +215,16 @@ class ReplayClips(RolloutData):
                     info={},
                 )
             )
-        super().__init__(episodes, ["agent", *views])
+        super().__init__(episodes, [self.agent_camera, *views])
         if "motion" in runs:
-            self.__dict__["_motion"] = {"agent": np.asarray(runs["motion"], np.float32).reshape(-1)}
+            self.__dict__["_motion"] = {self.agent_camera: np.asarray(runs["motion"], np.float32).reshape(-1)}
 
     def _camera(self, name: str | None) -> str:
-        return name if name in self.frames else "agent"
+        if name in self.frames:
+            return name
+        if name is None or name == "agent" or len(self.cameras) == 1:
+            return self.agent_camera
+        raise DatasetError(f"the replay's clips hold the cameras {self.cameras}; {name!r} is none of them")
 
     def view(self, name: str | None = None) -> np.ndarray:
         return self.frames[self._camera(name)]
@@ -236,12 +254,12 @@ class RepresentationObjective(nn.Module):
     the decoupled regime (its loss is the only one that trains the encoder), all but the
     encoder's in the joint regime (the critic's optimiser steps the encoder, on the sum of both
     losses). The sampling RNG is part of the state dict, so a resumed run draws the same batches.
-    ``views``: the other cameras the agent's replay keeps (``AgentCamera``'s ``view_names``), for
-    multi-view methods.
+    ``cameras``: those the agent's replay keeps, the agent's first (``AgentCamera``'s
+    ``agent_camera`` and ``view_names``), for multi-view methods; empty: the agent's alone.
     """
 
     def __init__(
-        self, rep: Representation, regime: str, action_dim: int, seed: int = 0, views: tuple[str, ...] = ()
+        self, rep: Representation, regime: str, action_dim: int, seed: int = 0, cameras: tuple[str, ...] = ()
     ) -> None:
         super().__init__()
         if check_regime(regime) not in ("decoupled", "joint"):
@@ -252,7 +270,10 @@ class RepresentationObjective(nn.Module):
         shape = rep.obs_shape
         probe = np.zeros((2, *shape), np.uint8)
         actions = np.zeros((2, action_dim), np.float32)
-        rep.check_data(ReplayData(probe, probe, actions, np.zeros(2, np.float32), np.ones(2, np.float32), views))
+        probe_data = ReplayData(
+            probe, probe, actions, np.zeros(2, np.float32), np.ones(2, np.float32), cameras or ("agent",)
+        )
+        rep.check_data(probe_data)
 
     def parameters(self, recurse: bool = True):
         encoder = {id(p) for p in self.rep.encoder.parameters()} if self.regime == "joint" else set()

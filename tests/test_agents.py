@@ -613,7 +613,7 @@ def test_replay_keeps_each_frames_motion_and_recomputes_it_on_load(tmp_path):
     frame (0 for its first), as computed from the served frames; a buffer loaded from a save
     serves the same runs with the same motion."""
     space = gym.spaces.Box(0, 255, (6, 5, 5), np.uint8)
-    buf = ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)
+    buf = ReplayBuffer(11, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)
     rng = np.random.default_rng(0)
     for steps in [3, 6, 4]:
         frames = rng.integers(0, 256, (steps + 1, 3, 5, 5), np.uint8)
@@ -627,8 +627,9 @@ def test_replay_keeps_each_frames_motion_and_recomputes_it_on_load(tmp_path):
     by_hand = np.abs(np.diff(f, axis=1)).mean(axis=(2, 3, 4)) / 255.0
     assert (runs["motion"][:, 0] == 0).all() and by_hand.min() > 0.1  # random frames move
     np.testing.assert_allclose(runs["motion"][:, 1:], by_hand, rtol=1e-6)
+    assert buf.ep_pos[buf.held_slots()[0] % 11] > 0  # the ring cuts an episode: its first held slot
     buf.save(tmp_path)
-    loaded = ReplayBuffer(12, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)
+    loaded = ReplayBuffer(11, space, gym.spaces.Box(-1, 1, (1,)), frame_stack=2)
     loaded.load(tmp_path)
     again = loaded.sample_segments(50, 4, np.random.default_rng(1))
     for key, value in runs.items():

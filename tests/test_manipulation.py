@@ -652,6 +652,7 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
         (PushEnv, dict(object_shapes=["torus"]), "sphere"),
         (PushEnv, dict(object_hues=[0.5]), r"two different hues \(lo, hi\) in \[0, 1\], got \[0.5\]"),
         (GraspEnv, dict(object_hues=[0.2, 1.5]), "object_hues"),
+        (GraspEnv, dict(object_hues=[1, 0]), "object_hues"),
         (GraspEnv, dict(goal_view="side"), "object"),
         (PushEnv, dict(from_pixels=False, distractor="color"), "pixel"),
         (PushEnv, dict(frame_stack=0), "frame_stack"),

@@ -141,11 +141,17 @@ def test_multi_view_tcn_learns_on_the_replay_of_an_env_that_renders_a_second_cam
     cameras' frames of one instant as anchor and positive, and gives its encoder a gradient."""
     env = AgentCamera(make_dmc("cartpole", "swingup", size=SIZE, cameras=[0, 1], task_kwargs={"time_limit": 2.4}))
     assert env.view_names == ("lookatcart",) and env.observation_space.shape == (9, SIZE, SIZE)
+    cameras = (env.agent_camera, *env.view_names)
     torch.manual_seed(0)
     rep = fresh_representation("tcn", env.observation_space.shape, 1, arch="fast", latent_dim=8)
     with pytest.raises(DatasetError, match="needs views"):
         RepresentationObjective(rep, "decoupled", action_dim=1)  # a replay of one camera
-    aux = RepresentationObjective(rep, "decoupled", action_dim=1, views=env.view_names)
+    bad = fresh_representation("tcn", env.observation_space.shape, 1, arch="fast", views=["fixed", "back"])
+    with pytest.raises(
+        DatasetError, match=r"asks for cameras \['back'\]; the agent's replay keeps \['fixed', 'lookatcart'\]"
+    ):
+        RepresentationObjective(bad, "decoupled", action_dim=1, cameras=cameras)
+    aux = RepresentationObjective(rep, "decoupled", action_dim=1, cameras=cameras)
     encoder = StackedFramesEncoder(rep.encoder, env.observation_space.shape)
     agent = SAC(env, aux=aux, encoder=encoder, **dict(AGENT, batch_size=16))
     agent.learn(8 * 40)
@@ -153,7 +159,9 @@ def test_multi_view_tcn_learns_on_the_replay_of_an_env_that_renders_a_second_cam
     grads = encoder_grads(agent, agent.aux.loss(agent.aux_inputs(agent.prepare(agent.replay.sample(16))))[0])
     assert nonzero(grads)
     data = ReplayClips(agent.replay.sample_segments(1, CLIP_LENGTH, np.random.default_rng(0)))
-    assert data.cameras == ["agent", "lookatcart"]
+    assert data.cameras == ["fixed", "lookatcart"] and data.view("agent") is data.view("fixed")
+    with pytest.raises(DatasetError, match=r"clips hold the cameras \['fixed', 'lookatcart'\]; 'back' is none"):
+        data.view("back")
     batch = rep.sample_batch(data, 32, np.random.default_rng(1))
 
     def instant_and_camera(frame):
@@ -222,6 +230,8 @@ def test_clips_come_from_runs_of_the_replay_and_video_encoders_keep_to_single_fr
     computed = ReplayClips({k: v for k, v in runs.items() if k != "motion"}).motion()
     np.testing.assert_array_equal(data.motion("fixed"), computed)  # the replay's kept motion, exactly
     assert computed.max() > 0
+    kept = np.arange(runs["motion"].size, dtype=np.float32).reshape(runs["motion"].shape)
+    np.testing.assert_array_equal(ReplayClips(dict(runs, motion=kept)).motion(), kept.reshape(-1))  # read, not redone
     batch = rep.sample_batch(data, 64, np.random.default_rng(1))
     frames = batch["frames"]  # (64, clip_len, 3, H, W)
     flat = data.view()
@@ -386,3 +396,16 @@ def test_rl_head_under_an_actor_head_preset_gives_the_actor_its_own_head_on_the_
     td3.learn(8 * 14)
     p = td3.prepare(td3.replay.sample(8))
     torch.testing.assert_close(p.actor_nexts[0], td3.encoder_target.trunk(p.next_obs), rtol=0, atol=0)
+
+
+def test_a_replay_keeps_other_cameras_only_for_a_method_that_learns_from_them(tmp_path):
+    """On an env of two cameras, TCN's decoupled run saves the second camera's frames with its
+    replay; rotation's (single frames) and pixel SAC's save none."""
+    two = dict(RUN["env_kwargs"], cameras=[0, 1])
+    fresh = {"arch": "fast", "latent_dim": 8}
+    for name, extra in (("tcn", dict(method="tcn")), ("rotation", dict(method="rotation")), ("sac", {})):
+        regime = dict(regime="decoupled", method_kwargs=fresh) if extra else {}
+        train_run(tmp_path / name, env_steps=80, **dict(RUN, env_kwargs=two, **extra, **regime))
+        chunks = sorted((tmp_path / name / "checkpoint" / "replay").glob("chunk_*.npz"))
+        with np.load(chunks[0]) as saved:
+            assert ("view/lookatcart" in saved.files) == (name == "tcn"), name

@@ -183,7 +183,8 @@ def check_hues(hues: Sequence[float]) -> tuple[float, float]:
     that random objects' colours are drawn from; ``lo > hi`` wraps through red (``(0.9, 0.1)``),
     ``(0, 1)`` is every hue. Two disjoint arcs hold colours out of training."""
     hues = tuple(float(h) for h in hues)
-    if len(hues) != 2 or not all(0.0 <= h <= 1.0 for h in hues) or hues[0] == hues[1]:
+    empty = len(hues) == 2 and (hues[0] == hues[1] or hues == (1.0, 0.0))  # arcs of no width
+    if len(hues) != 2 or not all(0.0 <= h <= 1.0 for h in hues) or empty:
         raise ValueError(f"object_hues must be two different hues (lo, hi) in [0, 1], got {list(hues)}")
     return hues  # type: ignore[return-value]
 

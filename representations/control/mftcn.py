@@ -67,6 +67,10 @@ class MFTCN(Representation):
         super().__init__(config, obs_shape)
         self.encoder = TemporalEncoder(config.arch, config.n_frames, config.stride, obs_shape[1:], config.latent_dim)
 
+    def check_data(self, data) -> None:
+        super().check_data(data)
+        data.require_cameras(self.config.views, method=self.name)
+
     def sample_batch(self, data, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         c = self.config
         views = list(c.views or data.cameras)

@@ -74,7 +74,9 @@ class TCN(Representation):
             self.needs = Need.FRAMES | Need.CLIPS
 
     def check_data(self, data) -> None:
-        data.require(self.needs, method="single-view TCN" if self.config.single_view else "multi-view TCN")
+        method = "single-view TCN" if self.config.single_view else "multi-view TCN"
+        data.require(self.needs, method=method)
+        data.require_cameras(self.config.views, method=method)
 
     def extra_scores(self, data) -> dict[str, float]:
         """The alignment error across two views of held-out episodes (needs 2 cameras)."""
