@@ -228,16 +228,22 @@ def test_pictures_show_grey_input_colouring_and_original_per_held_out_frame(cart
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()  # no colour in the input
 
 
-def test_the_lightness_lookup_equals_the_conversion_for_every_colour():
-    """frames_to_lightness (the L-only encoders' input: one gather per pixel) against
-    frames_to_lab's L, bit for bit, on all 2^24 colours laid out as one frame."""
+def test_the_lab_lookups_equal_the_conversion_for_every_colour():
+    """frames_to_lab on uint8 frames and frames_to_lightness (one gather per pixel) against
+    rgb_to_lab's conversion, bit for bit, on all 2^24 colours laid out as one frame."""
     from ssrl.representations.pretext.image import colour
 
     every = torch.arange(256**3, dtype=torch.int64)
     frame = (
         torch.stack([(every >> 16) & 255, (every >> 8) & 255, every & 255]).to(torch.uint8).reshape(1, 3, 4096, 4096)
     )
-    assert torch.equal(colour.frames_to_lightness(frame), colour.frames_to_lab(frame)[:, :, 0])
+    with torch.autocast("cpu", enabled=False):
+        converted = colour.rgb_to_lab(frame.reshape(1, 1, 3, 4096, 4096), dim=2)
+    looked_up = colour.frames_to_lab(frame)
+    assert looked_up.shape == converted.shape and torch.equal(looked_up, converted)
+    assert torch.equal(colour.frames_to_lightness(frame), converted[:, :, 0])
+    floats = frame[..., :64, :64].float() / 255.0  # float frames take the conversion itself
+    assert torch.allclose(colour.frames_to_lab(frame[..., :64, :64]), colour.frames_to_lab(floats), atol=1e-4)
     identity = torch.nn.Identity()
     identity.feature_dim = 2 * 8 * 8
     encoder = colour.LabEncoder((6, 8, 8), L=identity)  # two frames: L / 100 of each, as the encoder sees it

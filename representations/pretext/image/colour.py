@@ -130,26 +130,45 @@ def lab_to_rgb(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
 
 def frames_to_lab(frames: torch.Tensor) -> torch.Tensor:
     """A frame stack ``(B, 3k, H, W)`` (uint8 or float in [0, 1]) -> Lab ``(B, k, 3, H, W)``,
-    in float32 even under autocast (a bf16 colour matrix would shift ab by whole units)."""
+    in float32 even under autocast (a bf16 colour matrix would shift ab by whole units). uint8
+    frames are looked up per colour in a table :func:`rgb_to_lab` computed (the same values,
+    about 5x cheaper: the conversion was most of a fine-tuning update of split-brain's encoder)."""
     b, c, h, w = frames.shape
     if c % 3:
         raise ValueError(f"an RGB frame stack has a multiple of 3 channels, got {c}")
+    if frames.dtype == torch.uint8:
+        lut = _lab_lut().to(frames.device)
+        lab = lut.index_select(0, _colour_index(frames).flatten()).reshape(b, c // 3, h, w, 3)
+        return lab.permute(0, 1, 4, 2, 3).contiguous()
     with torch.autocast(frames.device.type, enabled=False):
         return rgb_to_lab(frames.reshape(b, c // 3, 3, h, w), dim=2)
 
 
+def _colour_index(frames: torch.Tensor) -> torch.Tensor:
+    """``r << 16 | g << 8 | b`` of every pixel of a uint8 frame stack: ``(B, k, H, W)``."""
+    b, c, h, w = frames.shape
+    x = frames.reshape(b, c // 3, 3, h, w).int()
+    return (x[:, :, 0] << 16) | (x[:, :, 1] << 8) | x[:, :, 2]
+
+
 @functools.lru_cache(maxsize=1)
-def _lightness_lut() -> torch.Tensor:
-    """L of every 24-bit colour, ``(256^3,)`` float32 indexed by ``r << 16 | g << 8 | b``, computed
-    by :func:`rgb_to_lab` itself (64 MB, about a second, once per process)."""
+def _lab_lut() -> torch.Tensor:
+    """Lab of every 24-bit colour, ``(256^3, 3)`` float32 indexed by ``r << 16 | g << 8 | b``,
+    computed by :func:`rgb_to_lab` itself (192 MB, a few seconds, once per process)."""
     v = torch.arange(256, dtype=torch.uint8)
     gb = torch.stack(torch.meshgrid(v, v, indexing="ij"), -1).reshape(-1, 2)  # (65536, 2): g, b
     rows = []
     with torch.autocast("cpu", enabled=False):
         for r in range(256):
             rgb = torch.cat([torch.full((len(gb), 1), r, dtype=torch.uint8), gb], 1)
-            rows.append(rgb_to_lab(rgb, dim=1)[:, 0])
+            rows.append(rgb_to_lab(rgb, dim=1))
     return torch.cat(rows)
+
+
+@functools.lru_cache(maxsize=1)
+def _lightness_lut() -> torch.Tensor:
+    """The L column of :func:`_lab_lut`, contiguous (64 MB): one value to gather per pixel."""
+    return _lab_lut()[:, 0].contiguous()
 
 
 def frames_to_lightness(frames: torch.Tensor) -> torch.Tensor:
@@ -162,10 +181,8 @@ def frames_to_lightness(frames: torch.Tensor) -> torch.Tensor:
     b, c, h, w = frames.shape
     if c % 3:
         raise ValueError(f"an RGB frame stack has a multiple of 3 channels, got {c}")
-    x = frames.reshape(b, c // 3, 3, h, w).int()
-    index = (x[:, :, 0] << 16) | (x[:, :, 1] << 8) | x[:, :, 2]
     lut = _lightness_lut().to(frames.device)
-    return lut.index_select(0, index.flatten()).reshape(b, c // 3, h, w)
+    return lut.index_select(0, _colour_index(frames).flatten()).reshape(b, c // 3, h, w)
 
 
 # -- bins -------------------------------------------------------------------------------------------
