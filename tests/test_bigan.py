@@ -165,3 +165,24 @@ def test_config_is_checked():
         make("bigan", (9, 32, 32), generator_loss="hinge")
     with pytest.raises(ValueError, match="latent_dim"):
         make("bigan", (9, 32, 32), latent_dim=2)
+
+
+def test_picture_shows_samples_then_each_frame_beside_its_reconstruction(cartpole, tmp_path):
+    """bigan.png: a row of six samples G(z), then per held-out frame the original (checked
+    against the data) beside G(E(x)) (checked against reconstruct)."""
+    import imageio.v2 as imageio
+
+    data = RolloutData(cartpole)
+    torch.manual_seed(0)
+    rep = make("bigan", (9, SIZE, SIZE), arch="fast", latent_dim=16)
+    (path,) = rep.pictures(data, tmp_path)
+    picture = imageio.imread(path)
+    step = SIZE + 2
+    assert picture.shape == (7 * step - 2, 6 * step - 2, 3)
+    panel = lambda r, c: picture[r * step : r * step + SIZE, c * step : c * step + SIZE].transpose(2, 0, 1)  # noqa: E731
+    np.testing.assert_array_equal(panel(0, 0), rep.samples(6)[0, -3:])
+    idx = np.linspace(0, len(data) - 1, 6).astype(int)
+    frames = data.stack(idx, k=3)
+    for i in range(6):
+        np.testing.assert_array_equal(panel(1 + i, 0), frames[i, -3:])
+        np.testing.assert_array_equal(panel(1 + i, 1), rep.reconstruct(frames[i : i + 1])[0, -3:])

@@ -194,3 +194,29 @@ def test_config_is_checked():
         make("context-encoder", (9, 32, 32), mask_fraction=0.0)
     with pytest.raises(ValueError, match="4 px wide"):
         make("context-encoder", (9, 4, 4), mask="center", mask_fraction=0.9, arch="fast")
+
+
+def test_picture_shows_each_frame_with_its_hole_the_in_painting_and_the_original(cartpole, tmp_path):
+    """inpainting.png, a row per held-out frame: the input with the hole (the original outside
+    it, not inside), the in-painting (inpaint with the same masks), the original."""
+    import imageio.v2 as imageio
+
+    data = RolloutData(cartpole)
+    torch.manual_seed(0)
+    rep = make("context-encoder", (9, SIZE, SIZE), arch="fast", latent_dim=8, mask="center")
+    (path,) = rep.pictures(data, tmp_path)
+    picture = imageio.imread(path)
+    step = SIZE + 2
+    assert picture.shape == (6 * step - 2, 3 * step - 2, 3)
+    panel = lambda r, c: picture[r * step : r * step + SIZE, c * step : c * step + SIZE].transpose(2, 0, 1)  # noqa: E731
+    frames = data.stack(np.linspace(0, len(data) - 1, 6).astype(int), k=3)
+    keep = rep.keep_masks(6, torch.Generator().manual_seed(0))
+    filled = rep.inpaint(frames, keep=keep)
+    outside = keep[:, 0].bool().numpy()  # (6, H, W): pixels the input keeps
+    assert 0 < outside.mean() < 1
+    for i in range(6):
+        np.testing.assert_array_equal(panel(i, 2), frames[i, -3:])
+        np.testing.assert_array_equal(panel(i, 1), filled[i, -3:])
+        masked = panel(i, 0)
+        np.testing.assert_array_equal(masked[:, outside[i]], frames[i, -3:][:, outside[i]])
+        assert not np.array_equal(masked[:, ~outside[i]], frames[i, -3:][:, ~outside[i]])

@@ -9,7 +9,9 @@ cross-entropy of the source text and the paper:
     v(Z_nhw) = w_{q*},  q* = argmax_q Z_nhwq,
     w ~ ((1 - lambda) p~ + lambda / Q)^-1,  sum_q p~_q w_q = 1,  lambda = 0.5,
 
-where p~ is the empirical distribution of the colours (nearest bin) of OUR training frames,
+(the source text writes the weighting term as the mixture itself; the weight is its inverse, as
+in the paper, which is what "boosts infrequent buckets" needs), where p~ is the empirical
+distribution of the colours (nearest bin) of OUR training frames,
 smoothed with a Gaussian kernel (sigma = 5), and Z puts on the 5 nearest bins of the true ab
 weights proportional to a Gaussian kernel of their distance (sigma = 5). The colour maths (Lab,
 the Q bins, soft encoding, rebalancing, annealed mean) lives in :mod:`.colour`, shared with

@@ -9,7 +9,8 @@ a 4-way cross-entropy (log 4 = 1.386 at uniform logits). Recognising "which way 
 parts of the scene and where they are relative to each other, not local texture.
 
 As in the paper and mmselfsup's ``RotationPred`` (and unlike VISSL's one random rotation per
-image), all four rotations of each image are in the batch, so the batch holds 4N images. A frame
+image, and the source text's "by a multiple of 90 degrees at random"), all four rotations of each
+image are in the batch, so the batch holds 4N images. A frame
 stack is rotated as one image (every frame by the same angle), so the encoder is the same
 ``(3k, H, W)`` encoder that RL uses; rotations are exact (``torch.rot90``), so frames must be
 square. The head g is Linear -> ReLU -> Linear on the embedding (the paper puts its classifier on
