@@ -71,8 +71,8 @@ REPLAY_SERVES = Need.FRAMES | Need.TRANSITIONS | Need.CLIPS
 # The clips an update's objective samples from: CLIP_RUNS runs of CLIP_LENGTH instants. 100
 # instants hold Shuffle & Learn's longest tuple at the paper's taus (3 x 25 + 1 = 76 frames) and
 # most of a DMC episode at action repeat 8 (126 instants); 8 runs are 800 frames to copy, about
-# 8 ms per update on our CPUs (the replay keeps each frame's motion: finding it in the clips
-# again took another 30 ms).
+# 4 ms per update on our CPUs (the replay keeps each frame's motion: finding it in the clips
+# again took 22 ms; python -m ssrl.benchmarks.input_speed).
 CLIP_RUNS, CLIP_LENGTH = 8, 100
 
 

@@ -132,7 +132,8 @@ def frames_to_lab(frames: torch.Tensor) -> torch.Tensor:
     """A frame stack ``(B, 3k, H, W)`` (uint8 or float in [0, 1]) -> Lab ``(B, k, 3, H, W)``,
     in float32 even under autocast (a bf16 colour matrix would shift ab by whole units). uint8
     frames are looked up per colour in a table :func:`rgb_to_lab` computed (the same values,
-    about 5x cheaper: the conversion was most of a fine-tuning update of split-brain's encoder)."""
+    10x cheaper on our frames, ``python -m ssrl.benchmarks.input_speed``: the conversion was most
+    of a fine-tuning update of split-brain's encoder)."""
     b, c, h, w = frames.shape
     if c % 3:
         raise ValueError(f"an RGB frame stack has a multiple of 3 channels, got {c}")
