@@ -27,8 +27,9 @@ Image observations (uint8 frames of shape ``(3, H, W)``) also keep, per slot, th
 *motion*: the mean absolute change of its pixels since the previous slot of its episode, in
 [0, 1] (0 at an episode's first slot), as ``RolloutData.motion`` defines it. It costs one frame
 difference per step when written (about 20 us at 84x84) instead of one per frame of every clip
-the video objectives draw (60-100 ms per update at 8 runs of 100 frames); it is not saved, but
-recomputed from the frames on :meth:`ReplayBuffer.load`.
+the video objectives draw (about 20 ms per update at 8 runs of 100 frames: ``python -m
+ssrl.benchmarks.input_speed``); it is not saved, but recomputed from the frames on
+:meth:`ReplayBuffer.load`.
 
 With ``views`` (an env of several cameras seen through ``AgentCamera``: the agent observes the
 first, ``info["views"]`` holds the others' newest frames), each slot also keeps every other
@@ -234,8 +235,7 @@ class ReplayBuffer:
                 )
 
     def _write_slot(self, obs, ep_pos: int, check_stack: bool, views: dict[str, np.ndarray] | None) -> None:
-        slot = self.total % self.capacity
-        self._check_views(views)
+        slot = self.total % self.capacity  # (views checked by the callers, before any write)
         for name, frame in (views or {}).items():
             self.views[name][slot] = frame
         items = obs.items() if self.is_dict else (("obs", obs),)
