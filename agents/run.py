@@ -58,7 +58,7 @@ def make_env(
         kwargs["render_mode"] = "rgb_array"
     env = make(env_id, **kwargs)
     if is_multi_camera(env):
-        env = AgentCamera(env)
+        env = AgentCamera(env, keep_views=False)  # views only for a method that learns from them (replay_cameras)
     on_pixels = False
     if demo is not None:
         from ssrl.representations.imitation import demo_reward, imitate
@@ -147,8 +147,8 @@ def representation_for(
 
 def replay_cameras(env: gym.Env, rep) -> tuple[str, ...]:
     """The cameras an agent's replay keeps for ``rep``'s objective, the agent's first: all of an
-    :class:`~ssrl.envs.AgentCamera` env's when the method learns from synchronised views (the
-    env then gives no views otherwise, so the replay keeps none), else none (the agent's alone)."""
+    :class:`~ssrl.envs.AgentCamera` env's when the method learns from synchronised views (the env
+    then gives them; :func:`make_env` makes it give none), else none (the agent's alone)."""
     from ssrl.envs import AgentCamera
     from ssrl.representations.core import Need
 
@@ -298,8 +298,6 @@ def train_run(
                 if regime != "finetune":
                     cameras = replay_cameras(env, rep)
                     aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed, cameras)
-            if aux_obj is None and hasattr(env, "keep_views"):  # (AgentCamera)
-                env.keep_views = False  # no objective reads other cameras: the replay keeps none
             agent_cls = ALGOS[algo]
             checkpoint = out / "checkpoint" / "agent.pt"
             if checkpoint.exists():
