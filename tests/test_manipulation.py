@@ -152,6 +152,20 @@ def test_compute_reward_is_vectorised_and_equals_step_reward(from_pixels, reward
     assert len(np.unique(rewards)) > 1 or reward_type.endswith("sparse")
 
 
+def test_dense_reward_weighs_the_hand_by_hand_weight():
+    # achieved - desired: hand (3, 4) cm, puck (0, 5) cm. With w = 2: -sqrt(6^2 + 8^2 + 5^2) cm.
+    achieved = np.array([0.03, 0.04, 0.0, 0.05])
+    desired = np.zeros(4)
+    plain = PushEnv(from_pixels=False, reward_type="dense")
+    weighted = PushEnv(from_pixels=False, reward_type="dense", hand_weight=2.0)
+    np.testing.assert_allclose(plain.compute_reward(achieved, desired), -np.sqrt(0.03**2 + 0.04**2 + 0.05**2))
+    np.testing.assert_allclose(weighted.compute_reward(achieved, desired), -np.sqrt(0.06**2 + 0.08**2 + 0.05**2))
+    np.testing.assert_array_equal(achieved, [0.03, 0.04, 0.0, 0.05])  # the caller's goals are not scaled in place
+    zero = PushEnv(from_pixels=False, reward_type="dense", hand_weight=0.0)
+    puck_only = PushEnv(from_pixels=False, reward_type="object_dense")
+    np.testing.assert_allclose(zero.compute_reward(achieved, desired), puck_only.compute_reward(achieved, desired))
+
+
 def test_goal_image_shows_the_goal_configuration():
     env = PushEnv(size=84)
     goal_a = np.array([0.0, 0.15, -0.08, -0.02])
@@ -658,6 +672,8 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
         (PushEnv, dict(frame_stack=0), "frame_stack"),
         (PushEnv, dict(quality="ultra"), "fast"),
         (PushEnv, dict(layout="hard"), r"unknown layout 'hard'.*easy.*wide"),
+        (PushEnv, dict(from_pixels=False, reward_type="dense", hand_weight=-1.0), "hand_weight must be"),
+        (PushEnv, dict(from_pixels=False, hand_weight=3.0), r"'dense' reward; reward_type is 'sparse'"),
         (PushEnv, dict(n_objects=2, layout="easy"), "layout=.wide."),
     ],
 )
