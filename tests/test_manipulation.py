@@ -296,6 +296,29 @@ def test_distractor_replaces_the_table_but_not_the_physics():
     np.testing.assert_allclose(red_centroid(obs_n["observation"]), red_centroid(obs_p["observation"]), atol=1.0)
 
 
+def test_hiding_the_arm_shrinks_the_hands_picture_but_not_the_physics():
+    """Without the drawn arm, moving the hand changes fewer pixels (the palm and fingers only);
+    the puck's pixels and the physics stay as they were."""
+    drawn, bare = PushEnv(size=48), PushEnv(size=48, draw_arm=False)
+
+    def changed(env, goal_a, goal_b):
+        a = env.reset(seed=1, options={"goal": goal_a})[0]["desired_goal"].astype(int)
+        b = env.reset(seed=1, options={"goal": goal_b})[0]["desired_goal"].astype(int)
+        return int((np.abs(a - b).sum(0) > 30).sum())
+
+    goal = np.array([0.0, 0.12, 0.06, -0.02])
+    hand_moved = goal + [0.05, -0.04, 0, 0]
+    puck_moved = goal + [0, 0, -0.08, 0.03]
+    assert changed(bare, goal, hand_moved) < 0.7 * changed(drawn, goal, hand_moved)
+    assert changed(bare, goal, puck_moved) == changed(drawn, goal, puck_moved)
+    _, info_d = drawn.reset(seed=5)
+    _, info_b = bare.reset(seed=5)
+    for _ in range(5):
+        *_, info_d = drawn.step(np.array([0.3, -1.0]))
+        *_, info_b = bare.step(np.array([0.3, -1.0]))
+    np.testing.assert_array_equal(info_d["state"], info_b["state"])
+
+
 # -- objects --------------------------------------------------------------------------------------
 
 
@@ -674,6 +697,7 @@ def test_collect_round_trips_push_and_grasp(tmp_path):
         (PushEnv, dict(layout="hard"), r"unknown layout 'hard'.*easy.*wide"),
         (PushEnv, dict(from_pixels=False, reward_type="dense", hand_weight=-1.0), "hand_weight must be"),
         (PushEnv, dict(from_pixels=False, hand_weight=3.0), r"'dense' reward; reward_type is 'sparse'"),
+        (PushEnv, dict(draw_arm="no"), "draw_arm must be true or false"),
         (PushEnv, dict(n_objects=2, layout="easy"), "layout=.wide."),
     ],
 )

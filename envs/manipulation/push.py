@@ -158,6 +158,11 @@ class PushEnv(ManipulationEnv):
             the goal box, the hand where a hand goal would be): RIG's VAE data, which rlkit
             renders after multiworld's ``set_to_goal`` resets, so the objects are spread over the
             goal space instead of starting in the middle. For collecting pretraining data.
+        draw_arm: draw the arm and wrist above the hand (default). ``False`` shows the hand as
+            its palm and fingers only, so the hand covers about as many pixels as the puck: a
+            VAE's latent distance weighs the two by what they change in the picture, and with the
+            arm drawn RIG's pays about 7.5 times more per cm of hand error than of puck error.
+            Physics is the same either way (the arm is drawn only).
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``push``, frame stack 1;
         with several cameras the images are concatenated on the channel axis, in order; a
@@ -189,6 +194,7 @@ class PushEnv(ManipulationEnv):
         n_substeps: int = 25,
         fixed_start: bool = False,
         start_like_goal: bool = False,
+        draw_arm: bool = True,
         from_pixels: bool = True,
         size: int | Sequence[int] = 84,
         camera: CameraSpec | None = None,
@@ -240,6 +246,11 @@ class PushEnv(ManipulationEnv):
         # The closed fingers are a pusher here: slippery pads, so they shove objects instead of
         # dragging them round or up (the grasping task keeps grippy ones).
         scene.model.geom_friction[scene.pad_geoms] = self.pad_friction
+        if not isinstance(draw_arm, bool):
+            raise ValueError(f"draw_arm must be true or false, got {draw_arm!r}")
+        self.draw_arm = draw_arm
+        if not draw_arm:
+            scene.hide_arm()
         self.scene = scene
         self._task_camera_id = mujoco.mj_name2id(scene.model, mujoco.mjtObj.mjOBJ_CAMERA, PUSH_CAMERA.name)
         self._setup_pixels(

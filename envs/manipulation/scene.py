@@ -44,6 +44,7 @@ _GEOM_TYPE = {
     "ellipsoid": mujoco.mjtGeom.mjGEOM_ELLIPSOID,
 }
 HIDDEN_GROUP = 3  # MjvOption draws groups 0-2 only: inactive shapes sit here
+ARM_GEOMS = ("wrist", "forearm", "upper_arm")  # drawn only (no contacts): what Scene.hide_arm hides
 OBJECT_DENSITY = 400.0  # kg/m^3: light plastic toys (a 5 cm cube weighs 50 g)
 PARKED_Z = -0.5  # below the table top, out of every camera: where the goal images put unused objects
 
@@ -392,6 +393,12 @@ class Scene:
                 return True
             body = self.model.body_parentid[body]
         return False
+
+    def hide_arm(self) -> None:
+        """Stop drawing the arm and wrist (drawn-only geoms, so physics is unchanged): the hand
+        is then seen as its palm and fingers only."""
+        for name in ARM_GEOMS:
+            self.model.geom_group[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, name)] = HIDDEN_GROUP
 
     # -- state ------------------------------------------------------------------------------
 
