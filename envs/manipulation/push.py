@@ -159,10 +159,9 @@ class PushEnv(ManipulationEnv):
             renders after multiworld's ``set_to_goal`` resets, so the objects are spread over the
             goal space instead of starting in the middle. For collecting pretraining data.
         draw_arm: draw the arm and wrist above the hand (default). ``False`` shows the hand as
-            its palm and fingers only, so the hand covers about as many pixels as the puck: a
-            VAE's latent distance weighs the two by what they change in the picture, and with the
-            arm drawn RIG's pays about 7.5 times more per cm of hand error than of puck error.
-            Physics is the same either way (the arm is drawn only).
+            its palm and fingers only (a hand move then changes about two thirds of the pixels),
+            to ask whether a learned reward's preference for the hand comes from its footprint
+            (for RIG's VAE it did not: README). Physics is the same either way (drawn only).
         from_pixels, size, camera, cameras, frame_stack, quality, distractor, render_mode,
         render_size: as :class:`~ssrl.envs.dmc.DMCEnv` (default camera ``push``, frame stack 1;
         with several cameras the images are concatenated on the channel axis, in order; a
@@ -220,7 +219,9 @@ class PushEnv(ManipulationEnv):
                 "are in info['hand_distance'] and info['puck_distance'] in every mode)"
             )
         self.reward_type = reward_type
-        if not (isinstance(hand_weight, (int, float)) and np.isfinite(hand_weight) and hand_weight >= 0):
+        if isinstance(hand_weight, bool) or not (
+            isinstance(hand_weight, (int, float)) and np.isfinite(hand_weight) and hand_weight >= 0
+        ):
             raise ValueError(f"hand_weight must be a finite number >= 0, got {hand_weight!r}")
         if hand_weight != 1.0 and reward_type != "dense":
             raise ValueError(f"hand_weight weighs the hand in the 'dense' reward; reward_type is {reward_type!r}")
