@@ -86,6 +86,14 @@ def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = N
     return int(value)
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """A true/false option (Python or NumPy bool), or a ValueError that says so (``1`` and
+    ``"no"`` are refused: a YAML or ``-o`` typo should not silently mean something)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return bool(value)
+
+
 def check_action(action, space: gym.spaces.Box, env_name: str) -> np.ndarray:
     """An action as float64 clipped to [-1, 1], or a ValueError naming the expected shape or the
     non-finite entries (every env of the suite acts in [-1, 1])."""
@@ -225,9 +233,7 @@ class PixelEnv(gym.Env):
             raise ValueError(f"unknown render_mode {render_mode!r}; use one of {self.metadata['render_modes']}")
         if quality not in QUALITIES:
             raise ValueError(f"unknown render quality {quality!r}; use one of {QUALITIES}")
-        if not isinstance(from_pixels, (bool, np.bool_)):
-            raise ValueError(f"from_pixels must be true or false, got {from_pixels!r}")
-        self.from_pixels = bool(from_pixels)
+        self.from_pixels = check_flag("from_pixels", from_pixels)
         self.frame_stack = check_count("frame_stack", frame_stack)
         self.size = parse_size(size)
         self.render_mode = render_mode

@@ -40,7 +40,7 @@ import mujoco
 import numpy as np
 
 from ..distractors import DistractorSpec
-from ..pixels import check_count
+from ..pixels import check_count, check_flag
 from ..render import CameraSpec, Quality
 from .base import ManipulationEnv
 from .scene import (
@@ -239,18 +239,14 @@ class PushEnv(ManipulationEnv):
         self.geometry = geometry
         self.hand_low, self.hand_high = np.array(geometry.hand_low), np.array(geometry.hand_high)
         self.hand_start = np.array(geometry.hand_start)
-        if not isinstance(start_like_goal, bool):
-            raise ValueError(f"start_like_goal must be true or false, got {start_like_goal!r}")
-        self.start_like_goal = start_like_goal
-        self.fixed_start = (bool(fixed_start) or geometry.always_fixed) and not start_like_goal
+        self.start_like_goal = check_flag("start_like_goal", start_like_goal)
+        self.fixed_start = (bool(fixed_start) or geometry.always_fixed) and not self.start_like_goal
         scene = Scene(self.n_objects, None, [PUSH_CAMERA])
         # The closed fingers are a pusher here: slippery pads, so they shove objects instead of
         # dragging them round or up (the grasping task keeps grippy ones).
         scene.model.geom_friction[scene.pad_geoms] = self.pad_friction
-        if not isinstance(draw_arm, bool):
-            raise ValueError(f"draw_arm must be true or false, got {draw_arm!r}")
-        self.draw_arm = draw_arm
-        if not draw_arm:
+        self.draw_arm = check_flag("draw_arm", draw_arm)
+        if not self.draw_arm:
             scene.hide_arm()
         self.scene = scene
         self._task_camera_id = mujoco.mj_name2id(scene.model, mujoco.mjtObj.mjOBJ_CAMERA, PUSH_CAMERA.name)
