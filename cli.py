@@ -107,6 +107,7 @@ def _train(args: argparse.Namespace) -> int:
             aux_kwargs=parse_options(args.aux_option),
             regime_kwargs=parse_options(args.regime_option),
             goal_reward=args.goal_reward,
+            exploration_goals=args.exploration_goals,
             demo=dict(parse_options(args.demo_option), data=args.demo) if args.demo else None,
             eval_every=args.eval_every,
             eval_episodes=args.eval_episodes,
@@ -397,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a goal env with image goals seen through --encoder: 'latent' (the representation's reward: RIG's "
         "-||e(s) - e(g)||, grasp2vec's phi_o(g) . phi_o(o); the default), 'env' (the env's own reward on the "
         "images behind the latents: Push's pixel distance, GraspGoal's object ids) or 'any' (grasping: any lift)",
+    )
+    tr.add_argument(
+        "--exploration-goals",
+        default=None,
+        choices=["prior", "env"],
+        help="a goal env with image goals seen through --encoder with a prior (RIG's VAE): what each training "
+        "episode pursues, 'prior' (imagined goals, RIG; the default) or 'env' (the env's own goal images)",
     )
     tr.add_argument(
         "--aux",

@@ -79,6 +79,8 @@ def make_env(
 # product); "env": the env's reward on the images behind them (Push's pixel distance, Grasp's ids);
 # "any": grasping, any lifted object (indiscriminate grasping).
 GOAL_REWARDS = ("latent", "env", "any")
+# What a training episode pursues on a goal env seen through a representation with a prior.
+EXPLORATION_GOALS = ("prior", "env")
 
 
 def _reward_option(goal_reward: str | None) -> dict[str, str]:
@@ -166,10 +168,13 @@ def has_image_goals(env: gym.Env) -> bool:
     return "desired_goal" in spaces and is_image_space(spaces["desired_goal"])
 
 
-def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: dict[str, Any], seed: int):
+def _online_latents(
+    env: gym.Env, eval_env: gym.Env | None, regime: str, spec: dict[str, Any], seed: int, imagine: bool = True
+):
     """(train env, eval env, hooks) of the decoupled regime on a goal env with image goals: both
     envs seen through one representation's encoder (shared, so fine-tuning reaches both), the
-    training env keeping the images for re-encoding, and the fine-tuning hook."""
+    training env keeping the images for re-encoding (and pursuing imagined goals if ``imagine``),
+    and the fine-tuning hook."""
     from ssrl.representations.online import OnlineFinetuning
 
     if regime != "decoupled":
@@ -186,7 +191,7 @@ def _online_latents(env: gym.Env, eval_env: gym.Env | None, regime: str, spec: d
         )
     rep = representation_for(spec["method"], spec["encoder"], spec["method_kwargs"], env, {}, seed).eval()
     reward = _reward_option(spec.get("goal_reward"))
-    env = rep.observation_wrapper(env, explore=True, keep_images=True, **reward)
+    env = rep.observation_wrapper(env, explore=imagine, keep_images=True, **reward)
     if eval_env is not None:
         eval_env = rep.observation_wrapper(eval_env, explore=False, **reward)
     hook = OnlineFinetuning(rep, env.image_keys, spec.get("regime_kwargs"), seed=seed)
@@ -209,6 +214,7 @@ def train_run(
     aux_kwargs: dict[str, Any] | None = None,
     regime_kwargs: dict[str, Any] | None = None,
     goal_reward: str | None = None,
+    exploration_goals: str | None = None,
     demo: dict[str, Any] | None = None,
     eval_every: int = 10_000,
     eval_episodes: int = 10,
@@ -228,7 +234,11 @@ def train_run(
     (:class:`~ssrl.representations.online.OnlineConfig`: the decoupled regime on a goal env with
     image goals); ``goal_reward``: on a goal env with image goals seen through an encoder,
     ``"latent"`` (RIG's -||e(s) - e(g)||, the default) or ``"env"`` (the env's own reward on the
-    images behind the latents: RIG's pixel-distance ablation on Push); ``demo``: imitate a demonstration with TCN's
+    images behind the latents: RIG's pixel-distance ablation on Push); ``exploration_goals``: what a
+    training episode on such an env pursues when the representation has a prior, ``"prior"`` (RIG's
+    imagined goals, the default) or ``"env"`` (the env's own image goals, rlkit's
+    ``exploration_goal_sampling_mode="env"``; relabelling with imagined goals is unchanged, set by
+    ``imagined_goal_ratio``); ``demo``: imitate a demonstration with TCN's
     reward on the frozen encoder's embedding (``{"data": FOLDER, "episode": 0, "camera": ...}``);
     evaluations then report the task's own return.
     """
@@ -264,6 +274,17 @@ def train_run(
                 "--goal-reward applies to a goal env seen through an encoder (--encoder: frozen or decoupled)"
             )
         spec["goal_reward"] = goal_reward
+    if exploration_goals not in (None, "prior"):  # (absent otherwise, so earlier run folders keep their identity)
+        if exploration_goals not in EXPLORATION_GOALS:
+            raise ValueError(
+                f"unknown exploration goals {exploration_goals!r}; use one of {', '.join(EXPLORATION_GOALS)}"
+            )
+        if regime not in ("frozen", "decoupled"):
+            raise ValueError(
+                "--exploration-goals applies to a goal env seen through an encoder (--encoder: frozen or decoupled)"
+            )
+        spec["exploration_goals"] = exploration_goals
+    imagine = spec.get("exploration_goals", "prior") == "prior"
     if regime_kwargs:  # (absent otherwise, so earlier run folders keep their identity)
         from ssrl.representations.online import OnlineConfig
 
@@ -276,14 +297,14 @@ def train_run(
         folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
         frozen = spec["encoder"] if regime == "frozen" else None
         reward = spec.get("goal_reward")
-        env = make_env(env_id, spec["env_kwargs"], frozen, demo=spec.get("demo"), goal_reward=reward)
+        env = make_env(env_id, spec["env_kwargs"], frozen, explore=imagine, demo=spec.get("demo"), goal_reward=reward)
         eval_env, hooks = None, []
         try:
             if eval_episodes > 0:
                 eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video, explore=False, goal_reward=reward)
             agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
             if regime in ("finetune", "decoupled", "joint") and has_image_goals(env):
-                env, eval_env, hooks = _online_latents(env, eval_env, regime, spec, seed)
+                env, eval_env, hooks = _online_latents(env, eval_env, regime, spec, seed, imagine)
             elif "goal_reward" in spec and regime != "frozen":
                 raise ValueError("--goal-reward applies to goal envs with image goals only")
             elif "regime_kwargs" in spec:

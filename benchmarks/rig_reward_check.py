@@ -18,6 +18,14 @@ positions), this prints:
 A random-init encoder of the first model's architecture is scored beside them, and
 ``reconstructions.png`` beside ``--out`` shows 8 frames of the data (top row) and each model's
 reconstruction of them (one row per model, in the order given).
+
+With ``--profile N`` it also draws the reward a RIG agent would get near a goal, on ``N`` goals of
+the data's env (its options, size and camera): the latent distance from the goal image to an
+image of the same scene with only the hand, or only the puck, moved ``d`` cm from its goal in a
+random direction (``d`` = 0..15 cm), everything else in place. It says whether the reward falls
+steadily as the puck nears its goal or saturates (no gradient while the puck is far), and how
+noisy it is from one goal to the next: ``reward_profile.png`` beside ``--out`` (mean and 10-90%
+band per model), and the means in the JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import numpy as np
 
 HAND_XY = slice(0, 2)  # ground_truth(): hand pose (7), fingers (2), then the object's pose
 PUCK_XY = slice(9, 11)
+PROFILE_CM = np.arange(16)  # distances of the reward profile
 
 
 def knn_r2(z_train, y_train, z_test, y_test, k: int = 5) -> float:
@@ -74,8 +83,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", required=True, help="a Push data set (ssrl collect)")
     parser.add_argument("--episodes", type=int, default=60, help="episodes of the data to score on")
     parser.add_argument("--pairs", type=int, default=5000)
+    parser.add_argument("--profile", type=int, default=0, help="goals of the reward profile (0: none)")
     parser.add_argument("--out", default="outputs/benchmarks/rig_reward_check.json")
     args = parser.parse_args(argv)
+    if args.profile < 0:
+        parser.error(f"--profile must be >= 0, got {args.profile}")
 
     import torch
 
@@ -104,10 +116,108 @@ def main(argv=None) -> dict:
             f"{r['puck_linear_r2']:.2f} / {r['puck_knn_r2']:.2f} | {r['per_cm_hand']:.3f} / {r['per_cm_puck']:.3f} | "
             f"{r['corr_hand']:.2f} / {r['corr_puck']:.2f}"
         )
-    write_json(args.out, {"data": args.data, "episodes": args.episodes, "results": results})
     labels = [label(m) for m in reps]
+    report = {"data": args.data, "episodes": args.episodes, "results": results}
+    if args.profile:
+        env = profile_env(args.data)
+        try:
+            profiles = {name: reward_profile(rep, env, args.profile) for name, rep in reps.items()}
+        finally:
+            env.close()
+        print(f"latent distance to the goal image, mean over {args.profile} goals, with one thing moved d cm:")
+        print("model | moved | " + " | ".join(f"{d} cm" for d in PROFILE_CM[::3]))
+        for name, profile in profiles.items():
+            for moved in ("hand", "puck"):
+                means = np.nanmean(profile[moved], 0)[::3]
+                print(f"{label(name)} | {moved} | " + " | ".join(f"{m:.2f}" for m in means))
+        report["profile"] = {
+            "cm": PROFILE_CM.tolist(),
+            "goals": args.profile,
+            "mean": {name: {k: np.nanmean(v, 0).tolist() for k, v in p.items()} for name, p in profiles.items()},
+        }
+        plot_profiles(profiles, labels, pathlib.Path(args.out).parent / "reward_profile.png")
+    write_json(args.out, report)
     reconstructions(data, list(reps.values()), labels, pathlib.Path(args.out).parent / "reconstructions.png")
     return results
+
+
+def profile_env(data_folder: str):
+    """The Push env a data set was collected in (its options, image size and camera)."""
+    import json
+
+    from ssrl.envs import make
+
+    meta = json.loads((pathlib.Path(data_folder) / "meta.json").read_text())
+    return make(meta["env_id"], size=meta["size"], cameras=meta["cameras"], **meta["env_kwargs"])
+
+
+def _moved(xy: np.ndarray, cm: float, low, high, rng: np.random.Generator, tries: int = 64):
+    """``xy`` moved ``cm`` centimetres in a random direction that stays in the box, or None."""
+    for _ in range(tries):
+        angle = rng.uniform(0, 2 * np.pi)
+        new = xy + cm / 100 * np.array([np.cos(angle), np.sin(angle)])
+        if np.all(new >= low) and np.all(new <= high):
+            return new
+    return None
+
+
+def reward_profile(rep, env, goals: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``{"hand": D, "puck": D}``, ``D[k, j]``: the latent distance ``||e(s) - e(g)||`` between
+    goal ``k``'s image and the same scene with the hand (or the puck) moved ``PROFILE_CM[j]`` cm
+    from its goal position (NaN where no direction keeps it in the hand's box or the goal box)."""
+    push = env.unwrapped
+    rng = np.random.default_rng(seed)
+    boxes = {
+        "hand": (slice(0, 2), push.hand_low, push.hand_high),
+        "puck": (slice(2, 4), np.array(push.geometry.goal_low), np.array(push.geometry.goal_high)),
+    }
+    out = {moved: np.full((goals, len(PROFILE_CM)), np.nan) for moved in boxes}
+    for k in range(goals):
+        env.reset(seed=seed + k)
+        goal = push.state_desired_goal
+        images, where = [push.render_goal_image(goal)], []
+        for moved, (part, low, high) in boxes.items():
+            for j, cm in enumerate(PROFILE_CM):
+                xy = _moved(goal[part], float(cm), low, high, rng)
+                if xy is not None:
+                    state = goal.copy()
+                    state[part] = xy
+                    images.append(push.render_goal_image(state))
+                    where.append((moved, j))
+        z = rep.embed(np.stack(images))
+        for (moved, j), distance in zip(where, np.linalg.norm(z[1:] - z[0], axis=1)):
+            out[moved][k, j] = distance
+    return out
+
+
+def plot_profiles(profiles: dict[str, dict[str, np.ndarray]], labels: list[str], path: pathlib.Path) -> pathlib.Path:
+    """Two panels (hand moved, puck moved): latent distance against cm, mean and 10-90% band per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssrl.utils import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for profile, label, colour in zip(profiles.values(), labels, plt.cm.tab10.colors):
+        for ax, moved in zip(axes, ("hand", "puck")):
+            d = profile[moved]
+            ax.plot(PROFILE_CM, np.nanmean(d, 0), color=colour, label=label)
+            lo, hi = np.nanpercentile(d, [10, 90], axis=0)
+            ax.fill_between(PROFILE_CM, lo, hi, color=colour, alpha=0.15, lw=0)
+    for ax, moved in zip(axes, ("hand", "puck")):
+        ax.set_title(f"only the {moved} moved from its goal", fontsize=10)
+        ax.set_xlabel(f"{moved} distance from its goal (cm)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("latent distance ||e(s) - e(g)||\n(RIG's reward is minus this)")
+    axes[1].legend(fontsize=8, title="VAE", title_fontsize=8)
+    fig.suptitle("What RIG's reward pays near a goal (mean over goals; band: 10-90%)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 def reconstructions(data, reps, labels: list[str], path: pathlib.Path, frames: int = 8) -> pathlib.Path:

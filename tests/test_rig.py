@@ -178,6 +178,48 @@ def test_ssrl_train_with_a_beta_vae_checkpoint_runs_rig_and_reports_final_distan
     assert header[-2:] == ["final_puck_distance", "final_hand_distance"]
 
 
+@pytest.mark.parametrize("exploration_goals", ["prior", "env"])
+def test_exploration_goals_env_pursues_the_envs_goal_images_and_still_relabels_with_imagined(
+    vae, tmp_path, exploration_goals
+):
+    import json
+
+    from ssrl.agents import SAC as Loaded
+    from ssrl.agents.run import make_env, train_run
+
+    checkpoint = vae.save(tmp_path / "vae.pt")
+    run = tmp_path / exploration_goals
+    tiny = {"hidden_dims": (8, 8), "learning_starts": 50, "her_ratio": 0.4, "imagined_goal_ratio": 0.5}
+    train_run(run, "ssrl/Push-v0", env_steps=60, env_kwargs={"size": SIZE, "max_episode_steps": 20},
+              hyperparams=tiny, encoder=str(checkpoint), exploration_goals=exploration_goals, eval_episodes=0,
+              progress=False, tensorboard=False)  # fmt: skip
+    env = make_env("ssrl/Push-v0", {"size": SIZE, "max_episode_steps": 20}, str(checkpoint), explore=False)
+    agent = Loaded.load(run / "checkpoint" / "agent.pt", env=env)
+    agent.replay.load(run / "checkpoint" / "replay", agent.replay_meta)
+    goals = agent.replay.store["desired_goal"][:60]
+    # The prior is N(3, 0.5^2) per latent; the goal images' encodings are far from it.
+    images = []
+    for seed in range(3):
+        env.reset(seed=seed)
+        images.append(env.unwrapped.render_goal_image())
+    real = vae.embed(np.stack(images))
+    assert np.abs(real - 3).min() > 1.5
+    if exploration_goals == "prior":
+        assert np.abs(goals.mean() - 3) < 0.3
+        assert "exploration_goals" not in json.loads((run / "run.json").read_text())  # old runs keep their identity
+    else:
+        assert np.abs(goals - 3).min() > 1.5
+        assert json.loads((run / "run.json").read_text())["exploration_goals"] == "env"
+        assert agent.replay.imagined_ratio == 0.5  # relabelling still imagines
+    if exploration_goals == "env":
+        with pytest.raises(ValueError, match="unknown exploration goals 'replay'; use one of prior, env"):
+            train_run(tmp_path / "bad", "ssrl/Push-v0", env_steps=60, env_kwargs={"size": SIZE},
+                      encoder=str(checkpoint), exploration_goals="replay", progress=False)  # fmt: skip
+        with pytest.raises(ValueError, match="--exploration-goals applies to a goal env seen through an encoder"):
+            train_run(tmp_path / "bad", "ssrl/Push-v0", env_steps=60, env_kwargs={"from_pixels": False},
+                      exploration_goals="env", progress=False)  # fmt: skip
+
+
 def test_state_push_offers_env_goals_for_the_oracles_relabelling():
     env = gym.make("ssrl/Push-v0", from_pixels=False)
     assert env.get_wrapper_attr("can_imagine_goals")
