@@ -323,3 +323,32 @@ def test_rig_reward_check_attributes_latent_distance_to_hand_and_puck_by_hand():
     # kNN R^2: perfect for what the latents hold, about none for what they do not.
     assert knn_r2(z[:300], hand[:300], z[300:], hand[300:]) > 0.95
     assert knn_r2(z[:300], puck[:300], z[300:], puck[300:]) < 0.2
+
+
+def test_reward_profile_moves_only_what_it_says_and_pays_what_the_encoder_sees():
+    from ssrl.benchmarks.rig_reward_check import PROFILE_CM, _moved, reward_profile
+    from ssrl.envs import make as make_env
+
+    rng = np.random.default_rng(0)
+    low, high = np.array([-0.1, -0.06]), np.array([0.1, 0.08])
+    for cm in (0.0, 3.0, 11.0):
+        xy = _moved(np.array([0.05, 0.0]), cm, low, high, rng)
+        assert np.linalg.norm(xy - [0.05, 0.0]) == pytest.approx(cm / 100) and np.all((xy >= low) & (xy <= high))
+    assert _moved(np.array([0.0, 0.0]), 30.0, low, high, rng) is None  # no direction stays in a 20 x 14 cm box
+
+    class PuckOnly:  # "latents": the red puck's centroid in pixels, blind to the hand
+        def embed(self, images):
+            red = (images[:, 0] > 150) & (images[:, 1] < 90) & (images[:, 2] < 90)
+            rows, cols = np.indices(red.shape[1:])
+            return np.stack([[(rows * r).sum() / r.sum(), (cols * r).sum() / r.sum()] for r in red])
+
+    env = make_env("ssrl/Push-v0", size=64)
+    profile = reward_profile(PuckOnly(), env, goals=4)
+    env.close()
+    for moved in ("hand", "puck"):
+        assert np.all(profile[moved][:, 0] == 0)  # nothing moved: the goal image itself
+    hand, puck = np.nanmean(profile["hand"], 0), np.nanmean(profile["puck"], 0)
+    # The hand moves and the puck's centroid stays, bar the hand uncovering part of the puck: any
+    # hand move pays less than a 2 cm puck move.
+    assert np.nanmax(hand) < puck[2]
+    assert np.all(np.diff(puck[PROFILE_CM <= 10]) > 0) and puck[10] > 5  # pixels: grows with the puck's move
