@@ -26,6 +26,12 @@ random direction (``d`` = 0..15 cm), everything else in place. It says whether t
 steadily as the puck nears its goal or saturates (no gradient while the puck is far), and how
 noisy it is from one goal to the next: ``reward_profile.png`` beside ``--out`` (mean and 10-90%
 band per model), and the means in the JSON.
+
+For models with a prior (RIG's imagined goals) it also asks whether those goals look like the
+data: the median distance from 500 prior samples to their nearest data latent, against the
+median nearest-neighbour distance among 500 data latents (RIG's goals are plausible when the
+first is of the order of the second), and ``prior_goals.png`` beside ``--out``: 8 samples
+decoded per model.
 """
 
 from __future__ import annotations
@@ -74,7 +80,31 @@ def score(rep, data, pairs: int) -> dict[str, float]:
         out[f"{name}_linear_r2"] = float(linear_probe_r2(z[fit], y[fit], z[~fit], y[~fit])[0])
         out[f"{name}_knn_r2"] = knn_r2(z[fit], y[fit], z[~fit], y[~fit])
     out.update(reward_attribution(z, hand, puck, pairs))
+    out.update(prior_plausibility(rep, z))
     return out
+
+
+def prior_plausibility(rep, z: np.ndarray, n: int = 500, seed: int = 0) -> dict[str, float]:
+    """Median nearest-data distance of ``n`` imagined goals and of ``n`` data latents (to the
+    others), or nothing for a model without a prior."""
+    sampler = rep.goal_sampler()
+    if sampler is None:
+        return {}
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(z), min(len(z), 4 * n), replace=False)
+    pool, queries = z[pick], z[pick[:n]]
+    goals = np.asarray(sampler(n, rng, queries), np.float32)
+
+    def nearest(a: np.ndarray, exclude_self: bool) -> np.ndarray:
+        d = np.linalg.norm(a[:, None] - pool[None], axis=-1)
+        if exclude_self:
+            d[np.arange(len(a)), np.arange(len(a))] = np.inf  # queries are the pool's first rows
+        return d.min(1)
+
+    return {
+        "prior_nearest_data": float(np.median(nearest(goals, False))),
+        "data_nearest_data": float(np.median(nearest(queries, True))),
+    }
 
 
 def main(argv=None) -> dict:
@@ -136,9 +166,47 @@ def main(argv=None) -> dict:
             "mean": {name: {k: np.nanmean(v, 0).tolist() for k, v in p.items()} for name, p in profiles.items()},
         }
         plot_profiles(profiles, labels, pathlib.Path(args.out).parent / "reward_profile.png")
+    for name, r in results.items():
+        if "prior_nearest_data" in r:
+            print(
+                f"{label(name)}: imagined goals lie {r['prior_nearest_data']:.2f} from the nearest data latent; data "
+                f"latents {r['data_nearest_data']:.2f} from each other"
+            )
     write_json(args.out, report)
-    reconstructions(data, list(reps.values()), labels, pathlib.Path(args.out).parent / "reconstructions.png")
+    folder = pathlib.Path(args.out).parent
+    reconstructions(data, list(reps.values()), labels, folder / "reconstructions.png")
+    with_prior = [(rep, lab) for rep, lab in zip(reps.values(), labels) if rep.goal_decoder() is not None]
+    prior_goals(data, [r for r, _ in with_prior], [lab for _, lab in with_prior], folder / "prior_goals.png")
     return results
+
+
+def prior_goals(data, reps, labels: list[str], path: pathlib.Path, n: int = 8, seed: int = 0) -> pathlib.Path | None:
+    """``n`` imagined goals of each model (a row each), decoded: what RIG's exploration pursues
+    (a conditioned sampler keeps the context of ``n`` frames of ``data``)."""
+    if not reps:
+        return None
+    like = data.stack(np.linspace(0, len(data.state) - 1, n).astype(int), None, 1)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ssrl.utils import atomic_path
+
+    fig, axes = plt.subplots(len(reps), n, figsize=(1.2 * n, 1.3 * len(reps)), squeeze=False)
+    for ax_row, rep, label in zip(axes, reps, labels):
+        images = rep.goal_decoder()(rep.goal_sampler()(n, np.random.default_rng(seed), rep.embed(like)))
+        for ax, image in zip(ax_row, images):
+            ax.imshow(np.asarray(image).transpose(1, 2, 0))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        ax_row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("Imagined goals: samples of each VAE's fitted prior, decoded", fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 def profile_env(data_folder: str):

@@ -352,3 +352,21 @@ def test_reward_profile_moves_only_what_it_says_and_pays_what_the_encoder_sees()
     # hand move pays less than a 2 cm puck move.
     assert np.nanmax(hand) < puck[2]
     assert np.all(np.diff(puck[PROFILE_CM <= 10]) > 0) and puck[10] > 5  # pixels: grows with the puck's move
+
+
+def test_prior_plausibility_measures_how_far_imagined_goals_lie_from_the_data():
+    from ssrl.benchmarks.rig_reward_check import prior_plausibility
+
+    grid = np.stack(np.meshgrid(np.arange(40.0), np.arange(40.0)), -1).reshape(-1, 2)  # data 1 apart
+
+    class Prior:
+        def __init__(self, offset):
+            self.offset = offset
+
+        def goal_sampler(self):
+            return lambda n, rng, like: grid[rng.choice(len(grid), n)] + self.offset
+
+    on_data = prior_plausibility(Prior(0.0), grid)
+    assert on_data["prior_nearest_data"] == 0.0 and on_data["data_nearest_data"] == 1.0
+    assert prior_plausibility(Prior(100.0), grid)["prior_nearest_data"] > 60  # beyond the 40 x 40 grid
+    assert prior_plausibility(make("curl", (3, SIZE, SIZE)), grid) == {}  # no prior, nothing to say
