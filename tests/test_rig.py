@@ -370,3 +370,31 @@ def test_prior_plausibility_measures_how_far_imagined_goals_lie_from_the_data():
     assert on_data["prior_nearest_data"] == 0.0 and on_data["data_nearest_data"] == 1.0
     assert prior_plausibility(Prior(100.0), grid)["prior_nearest_data"] > 60  # beyond the 40 x 40 grid
     assert prior_plausibility(make("curl", (3, SIZE, SIZE)), grid) == {}  # no prior, nothing to say
+
+
+def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
+    from ssrl.benchmarks.rig_factorial import REWARD_ENTRIES, make_env
+
+    env = make_env(vae.encoder, "state", "latent", SIZE, 1.0)
+    obs, info = env.reset(seed=0)
+    push = env.unwrapped
+    for _ in range(3):
+        obs, reward, _, _, info = env.step(np.array([0.5, -1.0], np.float32))
+        np.testing.assert_array_equal(obs["observation"], push.state_observation())
+        np.testing.assert_allclose(obs["achieved_goal"], info["state_achieved_goal"])
+        frame = push.render_goal_image(info["state_achieved_goal"])  # the scene as it stands
+        np.testing.assert_allclose(obs["reward_achieved"], vae.embed(frame[None])[0], atol=1e-4)
+        np.testing.assert_allclose(obs["reward_desired"], vae.embed(push.render_goal_image()[None])[0], atol=1e-4)
+        assert reward == pytest.approx(-np.linalg.norm(obs["reward_achieved"] - obs["reward_desired"]), rel=1e-5)
+    # Latents observed, the state rewarded with the hand weighted twice: by hand.
+    env = make_env(vae.encoder, "latent", "state", SIZE, 2.0)
+    env.reset(seed=0)
+    obs, reward, _, _, info = env.step(np.array([1.0, 0.0], np.float32))
+    assert obs["observation"].shape == (4,)
+    (h, p), (hg, pg) = np.split(info["state_achieved_goal"], 2), np.split(info["state_desired_goal"], 2)
+    assert reward == pytest.approx(-np.sqrt(4 * np.sum((h - hg) ** 2) + np.sum((p - pg) ** 2)), rel=1e-5)
+    # The agent stores the reward's entries, never reads them, and relabels on them.
+    agent = SAC(env, her_ratio=0.4, hidden_dims=(8, 8))
+    assert agent.side_keys == REWARD_ENTRIES and agent.replay.reward_keys == REWARD_ENTRIES
+    with pytest.raises(ValueError, match="observe must be one of"):
+        make_env(vae.encoder, "pixels", "latent", SIZE, 1.0)

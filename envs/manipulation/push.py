@@ -297,6 +297,11 @@ class PushEnv(ManipulationEnv):
     def state_achieved_goal(self) -> np.ndarray:
         return np.concatenate([self.scene.hand_pos[:2], self.scene.object_pos()[:, :2].ravel()])
 
+    def state_observation(self) -> np.ndarray:
+        """What state mode observes, ``[hand_xy, object_xy..., hand_vel_xy, object_vel_xy...]``
+        (float32), in either mode: the state oracle's input beside a pixel agent's."""
+        return self._state_obs()["observation"]
+
     @property
     def object_specs(self) -> list[ObjectSpec]:
         return list(self.scene.specs)

@@ -1,0 +1,147 @@
+"""Which half of RIG stops the push: what the agent observes, or what it is rewarded with?
+
+    python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state --reward latent|state
+        --out FOLDER [--env-steps 100000] [--seed 0] [--size 48] [--hand-weight 1.0]
+
+RIG changes two things at once against the state oracle: the agent observes the VAE's latents
+instead of the true state, and it is rewarded with the latent distance ``-||e(s) - e(g)||``
+instead of a distance between true states. This script trains SAC + HER (HER's recipe, as
+``ssrl train`` gives goal envs, with ``her_ratio=0.4`` and no imagined goals) on
+``ssrl/Push-v0`` from pixels with each half set separately:
+
+* ``--observe latent``: observation and goals are the encoder's latents of the frame and of the
+  goal image (``EncodedObservation``); ``--observe state``: the state oracle's observation
+  ``[hand_xy, puck_xy, hand_vel_xy, puck_vel_xy]`` and goals ``[hand_xy, puck_xy]``.
+* ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
+  ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
+
+Where the reward's source differs from the observation's, the reward's achieved and desired
+values ride along as entries the replay stores but the agent never reads (``reward_achieved``,
+``reward_desired``), and relabelled rows are rewarded on those of the same instants, so one
+reward function holds everywhere. Every episode pursues the env's goal image (no imagined
+goals: they exist in latent space only). Evaluation: 20 episodes on the env's goals every 10k
+env steps, final puck and hand distances in ``eval.csv``, like ``ssrl train``. A run resumes
+from its folder.
+
+``latent``/``latent`` is RIG exploring on the env's goals; ``state``/``state`` the oracle (seen
+here through a pixel env, so it renders at every step as the others do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import gymnasium as gym
+import numpy as np
+
+SOURCES = ("latent", "state")
+REWARD_ENTRIES = ("reward_achieved", "reward_desired")
+
+
+class ObserveAndReward(gym.Wrapper):
+    """A Push env seen through ``EncodedObservation`` (latent entries; ``info`` holds the true
+    state), re-served with the observation from one source and the reward from another."""
+
+    def __init__(self, env: gym.Env, observe: str, reward: str, hand_weight: float = 1.0) -> None:
+        super().__init__(env)
+        for name, value in (("observe", observe), ("reward", reward)):
+            if value not in SOURCES:
+                raise ValueError(f"{name} must be one of {SOURCES}, got {value!r}")
+        self.observe, self.reward_source, self.hand_weight = observe, reward, float(hand_weight)
+        latent = env.observation_space.spaces
+        state_dim = self.env.unwrapped.state_observation().shape[0]
+        goal_dim = self.env.unwrapped.state_desired_goal.shape[0]
+
+        def box(n: int) -> gym.spaces.Box:
+            return gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
+
+        spaces = {
+            "latent": {k: latent[k] for k in ("observation", "achieved_goal", "desired_goal")},
+            "state": {"observation": box(state_dim), "achieved_goal": box(goal_dim), "desired_goal": box(goal_dim)},
+        }
+        served = dict(spaces[observe])
+        if reward != observe:
+            served.update(zip(REWARD_ENTRIES, (spaces[reward]["achieved_goal"], spaces[reward]["desired_goal"])))
+        self.observation_space = gym.spaces.Dict(served)
+        self.reward_keys = REWARD_ENTRIES if reward != observe else ("achieved_goal", "desired_goal")
+
+    def _serve(self, latent_obs: dict, info: dict) -> dict:
+        sources = {
+            "latent": latent_obs,
+            "state": {
+                "observation": self.env.unwrapped.state_observation().astype(np.float32),
+                "achieved_goal": np.asarray(info["state_achieved_goal"], np.float32),
+                "desired_goal": np.asarray(info["state_desired_goal"], np.float32),
+            },
+        }
+        obs = {k: sources[self.observe][k] for k in ("observation", "achieved_goal", "desired_goal")}
+        if self.reward_source != self.observe:
+            rewarded = sources[self.reward_source]
+            obs.update(zip(REWARD_ENTRIES, (rewarded["achieved_goal"], rewarded["desired_goal"])))
+        return obs
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        """The reward source's distance, vectorised (latent: plain; state: the hand weighted)."""
+        diff = np.asarray(achieved_goal, np.float64) - np.asarray(desired_goal, np.float64)
+        if self.reward_source == "state":
+            diff[..., :2] *= self.hand_weight
+        return -np.linalg.norm(diff, axis=-1).astype(np.float32)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return self._serve(obs, info), info
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        obs = self._serve(obs, info)
+        reward = float(self.compute_reward(obs[self.reward_keys[0]], obs[self.reward_keys[1]], info))
+        return obs, reward, terminated, truncated, info
+
+
+def make_env(encoder, observe: str, reward: str, size: int, hand_weight: float) -> gym.Env:
+    from ssrl.envs import make
+    from ssrl.representations import EncodedObservation
+
+    env = EncodedObservation(make("ssrl/Push-v0", size=size), encoder)  # no goal sampler: env goals
+    return ObserveAndReward(env, observe, reward, hand_weight)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", required=True, help="a beta-VAE checkpoint (the latents of both halves)")
+    parser.add_argument("--observe", required=True, choices=SOURCES)
+    parser.add_argument("--reward", required=True, choices=SOURCES)
+    parser.add_argument("--hand-weight", type=float, default=1.0, help="the state reward's weight on the hand")
+    parser.add_argument("--size", type=int, default=48, help="image size (the VAE's)")
+    parser.add_argument("--env-steps", type=int, default=100_000)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from ssrl.agents import SAC, Trainer
+    from ssrl.representations import load_representation
+
+    torch.set_num_threads(1)
+    out = pathlib.Path(args.out)
+    encoder = load_representation(args.encoder).eval().encoder
+    env = make_env(encoder, args.observe, args.reward, args.size, args.hand_weight)
+    eval_env = make_env(encoder, args.observe, args.reward, args.size, args.hand_weight)
+    checkpoint = out / "checkpoint" / "agent.pt"
+    if checkpoint.exists():
+        agent = SAC.load(checkpoint, env=env)
+        agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
+    else:
+        agent = SAC(env, seed=args.seed, her_ratio=0.4, imagined_goal_ratio=0.0)
+    trainer = Trainer(agent, env, eval_env, eval_episodes=args.eval_episodes, run_dir=out, tensorboard=False)
+    summary = trainer.train(args.env_steps)
+    env.close()
+    eval_env.close()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
