@@ -396,5 +396,10 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     # The agent stores the reward's entries, never reads them, and relabels on them.
     agent = SAC(env, her_ratio=0.4, hidden_dims=(8, 8))
     assert agent.side_keys == REWARD_ENTRIES and agent.replay.reward_keys == REWARD_ENTRIES
+    scaled = make_env(vae.encoder, "latent", "state", SIZE, 2.0, reward_scale=0.05)
+    scaled.reset(seed=0)
+    assert scaled.step(np.array([1.0, 0.0], np.float32))[1] == pytest.approx(0.05 * reward, rel=1e-5)
     with pytest.raises(ValueError, match="observe must be one of"):
         make_env(vae.encoder, "pixels", "latent", SIZE, 1.0)
+    with pytest.raises(ValueError, match="reward_scale must be a finite number > 0"):
+        make_env(vae.encoder, "latent", "latent", SIZE, 1.0, reward_scale=0.0)
