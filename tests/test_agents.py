@@ -107,9 +107,13 @@ def test_tanh_gaussian_log_prob_matches_torch_distributions():
     torch.testing.assert_close(log_prob, dist.log_prob(action).sum(-1), rtol=1e-4, atol=1e-3)
 
 
-def test_sac_critic_and_actor_losses_equal_hand_computation():
+@pytest.mark.parametrize("reward_scale", [1.0, 0.25])
+def test_sac_critic_and_actor_losses_equal_hand_computation(reward_scale):
     env = Reach1D()
-    agent = SAC(env, hidden_dims=(8, 8), batch_size=5, buffer_size=100, init_alpha=0.3, actor_update_freq=1)
+    agent = SAC(
+        env, hidden_dims=(8, 8), batch_size=5, buffer_size=100, init_alpha=0.3, actor_update_freq=1,
+        reward_scale=reward_scale,
+    )  # fmt: skip
     fill(agent, env, 40)
     batch = agent.replay.sample(5)
     batch.discount[0] = 0.0  # one terminal transition: no bootstrap
@@ -123,7 +127,7 @@ def test_sac_critic_and_actor_losses_equal_hand_computation():
     with torch.no_grad():
         next_a, next_logp = actor0(next_obs, gen)
         q1t, q2t = target0(next_obs, next_a)
-        y = rew + gamma * disc * (torch.minimum(q1t, q2t) - alpha * next_logp)
+        y = reward_scale * rew + gamma * disc * (torch.minimum(q1t, q2t) - alpha * next_logp)
         q1, q2 = critic0(obs, act)
         critic_hand = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
     metrics = agent.update(batch)

@@ -396,6 +396,7 @@ def test_config_values_of_the_wrong_type_are_named_and_yaml_numbers_are_read_as_
         ("sac", {"actor_lr": -1e-3}, "actor_lr must be >= 0"),
         ("sac", {"alpha_lr": -1}, "alpha_lr must be >= 0"),
         ("sac", {"init_alpha": 0}, "init_alpha must be positive"),
+        ("td3", {"reward_scale": 0}, "TD3Config.reward_scale must be positive, got 0"),
         ("sac", {"her_ratio": 1.0}, r"her_ratio must be in \[0, 1\)"),
         ("sac", {"learning_starts": -1}, "learning_starts must be >= 0"),
         ("sac", {"hidden_dims": [64, 0]}, "hidden_dims must be positive widths"),
