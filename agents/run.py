@@ -168,6 +168,14 @@ def has_image_goals(env: gym.Env) -> bool:
     return "desired_goal" in spaces and is_image_space(spaces["desired_goal"])
 
 
+def _imagines_goals(env: gym.Env) -> bool:
+    """Whether ``env`` (through its wrappers) can imagine goals (a representation's prior)."""
+    try:
+        return bool(env.get_wrapper_attr("can_imagine_goals"))
+    except AttributeError:
+        return False
+
+
 def _online_latents(
     env: gym.Env, eval_env: gym.Env | None, regime: str, spec: dict[str, Any], seed: int, imagine: bool = True
 ):
@@ -319,6 +327,11 @@ def train_run(
                 if regime != "finetune":
                     cameras = replay_cameras(env, rep)
                     aux_obj = RepresentationObjective(rep, regime, int(env.action_space.shape[0]), seed, cameras)
+            if "exploration_goals" in spec and not _imagines_goals(env):
+                raise ValueError(
+                    "--exploration-goals chooses between imagined and env goals: it needs a goal env with image goals "
+                    "seen through a representation with a prior (RIG's beta-VAE)"
+                )
             agent_cls = ALGOS[algo]
             checkpoint = out / "checkpoint" / "agent.pt"
             if checkpoint.exists():

@@ -215,6 +215,10 @@ def test_exploration_goals_env_pursues_the_envs_goal_images_and_still_relabels_w
         with pytest.raises(ValueError, match="unknown exploration goals 'replay'; use one of prior, env"):
             train_run(tmp_path / "bad", "ssrl/Push-v0", env_steps=60, env_kwargs={"size": SIZE},
                       encoder=str(checkpoint), exploration_goals="replay", progress=False)  # fmt: skip
+        with pytest.raises(ValueError, match="needs a goal env with image goals seen through a representation with"):
+            train_run(tmp_path / "bad", "ssrl/Push-v0", env_steps=60, env_kwargs={"size": SIZE},
+                      encoder=str(make("curl", (3, SIZE, SIZE)).save(tmp_path / "curl.pt")),
+                      exploration_goals="env", progress=False)  # fmt: skip
         with pytest.raises(ValueError, match="--exploration-goals applies to a goal env seen through an encoder"):
             train_run(tmp_path / "bad", "ssrl/Push-v0", env_steps=60, env_kwargs={"from_pixels": False},
                       exploration_goals="env", progress=False)  # fmt: skip
