@@ -74,28 +74,30 @@ class ObserveAndReward(gym.Wrapper):
         self.observation_space = gym.spaces.Dict(served)
         self.reward_keys = REWARD_ENTRIES if reward != observe else ("achieved_goal", "desired_goal")
 
-    def _serve(self, latent_obs: dict, info: dict) -> dict:
-        sources = {
-            "latent": latent_obs,
-            "state": {
-                "observation": self.env.unwrapped.state_observation().astype(np.float32),
-                "achieved_goal": np.asarray(info["state_achieved_goal"], np.float32),
-                "desired_goal": np.asarray(info["state_desired_goal"], np.float32),
-            },
+    def _source(self, name: str, latent_obs: dict, info: dict) -> dict:
+        if name == "latent":
+            return latent_obs
+        return {
+            "observation": self.env.unwrapped.state_observation().astype(np.float32),
+            "achieved_goal": np.asarray(info["state_achieved_goal"], np.float32),
+            "desired_goal": np.asarray(info["state_desired_goal"], np.float32),
         }
-        obs = {k: sources[self.observe][k] for k in ("observation", "achieved_goal", "desired_goal")}
+
+    def _serve(self, latent_obs: dict, info: dict) -> dict:
+        observed = self._source(self.observe, latent_obs, info)
+        obs = {k: observed[k] for k in ("observation", "achieved_goal", "desired_goal")}
         if self.reward_source != self.observe:
-            rewarded = sources[self.reward_source]
+            rewarded = self._source(self.reward_source, latent_obs, info)
             obs.update(zip(REWARD_ENTRIES, (rewarded["achieved_goal"], rewarded["desired_goal"])))
         return obs
 
     def compute_reward(self, achieved_goal, desired_goal, info):
         """Minus the reward source's distance times ``reward_scale``, vectorised (latent: plain;
         state: the hand weighted)."""
-        diff = np.asarray(achieved_goal, np.float64) - np.asarray(desired_goal, np.float64)
-        if self.reward_source == "state":
-            diff[..., :2] *= self.hand_weight
-        return (-self.reward_scale * np.linalg.norm(diff, axis=-1)).astype(np.float32)
+        from ssrl.envs.manipulation.push import weighted_goal_distance
+
+        weight = self.hand_weight if self.reward_source == "state" else 1.0
+        return (-self.reward_scale * weighted_goal_distance(achieved_goal, desired_goal, weight)).astype(np.float32)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)

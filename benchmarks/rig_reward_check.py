@@ -186,27 +186,11 @@ def prior_goals(data, reps, labels: list[str], path: pathlib.Path, n: int = 8, s
     if not reps:
         return None
     like = data.stack(np.linspace(0, len(data.state) - 1, n).astype(int), None, 1)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ssrl.utils import atomic_path
-
-    fig, axes = plt.subplots(len(reps), n, figsize=(1.2 * n, 1.3 * len(reps)), squeeze=False)
-    for ax_row, rep, label in zip(axes, reps, labels):
-        images = rep.goal_decoder()(rep.goal_sampler()(n, np.random.default_rng(seed), rep.embed(like)))
-        for ax, image in zip(ax_row, images):
-            ax.imshow(np.asarray(image).transpose(1, 2, 0))
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax_row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle("Imagined goals: samples of each VAE's fitted prior, decoded", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    rows = [
+        (label, rep.goal_decoder()(rep.goal_sampler()(n, np.random.default_rng(seed), rep.embed(like))))
+        for rep, label in zip(reps, labels)
+    ]
+    return image_rows(rows, "Imagined goals: samples of each VAE's fitted prior, decoded", path)
 
 
 def profile_env(data_folder: str):
@@ -291,6 +275,15 @@ def plot_profiles(profiles: dict[str, dict[str, np.ndarray]], labels: list[str],
 def reconstructions(data, reps, labels: list[str], path: pathlib.Path, frames: int = 8) -> pathlib.Path:
     """Frames spread over ``data`` (top row) and each VAE's reconstruction of them, a row per
     model labelled with its name."""
+    idx = np.linspace(0, len(data.state) - 1, frames).astype(int)
+    x = data.stack(idx, None, 1)
+    rows = [("data", x)] + [(label, rep.reconstruct(x)) for label, rep in zip(labels, reps)]
+    return image_rows(rows, "Push frames (top) and each VAE's reconstruction decode(e(s))", path)
+
+
+def image_rows(rows: list[tuple[str, np.ndarray]], title: str, path: pathlib.Path) -> pathlib.Path:
+    """A figure of image rows ``(label, (n, 3, H, W) uint8 or [0, 1] floats)``, each row labelled,
+    saved atomically to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -298,10 +291,8 @@ def reconstructions(data, reps, labels: list[str], path: pathlib.Path, frames: i
 
     from ssrl.utils import atomic_path
 
-    idx = np.linspace(0, len(data.state) - 1, frames).astype(int)
-    x = data.stack(idx, None, 1)
-    rows = [("data", x)] + [(label, rep.reconstruct(x)) for label, rep in zip(labels, reps)]
-    fig, axes = plt.subplots(len(rows), frames, figsize=(1.2 * frames, 1.3 * len(rows)), squeeze=False)
+    n = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
     for ax_row, (label, images) in zip(axes, rows):
         for ax, image in zip(ax_row, images):
             image = np.asarray(image)
@@ -309,7 +300,7 @@ def reconstructions(data, reps, labels: list[str], path: pathlib.Path, frames: i
             ax.set_xticks([])
             ax.set_yticks([])
         ax_row[0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle("Push frames (top) and each VAE's reconstruction decode(e(s))", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
