@@ -2,6 +2,7 @@
 
     python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state --reward latent|state
         --out FOLDER [--env-steps 100000] [--seed 0] [--size 48] [--hand-weight 1.0] [--reward-scale 1.0]
+        [--no-velocities]
 
 RIG changes two things at once against the state oracle: the agent observes the VAE's latents
 instead of the true state, and it is rewarded with the latent distance ``-||e(s) - e(g)||``
@@ -11,7 +12,9 @@ instead of a distance between true states. This script trains SAC + HER (HER's r
 
 * ``--observe latent``: observation and goals are the encoder's latents of the frame and of the
   goal image (``EncodedObservation``); ``--observe state``: the state oracle's observation
-  ``[hand_xy, puck_xy, hand_vel_xy, puck_vel_xy]`` and goals ``[hand_xy, puck_xy]``.
+  ``[hand_xy, puck_xy, hand_vel_xy, puck_vel_xy]`` and goals ``[hand_xy, puck_xy]``;
+  ``--no-velocities`` drops the velocities, as a latent of one frame must (is it the missing
+  motion that makes the latent observation slow?).
 * ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
   ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
 * ``--reward-scale c`` multiplies either reward by ``c``: the latent distance runs about 20 times
@@ -47,7 +50,13 @@ class ObserveAndReward(gym.Wrapper):
     state), re-served with the observation from one source and the reward from another."""
 
     def __init__(
-        self, env: gym.Env, observe: str, reward: str, hand_weight: float = 1.0, reward_scale: float = 1.0
+        self,
+        env: gym.Env,
+        observe: str,
+        reward: str,
+        hand_weight: float = 1.0,
+        reward_scale: float = 1.0,
+        velocities: bool = True,
     ) -> None:
         super().__init__(env)
         for name, value in (("observe", observe), ("reward", reward)):
@@ -55,18 +64,25 @@ class ObserveAndReward(gym.Wrapper):
                 raise ValueError(f"{name} must be one of {SOURCES}, got {value!r}")
         if not (np.isfinite(reward_scale) and reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale!r}")
+        if not velocities and observe != "state":
+            raise ValueError("velocities=False drops the state observation's velocities; it needs observe='state'")
         self.observe, self.reward_source, self.hand_weight = observe, reward, float(hand_weight)
         self.reward_scale = float(reward_scale)
         latent = env.observation_space.spaces
-        state_dim = self.env.unwrapped.state_observation().shape[0]
         goal_dim = self.env.unwrapped.state_desired_goal.shape[0]
+        # [hand_xy, object_xy..., velocities...]: the positions are the goal's layout.
+        self.state_dim = self.env.unwrapped.state_observation().shape[0] if velocities else goal_dim
 
         def box(n: int) -> gym.spaces.Box:
             return gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
 
         spaces = {
             "latent": {k: latent[k] for k in ("observation", "achieved_goal", "desired_goal")},
-            "state": {"observation": box(state_dim), "achieved_goal": box(goal_dim), "desired_goal": box(goal_dim)},
+            "state": {
+                "observation": box(self.state_dim),
+                "achieved_goal": box(goal_dim),
+                "desired_goal": box(goal_dim),
+            },
         }
         served = dict(spaces[observe])
         if reward != observe:
@@ -78,7 +94,7 @@ class ObserveAndReward(gym.Wrapper):
         if name == "latent":
             return latent_obs
         return {
-            "observation": self.env.unwrapped.state_observation().astype(np.float32),
+            "observation": self.env.unwrapped.state_observation()[: self.state_dim].astype(np.float32),
             "achieved_goal": np.asarray(info["state_achieved_goal"], np.float32),
             "desired_goal": np.asarray(info["state_desired_goal"], np.float32),
         }
@@ -110,12 +126,20 @@ class ObserveAndReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def make_env(encoder, observe: str, reward: str, size: int, hand_weight: float, reward_scale: float = 1.0) -> gym.Env:
+def make_env(
+    encoder,
+    observe: str,
+    reward: str,
+    size: int,
+    hand_weight: float,
+    reward_scale: float = 1.0,
+    velocities: bool = True,
+) -> gym.Env:
     from ssrl.envs import make
     from ssrl.representations import EncodedObservation
 
     env = EncodedObservation(make("ssrl/Push-v0", size=size), encoder)  # no goal sampler: env goals
-    return ObserveAndReward(env, observe, reward, hand_weight, reward_scale)
+    return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities)
 
 
 def main(argv=None) -> dict:
@@ -125,6 +149,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--reward", required=True, choices=SOURCES)
     parser.add_argument("--hand-weight", type=float, default=1.0, help="the state reward's weight on the hand")
     parser.add_argument("--reward-scale", type=float, default=1.0, help="multiplies the reward")
+    parser.add_argument(
+        "--no-velocities", dest="velocities", action="store_false", help="observe=state: positions only"
+    )
     parser.add_argument("--size", type=int, default=48, help="image size (the VAE's)")
     parser.add_argument("--env-steps", type=int, default=100_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -140,7 +167,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
     encoder = load_representation(args.encoder).eval().encoder
-    options = (args.observe, args.reward, args.size, args.hand_weight, args.reward_scale)
+    options = (args.observe, args.reward, args.size, args.hand_weight, args.reward_scale, args.velocities)
     env, eval_env = make_env(encoder, *options), make_env(encoder, *options)
     checkpoint = out / "checkpoint" / "agent.pt"
     if checkpoint.exists():

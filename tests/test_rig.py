@@ -407,3 +407,13 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
         make_env(vae.encoder, "pixels", "latent", SIZE, 1.0)
     with pytest.raises(ValueError, match="reward_scale must be a finite number > 0"):
         make_env(vae.encoder, "latent", "latent", SIZE, 1.0, reward_scale=0.0)
+    # Positions only: [hand_xy, puck_xy] of the state, its velocities dropped.
+    still = make_env(vae.encoder, "state", "state", SIZE, 1.0, velocities=False)
+    still.reset(seed=0)
+    obs = still.step(np.array([1.0, 0.0], np.float32))[0]
+    full = still.unwrapped.state_observation()
+    assert still.observation_space["observation"].shape == (4,) and full.shape == (8,)
+    np.testing.assert_array_equal(obs["observation"], full[:4])
+    np.testing.assert_allclose(obs["observation"], obs["achieved_goal"])
+    with pytest.raises(ValueError, match="needs observe='state'"):
+        make_env(vae.encoder, "latent", "state", SIZE, 1.0, velocities=False)
