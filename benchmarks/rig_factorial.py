@@ -2,7 +2,7 @@
 
     python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state --reward latent|state
         --out FOLDER [--env-steps 100000] [--seed 0] [--size 48] [--hand-weight 1.0] [--reward-scale 1.0]
-        [--no-velocities]
+        [--no-velocities] [--frame-stack K]
 
 RIG changes two things at once against the state oracle: the agent observes the VAE's latents
 instead of the true state, and it is rewarded with the latent distance ``-||e(s) - e(g)||``
@@ -14,7 +14,9 @@ instead of a distance between true states. This script trains SAC + HER (HER's r
   goal image (``EncodedObservation``); ``--observe state``: the state oracle's observation
   ``[hand_xy, puck_xy, hand_vel_xy, puck_vel_xy]`` and goals ``[hand_xy, puck_xy]``;
   ``--no-velocities`` drops the velocities, as a latent of one frame must (is it the missing
-  motion that makes the latent observation slow?).
+  motion that makes the latent observation slow?); ``--frame-stack K`` gives the latent
+  observation the last K frames instead, each encoded, the K latents concatenated (the goals stay
+  one frame's latent).
 * ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
   ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
 * ``--reward-scale c`` multiplies either reward by ``c``: the latent distance runs about 20 times
@@ -134,11 +136,15 @@ def make_env(
     hand_weight: float,
     reward_scale: float = 1.0,
     velocities: bool = True,
+    frame_stack: int = 1,
 ) -> gym.Env:
     from ssrl.envs import make
     from ssrl.representations import EncodedObservation
 
-    env = EncodedObservation(make("ssrl/Push-v0", size=size), encoder)  # no goal sampler: env goals
+    if frame_stack > 1 and observe != "latent":
+        raise ValueError("frame_stack stacks the latent observation's frames; it needs observe='latent'")
+    # No goal sampler: env goals. A stack of k frames is encoded frame by frame (k latents).
+    env = EncodedObservation(make("ssrl/Push-v0", size=size, frame_stack=frame_stack), encoder)
     return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities)
 
 
@@ -152,6 +158,7 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--no-velocities", dest="velocities", action="store_false", help="observe=state: positions only"
     )
+    parser.add_argument("--frame-stack", type=int, default=1, help="observe=latent: the last K frames' latents")
     parser.add_argument("--size", type=int, default=48, help="image size (the VAE's)")
     parser.add_argument("--env-steps", type=int, default=100_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -167,7 +174,15 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
     encoder = load_representation(args.encoder).eval().encoder
-    options = (args.observe, args.reward, args.size, args.hand_weight, args.reward_scale, args.velocities)
+    options = (
+        args.observe,
+        args.reward,
+        args.size,
+        args.hand_weight,
+        args.reward_scale,
+        args.velocities,
+        args.frame_stack,
+    )
     env, eval_env = make_env(encoder, *options), make_env(encoder, *options)
     checkpoint = out / "checkpoint" / "agent.pt"
     if checkpoint.exists():

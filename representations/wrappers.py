@@ -26,8 +26,10 @@ ablation of its latent reward). ``reward_keys`` names the entries any reward is 
 
 An encoder takes the env's frame stack as it is when their channels match; when the env stacks
 k frames and the encoder eats one (e.g. grasp2vec or a single-frame VAE), each frame is encoded
-and the k latents are concatenated. ``EncodedVectorObservation`` does the same for a Gymnasium
-vector env, encoding all sub-envs' observations in one batch.
+and the k latents are concatenated; in a dict, entries of other shapes (a goal env's
+single-frame goal images beside a stacked observation) are encoded each by their own shape.
+``EncodedVectorObservation`` does the same for a Gymnasium vector env, encoding all sub-envs'
+observations in one batch.
 """
 
 from __future__ import annotations
@@ -104,16 +106,38 @@ class _Encoding:
         return self.module(x).float().cpu().numpy()
 
 
+class _DictEncoding:
+    """Encode a dict's image entries: ``{key: (n, C, H, W)}`` -> ``{key: (n, D_key)}``, one
+    encoder call per image shape. Entries may differ in shape: a frame-stacked observation beside
+    single-frame goals (Push with ``frame_stack=2``) gives the k latents of the one and one latent
+    of the others."""
+
+    def __init__(self, encoder: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
+        self.groups: dict[tuple[int, ...], list[str]] = {}
+        for key, shape in shapes.items():
+            self.groups.setdefault(tuple(shape), []).append(key)
+        self.encodings = {shape: _Encoding(encoder, shape) for shape in self.groups}
+        self.latent_dims = {key: self.encodings[tuple(shape)].latent_dim for key, shape in shapes.items()}
+
+    def __call__(self, images: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {}
+        for shape, keys in self.groups.items():
+            n = len(images[keys[0]])
+            latents = self.encodings[shape](np.concatenate([images[k] for k in keys]))  # (keys * n, D)
+            out.update((key, latents[i * n : (i + 1) * n]) for i, key in enumerate(keys))
+        return out
+
+
 def _encoded_space(space: gym.Space, encoder: nn.Module, who: str):
     """(image keys or None, the encoding, the latent observation space) for one env's space."""
     if isinstance(space, gym.spaces.Dict):
         keys = [k for k, s in space.spaces.items() if is_image_space(s)]
         if not keys:
             raise ValueError("the dict observation holds no image entry to encode")
-        encode = _Encoding(encoder, space.spaces[keys[0]].shape)
+        encode = _DictEncoding(encoder, {k: space.spaces[k].shape for k in keys})
         spaces = dict(space.spaces)
         for key in keys:
-            spaces[key] = gym.spaces.Box(-np.inf, np.inf, (encode.latent_dim,), np.float32)
+            spaces[key] = gym.spaces.Box(-np.inf, np.inf, (encode.latent_dims[key],), np.float32)
         return keys, encode, gym.spaces.Dict(spaces)
     if is_image_space(space):
         encode = _Encoding(encoder, space.shape)
@@ -269,9 +293,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         if self.keys is None:
             return self._encode(observation[None])[0]
         out = dict(observation)
-        latents = self._encode(np.stack([observation[k] for k in self.keys]))
-        for key, z in zip(self.keys, latents):
-            out[key] = z
+        latents = self._encode({k: observation[k][None] for k in self.keys})
+        out.update((key, z[0]) for key, z in latents.items())
         for key, name in self.image_keys.items():
             out.setdefault(name, observation[key])  # (one entry when the achieved goal is the observation)
         if (
@@ -315,9 +338,4 @@ class EncodedVectorObservation(_LatentGoalReward, VectorObservationWrapper):
     def observations(self, observations):
         if self.keys is None:
             return self._encode(observations)
-        n = self.num_envs
-        latents = self._encode(np.concatenate([observations[k] for k in self.keys]))  # (keys * n, D)
-        out = dict(observations)
-        for i, key in enumerate(self.keys):
-            out[key] = latents[i * n : (i + 1) * n]
-        return out
+        return {**observations, **self._encode({k: observations[k] for k in self.keys})}

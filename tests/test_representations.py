@@ -224,11 +224,12 @@ def test_vector_env_is_encoded_in_one_batch():
 
 def test_vector_goal_env_encodes_every_image_entry_in_one_batch():
     envs = gym.vector.SyncVectorEnv([lambda: gym.make("ssrl/Push-v0", size=SIZE) for _ in range(2)])
-    wrapped = EncodedVectorObservation(envs, make_encoder("fast", 3, SIZE, 5))
+    encoder = make_encoder("fast", 3, SIZE, 5)
+    wrapped = EncodedVectorObservation(envs, encoder)
     obs, _ = wrapped.reset(seed=0)
     assert wrapped.observation_space.contains(obs)
     assert obs["observation"].shape == obs["desired_goal"].shape == (2, 5)
-    single = EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), wrapped._encode.module.encoder)
+    single = EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), encoder)
     first, _ = single.reset(seed=0)
     for key in ("observation", "achieved_goal", "desired_goal"):
         np.testing.assert_allclose(first[key], obs[key][0], rtol=1e-5, atol=1e-6)

@@ -22,6 +22,19 @@ def vae():
     return rep
 
 
+def test_frame_stacked_observation_beside_single_frame_goals(vae):
+    # Push with frame_stack=2 gives a 6-channel observation and 3-channel goal images; before, the
+    # wrapper stacked all entries into one batch and failed ("all input arrays must have the same shape").
+    raw = gym.make("ssrl/Push-v0", size=SIZE, frame_stack=2)
+    env = vae.observation_wrapper(raw, explore=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["observation"].shape == (8,) and obs["achieved_goal"].shape == obs["desired_goal"].shape == (4,)
+    assert np.abs(obs["desired_goal"] - 3.0).max() < 3.0  # an imagined goal from the prior N(3, 0.5^2)
+    obs, reward, *_ = env.step(np.array([1.0, 0.0], np.float32))
+    np.testing.assert_allclose(obs["observation"][4:], obs["achieved_goal"])  # the newest frame's latent
+    assert reward == pytest.approx(-np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"]), rel=1e-5)
+
+
 def test_step_reward_is_the_latent_reward_not_the_env_image_reward(vae):
     # Before, step returned the env's image_distance (-0.109 on one step) while relabelled rows got
     # the latent one (-0.00057 on the same latents): two reward functions in one replay.
@@ -417,3 +430,20 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     np.testing.assert_allclose(obs["observation"], obs["achieved_goal"])
     with pytest.raises(ValueError, match="needs observe='state'"):
         make_env(vae.encoder, "latent", "state", SIZE, 1.0, velocities=False)
+    # Two frames observed: the previous latent, then the current one; the goals are one frame's.
+    stacked = make_env(vae.encoder, "latent", "state", SIZE, 1.0, frame_stack=2)
+    obs = stacked.reset(seed=0)[0]
+    first, d = obs["observation"], obs["desired_goal"].shape[0]
+    assert first.shape == (2 * d,)
+    np.testing.assert_allclose(first[:d], first[d:])  # a reset repeats its frame
+    previous = first
+    for _ in range(3):
+        obs, _, _, _, info = stacked.step(np.array([1.0, -1.0], np.float32))
+        np.testing.assert_allclose(obs["observation"][:d], previous[d:], atol=1e-6)  # shifted by one step
+        scene = vae.embed(stacked.unwrapped.render_goal_image(info["state_achieved_goal"])[None])[0]
+        np.testing.assert_allclose(obs["observation"][d:], scene, rtol=0, atol=1e-6)  # the newest frame
+        np.testing.assert_allclose(obs["achieved_goal"], scene, rtol=0, atol=1e-6)
+        previous = obs["observation"]
+    assert np.abs(previous[d:] - first[d:]).max() > 100 * 1e-6  # the hand moved, and the latent with it
+    with pytest.raises(ValueError, match="needs observe='latent'"):
+        make_env(vae.encoder, "state", "state", SIZE, 1.0, frame_stack=2)
