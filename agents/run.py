@@ -200,6 +200,13 @@ def _online_latents(
     rep = representation_for(spec["method"], spec["encoder"], spec["method_kwargs"], env, {}, seed).eval()
     reward = _reward_option(spec.get("goal_reward"))
     env = rep.observation_wrapper(env, explore=imagine, keep_images=True, **reward)
+    stored = tuple(env.observation_space[env.image_keys["observation"]].shape)
+    if stored != tuple(rep.obs_shape):
+        raise ValueError(
+            f"online fine-tuning trains {rep.name} on the stored observation images and re-encodes them whole; "
+            f"they are {stored}; {rep.name} takes {tuple(rep.obs_shape)} (a frame stack of a single-frame "
+            "encoder?): use frame_stack=1, or the frozen regime"
+        )
     if eval_env is not None:
         eval_env = rep.observation_wrapper(eval_env, explore=False, **reward)
     hook = OnlineFinetuning(rep, env.image_keys, spec.get("regime_kwargs"), seed=seed)

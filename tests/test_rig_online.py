@@ -169,13 +169,15 @@ def test_the_hook_fine_tunes_every_k_episodes_with_a_mixture_of_pretraining_data
         ({"regime": "frozen", "regime_kwargs": {"steps": 5}}, "apply to the decoupled regime only"),
         ({"regime": "decoupled", "regime_kwargs": {"step": 5}}, "unknown OnlineConfig option(s) ['step']"),
         ({"regime": "decoupled", "regime_kwargs": {"data_fraction": 1.0}}, "data_fraction must be in [0, 1)"),
+        # A single-frame VAE cannot train on, or re-encode, the stored 2-frame observation images.
+        ({"regime": "decoupled", "env_kwargs": {"size": SIZE, "frame_stack": 2}}, "(6, 48, 48); beta-vae takes (3,"),
     ],
 )
 def test_regimes_that_cannot_serve_image_goals_are_refused_by_name(kwargs, needle, tmp_path):
     checkpoint = fresh_vae().save(tmp_path / "vae.pt")
     with pytest.raises(ValueError, match=None) as err:
-        train_run(tmp_path / "run", PUSH, env_steps=10, env_kwargs={"size": SIZE}, encoder=str(checkpoint),
-                  progress=False, tensorboard=False, **kwargs)  # fmt: skip
+        train_run(tmp_path / "run", PUSH, env_steps=10, encoder=str(checkpoint), progress=False, tensorboard=False,
+                  **{"env_kwargs": {"size": SIZE}, **kwargs})  # fmt: skip
     assert needle in str(err.value)
     assert not (tmp_path / "run" / "run.json").exists()
 
