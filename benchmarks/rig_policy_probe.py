@@ -138,7 +138,7 @@ def run(oracle_dir, encoder_path, episodes=400, noise=0.3, steps=6000, eval_epis
 
     if episodes < 2:
         raise ValueError(
-            f"the probe holds out the last tenth of the episodes (at least one): record >= 2, got {episodes}"
+            f"the probe holds out the last tenth of the episodes (at least one): use >= 2 episodes, got {episodes}"
         )
     torch.set_num_threads(1)
     state_env = make("ssrl/Push-v0", from_pixels=False)

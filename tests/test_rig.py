@@ -447,3 +447,66 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     assert np.abs(previous[d:] - first[d:]).max() > 100 * 1e-6  # the hand moved, and the latent with it
     with pytest.raises(ValueError, match="needs observe='latent'"):
         make_env(vae.encoder, "state", "state", SIZE, 1.0, frame_stack=2)
+
+
+@pytest.fixture(scope="module")
+def state_oracle(tmp_path_factory):
+    """The run folder of a (barely trained) state SAC + HER agent on Push."""
+    from ssrl.agents.run import train_run
+
+    out = tmp_path_factory.mktemp("oracle") / "run"
+    train_run(out, "ssrl/Push-v0", env_steps=60, env_kwargs={"from_pixels": False}, eval_every=60, eval_episodes=1,
+              hyperparams={"hidden_dims": (8, 8), "batch_size": 8, "learning_starts": 20}, progress=False,
+              tensorboard=False)  # fmt: skip
+    return out
+
+
+def test_policy_probe_labels_every_input_with_the_oracles_noiseless_action(vae, state_oracle):
+    from ssrl.agents.policy import AgentPolicy
+    from ssrl.benchmarks.rig_policy_probe import collect
+
+    oracle = AgentPolicy(state_oracle, gym.make("ssrl/Push-v0", from_pixels=False)).agent
+    env = EncodedObservation(gym.make("ssrl/Push-v0", size=SIZE), vae.encoder)
+    clean = collect(env, oracle, episodes=2, noise=0.0, seed=0)
+    noisy = collect(env, oracle, episodes=2, noise=0.5, seed=0)
+    assert len(clean["action"]) == 100 and np.array_equal(np.bincount(clean["episode"]), [50, 50])
+    assert clean["latent"].shape == (100, 8) and clean["positions"].shape == (100, 8)
+    assert clean["state"].shape == (100, 12)
+    # The inputs of one instant agree: positions are the state's first entries, goals the same.
+    np.testing.assert_array_equal(clean["positions"][:, :4], clean["state"][:, :4])
+    np.testing.assert_array_equal(clean["positions"][:, 4:], clean["state"][:, 8:])
+    # Without noise the recorded episode is the oracle's own: re-rolled by hand, row for row.
+    obs, info = env.reset(seed=10_000)
+    for t in range(5):
+        state = {"observation": env.unwrapped.state_observation(), "desired_goal": info["state_desired_goal"],
+                 "achieved_goal": info["state_achieved_goal"]}  # fmt: skip
+        np.testing.assert_allclose(clean["latent"][t], np.concatenate([obs["observation"], obs["desired_goal"]]))
+        action = oracle.act(state, deterministic=True)
+        np.testing.assert_allclose(clean["action"][t], action, rtol=1e-6)
+        obs, _, _, _, info = env.step(action)
+    # With noise the executed actions differ (the puck's path does), but each label is still the
+    # oracle's noiseless action on the state of its row.
+    assert np.abs(noisy["state"][1:50] - clean["state"][1:50]).max() > 1e-3
+    for t in (0, 17, 63):
+        s = noisy["state"][t]
+        state = {"observation": s[:8], "achieved_goal": s[2:4], "desired_goal": s[8:]}
+        np.testing.assert_allclose(noisy["action"][t], oracle.act(state, deterministic=True), rtol=1e-5, atol=1e-6)
+
+
+def test_policy_probe_clone_learns_a_mapping_and_the_run_reports_every_input(vae, state_oracle, tmp_path):
+    from ssrl.benchmarks.rig_policy_probe import SOURCES, fit_clone, run
+
+    rng = np.random.default_rng(0)
+    scales = np.array([1.0, 10.0, 0.1], np.float32)  # inputs of unlike scales: standardised inside
+    x = rng.normal(size=(512, 3)).astype(np.float32) * scales
+    y = np.tanh(x / scales @ np.array([[0.5, -1.0], [1.0, 0.3], [-0.7, 0.2]], np.float32))
+    predict, first, last = fit_clone(x, y, steps=300, seed=0)
+    assert last < first / 10
+    assert np.mean((predict(x) - y) ** 2) < 0.01 and predict(x[0]).shape == (1, 2)
+    checkpoint = vae.save(tmp_path / "vae.pt")
+    results = run(state_oracle, checkpoint, episodes=2, noise=0.3, steps=5, eval_episodes=1, size=SIZE)
+    assert results["steps_of_data"] == 100 and results["oracle_eval"]["episodes"] == 1
+    for key in SOURCES:
+        assert np.isfinite(results[key]["validation_mse"]) and 0.0 <= results[key]["final_puck_distance"] < 0.5
+    with pytest.raises(ValueError, match="use >= 2 episodes, got 1"):
+        run(state_oracle, checkpoint, episodes=1)
