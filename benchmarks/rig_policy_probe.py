@@ -17,7 +17,8 @@ One MLP per input (256, 256, ReLU, tanh output; inputs standardised by the train
 and std) is fitted by mean squared error to the oracle's noiseless actions for ``--steps`` Adam
 steps (lr 1e-3, batch 256); the last tenth of the episodes is held out for the validation error.
 Each clone then pushes on ``--eval-episodes`` evaluation goals (env seeds 0, 1, ...; the data's
-train``'s evaluation), and so does the oracle: final puck distance and success (within 5 cm).
+episodes use seeds from 10,000 on), and so does the oracle: final puck distance and success
+(within 5 cm).
 If the latent clone pushes as well as the positions clone, the latents hold what the policy needs
 and a slow latent agent is slow for RL's reasons, not the representation's.
 """
