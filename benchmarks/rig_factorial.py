@@ -48,8 +48,9 @@ REWARD_ENTRIES = ("reward_achieved", "reward_desired")
 
 
 class ObserveAndReward(gym.Wrapper):
-    """A Push env seen through ``EncodedObservation`` (latent entries; ``info`` holds the true
-    state), re-served with the observation from one source and the reward from another."""
+    """A Push env seen through ``EncodedObservation`` (latent entries; the env itself gives the
+    true state, ``state_observation()``), re-served with the observation from one source and the
+    reward from another."""
 
     def __init__(
         self,
@@ -73,7 +74,7 @@ class ObserveAndReward(gym.Wrapper):
         latent = env.observation_space.spaces
         goal_dim = self.env.unwrapped.state_desired_goal.shape[0]
         # [hand_xy, object_xy..., velocities...]: the positions are the goal's layout.
-        self.state_dim = self.env.unwrapped.state_observation().shape[0] if velocities else goal_dim
+        self.state_dim = self.env.unwrapped.state_observation()["observation"].shape[0] if velocities else goal_dim
 
         def box(n: int) -> gym.spaces.Box:
             return gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
@@ -92,20 +93,17 @@ class ObserveAndReward(gym.Wrapper):
         self.observation_space = gym.spaces.Dict(served)
         self.reward_keys = REWARD_ENTRIES if reward != observe else ("achieved_goal", "desired_goal")
 
-    def _source(self, name: str, latent_obs: dict, info: dict) -> dict:
+    def _source(self, name: str, latent_obs: dict) -> dict:
         if name == "latent":
             return latent_obs
-        return {
-            "observation": self.env.unwrapped.state_observation()[: self.state_dim].astype(np.float32),
-            "achieved_goal": np.asarray(info["state_achieved_goal"], np.float32),
-            "desired_goal": np.asarray(info["state_desired_goal"], np.float32),
-        }
+        state = self.env.unwrapped.state_observation()
+        return dict(state, observation=state["observation"][: self.state_dim])
 
-    def _serve(self, latent_obs: dict, info: dict) -> dict:
-        observed = self._source(self.observe, latent_obs, info)
+    def _serve(self, latent_obs: dict) -> dict:
+        observed = self._source(self.observe, latent_obs)
         obs = {k: observed[k] for k in ("observation", "achieved_goal", "desired_goal")}
         if self.reward_source != self.observe:
-            rewarded = self._source(self.reward_source, latent_obs, info)
+            rewarded = self._source(self.reward_source, latent_obs)
             obs.update(zip(REWARD_ENTRIES, (rewarded["achieved_goal"], rewarded["desired_goal"])))
         return obs
 
@@ -119,11 +117,11 @@ class ObserveAndReward(gym.Wrapper):
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        return self._serve(obs, info), info
+        return self._serve(obs), info
 
     def step(self, action):
         obs, _, terminated, truncated, info = self.env.step(action)
-        obs = self._serve(obs, info)
+        obs = self._serve(obs)
         reward = float(self.compute_reward(obs[self.reward_keys[0]], obs[self.reward_keys[1]], info))
         return obs, reward, terminated, truncated, info
 

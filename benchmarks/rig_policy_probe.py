@@ -42,29 +42,24 @@ def collect(env, oracle, episodes: int, noise: float, seed: int) -> dict[str, np
     rng = np.random.default_rng([seed, 7])
     rows: dict[str, list] = {k: [] for k in (*SOURCES, "action", "episode")}
     for episode in range(episodes):
-        obs, info = env.reset(seed=10_000 + seed * 1_000_000 + episode)  # apart from the evaluation seeds
+        obs, _ = env.reset(seed=10_000 + seed * 1_000_000 + episode)  # apart from the evaluation seeds
         done = False
         while not done:
-            inputs, state = inputs_of(env, obs, info)
+            inputs, state = inputs_of(env, obs)
             action = oracle_action(oracle, state)
             for key in SOURCES:
                 rows[key].append(inputs[key])
             rows["action"].append(action)
             rows["episode"].append(episode)
             noisy = np.clip(action + noise * rng.standard_normal(action.shape), -1.0, 1.0).astype(np.float32)
-            obs, _, terminated, truncated, info = env.step(noisy)
+            obs, _, terminated, truncated, _ = env.step(noisy)
             done = terminated or truncated
     return {k: np.asarray(v, np.float32 if k != "episode" else np.int64) for k, v in rows.items()}
 
 
-def inputs_of(env, obs: dict, info: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def inputs_of(env, obs: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The three inputs of this instant, and the oracle's state observation dict."""
-    push = env.unwrapped
-    state = {
-        "observation": push.state_observation().astype(np.float32),
-        "achieved_goal": np.asarray(info["state_achieved_goal"], np.float32),
-        "desired_goal": np.asarray(info["state_desired_goal"], np.float32),
-    }
+    state = env.unwrapped.state_observation()
     goal_dim = len(state["desired_goal"])  # [hand_xy, puck_xy]: the layout of the positions
     inputs = {
         "latent": np.concatenate([obs["observation"], obs["desired_goal"]]),
@@ -114,7 +109,7 @@ def evaluate(env, act, episodes: int) -> list[float]:
         obs, info = env.reset(seed=episode)
         done = False
         while not done:
-            inputs, state = inputs_of(env, obs, info)
+            inputs, state = inputs_of(env, obs)
             obs, _, terminated, truncated, info = env.step(act(inputs, state))
             done = terminated or truncated
         achieved, desired = np.asarray(info["state_achieved_goal"]), np.asarray(info["state_desired_goal"])

@@ -397,7 +397,7 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     push = env.unwrapped
     for _ in range(3):
         obs, reward, _, _, info = env.step(np.array([0.5, -1.0], np.float32))
-        np.testing.assert_array_equal(obs["observation"], push.state_observation())
+        np.testing.assert_array_equal(obs["observation"], push.state_observation()["observation"])
         np.testing.assert_allclose(obs["achieved_goal"], info["state_achieved_goal"])
         frame = push.render_goal_image(info["state_achieved_goal"])  # the scene as it stands
         np.testing.assert_allclose(obs["reward_achieved"], vae.embed(frame[None])[0], atol=1e-4)
@@ -424,7 +424,7 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     still = make_env(vae.encoder, "state", "state", SIZE, 1.0, velocities=False)
     still.reset(seed=0)
     obs = still.step(np.array([1.0, 0.0], np.float32))[0]
-    full = still.unwrapped.state_observation()
+    full = still.unwrapped.state_observation()["observation"]
     assert still.observation_space["observation"].shape == (4,) and full.shape == (8,)
     np.testing.assert_array_equal(obs["observation"], full[:4])
     np.testing.assert_allclose(obs["observation"], obs["achieved_goal"])
@@ -478,8 +478,8 @@ def test_policy_probe_labels_every_input_with_the_oracles_noiseless_action(vae, 
     # Without noise the recorded episode is the oracle's own: re-rolled by hand, row for row.
     obs, info = env.reset(seed=10_000)
     for t in range(5):
-        state = {"observation": env.unwrapped.state_observation(), "desired_goal": info["state_desired_goal"],
-                 "achieved_goal": info["state_achieved_goal"]}  # fmt: skip
+        state = {"observation": env.unwrapped.state_observation()["observation"],
+                 "desired_goal": info["state_desired_goal"], "achieved_goal": info["state_achieved_goal"]}  # fmt: skip
         np.testing.assert_allclose(clean["latent"][t], np.concatenate([obs["observation"], obs["desired_goal"]]))
         action = oracle.act(state, deterministic=True)
         np.testing.assert_allclose(clean["action"][t], action, rtol=1e-6)

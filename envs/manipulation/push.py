@@ -308,10 +308,11 @@ class PushEnv(ManipulationEnv):
     def state_achieved_goal(self) -> np.ndarray:
         return np.concatenate([self.scene.hand_pos[:2], self.scene.object_pos()[:, :2].ravel()])
 
-    def state_observation(self) -> np.ndarray:
-        """What state mode observes, ``[hand_xy, object_xy..., hand_vel_xy, object_vel_xy...]``
-        (float32), in either mode: the state oracle's input beside a pixel agent's."""
-        return self._state_obs()["observation"]
+    def state_observation(self) -> dict[str, np.ndarray]:
+        """What state mode observes, in either mode (the state oracle's input beside a pixel
+        agent's): ``observation`` ``[hand_xy, object_xy..., hand_vel_xy, object_vel_xy...]``,
+        ``achieved_goal`` and ``desired_goal`` ``[hand_xy, object_xy...]`` (float32)."""
+        return self._state_obs()
 
     @property
     def object_specs(self) -> list[ObjectSpec]:
