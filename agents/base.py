@@ -99,6 +99,11 @@ class AgentConfig:
     # Widths of the hidden layers of the actor and of each critic MLP. SB3's net_arch [256, 256];
     # pixel presets: 1024 x 2 (DrQ, SAC-AE).
     hidden_dims: tuple[int, ...] = (256, 256)
+    # A LayerNorm after each hidden layer's Linear in the critics (Linear -> LayerNorm -> ReLU),
+    # as DroQ (Hiraoka et al. 2022) and RLPD (Ball et al. 2023) do: it bounds the features Q
+    # is linear in, which keeps Q estimates from running away at high update ratios. Off by
+    # default (SB3, CleanRL, DrQ and SAC-AE have none). The actor is unchanged.
+    critic_layer_norm: bool = False
     # Goal envs only: fraction of each batch relabelled with hindsight goals ("future"
     # strategy). 0.8 is SB3's HerReplayBuffer default n_sampled_goal=4 (4 of 5).
     her_ratio: float = 0.8

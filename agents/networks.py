@@ -32,14 +32,31 @@ class EnsembleLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
-class EnsembleMLP(nn.Module):
-    """``n`` MLPs with the same shape evaluated together; input (B, in) or (n, B, in)."""
+class EnsembleLayerNorm(nn.Module):
+    """``n`` independent LayerNorms over the last dim: (n, B, d) -> (n, B, d), each member with
+    its own gain and bias (``nn.LayerNorm``'s maths, eps 1e-5)."""
 
-    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int) -> None:
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n, 1, d))
+        self.bias = nn.Parameter(torch.zeros(n, 1, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, F.layer_norm(x, x.shape[-1:]), self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """``n`` MLPs with the same shape evaluated together; input (B, in) or (n, B, in).
+
+    Each hidden layer is Linear -> ReLU, or Linear -> LayerNorm -> ReLU with ``layer_norm``.
+    """
+
+    def __init__(self, n: int, in_dim: int, hidden: Sequence[int], out_dim: int, layer_norm: bool = False) -> None:
         super().__init__()
         self.n = n
         dims = [in_dim, *hidden, out_dim]
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(EnsembleLayerNorm(n, d) for d in hidden) if layer_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
@@ -47,6 +64,8 @@ class EnsembleMLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < len(self.layers) - 1:
+                if self.norms is not None:
+                    x = self.norms[i](x)
                 x = F.relu(x)
         return x
 
@@ -65,11 +84,12 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
 
 
 class TwinQ(nn.Module):
-    """Two Q functions Q_i(h, a); ``forward`` returns both, shape (2, B)."""
+    """Two Q functions Q_i(h, a); ``forward`` returns both, shape (2, B). ``layer_norm``: a
+    LayerNorm after each hidden layer's Linear (``AgentConfig.critic_layer_norm``)."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int]) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int], layer_norm: bool = False) -> None:
         super().__init__()
-        self.q = EnsembleMLP(2, feature_dim + action_dim, hidden, 1)
+        self.q = EnsembleMLP(2, feature_dim + action_dim, hidden, 1, layer_norm)
 
     def forward(self, h: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat([h, action], dim=-1)).squeeze(-1).float()

@@ -819,6 +819,39 @@ def test_td3_learns_a_simple_task():
     assert np.mean([_episode_return(agent, env, seed) for seed in range(5)]) > -3.5
 
 
+def test_critic_layer_norm_equals_a_hand_computation_per_member():
+    from ssrl.agents.networks import TwinQ
+
+    torch.manual_seed(0)
+    q = TwinQ(3, 2, (5, 4), layer_norm=True)
+    for norm in q.q.norms:  # gains and biases of their own per member, not the identity
+        norm.weight.data.normal_()
+        norm.bias.data.normal_()
+    h, a = torch.randn(6, 3), torch.randn(6, 2)
+    x = torch.cat([h, a], dim=-1)
+    for i in range(2):
+        y = x
+        for j, layer in enumerate(q.q.layers):
+            y = y @ layer.weight[i] + layer.bias[i]
+            if j < 2:
+                mu = y.mean(-1, keepdim=True)
+                var = ((y - mu) ** 2).mean(-1, keepdim=True)  # biased, as LayerNorm
+                y = (y - mu) / torch.sqrt(var + 1e-5) * q.q.norms[j].weight[i] + q.q.norms[j].bias[i]
+                y = y.clamp(min=0)
+        torch.testing.assert_close(q(h, a)[i], y.squeeze(-1))
+    assert TwinQ(3, 2, (5, 4)).q.norms is None  # off by default: the plain MLP
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_critic_layer_norm_reaches_the_critics_and_learns(algo):
+    env = Reach1D()
+    agent = algo(env, learning_starts=200, batch_size=64, hidden_dims=(64, 64), critic_lr=1e-3, critic_layer_norm=True)
+    assert [tuple(n.weight.shape) for n in agent.critic.q.norms] == [(2, 1, 64), (2, 1, 64)]
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in agent.actor.modules())  # the actor is unchanged
+    agent.learn(2500)
+    assert np.mean([_episode_return(agent, env, seed) for seed in range(5)]) > -3.5  # random: about -10
+
+
 def _episode_return(agent, env, seed):
     obs, _ = env.reset(seed=seed)
     total, done = 0.0, False

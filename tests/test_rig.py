@@ -449,6 +449,22 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
         make_env(vae.encoder, "state", "state", SIZE, 1.0, frame_stack=2)
 
 
+def test_rig_factorial_passes_set_hyperparameters_to_its_agent(vae, tmp_path):
+    from ssrl.benchmarks.rig_factorial import main
+
+    out = tmp_path / "run"
+    main(["--encoder", str(vae.save(tmp_path / "vae.pt")), "--observe", "latent", "--reward", "state",
+          "--size", str(SIZE), "--env-steps", "30", "--eval-episodes", "1", "--out", str(out),
+          "--set", "learning_starts=10", "--set", "batch_size=8", "--set", "hidden_dims=[8, 8]",
+          "--set", "critic_layer_norm=true"])  # fmt: skip
+    agent = SAC.load(out / "checkpoint" / "agent.pt")
+    assert agent.config.critic_layer_norm and agent.config.hidden_dims == (8, 8) and agent.config.her_ratio == 0.4
+    assert agent.critic.q.norms is not None
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        main(["--encoder", "x", "--observe", "latent", "--reward", "state", "--out", str(tmp_path / "bad"),
+              "--set", "critic_layer_norm"])  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def state_oracle(tmp_path_factory):
     """The run folder of a (barely trained) state SAC + HER agent on Push."""
