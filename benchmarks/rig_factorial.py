@@ -2,11 +2,11 @@
 
     python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state --reward latent|state
         --out FOLDER [--env-steps 100000] [--seed 0] [--size 48] [--hand-weight 1.0] [--reward-scale 1.0]
-        [--no-velocities] [--frame-stack K] [--updates-per-step N] [--set KEY=VALUE ...]
+        [--no-velocities] [--frame-stack K] [--updates-per-step N] [--algo sac|td3] [--set KEY=VALUE ...]
 
 RIG changes two things at once against the state oracle: the agent observes the VAE's latents
 instead of the true state, and it is rewarded with the latent distance ``-||e(s) - e(g)||``
-instead of a distance between true states. This script trains SAC + HER (HER's recipe, as
+instead of a distance between true states. This script trains SAC (or TD3) + HER (HER's recipe, as
 ``ssrl train`` gives goal envs, with ``her_ratio=0.4`` and no imagined goals) on
 ``ssrl/Push-v0`` from pixels with each half set separately:
 
@@ -17,8 +17,8 @@ instead of a distance between true states. This script trains SAC + HER (HER's r
   motion that makes the latent observation slow?); ``--frame-stack K`` gives the latent
   observation the last K frames instead, each encoded, the K latents concatenated (the goals stay
   one frame's latent). ``--updates-per-step N``: N gradient updates per env step (RIG's pusher: 4).
-  ``--set KEY=VALUE``: any other SAC hyper-parameter, as ``ssrl train --set`` (e.g.
-  ``critic_layer_norm=true``).
+  ``--algo td3``: TD3 instead of SAC (RIG's own agent). ``--set KEY=VALUE``: any other agent
+  hyper-parameter, as ``ssrl train --set`` (e.g. ``critic_layer_norm=true``).
 * ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
   ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
 * ``--reward-scale c`` multiplies either reward by ``c``: the latent distance runs about 20 times
@@ -161,8 +161,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--frame-stack", type=int, default=1, help="observe=latent: the last K frames' latents")
     parser.add_argument("--updates-per-step", type=int, default=1, help="gradient updates per env step")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="SAC hyper-parameter, as ssrl train's"
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="agent hyper-parameter, as ssrl train's"
     )
+    parser.add_argument("--algo", default="sac", choices=("sac", "td3"), help="the agent (RIG's: TD3)")
     parser.add_argument("--size", type=int, default=48, help="image size (the VAE's)")
     parser.add_argument("--env-steps", type=int, default=100_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
@@ -172,7 +173,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from ssrl.agents import SAC, Trainer
+    from ssrl.agents import ALGOS, Trainer
     from ssrl.cli import parse_options
 
     overrides = parse_options(args.set)  # a malformed option is refused before any work
@@ -193,11 +194,11 @@ def main(argv=None) -> dict:
     env, eval_env = make_env(encoder, *options), make_env(encoder, *options)
     checkpoint = out / "checkpoint" / "agent.pt"
     if checkpoint.exists():
-        agent = SAC.load(checkpoint, env=env)
+        agent = ALGOS[args.algo].load(checkpoint, env=env)
         agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
     else:
         hyperparams = dict(her_ratio=0.4, imagined_goal_ratio=0.0, updates_per_step=args.updates_per_step)
-        agent = SAC(env, seed=args.seed, **{**hyperparams, **overrides})
+        agent = ALGOS[args.algo](env, seed=args.seed, **{**hyperparams, **overrides})
     trainer = Trainer(agent, env, eval_env, eval_episodes=args.eval_episodes, run_dir=out, tensorboard=False)
     summary = trainer.train(args.env_steps)
     env.close()

@@ -5,7 +5,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from ssrl.agents import SAC
+from ssrl.agents import SAC, TD3
 from ssrl.agents.replay import ReplayBuffer
 from ssrl.representations import EncodedObservation, EncodedVectorObservation, make
 
@@ -460,6 +460,12 @@ def test_rig_factorial_passes_set_hyperparameters_to_its_agent(vae, tmp_path):
     agent = SAC.load(out / "checkpoint" / "agent.pt")
     assert agent.config.critic_layer_norm and agent.config.hidden_dims == (8, 8) and agent.config.her_ratio == 0.4
     assert agent.critic.q.norms is not None
+    main(["--encoder", str(tmp_path / "vae.pt"), "--observe", "latent", "--reward", "state", "--size", str(SIZE),
+          "--env-steps", "30", "--eval-episodes", "1", "--out", str(tmp_path / "td3"), "--algo", "td3",
+          "--set", "learning_starts=10", "--set", "batch_size=8"])  # fmt: skip
+    TD3.load(tmp_path / "td3" / "checkpoint" / "agent.pt")  # SAC.load refuses it (below)
+    with pytest.raises(ValueError, match="holds a td3 agent, not sac"):
+        SAC.load(tmp_path / "td3" / "checkpoint" / "agent.pt")
     with pytest.raises(ValueError, match="not KEY=VALUE"):
         main(["--encoder", "x", "--observe", "latent", "--reward", "state", "--out", str(tmp_path / "bad"),
               "--set", "critic_layer_norm"])  # fmt: skip
