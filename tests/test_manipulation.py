@@ -152,6 +152,22 @@ def test_compute_reward_is_vectorised_and_equals_step_reward(from_pixels, reward
     assert len(np.unique(rewards)) > 1 or reward_type.endswith("sparse")
 
 
+def test_image_rms_in_integers_equals_the_float_formula():
+    from ssrl.envs.manipulation.push import image_rms
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 5, 3, 8, 8), dtype=np.uint8)
+    b = rng.integers(0, 256, (2, 5, 3, 8, 8), dtype=np.uint8)
+    by_hand = np.sqrt((((a.astype(np.float64) - b) / 255.0) ** 2).reshape(2, 5, -1).mean(-1))
+    np.testing.assert_allclose(image_rms(a, b), by_hand, rtol=1e-12)  # uint8 - uint8 would wrap around
+    np.testing.assert_allclose(image_rms(a.astype(np.float32), b), by_hand, rtol=1e-6)  # the float path
+    black, white = np.zeros((3, 4, 4), np.uint8), np.full((3, 4, 4), 255, np.uint8)
+    assert image_rms(black, white) == 1.0 and image_rms(white, black) == 1.0 and image_rms(white, white) == 0.0
+    one = black.copy()
+    one[0, 0, 0] = 255  # one of 48 values off by the full range
+    assert image_rms(one, black) == pytest.approx(np.sqrt(1 / 48), rel=1e-15)
+
+
 def test_dense_reward_weighs_the_hand_by_hand_weight():
     # achieved - desired: hand (3, 4) cm, puck (0, 5) cm. With w = 2: -sqrt(6^2 + 8^2 + 5^2) cm.
     achieved = np.array([0.03, 0.04, 0.0, 0.05])

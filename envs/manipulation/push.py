@@ -133,6 +133,22 @@ def weighted_goal_distance(achieved, desired, hand_weight: float = 1.0) -> np.nd
 
 STATE_REWARDS = ("sparse", "dense", "object_dense")
 IMAGE_REWARDS = ("image_distance", "image_sparse")
+
+
+def image_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMS difference of (..., C, H, W) images over their pixels, in units of the full range
+    (images in [0, 255]): ``sqrt(mean(((a - b) / 255)^2))``. On uint8 images the squared
+    differences are summed in integers, exact and about 20 times faster than in float64 (the
+    image rewards are recomputed for every relabelled row of every batch)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        diff = a.astype(np.int32) - b
+        squares = (diff * diff).reshape(*diff.shape[:-3], -1).sum(-1, dtype=np.int64)
+        return np.sqrt(squares / (255.0**2 * np.prod(diff.shape[-3:])))
+    diff = (a.astype(np.float64) - b.astype(np.float64)) / 255.0
+    return np.sqrt(np.mean(diff**2, axis=(-3, -2, -1)))
+
+
 HAND_RADIUS = 0.022  # the closed fingers seen from above: 3.6 x 2 cm (PushExpert's hand_radius)
 # A goal image must show each goal object: at least this fraction of it in view of the task
 # camera (before, 5 of 40 Push goals had the puck more than 70% behind the hand).
@@ -321,13 +337,13 @@ class PushEnv(ManipulationEnv):
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         """The reward of reaching ``achieved_goal`` when ``desired_goal`` was asked, vectorised
         over leading axes (for hindsight relabelling); ``info`` is not used."""
-        a = np.asarray(achieved_goal, np.float64)
-        d = np.asarray(desired_goal, np.float64)
         if self.reward_type in IMAGE_REWARDS:
-            rms = np.sqrt(np.mean(((a - d) / 255.0) ** 2, axis=(-3, -2, -1)))
+            rms = image_rms(achieved_goal, desired_goal)
             if self.reward_type == "image_distance":
                 return -rms
             return -(rms >= self.image_threshold).astype(np.float64)
+        a = np.asarray(achieved_goal, np.float64)
+        d = np.asarray(desired_goal, np.float64)
         if self.reward_type == "dense":
             return -weighted_goal_distance(a, d, self.hand_weight)
         if self.reward_type == "object_dense":
