@@ -193,6 +193,18 @@ def is_image_space(space: Any) -> bool:
     return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
 
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a file's SHA-256: what a run depends on in a checkpoint it reads,
+    wherever the file lies (a moved or renamed folder keeps it; retrained weights change it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> pathlib.Path:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

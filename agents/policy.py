@@ -14,13 +14,14 @@ trained on another env or with other observations, is refused with the reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pathlib
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+from ssrl.utils import file_fingerprint
 
 PREFIX = "agent:"
 
@@ -101,7 +102,7 @@ def agent_fingerprints(policy: str) -> dict[str, str]:
     for name in names:
         if name.startswith(PREFIX):
             checkpoint = parse_spec(name)[0] / "checkpoint" / "agent.pt"
-            out[name] = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16] if checkpoint.is_file() else "missing"
+            out[name] = file_fingerprint(checkpoint) if checkpoint.is_file() else "missing"
     return out
 
 

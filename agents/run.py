@@ -28,7 +28,7 @@ from typing import Any
 import gymnasium as gym
 
 from ssrl.runs import RunFolder
-from ssrl.utils import build_config, check_whole
+from ssrl.utils import build_config, check_whole, file_fingerprint
 
 from . import ALGOS
 from .trainer import Trainer
@@ -213,6 +213,20 @@ def _online_latents(
     return env, eval_env, [hook]
 
 
+def _by_weights(spec: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
+    """The identity a run folder must match: ``spec``, with the encoder known by its weights where
+    the folder recorded them (``encoder_sha256``), so a folder moved with its checkpoints (a bench
+    folder renamed, copied to another machine) resumes from the new path, and retrained weights at
+    the old path do not. Folders from before the fingerprint compare paths, as they did."""
+    previous = folder.read(folder.identity_path) or {}
+    recorded = previous.get("encoder_sha256")
+    if recorded is not None and recorded == spec.get("encoder_sha256"):
+        return dict(spec, encoder=previous.get("encoder"))
+    if recorded is None and "encoder_sha256" in spec:
+        return {k: v for k, v in spec.items() if k != "encoder_sha256"}
+    return spec
+
+
 def train_run(
     out: str | pathlib.Path,
     env_id: str,
@@ -307,9 +321,16 @@ def train_run(
             raise ValueError("regime options (online fine-tuning) apply to the decoupled regime only")
         build_config(OnlineConfig, dict(regime_kwargs))  # refuse a typo before any work
         spec["regime_kwargs"] = dict(regime_kwargs)
+    if spec["encoder"] is not None:
+        from ssrl.representations.core import checkpoint_file
+
+        weights = checkpoint_file(spec["encoder"])
+        if not weights.is_file():
+            raise FileNotFoundError(f"no representation checkpoint at {weights}")
+        spec["encoder_sha256"] = file_fingerprint(weights)
     folder = RunFolder(out, "ssrl train")
     with folder.locked():  # a second ssrl train on this --out refuses while this one runs
-        folder.check(spec, budget=env_steps, budget_key="env_steps", overwrite=overwrite)
+        folder.check(_by_weights(spec, folder), budget=env_steps, budget_key="env_steps", overwrite=overwrite)
         frozen = spec["encoder"] if regime == "frozen" else None
         reward = spec.get("goal_reward")
         env = make_env(env_id, spec["env_kwargs"], frozen, explore=imagine, demo=spec.get("demo"), goal_reward=reward)

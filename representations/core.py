@@ -336,13 +336,19 @@ def make(name: str, obs_shape: tuple[int, ...], **config: Any) -> Representation
     return cls(build_config(cls.Config, config), obs_shape)
 
 
+def checkpoint_file(path: str | pathlib.Path) -> pathlib.Path:
+    """The file a representation checkpoint ``path`` names: a ``model.pt``, or the one in the
+    ``ssrl pretrain`` folder ``path``."""
+    path = pathlib.Path(path)
+    return path / "model.pt" if path.is_dir() and (path / "model.pt").is_file() else path
+
+
 def read_checkpoint(path: str | pathlib.Path) -> dict[str, Any]:
     """A representation checkpoint's contents; ``path`` is a ``model.pt`` or the ``ssrl pretrain``
     folder holding one."""
-    path = pathlib.Path(path)
-    if path.is_dir() and (path / "model.pt").is_file():
-        path = path / "model.pt"
-    return read_torch_file(path, "representation checkpoint", FORMAT, required=("name", "config", "state_dict"))
+    return read_torch_file(
+        checkpoint_file(path), "representation checkpoint", FORMAT, required=("name", "config", "state_dict")
+    )
 
 
 def load_representation(path: str | pathlib.Path, device: str | torch.device = "cpu") -> Representation:

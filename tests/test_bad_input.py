@@ -189,6 +189,41 @@ def test_broken_and_mismatched_encoder_checkpoints(finished, tmp_path, capsys):
     assert snapshot(finished) == before
 
 
+def test_a_run_moved_with_its_encoder_resumes_and_retrained_weights_are_refused(finished, tmp_path, capsys):
+    # A bench folder renamed (or copied to another machine) with its models inside: the runs in it
+    # compared the encoder's path and refused to resume ("differs in encoder"). They compare its
+    # weights now, so the move resumes and new weights at the same path are refused.
+    from ssrl.representations import load_representation
+    from ssrl.utils import file_fingerprint
+
+    def train(folder, steps):
+        return ["train", "--env", CARTPOLE, "-o", "size=48", "--encoder", str(folder / "model"), "--out",
+                str(folder / "run"), "--env-steps", str(steps), "--eval-every", "20", "--eval-episodes", "1",
+                "--set", "learning_starts=2", "--set", "batch_size=2", "--set", "hidden_dims=[8, 8]"]  # fmt: skip
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    copy_of(finished / "model", old / "model")
+    assert cli(train(old, 20)) == 0
+    spec = json.loads((old / "run" / "run.json").read_text())
+    assert spec["encoder_sha256"] == file_fingerprint(old / "model" / "model.pt")
+    old.rename(new)
+    assert cli(train(new, 40)) == 0  # resumed (a fresh start would be refused: the folder holds a run)
+    spec = json.loads((new / "run" / "run.json").read_text())
+    assert (
+        spec["encoder"] == str(new / "model")
+        and json.loads((new / "run" / "final.json").read_text())["env_steps"] == 40
+    )
+    rep = load_representation(new / "model")
+    next(rep.parameters()).data += 1.0  # retrained in place
+    rep.save(new / "model" / "model.pt")
+    fails_cleanly(train(new, 60), capsys, "holds a different ssrl train run", "differs in encoder_sha256")
+    # A folder from before the fingerprint compares the path, as it did.
+    del spec["encoder_sha256"]
+    (new / "run" / "run.json").write_text(json.dumps(spec))
+    new.rename(old)
+    fails_cleanly(train(old, 60), capsys, "differs in encoder")
+
+
 def test_a_resume_from_a_broken_agent_checkpoint_or_replay_names_it_and_keeps_the_run(finished, tmp_path, capsys):
     run = copy_of(finished / "run", tmp_path / "run")
     argv = ["train", "--env", CARTPOLE, *STATE, "--env-steps", "320", "--eval-every", "80", "--eval-episodes", "1"]
