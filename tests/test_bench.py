@@ -471,6 +471,20 @@ def test_a_larger_rl_budget_continues_finished_cells_instead_of_redoing_them(tin
     assert (cell / "result.json").stat().st_mtime_ns == mtime
 
 
+def test_a_bench_folder_moved_with_its_models_continues_its_encoder_cells(tiny_suite, tmp_path):
+    # Before, a frozen-encoder cell's run compared the encoder's path, which names the bench
+    # folder, so a renamed folder failed every such cell ("differs in encoder").
+    old, new = tmp_path / "bench", tmp_path / "renamed"
+    run_bench(str(tiny_suite), out=old, workers=1, display=False, methods=["tcn"])
+    old.rename(new)
+    run_bench(str(tiny_suite), out=new, workers=1, display=False, methods=["tcn"], rl_steps=240)
+    cell = new / "cells" / "tcn__cartpole-swingup__s0"
+    evals = [json.loads(line) for line in (cell / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["env_steps"] for e in evals if e["kind"] == "eval"] == [0, 80, 160, 240]  # continued, not redone
+    spec = json.loads((cell / "run" / "run.json").read_text())
+    assert pathlib.Path(spec["encoder"]).is_relative_to(new)  # the run reads the moved models now
+
+
 def test_the_push_suite_runs_rig_with_and_without_online_finetuning_and_only_decoupled_cells_carry_its_options():
     from ssrl.benchmarks.cells import plan
     from ssrl.benchmarks.suite import SuiteError, load_suite, parse_suite
