@@ -175,9 +175,9 @@ def main(argv=None) -> dict:
 
     from ssrl.agents import ALGOS, Trainer
     from ssrl.cli import parse_options
+    from ssrl.representations import load_representation
 
     overrides = parse_options(args.set)  # a malformed option is refused before any work
-    from ssrl.representations import load_representation
 
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
