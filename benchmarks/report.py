@@ -729,7 +729,7 @@ def _markdown(
     md += _headline(aggregates, results, probes, _goal_tables(results, rows))
     if aggregates:
         md += _iqm_table(aggregates) + [""]
-        probed = any("r2" in e["scores"] for t in probes.values() for e in t.values())  # as _plots decides
+        probed = _has_probe_figure(probes)
         md += [
             "Figures: `iqm.png` (these intervals), `curves.png` (learning curves)"
             + (", `probes.png` (probe R²)." if probed else "."),
@@ -954,7 +954,7 @@ def _plots(
         for name, plot, has in (
             ("iqm.png", _plot_iqm, bool(aggregates)),
             ("curves.png", _plot_curves, any(r.get("evals") and _ok(r) and not _is_goal(r) for r in results)),
-            ("probes.png", _plot_probes, any("r2" in e["scores"] for t in probes.values() for e in t.values())),
+            ("probes.png", _plot_probes, _has_probe_figure(probes)),
             ("goals.png", _plot_goals, any(_is_goal(r) and _ok(r) for r in results)),
         ):
             if not has:
@@ -1144,13 +1144,28 @@ def _colour_of(label: str, styles: dict[str, tuple[Any, Any]], rows: _Rows) -> A
     return next((style[0] for row, style in styles.items() if rows.method(row) == label), "tab:blue")
 
 
+def _probe_panels(probes: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The data sets ``probes.png`` draws: those with a trained encoder's R^2. The random_encoder
+    row alone is a dotted line with no bar to compare it with, so it draws no panel (its score
+    is in ``summary.md``'s probe table)."""
+    return [
+        (data, entries)
+        for data, entries in probes.items()
+        if any("r2" in e["scores"] for label, e in entries.items() if label != LOWER)
+    ]
+
+
+def _has_probe_figure(probes: dict[str, Any]) -> bool:
+    return bool(_probe_panels(probes))
+
+
 def _plot_probes(plt, probes, styles, rows, **_):
     """Per data set, probe R^2 of each method trained (solid) beside its random-init encoder
     (hatched); the random_encoder row (the first method, untrained) as a dotted line."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    panels = [(data, entries) for data, entries in probes.items() if any("r2" in e["scores"] for e in entries.values())]
+    panels = _probe_panels(probes)
     heights = [0.6 + 0.42 * max(1, sum(1 for label in e if label != LOWER)) for _, e in panels]
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(7.5, 0.9 * len(panels) + sum(heights)), squeeze=False, height_ratios=heights

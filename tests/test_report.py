@@ -299,6 +299,18 @@ def test_figures_are_written(tmp_path):
     assert "This suite has no RL cells" in headline((tmp_path / "b" / "summary.md").read_text())
 
 
+def test_reference_rows_alone_draw_no_probe_figure(tmp_path):
+    # The random_encoder row's probe alone is a dotted line with no trained bar beside it: the
+    # figure was an empty panel under a "trained" legend. Its score stays in summary.md.
+    references = [r for r in regime_results() if r["row"] in ("random_encoder", "pixel_sac")]
+    (tmp_path / "probes.png").write_bytes(b"an earlier report's")
+    summary = write_report(tmp_path, SUITE, references, wall_time=1.0)
+    assert "probes.png" not in summary["figures"] and not (tmp_path / "probes.png").exists()
+    text = (tmp_path / "summary.md").read_text()
+    assert "`probes.png`" not in text
+    assert "random_encoder" in summary["probes"][TASK] and "0.100" in text
+
+
 def test_curves_title_names_dashed_lines_only_when_a_reference_is_drawn():
     import matplotlib
 
