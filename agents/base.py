@@ -122,6 +122,13 @@ class AgentConfig:
     # fraction of each batch relabelled with imagined goals. 0 by default; RIG's pusher
     # (rlkit v0.1.2 examples/rig/pusher) used 0.5 with her_ratio 0.4 (and 0.1 rollout goals).
     imagined_goal_ratio: float = 0.0
+    # Vector goal envs: the (observation, goal) entries the critics read in place of the actor's
+    # ("observation", "desired_goal"): an asymmetric actor-critic (Pinto et al. 2018), whose
+    # critics see privileged simulator state while the actor reads only what it acts on at test
+    # time. The goal entry must be the desired half of the env's ``reward_keys``, so hindsight
+    # relabelling rewrites it with the same instant's achieved value it rewards against. None
+    # (the default, as everywhere else): the critics read what the actor reads.
+    critic_keys: tuple[str, str] | None = None
     # Multiplies every reward the agent learns from (its critics' targets, and an aux objective's
     # reward model), as rlkit's SACTrainer reward_scale and the SAC paper's reward scale. 1 (SB3
     # and CleanRL have none). A latent distance (RIG) runs 20-50 times a state distance in metres,
@@ -253,6 +260,8 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)
+        if self.critic_keys is not None:  # its type (two names) is checked by build_config
+            self.critic_keys = tuple(self.critic_keys)
         if self.PIXEL_PRESETS:
             self.pixel_preset_values(self.pixel_preset)
         if self.GOAL_PRESETS:
@@ -477,6 +486,7 @@ class OffPolicyAgent(abc.ABC):
         self.device = resolve_device(device)
         self.seed = int(seed)
         self.config = self._build_config(hyperparams)
+        self._check_critic_keys()
         self._check_aux(aux)
         self.aux = aux
         self.frame_stack = self._resolve_frame_stack(frame_stack)
@@ -545,6 +555,23 @@ class OffPolicyAgent(abc.ABC):
                     "ssrl.representations.EncodedObservation(env, encoder), then train on latents"
                 )
             self.side_keys = tuple(k for k in spaces if k not in read)
+
+    def _check_critic_keys(self) -> None:
+        """An asymmetric critic (``critic_keys``) reads two vector entries of a vector goal env's
+        observation; they are then sampled with every batch, no longer side entries."""
+        keys = self.config.critic_keys
+        if keys is None:
+            return
+        spaces = self.observation_space.spaces if self.is_dict else {}
+        if not self.is_dict or self.pixels:
+            raise ValueError("critic_keys (an asymmetric critic) needs a goal env with vector observations")
+        for key in keys:
+            space = spaces.get(key)
+            if space is None:
+                raise ValueError(f"critic_keys entry {key!r} is not in the observation; its entries: {sorted(spaces)}")
+            if not isinstance(space, gym.spaces.Box) or is_image_space(space):
+                raise ValueError(f"critic_keys entry {key!r} must be a vector Box, got {space}")
+        self.side_keys = tuple(k for k in self.side_keys if k not in keys)
 
     def _check_aux(self, aux: AuxObjective | None) -> None:
         """Refuse an ``aux`` that lacks a member of the AuxObjective protocol, or vector observations."""
@@ -642,9 +669,17 @@ class OffPolicyAgent(abc.ABC):
             self.feature_dim = int(np.prod(spaces["observation"].shape) + np.prod(spaces["desired_goal"].shape))
         else:
             self.feature_dim = int(np.prod(space.shape))
+        # What the critics read: the same features, or the entries critic_keys names.
+        keys = self.config.critic_keys
+        self.critic_dim = self.feature_dim
+        if keys is not None:
+            self.critic_dim = sum(int(np.prod(self.observation_space[k].shape)) for k in keys)
         self.obs_normalizer: RunningNormalizer | None = None
+        self.critic_normalizer: RunningNormalizer | None = None
         if self.config.normalize_obs and not self.pixels:
             self.obs_normalizer = RunningNormalizer(self.feature_dim).to(self.device)
+            if keys is not None:
+                self.critic_normalizer = RunningNormalizer(self.critic_dim).to(self.device)
 
     def _build_replay(self, reward_fn: Callable | None) -> None:
         """The replay buffer, with hindsight relabelling for goal envs that can recompute rewards."""
@@ -754,6 +789,8 @@ class OffPolicyAgent(abc.ABC):
         encoder = {"encoder": self.encoder, "encoder_target": self.encoder_target} if self.pixels else {}
         if self.obs_normalizer is not None:
             encoder["obs_normalizer"] = self.obs_normalizer
+        if self.critic_normalizer is not None:
+            encoder["critic_normalizer"] = self.critic_normalizer
         return dict(self.networks(), **encoder)
 
     def update_targets(self, *pairs: tuple[nn.Module, nn.Module]) -> None:
@@ -774,7 +811,8 @@ class OffPolicyAgent(abc.ABC):
     def obs_to_tensor(self, obs, augment: bool = False, update_stats: bool = False) -> torch.Tensor:
         """A batch of observations (numpy) -> network input (a float tensor, standardised with
         ``normalize_obs``, or uint8 images); ``update_stats``: the normaliser counts this batch
-        first (replay batches the agent trains on)."""
+        first (replay batches the agent trains on). The actor's input, and the critics' unless
+        ``critic_keys`` name their own (:meth:`critic_tensor`)."""
         if self.pixels:
             if self.goal_dim:
                 image = torch.from_numpy(np.ascontiguousarray(obs["observation"])).to(self.device, non_blocking=True)
@@ -783,17 +821,26 @@ class OffPolicyAgent(abc.ABC):
             else:
                 x = torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True)
             return self.augment(x) if augment else x
-        x = self._vector_input(obs)
-        if self.obs_normalizer is None:
+        return self._normalized(self._vector_input(obs), self.obs_normalizer, update_stats)
+
+    def critic_tensor(self, obs, update_stats: bool = False) -> torch.Tensor:
+        """The asymmetric critics' input (``critic_keys``) of a batch of observations, standardised
+        by their own normaliser with ``normalize_obs``."""
+        return self._normalized(self._vector_input(obs, self.config.critic_keys), self.critic_normalizer, update_stats)
+
+    @staticmethod
+    def _normalized(x: torch.Tensor, normalizer: RunningNormalizer | None, update_stats: bool) -> torch.Tensor:
+        if normalizer is None:
             return x
         if update_stats:
-            self.obs_normalizer.update(x)
-        return self.obs_normalizer(x)
+            normalizer.update(x)
+        return normalizer(x)
 
-    def _vector_input(self, obs) -> torch.Tensor:
-        """Vector observations as one float tensor (a goal env's: [observation, desired_goal])."""
+    def _vector_input(self, obs, keys: tuple[str, str] = ("observation", "desired_goal")) -> torch.Tensor:
+        """Vector observations as one float tensor (a goal env's: the entries ``keys``, by default
+        [observation, desired_goal])."""
         if self.is_dict:
-            parts = [np.asarray(obs[k], np.float32).reshape(len(obs[k]), -1) for k in ("observation", "desired_goal")]
+            parts = [np.asarray(obs[k], np.float32).reshape(len(obs[k]), -1) for k in keys]
             return torch.from_numpy(np.concatenate(parts, axis=1)).to(self.device)
         return torch.from_numpy(np.ascontiguousarray(obs)).to(self.device, non_blocking=True).float()
 
@@ -922,6 +969,9 @@ class OffPolicyAgent(abc.ABC):
             # The decoupled regime: the critic reads the latents detached, so its loss never
             # reaches the encoder; the aux objective still gets them (the first view's) with gradient.
             hs = latents if c.critic_trains_encoder else [h.detach() for h in latents]
+        asymmetric = c.critic_keys is not None  # vector observations only (_check_critic_keys)
+        if asymmetric:
+            hs = [self.critic_tensor(batch.obs, update_stats=True)]
         own_head = self.pixels and c.actor_head
         h_nexts, actor_nexts = [], []
         with torch.no_grad():
@@ -931,6 +981,10 @@ class OffPolicyAgent(abc.ABC):
                     latent_next = code_next if latent_next is None else latent_next
                 else:
                     h_next, z_next = self.encode(x, target=True)
+                if asymmetric:  # the actor reads x, the critics their own entries
+                    h_nexts.append(self.critic_tensor(batch.next_obs))
+                    actor_nexts.append(x)
+                    continue
                 h_nexts.append(h_next)
                 if not own_head:
                     actor_nexts.append(h_next)
@@ -979,6 +1033,8 @@ class OffPolicyAgent(abc.ABC):
         detach_encoder=True)`` run the encoder anew); without one the critic's features from
         before its step, detached (legacy).
         """
+        if self.config.critic_keys is not None:  # vector observations: the actor reads p.obs itself
+            return p.obs, p.h.detach()
         if not (self.pixels and self.config.actor_head):
             h = p.h.detach()
             return h, h

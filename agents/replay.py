@@ -21,7 +21,9 @@ the same episode and the reward recomputed with the env's ``compute_reward``; wi
 With ``reward_keys`` other than the goals (``EncodedObservation(reward="env")``: the env's reward
 on the images behind latent goals), relabelled rows are rewarded on those entries: the achieved
 image of the next slot against the new goal's image (a future slot's image, or an imagined
-goal's picture from ``goal_images``).
+goal's picture from ``goal_images``). Where those entries are sampled, not side entries (the
+goal an asymmetric critic reads, ``AgentConfig.critic_keys``), a relabelled row's desired entry
+holds its new value, so what the critic reads and what it is rewarded on agree.
 
 Image observations (uint8 frames of shape ``(3, H, W)``) also keep, per slot, the frame's
 *motion*: the mean absolute change of its pixels since the previous slot of its episode, in
@@ -416,6 +418,9 @@ class ReplayBuffer:
             target[:n_future] = self.store[achieved_key][future % self.capacity]
             if n > n_future:
                 target[n_future:] = self.goal_images(new_goal[n_future:])
+            if desired_key in obs:  # sampled (an asymmetric critic's goal): it holds the new goal too
+                obs[desired_key][rows] = target
+                next_obs[desired_key][rows] = target
         reward = reward.copy()
         reward[rows] = np.asarray(self.reward_fn(achieved, target, [{}] * n), np.float32).reshape(n)
         return reward

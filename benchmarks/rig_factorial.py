@@ -3,6 +3,7 @@
     python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state --reward latent|state
         --out FOLDER [--env-steps 100000] [--seed 0] [--size 48] [--hand-weight 1.0] [--reward-scale 1.0]
         [--no-velocities] [--frame-stack K] [--updates-per-step N] [--algo sac|td3] [--set KEY=VALUE ...]
+        [--critic-observe latent|state]
 
 RIG changes two things at once against the state oracle: the agent observes the VAE's latents
 instead of the true state, and it is rewarded with the latent distance ``-||e(s) - e(g)||``
@@ -19,6 +20,11 @@ instead of a distance between true states. This script trains SAC (or TD3) + HER
   one frame's latent). ``--updates-per-step N``: N gradient updates per env step (RIG's pusher: 4).
   ``--algo td3``: TD3 instead of SAC (RIG's own agent). ``--set KEY=VALUE``: any other agent
   hyper-parameter, as ``ssrl train --set`` (e.g. ``critic_layer_norm=true``).
+  ``--critic-observe state`` with ``--observe latent --reward state``: the critics read the
+  state oracle's observation and state goals while the actor reads latents (an asymmetric
+  actor-critic, ``AgentConfig.critic_keys``): is it the value function or the policy that learns
+  slowly from latents? The critic's observation rides in the entry ``critic_observation``, its
+  goal is the reward's desired entry (relabelled with it).
 * ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
   ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
 * ``--reward-scale c`` multiplies either reward by ``c``: the latent distance runs about 20 times
@@ -47,6 +53,7 @@ import numpy as np
 
 SOURCES = ("latent", "state")
 REWARD_ENTRIES = ("reward_achieved", "reward_desired")
+CRITIC_OBSERVATION = "critic_observation"
 
 
 class ObserveAndReward(gym.Wrapper):
@@ -62,16 +69,24 @@ class ObserveAndReward(gym.Wrapper):
         hand_weight: float = 1.0,
         reward_scale: float = 1.0,
         velocities: bool = True,
+        critic: str | None = None,
     ) -> None:
         super().__init__(env)
-        for name, value in (("observe", observe), ("reward", reward)):
+        critic = observe if critic is None else critic
+        for name, value in (("observe", observe), ("reward", reward), ("critic", critic)):
             if value not in SOURCES:
                 raise ValueError(f"{name} must be one of {SOURCES}, got {value!r}")
+        if critic != observe and critic != reward:
+            raise ValueError(
+                f"a critic that observes {critic!r} while the actor observes {observe!r} reads the reward's goals "
+                f"(relabelled with the reward), so it needs reward={critic!r}, got reward={reward!r}"
+            )
         if not (np.isfinite(reward_scale) and reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale!r}")
         if not velocities and observe != "state":
             raise ValueError("velocities=False drops the state observation's velocities; it needs observe='state'")
         self.observe, self.reward_source, self.hand_weight = observe, reward, float(hand_weight)
+        self.critic_source = critic
         self.reward_scale = float(reward_scale)
         latent = env.observation_space.spaces
         goal_dim = self.env.unwrapped.state_desired_goal.shape[0]
@@ -92,6 +107,8 @@ class ObserveAndReward(gym.Wrapper):
         served = dict(spaces[observe])
         if reward != observe:
             served.update(zip(REWARD_ENTRIES, (spaces[reward]["achieved_goal"], spaces[reward]["desired_goal"])))
+        if critic != observe:
+            served[CRITIC_OBSERVATION] = spaces[critic]["observation"]
         self.observation_space = gym.spaces.Dict(served)
         self.reward_keys = REWARD_ENTRIES if reward != observe else ("achieved_goal", "desired_goal")
 
@@ -107,6 +124,8 @@ class ObserveAndReward(gym.Wrapper):
         if self.reward_source != self.observe:
             rewarded = self._source(self.reward_source, latent_obs)
             obs.update(zip(REWARD_ENTRIES, (rewarded["achieved_goal"], rewarded["desired_goal"])))
+        if self.critic_source != self.observe:
+            obs[CRITIC_OBSERVATION] = self._source(self.critic_source, latent_obs)["observation"]
         return obs
 
     def compute_reward(self, achieved_goal, desired_goal, info):
@@ -137,6 +156,7 @@ def make_env(
     reward_scale: float = 1.0,
     velocities: bool = True,
     frame_stack: int = 1,
+    critic: str | None = None,
 ) -> gym.Env:
     from ssrl.envs import make
     from ssrl.representations import EncodedObservation
@@ -145,7 +165,7 @@ def make_env(
         raise ValueError("frame_stack stacks the latent observation's frames; it needs observe='latent'")
     # No goal sampler: env goals. A stack of k frames is encoded frame by frame (k latents).
     env = EncodedObservation(make("ssrl/Push-v0", size=size, frame_stack=frame_stack), encoder)
-    return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities)
+    return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities, critic)
 
 
 def main(argv=None) -> dict:
@@ -162,6 +182,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--updates-per-step", type=int, default=1, help="gradient updates per env step")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="agent hyper-parameter, as ssrl train's"
+    )
+    parser.add_argument(
+        "--critic-observe", choices=SOURCES, help="what the critics read (default: what the actor observes)"
     )
     parser.add_argument("--algo", default="sac", choices=("sac", "td3"), help="the agent (RIG's: TD3)")
     parser.add_argument("--size", type=int, default=48, help="image size (the VAE's)")
@@ -190,6 +213,7 @@ def main(argv=None) -> dict:
         args.reward_scale,
         args.velocities,
         args.frame_stack,
+        args.critic_observe,
     )
     env, eval_env = make_env(encoder, *options), make_env(encoder, *options)
     checkpoint = out / "checkpoint" / "agent.pt"
@@ -198,6 +222,8 @@ def main(argv=None) -> dict:
         agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
     else:
         hyperparams = dict(her_ratio=0.4, imagined_goal_ratio=0.0, updates_per_step=args.updates_per_step)
+        if env.critic_source != env.observe:  # an asymmetric critic: its own observation, the reward's goal
+            hyperparams["critic_keys"] = (CRITIC_OBSERVATION, REWARD_ENTRIES[1])
         agent = ALGOS[args.algo](env, seed=args.seed, **{**hyperparams, **overrides})
     trainer = Trainer(agent, env, eval_env, eval_episodes=args.eval_episodes, run_dir=out, tensorboard=False)
     summary = trainer.train(args.env_steps)

@@ -852,6 +852,124 @@ def test_critic_layer_norm_reaches_the_critics_and_learns(algo):
     assert np.mean([_episode_return(agent, env, seed) for seed in range(5)]) > -3.5  # random: about -10
 
 
+class PrivilegedPointGoal(PointGoal):
+    """PointGoal with privileged entries for an asymmetric critic: ``critic_observation`` (the
+    point, its goal's distance and the time left, in other units), ``critic_achieved`` and
+    ``critic_desired`` (the point and the goal, 10x), which the reward is computed on."""
+
+    reward_keys = ("critic_achieved", "critic_desired")
+    observation_space = gym.spaces.Dict(
+        dict(
+            PointGoal.observation_space.spaces,
+            critic_observation=gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+            critic_achieved=gym.spaces.Box(-10, 10, (2,), np.float32),
+            critic_desired=gym.spaces.Box(-10, 10, (2,), np.float32),
+        )
+    )
+
+    def _obs(self):
+        left = np.float32(1 - self.t / 10)
+        return dict(
+            super()._obs(),
+            critic_observation=np.array([*(10 * self.p), left], np.float32),
+            critic_achieved=10 * self.p,
+            critic_desired=10 * self.g,
+        )
+
+    def compute_reward(self, achieved, desired, info):
+        return super().compute_reward(np.asarray(achieved) / 10, np.asarray(desired) / 10, info)
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        reward = float(self.compute_reward(obs["critic_achieved"], obs["critic_desired"], info))
+        return obs, reward, terminated, truncated, info
+
+
+CRITIC_KEYS = ("critic_observation", "critic_desired")
+
+
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_asymmetric_critic_reads_its_own_entries_and_the_actor_its_own(algo):
+    env = PrivilegedPointGoal()
+    agent = algo(env, hidden_dims=(8, 8), buffer_size=500, batch_size=64, critic_keys=CRITIC_KEYS, goal_preset="none")
+    assert agent.critic.q.layers[0].weight.shape[1] == 3 + 2 + 2  # critic_observation, critic_desired, action
+    assert agent.actor.net[0].in_features == 2 + 2  # observation, desired_goal
+    assert agent.side_keys == ("critic_achieved",)  # stored for relabelling, never read
+    fill(agent, env, 100)
+    batch = agent.replay.sample(64)
+    p = agent.prepare(batch)
+    by_hand = np.concatenate([batch.obs["critic_observation"], batch.obs["critic_desired"]], axis=1)
+    np.testing.assert_array_equal(p.h.numpy(), by_hand)
+    actor_by_hand = np.concatenate([batch.obs["observation"], batch.obs["desired_goal"]], axis=1)
+    np.testing.assert_array_equal(p.obs.numpy(), actor_by_hand)
+    next_by_hand = np.concatenate([batch.next_obs["critic_observation"], batch.next_obs["critic_desired"]], 1)
+    np.testing.assert_array_equal(p.h_next.numpy(), next_by_hand)
+    np.testing.assert_array_equal(p.actor_nexts[0][:, :2].numpy(), batch.next_obs["observation"])
+    actor_in, critic_in = agent.actor_update_inputs(p)
+    assert actor_in.shape == (64, 4) and critic_in.shape == (64, 5)
+    # The critics never read the actor's entries: scrambling them leaves their inputs as they were.
+    scrambled = copy.deepcopy(batch)
+    for obs in (scrambled.obs, scrambled.next_obs):
+        obs["observation"] = obs["observation"][::-1].copy() + 5
+        obs["desired_goal"] = obs["desired_goal"][::-1].copy() - 5
+    q = agent.prepare(scrambled)
+    torch.testing.assert_close(q.h, p.h)
+    torch.testing.assert_close(q.h_next, p.h_next)
+    assert not torch.equal(q.obs, p.obs)
+
+
+def test_asymmetric_critics_goal_is_relabelled_with_the_reward():
+    env = PrivilegedPointGoal()
+    agent = SAC(env, hidden_dims=(8, 8), buffer_size=500, her_ratio=0.8, critic_keys=CRITIC_KEYS)
+    fill(agent, env, 60)
+    batch = agent.replay.sample(400)
+    store, total = agent.replay.store, agent.replay.total
+    achieved_next = 10 * batch.next_obs["achieved_goal"]  # critic_achieved, a side entry the batch leaves out
+    for obs in (batch.obs, batch.next_obs):  # the goal the critic reads is the one it is rewarded on
+        np.testing.assert_array_equal(batch.reward, env.compute_reward(achieved_next, obs["critic_desired"], {}))
+    relabelled = ~np.isin(batch.obs["critic_desired"][:, 0], store["critic_desired"][:total, 0])
+    assert 0.7 < relabelled.mean() <= 0.8
+    achieved = {tuple(g) for g in store["critic_achieved"][:total].tolist()}
+    assert all(tuple(g) in achieved for g in batch.obs["critic_desired"][relabelled].tolist())
+    assert (batch.reward == 0).mean() > 0.05
+
+
+def test_asymmetric_critic_learns_and_its_normaliser_is_saved(tmp_path):
+    env = PrivilegedPointGoal()
+    agent = SAC(env, seed=0, learning_starts=300, batch_size=128, hidden_dims=(64, 64), critic_keys=CRITIC_KEYS)
+    assert agent.critic_normalizer is not None and agent.critic_normalizer.mean.shape == (5,)
+
+    def successes():
+        hits = 0
+        for seed in range(20):
+            obs, _ = env.reset(seed=100 + seed)
+            done = False
+            while not done:
+                obs, reward, term, trunc, _ = env.step(agent.predict(obs)[0])
+                done = term or trunc
+            hits += reward == 0
+        return hits
+
+    before = successes()
+    agent.learn(3000)
+    after = successes()
+    assert after >= before + 8 and after >= 12, (before, after)
+    agent.save(tmp_path / "agent.pt")
+    loaded = SAC.load(tmp_path / "agent.pt", env)
+    assert loaded.config.critic_keys == CRITIC_KEYS
+    torch.testing.assert_close(loaded.critic_normalizer.mean, agent.critic_normalizer.mean)
+    assert int(loaded.critic_normalizer.count) == int(agent.critic_normalizer.count) > 0
+
+
+def test_asymmetric_critic_keys_are_checked():
+    with pytest.raises(ValueError, match=r"'state' is not in the observation; its entries: \['achieved_goal'"):
+        SAC(PrivilegedPointGoal(), critic_keys=("state", "critic_desired"))
+    with pytest.raises(ValueError, match="needs a goal env with vector observations"):
+        SAC(Reach1D(), critic_keys=("observation", "desired_goal"))
+    with pytest.raises(ValueError, match=r"critic_keys must have 2 entries, got \('critic_observation',\)"):
+        SAC(PrivilegedPointGoal(), critic_keys=("critic_observation",))
+
+
 def _episode_return(agent, env, seed):
     obs, _ = env.reset(seed=seed)
     total, done = 0.0, False

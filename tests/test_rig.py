@@ -390,7 +390,7 @@ def test_prior_plausibility_measures_how_far_imagined_goals_lie_from_the_data():
 
 
 def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
-    from ssrl.benchmarks.rig_factorial import REWARD_ENTRIES, make_env
+    from ssrl.benchmarks.rig_factorial import CRITIC_OBSERVATION, REWARD_ENTRIES, make_env
 
     env = make_env(vae.encoder, "state", "latent", SIZE, 1.0)
     obs, info = env.reset(seed=0)
@@ -447,6 +447,18 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     assert np.abs(previous[d:] - first[d:]).max() > 100 * 1e-6  # the hand moved, and the latent with it
     with pytest.raises(ValueError, match="needs observe='latent'"):
         make_env(vae.encoder, "state", "state", SIZE, 1.0, frame_stack=2)
+    # An asymmetric critic: latents for the actor; the state's observation and goals for the critics.
+    asym = make_env(vae.encoder, "latent", "state", SIZE, 1.0, critic="state")
+    obs = asym.reset(seed=0)[0]
+    for _ in range(2):
+        obs, _, _, _, info = asym.step(np.array([1.0, -1.0], np.float32))
+        np.testing.assert_array_equal(obs[CRITIC_OBSERVATION], asym.unwrapped.state_observation()["observation"])
+        np.testing.assert_allclose(obs["reward_desired"], info["state_desired_goal"])
+        assert obs["observation"].shape == (4,)  # the actor's latents
+    agent = SAC(asym, her_ratio=0.4, hidden_dims=(8, 8), critic_keys=(CRITIC_OBSERVATION, REWARD_ENTRIES[1]))
+    assert agent.side_keys == (REWARD_ENTRIES[0],) and agent.critic_dim == 8 + 4
+    with pytest.raises(ValueError, match="reads the reward's goals .* so it needs reward='state', got reward='latent'"):
+        make_env(vae.encoder, "latent", "latent", SIZE, 1.0, critic="state")
 
 
 def test_rig_factorial_passes_set_hyperparameters_to_its_agent(vae, tmp_path):
@@ -464,6 +476,11 @@ def test_rig_factorial_passes_set_hyperparameters_to_its_agent(vae, tmp_path):
           "--env-steps", "30", "--eval-episodes", "1", "--out", str(tmp_path / "td3"), "--algo", "td3",
           "--set", "learning_starts=10", "--set", "batch_size=8"])  # fmt: skip
     TD3.load(tmp_path / "td3" / "checkpoint" / "agent.pt")  # SAC.load refuses it (below)
+    main(["--encoder", str(tmp_path / "vae.pt"), "--observe", "latent", "--reward", "state", "--size", str(SIZE),
+          "--env-steps", "30", "--eval-episodes", "1", "--out", str(tmp_path / "asym"), "--critic-observe", "state",
+          "--set", "learning_starts=10", "--set", "batch_size=8"])  # fmt: skip
+    agent = SAC.load(tmp_path / "asym" / "checkpoint" / "agent.pt")
+    assert agent.config.critic_keys == ("critic_observation", "reward_desired")
     with pytest.raises(ValueError, match="holds a td3 agent, not sac"):
         SAC.load(tmp_path / "td3" / "checkpoint" / "agent.pt")
     with pytest.raises(ValueError, match="not KEY=VALUE"):
