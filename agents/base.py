@@ -714,6 +714,12 @@ class OffPolicyAgent(abc.ABC):
                 goal_images = self.env.get_wrapper_attr("decode_goals")
             except AttributeError:
                 pass
+        critic_goal = self.config.critic_keys[1] if self.config.critic_keys else None
+        if critic_goal is not None and (her_ratio or imagined) and critic_goal != reward_keys[1]:
+            raise ValueError(
+                f"critic_keys' goal {critic_goal!r} is not relabelled: relabelled rows are rewarded against "
+                f"{reward_keys[1]!r} (the env's reward_keys {reward_keys}), so the critics must read that goal"
+            )
         # Other cameras' frames an env seen through AgentCamera gives in info["views"].
         views, agent_camera = None, None
         if self.env is not None and self.pixels and not self.is_dict:

@@ -968,6 +968,9 @@ def test_asymmetric_critic_keys_are_checked():
         SAC(Reach1D(), critic_keys=("observation", "desired_goal"))
     with pytest.raises(ValueError, match=r"critic_keys must have 2 entries, got \('critic_observation',\)"):
         SAC(PrivilegedPointGoal(), critic_keys=("critic_observation",))
+    with pytest.raises(ValueError, match="critic_keys' goal 'critic_achieved' is not relabelled.*'critic_desired'"):
+        SAC(PrivilegedPointGoal(), critic_keys=("critic_observation", "critic_achieved"))
+    SAC(PrivilegedPointGoal(), critic_keys=("critic_observation", "critic_achieved"), her_ratio=0.0)  # no relabelling
 
 
 def _episode_return(agent, env, seed):
