@@ -126,7 +126,8 @@ class AgentConfig:
     # ("observation", "desired_goal"): an asymmetric actor-critic (Pinto et al. 2018), whose
     # critics see privileged simulator state while the actor reads only what it acts on at test
     # time. The goal entry must be the desired half of the env's ``reward_keys``, so hindsight
-    # relabelling rewrites it with the same instant's achieved value it rewards against. None
+    # relabelling rewrites it with the same instant's achieved value it rewards against; the
+    # observation entry must not depend on the goal (relabelling leaves it as stored). None
     # (the default, as everywhere else): the critics read what the actor reads.
     critic_keys: tuple[str, str] | None = None
     # Multiplies every reward the agent learns from (its critics' targets, and an aux objective's
@@ -411,12 +412,15 @@ class Prepared:
     The single-view fields are the first augmented view (what the aux objective and the actor
     use); the list fields hold every view: ``hs`` the M views of the observations (``hs[0]`` is
     ``h``), ``h_nexts`` and ``actor_nexts`` the K views of the next observations. On vector
-    observations ``h`` is ``obs`` and ``h_next`` is ``next_obs``.
+    observations ``h`` is ``obs`` and ``h_next`` is ``next_obs``, unless ``critic_keys`` give the
+    critics their own entries: then ``h`` and ``h_next`` are those, and ``obs`` what the actor reads.
     """
 
     obs: torch.Tensor  # (augmented) observations: uint8 images or float vectors
     next_obs: torch.Tensor
-    h: torch.Tensor  # encoder(obs), what the critic reads: with gradient unless it must not train the encoder
+    # encoder(obs) (or critic_keys' entries), what the critic reads: with gradient unless it must
+    # not train the encoder
+    h: torch.Tensor
     h_next: torch.Tensor  # target_encoder(next_obs), without gradient
     action: torch.Tensor  # in [-1, 1], (B, A)
     reward: torch.Tensor  # (B,)
@@ -621,8 +625,9 @@ class OffPolicyAgent(abc.ABC):
         whose architecture then replaces ``encoder_arch``, ``feature_dim``, ``encoder_tanh`` and
         ``conv_init``; with ``rl_head`` it is wrapped in an :class:`RLHeadEncoder` whose head has
         ``feature_dim`` outputs and ``encoder_tanh``) and its EMA target. Set ``feature_dim``, the
-        width of what the critics read (the encoder's output, or the flattened vector
-        observation), and ``split_encoder``: whether the actor's own head reads the encoder's
+        width of what the actor and the critics read (the encoder's output, or the flattened vector
+        observation), ``critic_dim`` (the critics' own, ``feature_dim`` unless ``critic_keys``) and
+        the normalisers, and ``split_encoder``: whether the actor's own head reads the encoder's
         conv trunk (an encoder the agent built or an ``rl_head``, with ``actor_head``) rather
         than its output."""
         self.encoder: nn.Module | None = None
@@ -832,6 +837,8 @@ class OffPolicyAgent(abc.ABC):
     def critic_tensor(self, obs, update_stats: bool = False) -> torch.Tensor:
         """The asymmetric critics' input (``critic_keys``) of a batch of observations, standardised
         by their own normaliser with ``normalize_obs``."""
+        if self.config.critic_keys is None:
+            raise ValueError("critic_tensor serves an asymmetric critic; this agent's critics read obs_to_tensor")
         return self._normalized(self._vector_input(obs, self.config.critic_keys), self.critic_normalizer, update_stats)
 
     @staticmethod
@@ -859,8 +866,8 @@ class OffPolicyAgent(abc.ABC):
         return x
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """What the critics read: ``encoder(x)`` on pixels (with a goal vector appended), ``x``
-        itself otherwise."""
+        """What the critics read (unless ``critic_keys`` give them their own entries):
+        ``encoder(x)`` on pixels (with a goal vector appended), ``x`` itself otherwise."""
         return self._apply_encoder(self.encoder, x) if self.pixels else x
 
     @staticmethod

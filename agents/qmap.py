@@ -121,8 +121,8 @@ class QMap(OffPolicyAgent):
             raise ValueError("the Q-map is its own network from the image; it adopts no pretrained encoder")
         self.encoder = self.encoder_target = None
         self.split_encoder = False
-        self.feature_dim = 0
-        self.obs_normalizer = None
+        self.feature_dim = self.critic_dim = 0
+        self.obs_normalizer = self.critic_normalizer = None
 
     def build_networks(self) -> None:
         c = self.config

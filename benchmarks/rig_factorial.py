@@ -217,13 +217,20 @@ def main(argv=None) -> dict:
     )
     env, eval_env = make_env(encoder, *options), make_env(encoder, *options)
     checkpoint = out / "checkpoint" / "agent.pt"
+    # An asymmetric critic: its own observation, the reward's goal.
+    critic_keys = (CRITIC_OBSERVATION, REWARD_ENTRIES[1]) if env.critic_source != env.observe else None
     if checkpoint.exists():
         agent = ALGOS[args.algo].load(checkpoint, env=env)
+        if agent.config.critic_keys != critic_keys:
+            raise ValueError(
+                f"{out} holds a run whose critics read {agent.config.critic_keys or 'what the actor reads'}, not "
+                f"{critic_keys or 'what the actor reads'}: resume it with its own --critic-observe"
+            )
         agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
     else:
         hyperparams = dict(her_ratio=0.4, imagined_goal_ratio=0.0, updates_per_step=args.updates_per_step)
-        if env.critic_source != env.observe:  # an asymmetric critic: its own observation, the reward's goal
-            hyperparams["critic_keys"] = (CRITIC_OBSERVATION, REWARD_ENTRIES[1])
+        if critic_keys:
+            hyperparams["critic_keys"] = critic_keys
         agent = ALGOS[args.algo](env, seed=args.seed, **{**hyperparams, **overrides})
     trainer = Trainer(agent, env, eval_env, eval_episodes=args.eval_episodes, run_dir=out, tensorboard=False)
     summary = trainer.train(args.env_steps)

@@ -854,7 +854,7 @@ def test_critic_layer_norm_reaches_the_critics_and_learns(algo):
 
 class PrivilegedPointGoal(PointGoal):
     """PointGoal with privileged entries for an asymmetric critic: ``critic_observation`` (the
-    point, its goal's distance and the time left, in other units), ``critic_achieved`` and
+    point in other units, and the time left), ``critic_achieved`` and
     ``critic_desired`` (the point and the goal, 10x), which the reward is computed on."""
 
     reward_keys = ("critic_achieved", "critic_desired")
@@ -883,6 +883,15 @@ class PrivilegedPointGoal(PointGoal):
         obs, _, terminated, truncated, info = super().step(action)
         reward = float(self.compute_reward(obs["critic_achieved"], obs["critic_desired"], info))
         return obs, reward, terminated, truncated, info
+
+    # Imagined goals, as RIG's env gives them: goals, and the reward entries behind them.
+    can_imagine_goals = True
+
+    def sample_goals(self, n, rng, like=None):
+        return rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+
+    def decode_goals(self, goals):
+        return 10 * np.asarray(goals, np.float32)
 
 
 CRITIC_KEYS = ("critic_observation", "critic_desired")
@@ -920,17 +929,22 @@ def test_asymmetric_critic_reads_its_own_entries_and_the_actor_its_own(algo):
 
 def test_asymmetric_critics_goal_is_relabelled_with_the_reward():
     env = PrivilegedPointGoal()
-    agent = SAC(env, hidden_dims=(8, 8), buffer_size=500, her_ratio=0.8, critic_keys=CRITIC_KEYS)
+    agent = SAC(
+        env, hidden_dims=(8, 8), buffer_size=500, her_ratio=0.7, imagined_goal_ratio=0.1, critic_keys=CRITIC_KEYS
+    )
     fill(agent, env, 60)
     batch = agent.replay.sample(400)
     store, total = agent.replay.store, agent.replay.total
     achieved_next = 10 * batch.next_obs["achieved_goal"]  # critic_achieved, a side entry the batch leaves out
-    for obs in (batch.obs, batch.next_obs):  # the goal the critic reads is the one it is rewarded on
+    for obs in (batch.obs, batch.next_obs):  # the goal the critic reads is the one it is rewarded on ...
         np.testing.assert_array_equal(batch.reward, env.compute_reward(achieved_next, obs["critic_desired"], {}))
+        np.testing.assert_allclose(obs["critic_desired"], 10 * obs["desired_goal"])  # ... and the actor's, 10x
     relabelled = ~np.isin(batch.obs["critic_desired"][:, 0], store["critic_desired"][:total, 0])
-    assert 0.7 < relabelled.mean() <= 0.8
+    assert 0.75 < relabelled.mean() <= 0.8
+    future, imagined = relabelled[:280], relabelled[280:320]  # the replay's order: future rows, then imagined
+    assert future.mean() > 0.95 and imagined.all() and not relabelled[320:].any()
     achieved = {tuple(g) for g in store["critic_achieved"][:total].tolist()}
-    assert all(tuple(g) in achieved for g in batch.obs["critic_desired"][relabelled].tolist())
+    assert all(tuple(g) in achieved for g in batch.obs["critic_desired"][:280][future].tolist())
     assert (batch.reward == 0).mean() > 0.05
 
 
@@ -959,6 +973,8 @@ def test_asymmetric_critic_learns_and_its_normaliser_is_saved(tmp_path):
     assert loaded.config.critic_keys == CRITIC_KEYS
     torch.testing.assert_close(loaded.critic_normalizer.mean, agent.critic_normalizer.mean)
     assert int(loaded.critic_normalizer.count) == int(agent.critic_normalizer.count) > 0
+    # Counted once per batch trained on, as the actor's normaliser.
+    assert int(agent.critic_normalizer.count) == agent.num_updates * 128 == int(agent.obs_normalizer.count)
 
 
 def test_asymmetric_critic_keys_are_checked():

@@ -481,6 +481,9 @@ def test_rig_factorial_passes_set_hyperparameters_to_its_agent(vae, tmp_path):
           "--set", "learning_starts=10", "--set", "batch_size=8"])  # fmt: skip
     agent = SAC.load(tmp_path / "asym" / "checkpoint" / "agent.pt")
     assert agent.config.critic_keys == ("critic_observation", "reward_desired")
+    with pytest.raises(ValueError, match="resume it with its own --critic-observe"):  # not silently symmetric
+        main(["--encoder", str(tmp_path / "vae.pt"), "--observe", "latent", "--reward", "state", "--size", str(SIZE),
+              "--env-steps", "60", "--eval-episodes", "1", "--out", str(tmp_path / "asym")])  # fmt: skip
     with pytest.raises(ValueError, match="holds a td3 agent, not sac"):
         SAC.load(tmp_path / "td3" / "checkpoint" / "agent.pt")
     with pytest.raises(ValueError, match="not KEY=VALUE"):
