@@ -7,6 +7,7 @@ that owns its stage; this file only parses arguments and dispatches.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -577,7 +578,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    torch.set_num_threads(max(1, args.threads))
+    threads = max(1, args.threads)
+    # Mesa's llvmpipe (headless EGL on a CPU) starts one rasteriser thread per core when it first
+    # renders; two runs side by side on our two cores then keep four render threads beside their
+    # torch threads. As a bench cell does (utils.one_thread), the renderer gets --threads too.
+    os.environ.setdefault("LP_NUM_THREADS", str(threads))
+    torch.set_num_threads(threads)
     try:
         return args.func(args)
     except (ValueError, OSError, RuntimeError) as err:  # OSError: missing files, a full disk, ...

@@ -202,6 +202,9 @@ def main(argv=None) -> dict:
 
     overrides = parse_options(args.set)  # a malformed option is refused before any work
 
+    from ssrl.utils import one_thread
+
+    one_thread()  # one torch, OpenMP and renderer thread, as a bench cell (before anything renders)
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
     encoder = load_representation(args.encoder).eval().encoder

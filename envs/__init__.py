@@ -28,22 +28,29 @@ def make_dmc(domain: str, task: str, **options) -> DMCEnv:
     return DMCEnv(domain, task, **options)
 
 
+def check_env_id(env_id: str) -> None:
+    """Raise a ValueError naming the registered families if ``env_id`` is not an env id
+    Gymnasium resolves ("module:Id" ids import their module in ``gym.make``, so pass here)."""
+    if ":" in env_id:
+        return
+    try:
+        gym.spec(env_id)  # also what gym.make accepts beyond exact ids (a missing version)
+    except gym.error.Error:
+        from ssrl.envs.manipulation import ENVS as SCENES
+
+        raise ValueError(
+            f"unknown env id {env_id!r}; ssrl registers ssrl/DOMAIN-TASK-v0 for every DeepMind Control task "
+            f"(e.g. ssrl/cartpole-swingup-v0) and the scenes {', '.join(SCENES)}"
+        ) from None
+
+
 def make(env_id: str, **options) -> gym.Env:
     """``gym.make(env_id, **options)`` with the options checked first: an option the env does
     not take (a typo like ``from_pixel``) is a ValueError naming the valid ones, where
     Gymnasium would raise a TypeError from inside the env's constructor."""
     import inspect
 
-    if ":" not in env_id:  # "module:Id" imports its module first; gym.make resolves it
-        try:
-            gym.spec(env_id)  # also what gym.make accepts beyond exact ids (a missing version)
-        except gym.error.Error:
-            from ssrl.envs.manipulation import ENVS as SCENES
-
-            raise ValueError(
-                f"unknown env id {env_id!r}; ssrl registers ssrl/DOMAIN-TASK-v0 for every DeepMind Control task "
-                f"(e.g. ssrl/cartpole-swingup-v0) and the scenes {', '.join(SCENES)}"
-            ) from None
+    check_env_id(env_id)
     if env_id in gym.registry:
         spec = gym.spec(env_id)
         entry = spec.entry_point
@@ -81,6 +88,7 @@ __all__ = [
     "PIXEL_OPTIONS",
     "PLANET_TASKS",
     "Renderer",
+    "check_env_id",
     "default_action_repeat",
     "dmc_id",
     "is_multi_camera",

@@ -449,6 +449,9 @@ def collect(
     from tqdm import tqdm
 
     env_kwargs = dict(env_kwargs or {})
+    from ssrl.envs import check_env_id
+
+    check_env_id(env_id)  # before the folder is made: a typo leaves no empty data set behind
     held = contextlib.ExitStack()  # the folder's lock: a second collect on this --out refuses meanwhile
     held.enter_context(RunFolder(out, "ssrl collect", identity_file="meta.json").locked())
     source = None

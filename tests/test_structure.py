@@ -487,6 +487,20 @@ def test_global_options_work_after_the_subcommand_and_help_shows_defaults(capsys
     assert "``" not in parser.format_help()
 
 
+def test_threads_reach_the_renderer_unless_the_user_set_its_own(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("LP_NUM_THREADS", "placeholder")  # restored after the test
+    monkeypatch.delenv("LP_NUM_THREADS")
+    out = str(tmp_path / "data")
+    assert cli(["--threads", "2", "collect", "ssrl/no-such-v0", "--out", out]) == 2  # fails before any work
+    assert os.environ["LP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("LP_NUM_THREADS", "3")
+    cli(["collect", "ssrl/no-such-v0", "--out", out])
+    assert os.environ["LP_NUM_THREADS"] == "3"
+    torch.set_num_threads(1)  # as the suite runs
+    assert "unknown env id 'ssrl/no-such-v0'" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # the typo left no empty data set (with its lock) behind
+
+
 def test_env_options_are_checked_by_name_and_type(tmp_path, capsys):
     from ssrl.envs import make
 
