@@ -23,8 +23,9 @@ instead of a distance between true states. This script trains SAC (or TD3) + HER
   ``--critic-observe state`` with ``--observe latent --reward state``: the critics read the
   state oracle's observation and state goals while the actor reads latents (an asymmetric
   actor-critic, ``AgentConfig.critic_keys``): is it the value function or the policy that learns
-  slowly from latents? The critic's observation rides in the entry ``critic_observation``, its
-  goal is the reward's desired entry (relabelled with it).
+  slowly from latents? ``--observe state --reward latent --critic-observe latent`` is the
+  reverse. The critics' source must be the reward's: their observation rides in the entry
+  ``critic_observation``, their goal is the reward's desired entry (relabelled with it).
 * ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
   ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
 * ``--reward-scale c`` multiplies either reward by ``c``: the latent distance runs about 20 times
