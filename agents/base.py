@@ -982,29 +982,28 @@ class OffPolicyAgent(abc.ABC):
             # The decoupled regime: the critic reads the latents detached, so its loss never
             # reaches the encoder; the aux objective still gets them (the first view's) with gradient.
             hs = latents if c.critic_trains_encoder else [h.detach() for h in latents]
-        asymmetric = c.critic_keys is not None  # vector observations only (_check_critic_keys)
-        if asymmetric:
-            hs = [self.critic_tensor(batch.obs, update_stats=True)]
         own_head = self.pixels and c.actor_head
         h_nexts, actor_nexts = [], []
-        with torch.no_grad():
-            for x in next_views:
-                if self.rl_head:
-                    h_next, code_next, z_next = self.encoder_target.split(x)
-                    latent_next = code_next if latent_next is None else latent_next
-                else:
-                    h_next, z_next = self.encode(x, target=True)
-                if asymmetric:  # the actor reads x, the critics their own entries
-                    h_nexts.append(self.critic_tensor(batch.next_obs))
-                    actor_nexts.append(x)
-                    continue
-                h_nexts.append(h_next)
-                if not own_head:
-                    actor_nexts.append(h_next)
-                elif self.next_actor_encoder == "target":
-                    actor_nexts.append(z_next)
-                else:
-                    actor_nexts.append(self.actor_input(x))
+        if c.critic_keys is not None:  # vector observations only (_check_critic_keys)
+            # The critics read their own entries, the next ones once for all K views (vectors are
+            # not augmented); the actor reads the views themselves.
+            hs = [self.critic_tensor(batch.obs, update_stats=True)]
+            h_nexts, actor_nexts = [self.critic_tensor(batch.next_obs)] * len(next_views), list(next_views)
+        else:
+            with torch.no_grad():
+                for x in next_views:
+                    if self.rl_head:
+                        h_next, code_next, z_next = self.encoder_target.split(x)
+                        latent_next = code_next if latent_next is None else latent_next
+                    else:
+                        h_next, z_next = self.encode(x, target=True)
+                    h_nexts.append(h_next)
+                    if not own_head:
+                        actor_nexts.append(h_next)
+                    elif self.next_actor_encoder == "target":
+                        actor_nexts.append(z_next)
+                    else:
+                        actor_nexts.append(self.actor_input(x))
         return Prepared(
             views[0],
             next_views[0],

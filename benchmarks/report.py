@@ -729,7 +729,7 @@ def _markdown(
     md += _headline(aggregates, results, probes, _goal_tables(results, rows))
     if aggregates:
         md += _iqm_table(aggregates) + [""]
-        probed = _has_probe_figure(probes)
+        probed = bool(_probe_panels(probes))
         md += [
             "Figures: `iqm.png` (these intervals), `curves.png` (learning curves)"
             + (", `probes.png` (probe R²)." if probed else "."),
@@ -954,7 +954,7 @@ def _plots(
         for name, plot, has in (
             ("iqm.png", _plot_iqm, bool(aggregates)),
             ("curves.png", _plot_curves, any(r.get("evals") and _ok(r) and not _is_goal(r) for r in results)),
-            ("probes.png", _plot_probes, _has_probe_figure(probes)),
+            ("probes.png", _plot_probes, bool(_probe_panels(probes))),
             ("goals.png", _plot_goals, any(_is_goal(r) and _ok(r) for r in results)),
         ):
             if not has:
@@ -1153,10 +1153,6 @@ def _probe_panels(probes: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         for data, entries in probes.items()
         if any("r2" in e["scores"] for label, e in entries.items() if label != LOWER)
     ]
-
-
-def _has_probe_figure(probes: dict[str, Any]) -> bool:
-    return bool(_probe_panels(probes))
 
 
 def _plot_probes(plt, probes, styles, rows, **_):

@@ -440,6 +440,7 @@ def collect(
     ``seed + i`` and depends on nothing else, so ``workers`` > 1 (spawned processes, one episode
     at a time each, written by index) gives the same files as one worker.
     """
+    from ssrl.envs import check_env_id
     from ssrl.utils import check_whole
 
     append = check_whole("append (episodes to add)", append, 0)
@@ -449,8 +450,6 @@ def collect(
     from tqdm import tqdm
 
     env_kwargs = dict(env_kwargs or {})
-    from ssrl.envs import check_env_id
-
     check_env_id(env_id)  # before the folder is made: a typo leaves no empty data set behind
     held = contextlib.ExitStack()  # the folder's lock: a second collect on this --out refuses meanwhile
     held.enter_context(RunFolder(out, "ssrl collect", identity_file="meta.json").locked())
