@@ -61,7 +61,7 @@ from ssrl.utils import PRECISIONS, autocast, build_config, is_image_space, resol
 
 from . import checkpoint
 from .augment import random_shift
-from .networks import ActorHead, RLHeadEncoder, RunningNormalizer, soft_update
+from .networks import ActorHead, RLHeadEncoder, RunningNormalizer, TwinQ, soft_update
 from .replay import GOAL_KEYS, Batch, ReplayBuffer
 
 CONV_INITS = ("delta-orthogonal", "orthogonal")
@@ -104,6 +104,20 @@ class AgentConfig:
     # is linear in, which keeps Q estimates from running away at high update ratios. Off by
     # default (SB3, CleanRL, DrQ and SAC-AE have none). The actor is unchanged.
     critic_layer_norm: bool = False
+    # Widths of the critics' hidden layers where they differ from the actor's; None: hidden_dims.
+    # Ours (SB3 splits them the same way, net_arch=dict(pi=..., qf=...)).
+    critic_hidden_dims: tuple[int, ...] | None = None
+    # Vector observations only: the weight lambda of an auxiliary loss on the critics' features
+    # (0: off, the default everywhere). Each critic's last hidden layer phi_i(s, g, a) also
+    # predicts, through its own linear head, how the standardised observation the critics read
+    # changes over the transition (their goal entries excluded):
+    #     L_model = sum_i mean_{batch, entries} (W_i phi_i(s, g, a) + b_i - (s' - s))^2,
+    # and the critics' optimiser minimises L_Q + lambda L_model. The features Q is linear in must
+    # then carry what the action does to the observation, a signal TD targets give only slowly
+    # (on Push, critics reading a VAE's latents learn far more slowly than critics reading the
+    # true state; README, RIG). Ours; it is DeepMDP's and SPR's latent-model idea applied to the
+    # critics' own hidden layer instead of an encoder's output.
+    critic_model_weight: float = 0.0
     # Goal envs only: fraction of each batch relabelled with hindsight goals ("future"
     # strategy). 0.8 is SB3's HerReplayBuffer default n_sampled_goal=4 (4 of 5).
     her_ratio: float = 0.8
@@ -227,6 +241,7 @@ class AgentConfig:
         "critic_lr",
         "aux_lr",
         "encoder_lr",
+        "critic_model_weight",
     )
     IN_RANGE: ClassVar[dict[str, tuple[float, float, bool, bool]]] = {
         "gamma": (0.0, 1.0, False, True),
@@ -261,6 +276,8 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(self.hidden_dims)
+        if self.critic_hidden_dims is not None:
+            self.critic_hidden_dims = tuple(self.critic_hidden_dims)
         if self.critic_keys is not None:  # its type (two names) is checked by build_config
             self.critic_keys = tuple(self.critic_keys)
         if self.PIXEL_PRESETS:
@@ -298,8 +315,15 @@ class AgentConfig:
             if not (above and below):
                 interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
                 raise ValueError(f"{where}.{name} must be in {interval}, got {value}")
-        if any(h < 1 for h in self.hidden_dims):
-            raise ValueError(f"{where}.hidden_dims must be positive widths, got {self.hidden_dims}")
+        for name in ("hidden_dims", "critic_hidden_dims"):
+            widths = getattr(self, name)
+            if widths is not None and (not widths or any(h < 1 for h in widths)):
+                raise ValueError(f"{where}.{name} must be one or more positive widths, got {widths}")
+
+    @property
+    def critic_widths(self) -> tuple[int, ...]:
+        """The critics' hidden widths: ``critic_hidden_dims``, or the actor's ``hidden_dims``."""
+        return self.hidden_dims if self.critic_hidden_dims is None else self.critic_hidden_dims
 
 
 # -- pixel presets: the values SAC and TD3 share (each algorithm adds its own) ----------------
@@ -679,6 +703,16 @@ class OffPolicyAgent(abc.ABC):
         self.critic_dim = self.feature_dim
         if keys is not None:
             self.critic_dim = sum(int(np.prod(self.observation_space[k].shape)) for k in keys)
+        # The critics' observation: the leading entries of what they read, before any goal
+        # (critic_model_weight's head predicts its change).
+        self.critic_obs_dim = self.feature_dim
+        if self.is_dict and not self.pixels:
+            self.critic_obs_dim = int(np.prod(self.observation_space[keys[0] if keys else "observation"].shape))
+        if self.config.critic_model_weight > 0 and self.pixels:
+            raise ValueError(
+                "critic_model_weight models a vector observation's change; on pixels give the encoder an aux "
+                "objective instead (ssrl train --method NAME --regime joint)"
+            )
         self.obs_normalizer: RunningNormalizer | None = None
         self.critic_normalizer: RunningNormalizer | None = None
         if self.config.normalize_obs and not self.pixels:
@@ -1068,14 +1102,34 @@ class OffPolicyAgent(abc.ABC):
             self.replay.sample_segments if self.pixels and not self.replay.is_dict else None,
         )
 
+    def make_critic(self) -> TwinQ:
+        """The twin critics on ``critic_dim`` features, ``critic_widths`` wide, with the model
+        head of ``critic_model_weight`` when it is on."""
+        c = self.config
+        model_dim = self.critic_obs_dim if c.critic_model_weight > 0 else 0
+        return TwinQ(self.critic_dim, self.action_dim, c.critic_widths, c.critic_layer_norm, model_dim).to(self.device)
+
+    def critic_model_loss(self, p: Prepared) -> torch.Tensor:
+        """``critic_model_weight``'s L_model on the batch ``p``: each critic's prediction of the
+        change of the standardised observation it reads (its first ``critic_obs_dim`` entries),
+        squared error averaged over batch and entries, summed over the two critics."""
+        d = self.critic_obs_dim
+        change = (p.h_next[:, :d] - p.h[:, :d]).detach().float()
+        return (self.critic.predict_change(p.h, p.action) - change).pow(2).mean((1, 2)).sum()
+
     def critic_step(self, critic_loss: torch.Tensor, prepared: Prepared) -> dict[str, torch.Tensor]:
-        """Backward the critic loss (plus the auxiliary loss on the same batch) and step their
-        optimisers: the critic's, which trains the encoder too, and the aux objective's.
+        """Backward the critic loss (plus ``critic_model_weight`` times the critics' model loss,
+        and the aux objective's loss, on the same batch) and step their optimisers: the
+        critic's, which trains the encoder too, and the aux objective's.
 
         Refuses to step on a NaN or infinite loss, so the weights stay the last good ones.
         """
         metrics = {"critic_loss": critic_loss.detach()}
         loss = critic_loss
+        if self.config.critic_model_weight > 0:
+            model_loss = self.critic_model_loss(prepared)
+            loss = loss + self.config.critic_model_weight * model_loss
+            metrics["critic_model_loss"] = model_loss.detach()
         if self.aux is not None:
             aux_loss, aux_metrics = self.aux.loss(self.aux_inputs(prepared))
             loss = loss + aux_loss

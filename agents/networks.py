@@ -58,16 +58,19 @@ class EnsembleMLP(nn.Module):
         self.layers = nn.ModuleList(EnsembleLinear(n, a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.norms = nn.ModuleList(EnsembleLayerNorm(n, d) for d in hidden) if layer_norm else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def hidden_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations, (n, B, hidden[-1]): what the output layer is linear in."""
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.n, *x.shape)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers[:-1]):
             x = layer(x)
-            if i < len(self.layers) - 1:
-                if self.norms is not None:
-                    x = self.norms[i](x)
-                x = F.relu(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = F.relu(x)
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[-1](self.hidden_features(x))
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
@@ -85,14 +88,25 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int) -> nn.Sequential:
 
 class TwinQ(nn.Module):
     """Two Q functions Q_i(h, a); ``forward`` returns both, shape (2, B). ``layer_norm``: a
-    LayerNorm after each hidden layer's Linear (``AgentConfig.critic_layer_norm``)."""
+    LayerNorm after each hidden layer's Linear (``AgentConfig.critic_layer_norm``).
+    ``model_dim`` > 0: each Q's last hidden layer also feeds a linear head of that many outputs,
+    :meth:`predict_change` (``AgentConfig.critic_model_weight``'s model of the next observation)."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden: Sequence[int], layer_norm: bool = False) -> None:
+    def __init__(
+        self, feature_dim: int, action_dim: int, hidden: Sequence[int], layer_norm: bool = False, model_dim: int = 0
+    ) -> None:
         super().__init__()
         self.q = EnsembleMLP(2, feature_dim + action_dim, hidden, 1, layer_norm)
+        self.model = EnsembleLinear(2, hidden[-1], model_dim) if model_dim > 0 else None
 
     def forward(self, h: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat([h, action], dim=-1)).squeeze(-1).float()
+
+    def predict_change(self, h: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Each Q's linear prediction from its last hidden layer, (2, B, model_dim)."""
+        if self.model is None:
+            raise ValueError("this critic has no model head (built with model_dim=0)")
+        return self.model(self.q.hidden_features(torch.cat([h, action], dim=-1))).float()
 
 
 class ActorHead(nn.Module):

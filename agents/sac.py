@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import DRQ, HER, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
-from .networks import TanhGaussianActor, TwinQ
+from .networks import TanhGaussianActor
 from .replay import Batch
 
 
@@ -141,7 +141,7 @@ class SAC(OffPolicyAgent):
         self.actor = TanhGaussianActor(
             self.feature_dim, self.action_dim, c.hidden_dims, c.log_std_bounds, head=self.make_actor_head()
         ).to(self.device)
-        self.critic = TwinQ(self.critic_dim, self.action_dim, c.hidden_dims, c.critic_layer_norm).to(self.device)
+        self.critic = self.make_critic()
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(float(torch.tensor(c.init_alpha).log()), device=self.device, requires_grad=True)
         self.target_entropy = -float(self.action_dim) if c.target_entropy is None else float(c.target_entropy)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 
 from .base import DRQ, HER, LEGACY, SAC_AE, AgentConfig, OffPolicyAgent
-from .networks import DeterministicActor, TwinQ
+from .networks import DeterministicActor
 from .replay import Batch
 
 
@@ -75,7 +75,7 @@ class TD3(OffPolicyAgent):
             self.feature_dim, self.action_dim, c.hidden_dims, head=self.make_actor_head()
         ).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = TwinQ(self.critic_dim, self.action_dim, c.hidden_dims, c.critic_layer_norm).to(self.device)
+        self.critic = self.make_critic()
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
         # The critic optimiser holds the critic's parameters *and* the pixel encoder's.

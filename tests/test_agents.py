@@ -989,6 +989,58 @@ def test_asymmetric_critic_keys_are_checked():
     SAC(PrivilegedPointGoal(), critic_keys=("critic_observation", "critic_achieved"), her_ratio=0.0)  # no relabelling
 
 
+@pytest.mark.parametrize("algo", [SAC, TD3])
+def test_critic_hidden_dims_widen_the_critics_and_leave_the_actor(algo):
+    agent = algo(Reach1D(), hidden_dims=(16, 16), critic_hidden_dims=[32, 24, 8])
+    assert [tuple(layer.weight.shape[1:]) for layer in agent.critic.q.layers] == [(3, 32), (32, 24), (24, 8), (8, 1)]
+    assert [layer.out_features for layer in agent.actor.net if isinstance(layer, torch.nn.Linear)][:2] == [16, 16]
+    assert agent.critic.model is None  # no model head unless critic_model_weight asks for one
+    with pytest.raises(ValueError, match=r"critic_hidden_dims must be one or more positive widths, got \(\)"):
+        algo(Reach1D(), critic_hidden_dims=[])
+
+
+@pytest.mark.parametrize("keys", [None, CRITIC_KEYS])
+def test_critic_model_loss_equals_a_hand_computation(keys):
+    """Each critic's last hidden layer predicts, through its own linear head, the change of the
+    standardised observation the critics read: [observation] or, asymmetric, [critic_observation]."""
+    env = PrivilegedPointGoal()
+    agent = SAC(env, hidden_dims=(8, 6), buffer_size=500, batch_size=32, critic_keys=keys, critic_model_weight=0.5)
+    fill(agent, env, 100)
+    p = agent.prepare(agent.replay.sample(32))
+    d = 3 if keys else 2  # critic_observation (point x10, time left) or observation (the point)
+    assert agent.critic_obs_dim == d and agent.critic.model.weight.shape == (2, 6, d)
+    x = torch.cat([p.h, p.action], dim=1)
+    change = p.h_next[:, :d] - p.h[:, :d]
+    by_hand = 0.0
+    for i in range(2):
+        y = x
+        for layer in agent.critic.q.layers[:-1]:
+            y = (y @ layer.weight[i] + layer.bias[i]).clamp(min=0)
+        prediction = y @ agent.critic.model.weight[i] + agent.critic.model.bias[i]
+        by_hand = by_hand + ((prediction - change) ** 2).mean()
+    torch.testing.assert_close(agent.critic_model_loss(p), by_hand, rtol=2e-2, atol=1e-4)  # bf16 matmuls on "auto"
+    # The update adds it to the critics' loss: the head is trained by the critics' optimiser.
+    head = agent.critic.model.weight.detach().clone()
+    metrics = agent.update(agent.replay.sample(32))
+    assert "critic_model_loss" in metrics and not torch.equal(head, agent.critic.model.weight)
+
+
+def test_critic_model_head_learns_the_observation_change():
+    """On PointGoal the point moves by 0.1 x action (inside the box): a change the head can
+    learn, so its loss falls far; the Q loss alone would leave the head where it started."""
+    env = PointGoal()
+    agent = SAC(env, hidden_dims=(64, 64), buffer_size=2000, batch_size=128, critic_model_weight=1.0)
+    fill(agent, env, 1000)
+    batches = [agent.replay.sample(128) for _ in range(300)]
+    first = agent.critic_model_loss(agent.prepare(batches[0])).item()
+    for batch in batches:
+        agent.update(batch)
+    last = agent.critic_model_loss(agent.prepare(batches[0])).item()
+    assert last < first / 10, (first, last)
+    with pytest.raises(ValueError, match="critic_model_weight models a vector observation's change"):
+        SAC(pixel_env(), critic_model_weight=1.0)
+
+
 def _episode_return(agent, env, seed):
     obs, _ = env.reset(seed=seed)
     total, done = 0.0, False

@@ -399,7 +399,7 @@ def test_config_values_of_the_wrong_type_are_named_and_yaml_numbers_are_read_as_
         ("td3", {"reward_scale": 0}, "TD3Config.reward_scale must be positive, got 0"),
         ("sac", {"her_ratio": 1.0}, r"her_ratio must be in \[0, 1\)"),
         ("sac", {"learning_starts": -1}, "learning_starts must be >= 0"),
-        ("sac", {"hidden_dims": [64, 0]}, "hidden_dims must be positive widths"),
+        ("sac", {"hidden_dims": [64, 0]}, "hidden_dims must be one or more positive widths"),
         ("sac", {"log_std_bounds": [2, -5]}, "low < high"),
         ("td3", {"policy_noise": -0.2}, "TD3Config.policy_noise must be >= 0"),
         ("td3", {"policy_delay": 0}, "policy_delay must be >= 1"),
