@@ -19,7 +19,8 @@ instead of a distance between true states. This script trains SAC (or TD3) + HER
   observation the last K frames instead, each encoded, the K latents concatenated (the goals stay
   one frame's latent). ``--updates-per-step N``: N gradient updates per env step (RIG's pusher: 4).
   ``--algo td3``: TD3 instead of SAC (RIG's own agent). ``--set KEY=VALUE``: any other agent
-  hyper-parameter, as ``ssrl train --set`` (e.g. ``critic_layer_norm=true``).
+  hyper-parameter, as ``ssrl train --set`` (e.g. ``critic_layer_norm=true``,
+  ``critic_model_weight=1``, ``critic_hidden_dims=[256, 256, 256]``).
   ``--critic-observe state`` with ``--observe latent --reward state``: the critics read the
   state oracle's observation and state goals while the actor reads latents (an asymmetric
   actor-critic, ``AgentConfig.critic_keys``): is it the value function or the policy that learns
