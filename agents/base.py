@@ -1058,17 +1058,25 @@ class OffPolicyAgent(abc.ABC):
         """The mean of equally shaped tensors (the one itself when there is one)."""
         return values[0] if len(values) == 1 else torch.stack(values).mean(0)
 
-    def critic_loss(self, p: Prepared, target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, q)``: for each of the M observation views, the MSE of each Q against
-        ``target_q`` summed over the two Qs (SAC-AE, DrQ: ``mse(Q1) + mse(Q2)``); the loss is the
-        mean over the views (the paper's 1/M; drq.py sums its two, a factor 2 that Adam's scale
-        invariance all but cancels), ``q`` the first view's Q values, (2, B)."""
-        losses, first_q = [], None
+    def critic_loss(
+        self, p: Prepared, target_q: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(loss, q, model_loss)``: for each of the M observation views, the MSE of each Q
+        against ``target_q`` summed over the two Qs (SAC-AE, DrQ: ``mse(Q1) + mse(Q2)``); the
+        loss is the mean over the views (the paper's 1/M; drq.py sums its two, a factor 2 that
+        Adam's scale invariance all but cancels), ``q`` the first view's Q values, (2, B).
+        ``model_loss``: :meth:`critic_model_loss` from the same pass through the critics (vector
+        observations: one view) when ``critic_model_weight`` is on, else None."""
+        losses, first_q, model_loss = [], None, None
         for h in p.hs:
-            q = self.critic(h, p.action)
+            if model_loss is None and self.critic.model is not None:
+                q, change = self.critic.q_and_change(h, p.action)
+                model_loss = self._change_error(change, p)
+            else:
+                q = self.critic(h, p.action)
             first_q = q if first_q is None else first_q
             losses.append((q - target_q).pow(2).mean(1).sum())
-        return self.average(losses), first_q
+        return self.average(losses), first_q, model_loss
 
     def actor_update_inputs(self, p: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
         """``(actor input, critic features)`` of the first observation view for the actor's
@@ -1113,21 +1121,26 @@ class OffPolicyAgent(abc.ABC):
         """``critic_model_weight``'s L_model on the batch ``p``: each critic's prediction of the
         change of the standardised observation it reads (its first ``critic_obs_dim`` entries),
         squared error averaged over batch and entries, summed over the two critics."""
-        d = self.critic_obs_dim
-        change = (p.h_next[:, :d] - p.h[:, :d]).detach().float()
-        return (self.critic.predict_change(p.h, p.action) - change).pow(2).mean((1, 2)).sum()
+        return self._change_error(self.critic.q_and_change(p.h, p.action)[1], p)
 
-    def critic_step(self, critic_loss: torch.Tensor, prepared: Prepared) -> dict[str, torch.Tensor]:
-        """Backward the critic loss (plus ``critic_model_weight`` times the critics' model loss,
-        and the aux objective's loss, on the same batch) and step their optimisers: the
-        critic's, which trains the encoder too, and the aux objective's.
+    def _change_error(self, change: torch.Tensor, p: Prepared) -> torch.Tensor:
+        """L_model of the critics' predicted changes ``change``, (2, B, critic_obs_dim)."""
+        d = self.critic_obs_dim
+        actual = (p.h_next[:, :d] - p.h[:, :d]).detach().float()
+        return (change - actual).pow(2).mean((1, 2)).sum()
+
+    def critic_step(
+        self, critic_loss: torch.Tensor, prepared: Prepared, model_loss: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Backward the critic loss (plus ``critic_model_weight`` times the critics' model loss
+        ``model_loss``, and the aux objective's loss, on the same batch) and step their
+        optimisers: the critic's, which trains the encoder too, and the aux objective's.
 
         Refuses to step on a NaN or infinite loss, so the weights stay the last good ones.
         """
         metrics = {"critic_loss": critic_loss.detach()}
         loss = critic_loss
-        if self.config.critic_model_weight > 0:
-            model_loss = self.critic_model_loss(prepared)
+        if model_loss is not None:
             loss = loss + self.config.critic_model_weight * model_loss
             metrics["critic_model_loss"] = model_loss.detach()
         if self.aux is not None:

@@ -90,7 +90,7 @@ class TwinQ(nn.Module):
     """Two Q functions Q_i(h, a); ``forward`` returns both, shape (2, B). ``layer_norm``: a
     LayerNorm after each hidden layer's Linear (``AgentConfig.critic_layer_norm``).
     ``model_dim`` > 0: each Q's last hidden layer also feeds a linear head of that many outputs,
-    :meth:`predict_change` (``AgentConfig.critic_model_weight``'s model of the next observation)."""
+    :meth:`q_and_change` (``AgentConfig.critic_model_weight``'s model of the observation's change)."""
 
     def __init__(
         self, feature_dim: int, action_dim: int, hidden: Sequence[int], layer_norm: bool = False, model_dim: int = 0
@@ -102,11 +102,12 @@ class TwinQ(nn.Module):
     def forward(self, h: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.q(torch.cat([h, action], dim=-1)).squeeze(-1).float()
 
-    def predict_change(self, h: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """Each Q's linear prediction from its last hidden layer, (2, B, model_dim)."""
+    def q_and_change(self, h: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward(h, action), each Q's model-head prediction (2, B, model_dim))`` from one pass."""
         if self.model is None:
             raise ValueError("this critic has no model head (built with model_dim=0)")
-        return self.model(self.q.hidden_features(torch.cat([h, action], dim=-1))).float()
+        z = self.q.hidden_features(torch.cat([h, action], dim=-1))
+        return self.q.layers[-1](z).squeeze(-1).float(), self.model(z).float()
 
 
 class ActorHead(nn.Module):

@@ -177,10 +177,10 @@ class SAC(OffPolicyAgent):
                 next_q = self.critic_target(h_next, next_action).min(0).values - alpha * next_log_prob
                 targets.append(p.reward + p.discount * c.gamma * next_q)
             target_q = self.average(targets)
-        critic_loss, q = self.critic_loss(p, target_q)  # MSE of each Q, summed (SAC-AE, DrQ)
+        critic_loss, q, model_loss = self.critic_loss(p, target_q)  # MSE of each Q, summed (SAC-AE, DrQ)
         # The critic optimiser steps the critic *and the encoder*: ``p.hs`` carry the gradient
         # of the critic loss (and ``p.latent`` that of the aux loss) back into the conv encoder.
-        metrics = self.critic_step(critic_loss, p)
+        metrics = self.critic_step(critic_loss, p, model_loss)
         metrics["q"] = q.detach().mean()
 
         # Actor and temperature, on the first view: no actor gradient reaches the encoder.

@@ -110,8 +110,8 @@ class TD3(OffPolicyAgent):
                 next_action = (target_action + noise).clamp(-1.0, 1.0)
                 targets.append(p.reward + p.discount * c.gamma * self.critic_target(h_next, next_action).min(0).values)
             target_q = self.average(targets)
-        critic_loss, q = self.critic_loss(p, target_q)
-        metrics = self.critic_step(critic_loss, p)  # steps the critic and the encoder
+        critic_loss, q, model_loss = self.critic_loss(p, target_q)
+        metrics = self.critic_step(critic_loss, p, model_loss)  # steps the critic and the encoder
         metrics["q"] = q.detach().mean()
 
         # Delayed actor (on the first view, no gradient into the encoder) and target updates.

@@ -1019,6 +1019,8 @@ def test_critic_model_loss_equals_a_hand_computation(keys):
         prediction = y @ agent.critic.model.weight[i] + agent.critic.model.bias[i]
         by_hand = by_hand + ((prediction - change) ** 2).mean()
     torch.testing.assert_close(agent.critic_model_loss(p), by_hand, rtol=2e-2, atol=1e-4)  # bf16 matmuls on "auto"
+    # The update's critic loss takes it from its own pass through the critics: the same value.
+    torch.testing.assert_close(agent.critic_loss(p, torch.zeros(32))[2], agent.critic_model_loss(p))
     # The update adds it to the critics' loss: the head is trained by the critics' optimiser.
     head = agent.critic.model.weight.detach().clone()
     metrics = agent.update(agent.replay.sample(32))
