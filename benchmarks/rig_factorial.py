@@ -48,12 +48,17 @@ here through a pixel env, so it renders at every step as the others do).
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import pathlib
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 SOURCES = ("latent", "state")
+OBSERVED = (*SOURCES, "pixels")  # the actor may also read the frame itself (pixels: the critic trains a VAE copy)
+FEATURES = ("mean", "trunk")  # what a latent entry holds: the VAE's mean, or its conv trunk's output
 REWARD_ENTRIES = ("reward_achieved", "reward_desired")
 CRITIC_OBSERVATION = "critic_observation"
 
@@ -75,14 +80,19 @@ class ObserveAndReward(gym.Wrapper):
     ) -> None:
         super().__init__(env)
         critic = observe if critic is None else critic
-        for name, value in (("observe", observe), ("reward", reward), ("critic", critic)):
-            if value not in SOURCES:
-                raise ValueError(f"{name} must be one of {SOURCES}, got {value!r}")
+        checks = (("observe", observe, OBSERVED), ("reward", reward, SOURCES), ("critic", critic, OBSERVED))
+        for name, value, valid in checks:
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
         if critic != observe and critic != reward:
             raise ValueError(
                 f"a critic that observes {critic!r} while the actor observes {observe!r} reads the reward's goals "
                 f"(relabelled with the reward), so it needs reward={critic!r}, got reward={reward!r}"
             )
+        if observe == "pixels" and critic != "pixels":
+            raise ValueError("a pixel actor's critics read its frames (they train its encoder): critic must be pixels")
+        if observe == "pixels" and self._frame_space() is None:
+            raise ValueError("observe='pixels' serves the frame the latents came from: encode with keep_images=True")
         if not (np.isfinite(reward_scale) and reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale!r}")
         if not velocities and observe != "state":
@@ -100,6 +110,7 @@ class ObserveAndReward(gym.Wrapper):
 
         spaces = {
             "latent": {k: latent[k] for k in ("observation", "achieved_goal", "desired_goal")},
+            "pixels": {k: latent[k] for k in ("achieved_goal", "desired_goal")} | {"observation": self._frame_space()},
             "state": {
                 "observation": box(self.state_dim),
                 "achieved_goal": box(goal_dim),
@@ -114,9 +125,16 @@ class ObserveAndReward(gym.Wrapper):
         self.observation_space = gym.spaces.Dict(served)
         self.reward_keys = REWARD_ENTRIES if reward != observe else ("achieved_goal", "desired_goal")
 
+    def _frame_space(self) -> gym.Space | None:
+        """The frame's image space where the encoding kept it (pixels), else None."""
+        key = getattr(self.env, "image_keys", {}).get("observation")
+        return self.env.observation_space[key] if key else None
+
     def _source(self, name: str, latent_obs: dict) -> dict:
         if name == "latent":
             return latent_obs
+        if name == "pixels":
+            return dict(latent_obs, observation=latent_obs[self.env.image_keys["observation"]])
         state = self.env.unwrapped.state_observation()
         return dict(state, observation=state["observation"][: self.state_dim])
 
@@ -149,6 +167,18 @@ class ObserveAndReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+class TrunkFeatures(torch.nn.Module):
+    """A VAE encoder's conv trunk, flattened: the features its mean is a linear map of (288 of
+    them for the 48x48 fast encoder, against 32 latents)."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.trunk, self.input_shape = encoder.trunk, encoder.input_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x).flatten(1)
+
+
 def make_env(
     encoder,
     observe: str,
@@ -159,21 +189,43 @@ def make_env(
     velocities: bool = True,
     frame_stack: int = 1,
     critic: str | None = None,
+    features: str = "mean",
 ) -> gym.Env:
     from ssrl.envs import make
     from ssrl.representations import EncodedObservation
 
     if frame_stack > 1 and observe != "latent":
         raise ValueError("frame_stack stacks the latent observation's frames; it needs observe='latent'")
+    if features not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+    if features == "trunk":
+        encoder = TrunkFeatures(encoder)
     # No goal sampler: env goals. A stack of k frames is encoded frame by frame (k latents).
-    env = EncodedObservation(make("ssrl/Push-v0", size=size, frame_stack=frame_stack), encoder)
+    keep = observe == "pixels"  # the frame itself, beside its latent
+    env = EncodedObservation(make("ssrl/Push-v0", size=size, frame_stack=frame_stack), encoder, keep_images=keep)
     return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities, critic)
+
+
+def latent_agent_on_pixels(algo) -> dict:
+    """Hyper-parameters that make a pixel agent the latent rows' agent: every value its pixel
+    preset changes back to the config's default (so 256 x 2 networks, batch 256, one target and
+    one loss), HER's goal preset on top as for the latent rows, no augmentation (the latent rows
+    see none), and the encoder's learning rate at 1e-4 (the bench's ``finetune`` default: the
+    encoder starts pretrained). The one difference left: the critics' gradient reaches the encoder."""
+    config = algo.config_cls
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    preset = config.pixel_preset_values(defaults["pixel_preset"])
+    goal = config.goal_preset_values(defaults["goal_preset"])
+    return {k: defaults[k] for k in preset if k not in goal} | {"augment": None, "encoder_lr": 1e-4}
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", required=True, help="a beta-VAE checkpoint (the latents of both halves)")
-    parser.add_argument("--observe", required=True, choices=SOURCES)
+    parser.add_argument("--observe", required=True, choices=OBSERVED)
+    parser.add_argument(
+        "--features", default="mean", choices=FEATURES, help="latent entries: the VAE's mean or its conv trunk"
+    )
     parser.add_argument("--reward", required=True, choices=SOURCES)
     parser.add_argument("--hand-weight", type=float, default=1.0, help="the state reward's weight on the hand")
     parser.add_argument("--reward-scale", type=float, default=1.0, help="multiplies the reward")
@@ -186,7 +238,7 @@ def main(argv=None) -> dict:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="agent hyper-parameter, as ssrl train's"
     )
     parser.add_argument(
-        "--critic-observe", choices=SOURCES, help="what the critics read (default: what the actor observes)"
+        "--critic-observe", choices=OBSERVED, help="what the critics read (default: what the actor observes)"
     )
     parser.add_argument("--algo", default="sac", choices=("sac", "td3"), help="the agent (RIG's: TD3)")
     parser.add_argument("--size", type=int, default=48, help="image size (the VAE's)")
@@ -195,8 +247,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-
-    import torch
 
     from ssrl.agents import ALGOS, Trainer
     from ssrl.cli import parse_options
@@ -210,6 +260,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     out = pathlib.Path(args.out)
     encoder = load_representation(args.encoder).eval().encoder
+    # The pixel actor's encoder: a copy the critics train (the env's stays frozen for the goals).
+    agent_encoder = copy.deepcopy(encoder).requires_grad_(True) if args.observe == "pixels" else None
     options = (
         args.observe,
         args.reward,
@@ -219,13 +271,14 @@ def main(argv=None) -> dict:
         args.velocities,
         args.frame_stack,
         args.critic_observe,
+        args.features,
     )
     env, eval_env = make_env(encoder, *options), make_env(encoder, *options)
     checkpoint = out / "checkpoint" / "agent.pt"
     # An asymmetric critic: its own observation, the reward's goal.
     critic_keys = (CRITIC_OBSERVATION, REWARD_ENTRIES[1]) if env.critic_source != env.observe else None
     if checkpoint.exists():
-        agent = ALGOS[args.algo].load(checkpoint, env=env)
+        agent = ALGOS[args.algo].load(checkpoint, env=env, encoder=agent_encoder)
         if agent.config.critic_keys != critic_keys:
             raise ValueError(
                 f"{out} holds a run whose critics read {agent.config.critic_keys or 'what the actor reads'}, not "
@@ -234,9 +287,11 @@ def main(argv=None) -> dict:
         agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
     else:
         hyperparams = dict(her_ratio=0.4, imagined_goal_ratio=0.0, updates_per_step=args.updates_per_step)
+        if args.observe == "pixels":
+            hyperparams.update(latent_agent_on_pixels(ALGOS[args.algo]))
         if critic_keys:
             hyperparams["critic_keys"] = critic_keys
-        agent = ALGOS[args.algo](env, seed=args.seed, **{**hyperparams, **overrides})
+        agent = ALGOS[args.algo](env, seed=args.seed, encoder=agent_encoder, **{**hyperparams, **overrides})
     trainer = Trainer(agent, env, eval_env, eval_episodes=args.eval_episodes, run_dir=out, tensorboard=False)
     summary = trainer.train(args.env_steps)
     env.close()
