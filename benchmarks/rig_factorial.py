@@ -1,9 +1,9 @@
 """Which half of RIG stops the push: what the agent observes, or what it is rewarded with?
 
-    python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state --reward latent|state
+    python -m ssrl.benchmarks.rig_factorial --encoder VAE --observe latent|state|pixels --reward latent|state
         --out FOLDER [--env-steps 100000] [--seed 0] [--size 48] [--hand-weight 1.0] [--reward-scale 1.0]
         [--no-velocities] [--frame-stack K] [--updates-per-step N] [--algo sac|td3] [--set KEY=VALUE ...]
-        [--critic-observe latent|state]
+        [--critic-observe latent|state] [--features mean|trunk]
 
 RIG changes two things at once against the state oracle: the agent observes the VAE's latents
 instead of the true state, and it is rewarded with the latent distance ``-||e(s) - e(g)||``
@@ -27,6 +27,15 @@ instead of a distance between true states. This script trains SAC (or TD3) + HER
   slowly from latents? ``--observe state --reward latent --critic-observe latent`` is the
   reverse. The critics' source must be the reward's: their observation rides in the entry
   ``critic_observation``, their goal is the reward's desired entry (relabelled with it).
+* ``--observe pixels``: the actor and critics read the frame itself through a copy of the VAE's
+  encoder that the critics' gradient trains (the ``finetune`` regime: encoder learning rate 1e-4,
+  the actor's gradient stopped at the encoder), while the goals stay the frozen VAE's latents of
+  the goal images; everything else is the latent rows' agent (:func:`latent_agent_on_pixels`).
+  Does a critic that shapes its own input from the VAE's start learn what the latent critic does
+  not? Departure from the latent rows: pixel agents do not standardise their inputs (the goal
+  latents enter raw). ``--features trunk``: every latent entry is the VAE encoder's conv trunk
+  output flattened (288 features at 48x48) instead of its 32-d mean, which is a linear map of it:
+  is the bottleneck what the critic lacks?
 * ``--reward latent``: RIG's ``-||z_achieved - z_desired||``; ``--reward state``: multiworld's
   ``-||[w (hand - hand_g), puck - puck_g]||`` (``w = --hand-weight``; 1 is RIG's state oracle).
 * ``--reward-scale c`` multiplies either reward by ``c``: the latent distance runs about 20 times

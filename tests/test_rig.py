@@ -1,13 +1,16 @@
 """RIG's pieces: one latent reward everywhere, imagined goals from the fitted prior (exploration
 and relabelling), and the frozen regime wiring them up from a representation's hooks."""
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from ssrl.agents import SAC, TD3
 from ssrl.agents.replay import ReplayBuffer
-from ssrl.representations import EncodedObservation, EncodedVectorObservation, make
+from ssrl.representations import EncodedObservation, EncodedVectorObservation, load_representation, make
 
 SIZE = 48
 
@@ -417,7 +420,7 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     scaled.reset(seed=0)
     assert scaled.step(np.array([1.0, 0.0], np.float32))[1] == pytest.approx(0.05 * reward, rel=1e-5)
     with pytest.raises(ValueError, match="observe must be one of"):
-        make_env(vae.encoder, "pixels", "latent", SIZE, 1.0)
+        make_env(vae.encoder, "image", "latent", SIZE, 1.0)
     with pytest.raises(ValueError, match="reward_scale must be a finite number > 0"):
         make_env(vae.encoder, "latent", "latent", SIZE, 1.0, reward_scale=0.0)
     # Positions only: [hand_xy, puck_xy] of the state, its velocities dropped.
@@ -459,6 +462,80 @@ def test_rig_factorial_serves_one_source_and_rewards_on_the_other(vae):
     assert agent.side_keys == (REWARD_ENTRIES[0],) and agent.critic_dim == 8 + 4
     with pytest.raises(ValueError, match="reads the reward's goals .* so it needs reward='state', got reward='latent'"):
         make_env(vae.encoder, "latent", "latent", SIZE, 1.0, critic="state")
+
+
+def test_rig_factorial_serves_frames_or_the_vaes_conv_features(vae):
+    from ssrl.benchmarks.rig_factorial import REWARD_ENTRIES, make_env
+
+    # Pixels: the frame itself, goals the frozen VAE's latents of the goal images, the state's reward.
+    env = make_env(vae.encoder, "pixels", "state", SIZE, 1.0)
+    assert env.observation_space["observation"].shape == (3, SIZE, SIZE)
+    obs = env.reset(seed=0)[0]
+    for _ in range(2):
+        obs, reward, _, _, info = env.step(np.array([1.0, -0.5], np.float32))
+        push = env.unwrapped
+        frame = push.render_goal_image(info["state_achieved_goal"])  # the scene as it stands, hand included
+        assert obs["observation"].dtype == np.uint8
+        assert np.abs(obs["observation"].astype(int) - frame.astype(int)).mean() < 1.0
+        np.testing.assert_allclose(obs["achieved_goal"], vae.embed(obs["observation"][None])[0], atol=1e-5)
+        np.testing.assert_allclose(obs["desired_goal"], vae.embed(push.render_goal_image()[None])[0], atol=1e-4)
+        np.testing.assert_allclose(obs["reward_desired"], info["state_desired_goal"])
+        distance = np.linalg.norm(info["state_achieved_goal"] - info["state_desired_goal"])
+        assert reward == pytest.approx(-distance, rel=1e-5)
+    agent = SAC(env, her_ratio=0.4, hidden_dims=(8, 8), encoder=copy.deepcopy(vae.encoder))
+    assert agent.pixels and agent.goal_dim == 4 and agent.side_keys == REWARD_ENTRIES
+    with pytest.raises(ValueError, match="critic must be pixels"):
+        make_env(vae.encoder, "pixels", "state", SIZE, 1.0, critic="state")
+    # Trunk features: every latent entry is the conv trunk's output, flattened (not the mean).
+    trunk = make_env(vae.encoder, "latent", "state", SIZE, 1.0, features="trunk")
+    width = int(np.prod(vae.encoder.trunk.output_shape))
+    assert trunk.observation_space["observation"].shape == (width,) and width != 4
+    trunk.reset(seed=0)
+    obs, _, _, _, info = trunk.step(np.array([0.0, 0.0], np.float32))
+    frame = trunk.unwrapped.render_goal_image(info["state_achieved_goal"])
+    with torch.no_grad():
+        expected = vae.encoder.trunk(torch.as_tensor(frame[None])).flatten(1)[0].numpy()
+    np.testing.assert_allclose(obs["observation"], expected, atol=1e-4)
+    with pytest.raises(ValueError, match="features must be one of"):
+        make_env(vae.encoder, "latent", "state", SIZE, 1.0, features="logvar")
+
+
+def test_rig_factorial_pixel_actor_fine_tunes_a_copy_of_the_vae_by_the_critic(vae, tmp_path):
+    from ssrl.benchmarks.rig_factorial import main
+
+    path = vae.save(tmp_path / "vae.pt")
+    out = tmp_path / "pixels"
+    options = ["--encoder", str(path), "--observe", "pixels", "--reward", "state", "--size", str(SIZE),
+               "--eval-episodes", "1", "--out", str(out),
+               "--set", "learning_starts=20", "--set", "batch_size=8"]  # fmt: skip
+    main([*options, "--env-steps", "30"])
+    start = load_representation(path).encoder.state_dict()
+    agent = SAC.load(out / "checkpoint" / "agent.pt", encoder=copy.deepcopy(vae.encoder))
+    c = agent.config
+    assert (c.augment, c.encoder_lr, c.hidden_dims, c.critic_augmentations, c.her_ratio) == (
+        None,
+        1e-4,
+        (256, 256),
+        1,
+        0.4,
+    )
+    tuned = agent.encoder.state_dict()
+    assert not torch.equal(tuned["fc_mu.weight"], start["fc_mu.weight"])  # the critics' gradient reached it
+    assert not torch.equal(tuned["trunk.net.0.weight"], start["trunk.net.0.weight"])
+    assert torch.equal(tuned["fc_logvar.weight"], start["fc_logvar.weight"])  # no loss reads the variance
+    # The goals stayed the frozen VAE's latents: the replay's achieved goals are its embeddings of
+    # the stored frames, not the fine-tuned copy's.
+    agent.replay.load(out / "checkpoint" / "replay", agent.replay_meta)
+    n = len(agent.replay)
+    store = agent.replay.store
+    np.testing.assert_allclose(store["achieved_goal"][:n], vae.embed(store["observation"][:n]), atol=1e-5)
+    with torch.no_grad():
+        tuned_latents = agent.encoder(torch.as_tensor(store["observation"][:n])).float().numpy()
+    assert np.abs(tuned_latents - store["achieved_goal"][:n]).max() > 1e-3
+    main([*options, "--env-steps", "60"])  # resumes with the fine-tuned copy
+    resumed = SAC.load(out / "checkpoint" / "agent.pt", encoder=copy.deepcopy(vae.encoder))
+    assert resumed.num_env_steps == 60
+    assert not torch.equal(resumed.encoder.state_dict()["fc_mu.weight"], tuned["fc_mu.weight"])
 
 
 def test_rig_factorial_passes_set_hyperparameters_to_its_agent(vae, tmp_path):
