@@ -45,7 +45,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def parse_options(pairs: Sequence[str]) -> dict:
-    """``["size=64", "distractor=video"]`` -> ``{"size": 64, "distractor": "video"}`` (YAML values)."""
+    """``["size=64", "distractor=video"]`` -> ``{"size": 64, "distractor": "video"}`` (YAML values).
+
+    A number in exponent form without a dot (``1e-4``), which YAML 1.1 reads as a string, is a
+    float, as a user who types ``encoder_lr=1e-4`` means."""
+    import re
+
     import yaml
 
     options = {}
@@ -54,9 +59,12 @@ def parse_options(pairs: Sequence[str]) -> dict:
         if not sep or not key:
             raise ValueError(f"option {pair!r} is not KEY=VALUE")
         try:
-            options[key.replace("-", "_")] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError as err:
             raise ValueError(f"option {pair!r}: the value is not valid YAML ({' '.join(str(err).split())})") from err
+        if isinstance(parsed, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value.strip()):  # unquoted
+            parsed = float(parsed)
+        options[key.replace("-", "_")] = parsed
     return options
 
 

@@ -3,11 +3,11 @@
 An agent is built from an env (for its spaces) and a config dataclass whose defaults depend on
 the observation: vectors (states or frozen-encoder latents) or pixels (a frame stack, encoded by
 the suite's conv encoder). On pixels a named preset (``pixel_preset``, a config field) replaces
-some defaults: ``"drq"`` (the default: DrQ's values and update, exactly), ``"sac-ae"`` (SAC-AE's)
-or ``"legacy"`` (this suite's earlier pixel preset); see :data:`DRQ`, :data:`SAC_AE`,
-:data:`LEGACY` and each algorithm's ``PIXEL_PRESETS``. Subclasses define the networks and
-``update(batch)``; the training loop lives in :mod:`ssrl.agents.trainer`, the checkpoint files in
-:mod:`ssrl.agents.checkpoint`.
+some defaults: ``"drq"`` (the default: DrQ's values and update, exactly), ``"sac-ae"`` (SAC-AE's),
+``"legacy"`` (this suite's earlier pixel preset) or ``"none"`` (the defaults, as on vectors);
+see :data:`DRQ`, :data:`SAC_AE`, :data:`LEGACY` and each algorithm's ``PIXEL_PRESETS``.
+Subclasses define the networks and ``update(batch)``; the training loop lives in
+:mod:`ssrl.agents.trainer`, the checkpoint files in :mod:`ssrl.agents.checkpoint`.
 
 The pixel path follows SAC-AE (Yarats et al. 2019, ``denisyarats/pytorch_sac_ae``) and DrQ
 (Kostrikov, Yarats and Fergus, ICLR 2021, ``denisyarats/drq``): one conv encoder, with an EMA
@@ -162,9 +162,9 @@ class AgentConfig:
     precision: str = "auto"
     # -- pixels only -------------------------------------------------------------------------
     # The pixel preset (a name of the algorithm's PIXEL_PRESETS): "drq" (DrQ exactly), "sac-ae"
-    # (SAC-AE's values) or "legacy" (this suite's earlier preset: DrQ's sizes with SAC-AE's
-    # temperature optimiser and encoder tau, K = M = 1, the actor on the critic's head). Ignored
-    # on vector observations.
+    # (SAC-AE's values), "legacy" (this suite's earlier preset: DrQ's sizes with SAC-AE's
+    # temperature optimiser and encoder tau, K = M = 1, the actor on the critic's head) or "none"
+    # (the defaults, as on vectors). Ignored on vector observations.
     pixel_preset: str = "drq"
     # Conv encoder architecture, a name of ssrl.representations.backbones.ARCHITECTURES. "dmc":
     # the 4-layer conv of SAC-AE, CURL, DrQ and DBC.

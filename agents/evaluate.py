@@ -17,6 +17,7 @@ the env names (Push: final puck and hand distances), all written atomically as J
 
 from __future__ import annotations
 
+import copy
 import json
 import pathlib
 from typing import Any
@@ -67,7 +68,12 @@ def evaluation_agent_and_env(
     try:
         state = read_checkpoint(checkpoint)  # once: a run still training may write a newer one meanwhile
         if regime in ("finetune", "decoupled", "joint"):
-            if has_image_goals(env):  # RIG with online fine-tuning: the encoder as fine-tuned, from the checkpoint
+            if has_image_goals(env) and regime == "finetune":  # frames for the agent's encoder, frozen goals
+                rep = load_representation(spec["encoder"])
+                env = rep.observation_wrapper(env, explore=False, observe_frames=True, **_reward_option(reward))
+                agent_encoder = StackedFramesEncoder(rep.encoder, env.observation_space["observation"].shape)
+                agent_encoder = copy.deepcopy(agent_encoder)  # (the checkpoint's weights; the goals keep rep's)
+            elif has_image_goals(env):  # RIG with online fine-tuning: the encoder as fine-tuned, from the checkpoint
                 rep = load_representation(spec["encoder"])
                 hooks = state.get("hooks", {})
                 if OnlineFinetuning.name not in hooks:

@@ -13,11 +13,14 @@ pretrained encoder trained further by the critic), ``decoupled`` (the method's o
 agent's replay trains the encoder; the critic reads it detached) and ``joint`` (the method's loss
 added to the critic's). ``--aux NAME`` is shorthand for ``--method NAME --regime joint``.
 
-On a goal env with image goals the agent learns from latents in every regime: ``frozen`` is RIG
-without online fine-tuning, and ``decoupled`` is RIG with it: the method's own loss fine-tunes
-the encoder every K episodes on the agent's images and the replay is re-encoded
-(:mod:`ssrl.representations.online`; its options are ``regime_kwargs``). ``finetune`` and
-``joint`` would need an RL gradient through image goals and are refused there.
+On a goal env with image goals the goals are always the pretrained encoder's latents, so the
+latent reward is one function of what the replay stores: ``frozen`` is RIG without online
+fine-tuning; ``decoupled`` is RIG with it: the method's own loss fine-tunes the encoder every K
+episodes on the agent's images and the replay is re-encoded (:mod:`ssrl.representations.online`;
+its options are ``regime_kwargs``); ``finetune`` gives the agent the frames and its own copy of
+the encoder, which the critics train, while the goals (and rewards) stay the frozen encoder's.
+``joint`` would add the method's loss to a critic that reads latents of goal images the loss
+never sees, and is refused there.
 """
 
 from __future__ import annotations
@@ -176,29 +179,47 @@ def _imagines_goals(env: gym.Env) -> bool:
         return False
 
 
-def _online_latents(
+def _image_goal_regime(
     env: gym.Env, eval_env: gym.Env | None, regime: str, spec: dict[str, Any], seed: int, imagine: bool = True
 ):
-    """(train env, eval env, hooks) of the decoupled regime on a goal env with image goals: both
-    envs seen through one representation's encoder (shared, so fine-tuning reaches both), the
-    training env keeping the images for re-encoding (and pursuing imagined goals if ``imagine``),
-    and the fine-tuning hook."""
+    """(train env, eval env, hooks, the agent's encoder) of a regime other than frozen on a goal
+    env with image goals. Both envs are seen through one representation's encoder (the training
+    env pursuing imagined goals if ``imagine``).
+
+    ``decoupled`` (RIG with online fine-tuning): latents everywhere, the training env keeping the
+    images for re-encoding, and the fine-tuning hook; the agent has no encoder.
+    ``finetune``: the goals encoded, the observation left a frame, and the agent's encoder a copy
+    of the representation's that its critics train (the frozen one keeps encoding the goals)."""
+    import copy
+
     from ssrl.representations.online import OnlineFinetuning
 
-    if regime != "decoupled":
+    if regime not in ("decoupled", "finetune"):
         raise ValueError(
-            f"the {regime} regime on a goal env with image goals would need an RL gradient through image goals; "
-            "use frozen (RIG) or decoupled (RIG with online fine-tuning of the encoder by its own loss)"
+            f"the {regime} regime on a goal env with image goals would add the method's own loss to critics that "
+            "read latent goals; use frozen (RIG), finetune (the critics train the observation's encoder) or "
+            "decoupled (RIG with online fine-tuning of the encoder by its own loss)"
         )
     if spec["encoder"] is None:
-        raise ValueError("the decoupled regime on a goal env with image goals needs a pretrained --encoder (RIG's VAE)")
+        raise ValueError(
+            f"the {regime} regime on a goal env with image goals needs a pretrained --encoder (RIG's VAE): its latents "
+            "are the goals"
+        )
     if spec["hyperparams"].get("rl_head"):
         raise ValueError(
             "rl_head gives a pixel agent its own head on the encoder's trunk; on a goal env with image goals the "
-            "decoupled agent learns from latents (RIG's online fine-tuning), so it has none: drop rl_head"
+            "agent reads the encoder's latents (RIG's), so it has none: drop rl_head"
         )
     rep = representation_for(spec["method"], spec["encoder"], spec["method_kwargs"], env, {}, seed).eval()
     reward = _reward_option(spec.get("goal_reward"))
+    if regime == "finetune":
+        from ssrl.representations import StackedFramesEncoder
+
+        env = rep.observation_wrapper(env, explore=imagine, observe_frames=True, **reward)
+        if eval_env is not None:
+            eval_env = rep.observation_wrapper(eval_env, explore=False, observe_frames=True, **reward)
+        own = copy.deepcopy(rep.encoder).requires_grad_(True)  # the agent's; rep's stays frozen for the goals
+        return env, eval_env, [], StackedFramesEncoder(own, env.observation_space["observation"].shape)
     env = rep.observation_wrapper(env, explore=imagine, keep_images=True, **reward)
     stored = tuple(env.observation_space[env.image_keys["observation"]].shape)
     if stored != tuple(rep.obs_shape):
@@ -210,7 +231,7 @@ def _online_latents(
     if eval_env is not None:
         eval_env = rep.observation_wrapper(eval_env, explore=False, **reward)
     hook = OnlineFinetuning(rep, env.image_keys, spec.get("regime_kwargs"), seed=seed)
-    return env, eval_env, [hook]
+    return env, eval_env, [hook], None
 
 
 def _by_weights(spec: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
@@ -308,9 +329,10 @@ def train_run(
             raise ValueError(
                 f"unknown exploration goals {exploration_goals!r}; use one of {', '.join(EXPLORATION_GOALS)}"
             )
-        if regime not in ("frozen", "decoupled"):
+        if regime not in ("frozen", "decoupled", "finetune"):
             raise ValueError(
-                "--exploration-goals applies to a goal env seen through an encoder (--encoder: frozen or decoupled)"
+                "--exploration-goals applies to a goal env seen through an encoder (--encoder: frozen, decoupled or "
+                "finetune)"
             )
         spec["exploration_goals"] = exploration_goals
     imagine = spec.get("exploration_goals", "prior") == "prior"
@@ -340,7 +362,7 @@ def train_run(
                 eval_env = make_env(env_id, spec["env_kwargs"], frozen, render=video, explore=False, goal_reward=reward)
             agent_encoder, aux_obj, hyper = None, None, dict(spec["hyperparams"])
             if regime in ("finetune", "decoupled", "joint") and has_image_goals(env):
-                env, eval_env, hooks = _online_latents(env, eval_env, regime, spec, seed, imagine)
+                env, eval_env, hooks, agent_encoder = _image_goal_regime(env, eval_env, regime, spec, seed, imagine)
             elif "goal_reward" in spec and regime != "frozen":
                 raise ValueError("--goal-reward applies to goal envs with image goals only")
             elif "regime_kwargs" in spec:

@@ -47,6 +47,11 @@ class SACConfig(AgentConfig):
         This suite's earlier pixel preset: DrQ's config.yaml sizes (batch 128) with SAC-AE's
         temperature optimiser (1e-4, beta1 0.5) and encoder tau 0.05, one augmentation
         (K = M = 1), the actor on the critic's encoder output detached.
+    ``"none"``
+        The defaults above, as on vectors (hidden 256 x 2, batch 256, 5000 random steps, SB3's
+        rates), with the field defaults of the pixel-only fields (one random shift, K = M = 1):
+        the latent agent given pixels, e.g. when the critics fine-tune a pretrained encoder on
+        a goal env whose latent-agent rows it is compared with.
     """
 
     # Adam learning rate of log(alpha), the temperature. SB3's 3e-4; pixel presets: DrQ's 1e-3
@@ -112,6 +117,7 @@ class SACConfig(AgentConfig):
             target_update_freq=2,
             log_std_bounds=(-10.0, 2.0),
         ),
+        "none": {},
     }
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("actor_update_freq", "target_update_freq")
 

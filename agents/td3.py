@@ -35,7 +35,8 @@ class TD3Config(AgentConfig):
     = 2 random shifts, the actor's own head); ``"sac-ae"`` SAC-AE's shared values (batch 128,
     replay 1e6, tau 0.01 and encoder tau 0.05, no augmentation, the actor's own head);
     ``"legacy"`` this suite's earlier TD3 pixel preset (batch 128, replay 100k, encoder tau
-    0.05, K = M = 1, the actor on the critic's encoder output). The TD3 fields keep the TD3
+    0.05, K = M = 1, the actor on the critic's encoder output); ``"none"`` the config's own
+    defaults, as on vectors (SAC's docstring says when). The TD3 fields keep the TD3
     paper's values in all three (its d = 2 is DrQ's and SAC-AE's update frequency too).
     """
 
@@ -51,7 +52,7 @@ class TD3Config(AgentConfig):
     # The paper's and CleanRL's 0.1.
     exploration_noise: float = 0.1
 
-    PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"drq": DRQ, "sac-ae": SAC_AE, "legacy": LEGACY}
+    PIXEL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"drq": DRQ, "sac-ae": SAC_AE, "legacy": LEGACY, "none": {}}
     GOAL_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"her": HER, "none": {}}
     AT_LEAST_ONE: ClassVar[tuple[str, ...]] = AgentConfig.AT_LEAST_ONE + ("policy_delay",)
     NON_NEGATIVE: ClassVar[tuple[str, ...]] = AgentConfig.NON_NEGATIVE + (

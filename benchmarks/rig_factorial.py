@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import pathlib
 
 import gymnasium as gym
@@ -215,17 +214,13 @@ def make_env(
     return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities, critic)
 
 
-def latent_agent_on_pixels(algo) -> dict:
-    """Hyper-parameters that make a pixel agent the latent rows' agent: every value its pixel
-    preset changes back to the config's default (so 256 x 2 networks, batch 256, one target and
-    one loss), HER's goal preset on top as for the latent rows, no augmentation (the latent rows
-    see none), and the encoder's learning rate at 1e-4 (the bench's ``finetune`` default: the
-    encoder starts pretrained). The one difference left: the critics' gradient reaches the encoder."""
-    config = algo.config_cls
-    defaults = {f.name: f.default for f in dataclasses.fields(config)}
-    preset = config.pixel_preset_values(defaults["pixel_preset"])
-    goal = config.goal_preset_values(defaults["goal_preset"])
-    return {k: defaults[k] for k in preset if k not in goal} | {"augment": None, "encoder_lr": 1e-4}
+def latent_agent_on_pixels() -> dict:
+    """Hyper-parameters that make a pixel agent the latent rows' agent: no pixel preset (the
+    config's defaults: 256 x 2 networks, batch 256, one target and one loss), HER's goal preset
+    on top as for the latent rows, no augmentation (the latent rows see none), and the encoder's
+    learning rate at 1e-4 (the bench's ``finetune`` default: the encoder starts pretrained). The
+    one difference left: the critics' gradient reaches the encoder."""
+    return {"pixel_preset": "none", "augment": None, "encoder_lr": 1e-4}
 
 
 def main(argv=None) -> dict:
@@ -297,7 +292,7 @@ def main(argv=None) -> dict:
     else:
         hyperparams = dict(her_ratio=0.4, imagined_goal_ratio=0.0, updates_per_step=args.updates_per_step)
         if args.observe == "pixels":
-            hyperparams.update(latent_agent_on_pixels(ALGOS[args.algo]))
+            hyperparams.update(latent_agent_on_pixels())
         if critic_keys:
             hyperparams["critic_keys"] = critic_keys
         agent = ALGOS[args.algo](env, seed=args.seed, encoder=agent_encoder, **{**hyperparams, **overrides})

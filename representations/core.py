@@ -182,7 +182,15 @@ class Representation(nn.Module, abc.ABC):
 
         return UnitLength(self.encoder)
 
-    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False, reward: str = "latent_distance"):
+    def observation_wrapper(
+        self,
+        env,
+        *,
+        explore: bool,
+        keep_images: bool = False,
+        reward: str = "latent_distance",
+        observe_frames: bool = False,
+    ):
         """``env`` seen through this frozen encoder (the frozen regime of ``ssrl train``): an
         :class:`~ssrl.representations.wrappers.EncodedObservation`; on ``ssrl/GraspGoal-v0``
         instance grasping by :meth:`goal_embedding` (:func:`~ssrl.representations.grasping.
@@ -192,12 +200,14 @@ class Representation(nn.Module, abc.ABC):
         evaluation one), pursues one imagined goal per episode (RIG). ``keep_images``: the
         observation also carries the images behind the latents (for a replay that re-encodes
         them when this encoder is fine-tuned online). ``reward="env"``: the env's own reward on
-        those images instead of the latent one (they are then kept)."""
+        those images instead of the latent one (they are then kept). ``observe_frames``: only the
+        goals are encoded, the observation stays the image (the ``finetune`` regime: the agent's
+        copy of this encoder reads it)."""
         from .grasping import instance_grasping, is_instance_grasping
         from .wrappers import EncodedObservation
 
         if is_instance_grasping(env):
-            if keep_images:
+            if keep_images or observe_frames:
                 raise ValueError("instance grasping keeps no images behind its goals (no online fine-tuning)")
             return instance_grasping(env, self.goal_embedding(), reward)
         keep_images = keep_images or reward == "env"
@@ -218,6 +228,7 @@ class Representation(nn.Module, abc.ABC):
             imagine_goals=imagine,
             keep_images=keep_images,
             decode_goals=decode,
+            observe_frames=observe_frames,
         )
 
     # -- shared ------------------------------------------------------------------------------------

@@ -19,6 +19,11 @@ observation's own frame), so a replay can re-encode what it holds after the enco
 an imagined goal's image is the decoder's picture of it (rlkit stores decoded goals the same
 way), so a goal once imagined is re-encoded like any other.
 
+With ``observe_frames=True`` (the ``finetune`` regime on a goal env with image goals) only the
+goals are encoded: the observation stays the env's image, for an agent whose own copy of the
+encoder reads it and is trained by its critics, while goals and rewards stay this frozen
+encoder's, so the reward is one function of stored latents however the agent's copy changes.
+
 ``reward="env"`` (with ``keep_images``) keeps the env's own reward instead, evaluated on those
 images: the agent still sees latents, but is rewarded by, e.g., Push's pixel distance (RIG's
 ablation of its latent reward). ``reward_keys`` names the entries any reward is computed from
@@ -128,10 +133,11 @@ class _DictEncoding:
         return out
 
 
-def _encoded_space(space: gym.Space, encoder: nn.Module, who: str):
-    """(image keys or None, the encoding, the latent observation space) for one env's space."""
+def _encoded_space(space: gym.Space, encoder: nn.Module, who: str, skip: tuple[str, ...] = ()):
+    """(image keys or None, the encoding, the latent observation space) for one env's space;
+    a dict's entries named in ``skip`` stay as they are."""
     if isinstance(space, gym.spaces.Dict):
-        keys = [k for k, s in space.spaces.items() if is_image_space(s)]
+        keys = [k for k, s in space.spaces.items() if is_image_space(s) and k not in skip]
         if not keys:
             raise ValueError("the dict observation holds no image entry to encode")
         encode = _DictEncoding(encoder, {k: space.spaces[k].shape for k in keys})
@@ -184,6 +190,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         keep_images: goal envs: also return the images the latents came from (see the module
             docstring); imagined goals then need ``decode_goals(z) -> uint8 images``.
         decode_goals: latents -> uint8 ``(n, C, H, W)`` images (a VAE's decoder).
+        observe_frames: goal envs: encode the goals only and leave the observation the env's
+            image (an agent that encodes it itself; see the module docstring).
     """
 
     def __init__(
@@ -196,15 +204,28 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         imagine_goals: bool = False,
         keep_images: bool = False,
         decode_goals=None,
+        observe_frames: bool = False,
     ) -> None:
         gym.ObservationWrapper.__init__(self, env)
+        if observe_frames and keep_images:
+            raise ValueError(
+                "observe_frames leaves the observation an image for an agent that encodes it itself; keep_images "
+                "keeps images for re-encoding latent observations: use one or the other"
+            )
         _check_reward(reward, GOAL_REWARDS)
         if reward == "env" and not keep_images:
             raise ValueError("reward='env' is computed on the images behind the latents: it needs keep_images=True")
         self.reward_type, self.epsilon = reward, float(epsilon)
+        self.observe_frames = bool(observe_frames)
         self.keys, self._encode, self.observation_space = _encoded_space(
-            env.observation_space, encoder, "EncodedObservation"
+            env.observation_space, encoder, "EncodedObservation", ("observation",) if observe_frames else ()
         )
+        if observe_frames and not (
+            self.keys is not None
+            and {"achieved_goal", "desired_goal"} <= set(self.keys)
+            and is_image_space(self.observation_space["observation"])
+        ):
+            raise ValueError("observe_frames needs a goal env whose observation and goals are images")
         self.reward_keys: tuple[str, str] = ("achieved_goal", "desired_goal")  # what compute_reward compares
         self.goal_env = self.keys is not None and {"achieved_goal", "desired_goal"} <= set(self.keys)
         if reward == "env" and not self.goal_env:
@@ -274,7 +295,8 @@ class EncodedObservation(_LatentGoalReward, gym.ObservationWrapper):
         self._imagined = self._imagined_image = None
         obs = self.observation(raw)
         if self.imagine_goals:
-            self._imagined = self.sample_goals(1, self.env.unwrapped.np_random, obs["observation"][None])[0]
+            latent = obs["achieved_goal" if self.observe_frames else "observation"]  # (the frame's latent)
+            self._imagined = self.sample_goals(1, self.env.unwrapped.np_random, latent[None])[0]
             obs["desired_goal"] = self._imagined.copy()
             if self.image_keys:
                 self._imagined_image = np.asarray(self._decode_goals(self._imagined[None])[0], np.uint8)

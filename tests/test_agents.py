@@ -431,6 +431,20 @@ def test_drq_preset_values_equal_the_papers_table_and_it_is_the_default():
     assert values(td3, ["batch_size", "tau", "encoder_tau", "target_augmentations", "critic_augmentations"]) == dict(
         batch_size=512, tau=0.01, encoder_tau=None, target_augmentations=2, critic_augmentations=2
     )
+    # "none": the vector defaults on pixels (the latent agent given frames), for both algorithms.
+    for algo in (SAC, TD3):
+        none = algo(None, observation_space=obs_space, action_space=act_space, pixel_preset="none").config
+        vector = algo(Reach1D()).config
+        keys = [
+            "batch_size",
+            "buffer_size",
+            "learning_starts",
+            "critic_lr",
+            "tau",
+            "hidden_dims",
+            "target_augmentations",
+        ]
+        assert values(none, keys) == values(vector, keys) and none.hidden_dims == (256, 256)
     # Vector observations keep the SB3-like defaults whatever the preset.
     assert SAC(Reach1D()).config.batch_size == 256 and SAC(Reach1D()).config.target_augmentations == 1
 
@@ -450,11 +464,11 @@ class _SpaceEnv(gym.Env):
 @pytest.mark.parametrize("algo", [SAC, TD3])
 def test_an_unknown_preset_is_refused_naming_the_valid_ones(algo, tmp_path):
     obs_space, act_space = tiny_pixel_spaces()
-    with pytest.raises(ValueError, match=r"unknown pixel_preset 'drq2'.*valid presets: drq, legacy, sac-ae$"):
+    with pytest.raises(ValueError, match=r"unknown pixel_preset 'drq2'.*valid presets: drq, legacy, none, sac-ae$"):
         algo(None, observation_space=obs_space, action_space=act_space, pixel_preset="drq2")
-    with pytest.raises(ValueError, match=r"unknown pixel_preset 'DrQ'.*valid presets: drq, legacy, sac-ae$"):
+    with pytest.raises(ValueError, match=r"unknown pixel_preset 'DrQ'.*valid presets: drq, legacy, none, sac-ae$"):
         algo(Reach1D(), pixel_preset="DrQ")  # refused on vectors too, where presets do not apply
-    with pytest.raises(ValueError, match="valid presets: drq, legacy, sac-ae"):  # --set pixel_preset=nope
+    with pytest.raises(ValueError, match="valid presets: drq, legacy, none, sac-ae"):  # --set pixel_preset=nope
         train_run(
             tmp_path / "run",
             "ssrl/cartpole-swingup-v0",

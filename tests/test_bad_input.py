@@ -550,3 +550,15 @@ def test_image_grid_enlarges_by_whole_factors_and_refuses_others():
     assert (grid[:, 6] == 255).all()  # the gap stays one white column
     with pytest.raises(ValueError, match="scale must be a whole number >= 1, got 0"):
         image_grid([[a]], scale=0)
+
+
+def test_options_in_exponent_form_are_numbers_as_typed():
+    from ssrl.cli import parse_options
+
+    # YAML 1.1 reads 1e-4 as a string, so --set encoder_lr=1e-4 was refused as "not a number".
+    parsed = parse_options(["encoder_lr=1e-4", "buffer_size=1E6", "tau=5.0e-3", "name=1e4x", 'tag="1e-4"'])
+    assert parsed == {"encoder_lr": 1e-4, "buffer_size": 1e6, "tau": 5e-3, "name": "1e4x", "tag": "1e-4"}
+    from ssrl.agents import SACConfig
+    from ssrl.utils import build_config
+
+    assert build_config(SACConfig, parse_options(["actor_lr=3e-4"])).actor_lr == 3e-4

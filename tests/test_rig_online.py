@@ -164,8 +164,8 @@ def test_the_hook_fine_tunes_every_k_episodes_with_a_mixture_of_pretraining_data
 @pytest.mark.parametrize(
     "kwargs, needle",
     [
-        ({"regime": "finetune"}, "would need an RL gradient through image goals"),
-        ({"regime": "joint"}, "would need an RL gradient through image goals"),
+        ({"regime": "joint"}, "would add the method's own loss to critics that read latent goals"),
+        ({"regime": "finetune", "hyperparams": {"rl_head": True}}, "drop rl_head"),
         ({"regime": "frozen", "regime_kwargs": {"steps": 5}}, "apply to the decoupled regime only"),
         ({"regime": "decoupled", "regime_kwargs": {"step": 5}}, "unknown OnlineConfig option(s) ['step']"),
         ({"regime": "decoupled", "regime_kwargs": {"data_fraction": 1.0}}, "data_fraction must be in [0, 1)"),
@@ -320,3 +320,82 @@ def test_ssrl_train_takes_the_env_reward_for_a_frozen_encoder_and_records_it(tmp
     with pytest.raises(ValueError, match="unknown goal reward 'pixels'; use one of latent, env"):
         train_run(tmp_path / "other", PUSH, env_steps=60, env_kwargs={"size": SIZE}, encoder=str(checkpoint),
                   goal_reward="pixels", progress=False, tensorboard=False)  # fmt: skip
+
+
+# -- the finetune regime: the critics train the agent's copy of the encoder; goals stay frozen ------
+
+FINETUNE = dict(TINY_SAC, pixel_preset="none", augment=None, batch_size=16, encoder_lr=1e-3)
+
+
+def _finetune_run(out, checkpoint, env_steps):
+    return train_run(out, PUSH, env_steps=env_steps, env_kwargs={"size": SIZE}, hyperparams=FINETUNE,
+                     encoder=str(checkpoint), regime="finetune", eval_every=100, eval_episodes=1,
+                     checkpoint_every=50, progress=False, tensorboard=False)  # fmt: skip
+
+
+def test_finetune_on_image_goals_trains_a_copy_of_the_encoder_and_keeps_the_goals_frozen(tmp_path):
+    from ssrl.agents.evaluate import evaluation_agent_and_env
+    from ssrl.representations import load_representation
+
+    rep = fresh_vae()
+    checkpoint = rep.save(tmp_path / "vae.pt")
+    _finetune_run(tmp_path / "run", checkpoint, 150)
+    frozen = load_representation(checkpoint).eval()
+    agent, env = evaluation_agent_and_env(tmp_path / "run")
+    try:
+        # The agent reads frames through its own encoder, which its critics changed.
+        assert agent.pixels and agent.goal_dim == 4 and env.observation_space["observation"].dtype == np.uint8
+        tuned, start = agent.encoder.state_dict(), {f"encoder.{k}": v for k, v in frozen.encoder.state_dict().items()}
+        assert not torch.equal(tuned["encoder.fc_mu.weight"], start["encoder.fc_mu.weight"])
+        assert not torch.equal(tuned["encoder.trunk.net.0.weight"], start["encoder.trunk.net.0.weight"])
+        # The evaluation env's goals are still the frozen encoder's latents of the goal image.
+        obs, _ = env.reset(seed=3)
+        goal = encode(frozen, env.unwrapped.render_goal_image()[None])[0]
+        np.testing.assert_allclose(obs["desired_goal"], goal, atol=1e-5)
+    finally:
+        env.close()
+    # The replay: frames, the frozen encoder's latents of them as achieved goals, and one reward,
+    # the latent distance of those latents to the stored goals (imagined ones included).
+    fresh = SAC.load(tmp_path / "run/checkpoint/agent.pt", encoder=agent.encoder)
+    replay = fresh.replay
+    replay.load(tmp_path / "run/checkpoint/replay", fresh.replay_meta)
+    slots = np.flatnonzero(replay.has_next[: len(replay)])
+    store = replay.store
+    held = slice(0, len(replay))
+    np.testing.assert_allclose(store["achieved_goal"][held], encode(frozen, store["observation"][held]), atol=1e-5)
+    nxt = slots + 1
+    expected = -np.linalg.norm(store["achieved_goal"][nxt] - store["desired_goal"][slots], axis=-1)
+    np.testing.assert_allclose(replay.reward[slots], expected, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        tuned_latents = agent.encoder(torch.as_tensor(store["observation"][held])).float().numpy()
+    assert np.abs(tuned_latents - store["achieved_goal"][held]).max() > 1e-3  # not the agent's copy
+
+
+def test_a_finetune_run_on_image_goals_resumes_bit_exactly(tmp_path):
+    checkpoint = fresh_vae().save(tmp_path / "vae.pt")
+    _finetune_run(tmp_path / "whole", checkpoint, 150)
+    _finetune_run(tmp_path / "split", checkpoint, 100)
+    _finetune_run(tmp_path / "split", checkpoint, 150)
+    whole = torch.load(tmp_path / "whole/checkpoint/agent.pt", weights_only=True)
+    split = torch.load(tmp_path / "split/checkpoint/agent.pt", weights_only=True)
+    assert "encoder" in whole["modules"]
+    for module in whole["modules"]:
+        for name, value in whole["modules"][module].items():
+            assert torch.equal(value, split["modules"][module][name]), f"{module}.{name}"
+
+
+def test_observe_frames_is_refused_where_it_cannot_serve():
+    from ssrl.representations import EncodedObservation
+
+    class Frames(gym.Env):  # image observations, no goals
+        observation_space = gym.spaces.Box(0, 255, (3, SIZE, SIZE), np.uint8)
+        action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    rep = fresh_vae()
+    with pytest.raises(ValueError, match="use one or the other"):
+        EncodedObservation(gym.make(PUSH, size=SIZE), rep.encoder, keep_images=True, observe_frames=True)
+    with pytest.raises(ValueError, match="observe_frames needs a goal env whose observation and goals are images"):
+        EncodedObservation(Frames(), rep.encoder, observe_frames=True)
+    ccvae = make("cc-vae", (3, SIZE, SIZE), latent_dim=4, arch="fast")
+    with pytest.raises(ValueError, match="CC-RIG runs frozen"):
+        ccvae.observation_wrapper(gym.make(PUSH, size=SIZE), explore=False, observe_frames=True)

@@ -242,20 +242,32 @@ class CCVAE(_VAEBase):
 
         return sample
 
-    def observation_wrapper(self, env, *, explore: bool, keep_images: bool = False, reward: str = "latent_distance"):
+    def observation_wrapper(
+        self,
+        env,
+        *,
+        explore: bool,
+        keep_images: bool = False,
+        reward: str = "latent_distance",
+        observe_frames: bool = False,
+    ):
         """Latents [mu(s | c(s_0)), c(s_0)] with the episode's first frame as context (the frozen
         regime of ``ssrl train``); on a goal env, CC-RIG's imagined goals [z, c(s_0)] for
         relabelling and, when ``explore``, one per episode. Not built for CC-RIG: online
-        fine-tuning (``keep_images``) and the env's reward on images (``reward="env"``). On
+        fine-tuning (``keep_images``), the critics fine-tuning the encoder (``observe_frames``:
+        the context would have to ride with every frame) and the env's reward on images
+        (``reward="env"``). On
         ``ssrl/GraspGoal-v0``: instance grasping by its embedding, as every representation's."""
         from ..grasping import is_instance_grasping
 
         if is_instance_grasping(env):
-            return super().observation_wrapper(env, explore=explore, keep_images=keep_images, reward=reward)
-        if keep_images or reward != "latent_distance":
+            return super().observation_wrapper(
+                env, explore=explore, keep_images=keep_images, reward=reward, observe_frames=observe_frames
+            )
+        if keep_images or observe_frames or reward != "latent_distance":
             raise ValueError(
-                "CC-RIG runs frozen with its latent reward only: online fine-tuning and the env's image reward "
-                "are built for RIG's beta-VAE"
+                "CC-RIG runs frozen with its latent reward only: online fine-tuning, the critics fine-tuning the "
+                "encoder and the env's image reward are built for RIG's beta-VAE"
             )
         spaces = getattr(env.observation_space, "spaces", {})
         goal_env = {"achieved_goal", "desired_goal"} <= set(spaces)
