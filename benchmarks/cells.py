@@ -123,8 +123,9 @@ class Cell:
         identity = json.loads(json.dumps(dataclasses.asdict(self), default=str))
         if isinstance(identity.get("rl"), dict) and not (self.regime == "decoupled" and identity["rl"].get("online")):
             identity["rl"].pop("online", None)
-        if isinstance(identity.get("rl"), dict) and not identity["rl"].get("held_out"):
-            identity["rl"].pop("held_out", None)  # (as every cell from before it existed)
+        for key in ("held_out", "held_out_sets"):
+            if isinstance(identity.get("rl"), dict) and not identity["rl"].get(key):
+                identity["rl"].pop(key, None)  # (as every cell from before it existed)
         if isinstance(identity.get("rl"), dict):
             identity["rl"].pop("view_cameras", None)  # what it changes is in the cell's env
         if identity["goal_reward"] is None:  # (as every cell from before it existed)

@@ -526,12 +526,27 @@ def _goal_tables(results: list[dict[str, Any]], rows: _Rows) -> dict[str, dict[s
                 entry["success"] = dict(success_interval(hits, sum(episodes)), per_seed=rates)
             for m in metrics:
                 entry[m] = _spread([e.get(m) for e in last])
-            held = [r.get("held_out") for r in runs]
-            if all(h is not None for h in held):  # the suite's second evaluation, in a changed env
-                entry["held_out"] = _held_out_entry(held, metrics)
+            for key in _held_out_keys(runs):  # the suite's evaluations in changed envs
+                held = [r.get(key) for r in runs]
+                if all(h is not None for h in held):
+                    entry[key] = _held_out_entry(held, metrics)
             table["rows"][row] = entry
         tables[task] = table
     return tables
+
+
+def _held_out_keys(entries) -> list[str]:
+    """The held-out evaluations among result or table entries, in order: ``held_out`` (the
+    unnamed one), then ``held_out_NAME`` by first appearance."""
+    keys: list[str] = []
+    for e in entries:
+        keys += [k for k in e if (k == "held_out" or k.startswith("held_out_")) and k not in keys]
+    return keys
+
+
+def _held_out_label(key: str) -> str:
+    """``held_out`` -> "held-out"; ``held_out_colours`` -> "held-out colours"."""
+    return "held-out" + (" " + key.removeprefix("held_out_") if key != "held_out" else "")
 
 
 def _held_out_entry(held: list[dict[str, Any]], metrics: list[str]) -> dict[str, Any]:
@@ -576,21 +591,24 @@ def _goal_markdown(goals: dict[str, dict[str, Any]]) -> list[str]:
     for task, table in goals.items():
         metrics = table["metrics"]
         header = ["row", "seeds", "success"] + [m.removeprefix("final_") + " ↓" for m in metrics]
-        held = [e["held_out"] for e in table["rows"].values() if "held_out" in e]
-        if held:
-            first = metrics[0].removeprefix("final_") if metrics else None
-            header += ["held-out success"] + ([f"held-out {first} ↓"] if first else [])
+        held_keys = _held_out_keys(table["rows"].values())
+        first = metrics[0].removeprefix("final_") if metrics else None
+        for key in held_keys:
+            label = _held_out_label(key)
+            header += [f"{label} success"] + ([f"{label} {first} ↓"] if first else [])
         body = []
         for row, e in table["rows"].items():
             line = [row, str(len(e["seeds"])), success(e)] + [value(e[m]) for m in metrics]
-            if held:
-                h = e.get("held_out", {})
+            for key in held_keys:
+                h = e.get(key, {})
                 line += [success(h)] + ([value(h.get(metrics[0]))] if metrics else [])
             body.append(line)
         md += [f"### {task}", ""] + _md_table(header, body) + [""]
-        if held:
+        for key in held_keys:
+            overrides = next(e[key]["env_overrides"] for e in table["rows"].values() if key in e)
+            label = _held_out_label(key)
             md += [
-                f"Held out: a second evaluation of each run with env options {json.dumps(held[0]['env_overrides'])}.",
+                f"{label[0].upper()}{label[1:]}: an evaluation of each run with env options {json.dumps(overrides)}.",
                 "",
             ]
     return md

@@ -287,15 +287,15 @@ def _train(
         callback=report,
     )
     rl_time = float(final["wall_time"]) if final else time.perf_counter() - t0  # (the earlier attempt's)
-    held_out = None
-    if rl.held_out:  # a second evaluation in a changed env (held-out objects, say)
+    held_out = {}
+    for key, overrides in rl.held_out_evaluations().items():  # evaluations in changed envs (held-out objects)
         from ssrl.agents.evaluate import evaluate_run
 
         progress.update(phase="held-out evaluation")
-        held_out = evaluate_run(
-            folder / "run", episodes=rl.eval_episodes, env_overrides=rl.held_out, out=folder / "held_out.json"
+        result = evaluate_run(
+            folder / "run", episodes=rl.eval_episodes, env_overrides=overrides, out=folder / f"{key}.json"
         )
-        held_out = {k: v for k, v in held_out.items() if k != "run"}
+        held_out[key] = {k: v for k, v in result.items() if k != "run"}
     from .goal_pictures import goal_pictures
 
     try:  # goal tasks: goals beside what was reached (a picture: its failure does not fail the cell)
@@ -315,7 +315,7 @@ def _train(
     ]
     return {
         "evals": evals,
-        **({"held_out": held_out} if held_out is not None else {}),
+        **held_out,
         "final_return": evals[-1]["return_mean"] if evals else None,
         "rl": {
             "env_steps": summary["env_steps"],

@@ -110,6 +110,16 @@ class RLSpec:
     # Env options of a second evaluation after training (``ssrl evaluate -o``), e.g. held-out
     # object shapes: the report shows its success and final distances beside the run's own.
     held_out: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # More such evaluations, by name, each its own env options, file (held_out_NAME.json) and
+    # report columns: ``{shapes: {object_shapes: [sphere]}, colours: {object_hues: [0.55]}}``.
+    held_out_sets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def held_out_evaluations(self) -> dict[str, dict[str, Any]]:
+        """Every held-out evaluation by its result key: ``held_out`` (the unnamed one, as
+        results from before named sets have it), then ``held_out_NAME`` for each named set."""
+        named = {f"held_out_{name}": options for name, options in self.held_out_sets.items()}
+        return ({"held_out": self.held_out} if self.held_out else {}) | named
+
     # The cameras the decoupled and joint cells of multi-view methods (TCN, mfTCN) render: the
     # agent sees the first, its replay keeps the others' frames for the method's loss.
     view_cameras: list[str] = dataclasses.field(default_factory=list)
@@ -311,6 +321,13 @@ def _check_values(suite: Suite, where: str) -> None:
 
         if suite.rl.algo not in ALGOS:
             raise SuiteError(f"{where}: rl.algo must be one of {', '.join(map(repr, ALGOS))}, got {suite.rl.algo!r}")
+        for name, options in suite.rl.held_out_sets.items():
+            if not (isinstance(name, str) and name.isidentifier()):
+                raise SuiteError(
+                    f"{where}: rl.held_out_sets: a set's name must be a plain word (it names a file), got {name!r}"
+                )
+            if not isinstance(options, dict) or not options:
+                raise SuiteError(f"{where}: rl.held_out_sets.{name} must be env options (KEY: VALUE), got {options!r}")
     for part, spec in suite.probes.items():
         minimums.append((f"probes.{part}.episodes", spec.episodes, 2))  # one to train on, one held out
         for method in spec.methods:

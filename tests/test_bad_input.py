@@ -318,6 +318,14 @@ BASE_SUITE = {"name": "t", "tasks": ["cartpole-swingup"], "rl": {"env_steps": 10
         ({"rl": {"env_steps": 10, "hyperparams": {"gamma": 3}}}, ["rl.hyperparams", "gamma must be in (0, 1]"]),
         ({"pixel_rl": {"hyperparams": {"encoder_arch": 3}}}, ["pixel_rl.hyperparams", "encoder_arch"]),
         ({"rl": {"env_steps": 0}}, ["rl.env_steps must be at least 1, got 0"]),
+        (
+            {"rl": {"env_steps": 10, "held_out_sets": {"new shapes": {"size": 3}}}},
+            ["must be a plain word", "'new shapes'"],
+        ),
+        (
+            {"rl": {"env_steps": 10, "held_out_sets": {"shapes": {}}}},
+            ["rl.held_out_sets.shapes must be env options"],
+        ),
         ({"rl": {"env_steps": "many"}}, ["rl.env_steps must be a whole number"]),
         ({"collect": {"episodes": -2}}, ["collect.episodes must be at least 1, got -2"]),
         ({"pretrain": {"batch_size": 0}}, ["pretrain.batch_size must be at least 1, got 0"]),

@@ -332,6 +332,7 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         "rl": {
             "online": {"every_episodes": 1, "steps": 2, "data": "pretraining"},
             "held_out": {"max_episode_steps": 3},  # a second evaluation in a changed env
+            "held_out_sets": {"short": {"max_episode_steps": 2}},  # and a named third
             "algo": "sac",
             "env_steps": 120,
             "eval_every": 60,
@@ -375,11 +376,15 @@ def test_a_push_suite_runs_rig_rows_and_reports_success_and_final_distances(tmp_
         assert all(len(h["returns"]) == 2 and h["env_overrides"] == {"max_episode_steps": 3} for h in held)
         assert entry["held_out"]["success"]["successes"] == sum(h["success"]["successes"] for h in held)
         assert entry["held_out"]["final_puck_distance"]["per_seed"] == [h["final_puck_distance"] for h in held]
+        short = [json.loads((out / "cells" / f"{row}__Push__s{s}" / "held_out_short.json").read_text()) for s in (0, 1)]
+        assert all(h["env_overrides"] == {"max_episode_steps": 2} for h in short)
+        assert entry["held_out_short"]["final_puck_distance"]["per_seed"] == [h["final_puck_distance"] for h in short]
         lo, hi = entry["success"]["ci95"]
         assert lo <= hits / 4 <= hi
     text = (out / "summary.md").read_text()
     assert "## Goal tasks: success and final distances" in text and "### Push" in text
     assert "held-out success" in text and 'env options {"max_episode_steps": 3}' in text
+    assert "held-out short success" in text and 'env options {"max_episode_steps": 2}' in text
     # The headline ranks the rows by success and gives the task's own measure (it said "No RL cell
     # finished" for a suite of goal tasks only).
     (line,) = [x for x in headline_of(text).splitlines() if x.startswith("- **Push**")]
