@@ -13,10 +13,12 @@ joint       the method's encoder (pretrained     yes                   yes, adde
             or freshly initialised)                                    loss (CURL, DBC, DeepMDP)
 ==========  ===================================  ====================  ==========================
 
-On a goal env with image goals (Push) the agent learns from latents in every regime: ``frozen``
-is RIG, ``decoupled`` is RIG with online fine-tuning (:mod:`ssrl.representations.online`: the
-method's loss on the agent's images every K episodes, the replay re-encoded), and ``finetune``
-and ``joint`` are refused there (they would need an RL gradient through image goals).
+On a goal env with image goals (Push) the goals are always the pretrained encoder's latents:
+``frozen`` is RIG, ``decoupled`` is RIG with online fine-tuning (:mod:`ssrl.representations.online`:
+the method's loss on the agent's images every K episodes, the replay re-encoded), ``finetune``
+gives the agent the frames and a copy of the encoder that its critics train (the goals stay the
+frozen encoder's), and ``joint`` is refused there (the method's loss would train an encoder
+whose goals it never sees).
 
 In the decoupled regime the agent option ``rl_head`` gives the critic and actor their own
 Linear + LayerNorm head on the method's conv trunk (read detached, trained by the critic) in
