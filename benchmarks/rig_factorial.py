@@ -99,8 +99,8 @@ class ObserveAndReward(gym.Wrapper):
             )
         if observe == "pixels" and critic != "pixels":
             raise ValueError("a pixel actor's critics read its frames (they train its encoder): critic must be pixels")
-        if observe == "pixels" and self._frame_space() is None:
-            raise ValueError("observe='pixels' serves the frame the latents came from: encode with keep_images=True")
+        if (observe == "pixels") != bool(getattr(env, "observe_frames", False)):
+            raise ValueError("observe='pixels' (and only it) serves the frame: encode with observe_frames=True")
         if not (np.isfinite(reward_scale) and reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale!r}")
         if not velocities and observe != "state":
@@ -116,9 +116,9 @@ class ObserveAndReward(gym.Wrapper):
         def box(n: int) -> gym.spaces.Box:
             return gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
 
-        spaces = {
+        spaces = {  # (pixels: the encoding left the observation a frame)
             "latent": {k: latent[k] for k in ("observation", "achieved_goal", "desired_goal")},
-            "pixels": {k: latent[k] for k in ("achieved_goal", "desired_goal")} | {"observation": self._frame_space()},
+            "pixels": {k: latent[k] for k in ("observation", "achieved_goal", "desired_goal")},
             "state": {
                 "observation": box(self.state_dim),
                 "achieved_goal": box(goal_dim),
@@ -133,16 +133,9 @@ class ObserveAndReward(gym.Wrapper):
         self.observation_space = gym.spaces.Dict(served)
         self.reward_keys = REWARD_ENTRIES if reward != observe else ("achieved_goal", "desired_goal")
 
-    def _frame_space(self) -> gym.Space | None:
-        """The frame's image space where the encoding kept it (pixels), else None."""
-        key = getattr(self.env, "image_keys", {}).get("observation")
-        return self.env.observation_space[key] if key else None
-
     def _source(self, name: str, latent_obs: dict) -> dict:
-        if name == "latent":
+        if name in ("latent", "pixels"):  # (pixels: the observation entry is the frame)
             return latent_obs
-        if name == "pixels":
-            return dict(latent_obs, observation=latent_obs[self.env.image_keys["observation"]])
         state = self.env.unwrapped.state_observation()
         return dict(state, observation=state["observation"][: self.state_dim])
 
@@ -209,8 +202,8 @@ def make_env(
     if features == "trunk":
         encoder = TrunkFeatures(encoder)
     # No goal sampler: env goals. A stack of k frames is encoded frame by frame (k latents).
-    keep = observe == "pixels"  # the frame itself, beside its latent
-    env = EncodedObservation(make("ssrl/Push-v0", size=size, frame_stack=frame_stack), encoder, keep_images=keep)
+    frames = observe == "pixels"  # only the goals encoded; the observation stays the frame
+    env = EncodedObservation(make("ssrl/Push-v0", size=size, frame_stack=frame_stack), encoder, observe_frames=frames)
     return ObserveAndReward(env, observe, reward, hand_weight, reward_scale, velocities, critic)
 
 
