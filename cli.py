@@ -403,10 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--goal-reward",
         default=None,
-        choices=["latent", "env", "any"],
+        choices=["latent", "cosine", "env", "any"],
         help="a goal env with image goals seen through --encoder: 'latent' (the representation's reward: RIG's "
-        "-||e(s) - e(g)||, grasp2vec's phi_o(g) . phi_o(o); the default), 'env' (the env's own reward on the "
-        "images behind the latents: Push's pixel distance, GraspGoal's object ids) or 'any' (grasping: any lift)",
+        "-||e(s) - e(g)||, grasp2vec's phi_o(g) . phi_o(o); the default), 'cosine' (grasping: the cosine of "
+        "phi_o(g) and phi_o(o)), 'env' (the env's own reward on the images behind the latents: Push's pixel "
+        "distance, GraspGoal's object ids) or 'any' (grasping: any lift)",
     )
     tr.add_argument(
         "--exploration-goals",

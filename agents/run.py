@@ -79,9 +79,10 @@ def make_env(
 
 
 # "latent": the representation's own reward on latents (RIG's distance, grasp2vec's embedding
-# product); "env": the env's reward on the images behind them (Push's pixel distance, Grasp's ids);
-# "any": grasping, any lifted object (indiscriminate grasping).
-GOAL_REWARDS = ("latent", "env", "any")
+# product); "cosine": grasping, the cosine of grasp2vec's embeddings; "env": the env's reward on
+# the images behind them (Push's pixel distance, Grasp's ids); "any": grasping, any lifted object
+# (indiscriminate grasping).
+GOAL_REWARDS = ("latent", "cosine", "env", "any")
 # What a training episode pursues on a goal env seen through a representation with a prior.
 EXPLORATION_GOALS = ("prior", "env")
 

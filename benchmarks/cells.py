@@ -77,7 +77,7 @@ class Cell:
     state: bool = False  # RL on the true state (no pixels)
     regime: str | None = None  # how ``method`` serves the agent
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # a fresh method's config
-    goal_reward: str | None = None  # goal tasks seen through an encoder: None (the latent reward), "env" or "any"
+    goal_reward: str | None = None  # goal tasks seen through an encoder: None (the latent reward), "cosine", "env", "any"
 
     def __post_init__(self) -> None:
         if self.pretrain is not None and (self.method is None or self.data is None):
@@ -264,7 +264,10 @@ def plan(
                 hyper = dict(suite.rl.hyperparams, **variant.hyperparams)
                 rl = dataclasses.replace(suite.rl, hyperparams=hyper)
                 pre = _pretrain_spec(suite, variant.method)
-                cells.append(Cell(row, task, seed, data, variant.method, pre, rl=rl, regime="frozen", **rl_env))
+                reward = None if variant.goal_reward in (None, "latent") else variant.goal_reward
+                cells.append(
+                    Cell(row, task, seed, data, variant.method, pre, rl=rl, regime="frozen", goal_reward=reward, **rl_env)
+                )
             for row in rows["references"]:
                 if row == "random_encoder":
                     # The lower bound: the untrained encoder of the suite's first method.

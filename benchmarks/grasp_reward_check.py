@@ -12,7 +12,9 @@ object was". This prints, per data set, over the episodes the model was not trai
 
 * the pairs of each kind and their mean reward;
 * the AUC: the probability that a same pair's reward exceeds a different pair's (ties count
-  half; 0.5 is a reward that cannot tell them apart, 1 a perfect one).
+  half; 0.5 is a reward that cannot tell them apart, 1 a perfect one);
+* the same two for the cosine of the embeddings (``--goal-reward cosine``), whose norms the
+  n-pairs loss leaves free.
 
 A random-init model of the same architecture is scored beside it. Departure: the goal image of
 ``GraspGoal-v0`` is a render of the goal object held in the hand, the same view as ``o`` but not
@@ -47,27 +49,35 @@ def episode_pairs(embeddings: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, 
 @torch.no_grad()
 def score(rep, data) -> dict[str, float]:
     """Pairs, mean rewards and AUC over the episodes of ``data`` (a RolloutData)."""
-    same, different, episodes = [], [], 0
+    pairs: dict[str, tuple[list, list]] = {"": ([], []), "_cosine": ([], [])}
+    episodes = 0
     for episode in data.episodes:
         lifted = np.asarray(episode.info["grasp_success"], bool)
         if lifted.sum() < 2:
             continue
         o = torch.as_tensor(np.asarray(episode.info["o"])[lifted]).to(rep.device)
         ids = np.asarray(episode.info["object_id"])[lifted]
-        s, d = episode_pairs(rep.object(o).float().cpu().numpy(), ids)
-        same.append(s)
-        different.append(d)
+        embeddings = rep.object(o).float().cpu().numpy()
+        unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+        for suffix, e in (("", embeddings), ("_cosine", unit)):
+            s, d = episode_pairs(e, ids)
+            pairs[suffix][0].append(s)
+            pairs[suffix][1].append(d)
         episodes += 1
-    same_all = np.concatenate(same) if same else np.zeros(0)
-    diff_all = np.concatenate(different) if different else np.zeros(0)
-    return {
-        "episodes": episodes,
-        "same_pairs": len(same_all),
-        "different_pairs": len(diff_all),
-        "reward_same": float(same_all.mean()) if len(same_all) else float("nan"),
-        "reward_different": float(diff_all.mean()) if len(diff_all) else float("nan"),
-        "auc": pair_auc(same_all, diff_all),
-    }
+    out: dict[str, float] = {"episodes": episodes}
+    for suffix, (same, different) in pairs.items():
+        same_all = np.concatenate(same) if same else np.zeros(0)
+        diff_all = np.concatenate(different) if different else np.zeros(0)
+        out.update(
+            {
+                "same_pairs": len(same_all),
+                "different_pairs": len(diff_all),
+                f"reward_same{suffix}": float(same_all.mean()) if len(same_all) else float("nan"),
+                f"reward_different{suffix}": float(diff_all.mean()) if len(diff_all) else float("nan"),
+                f"auc{suffix}": pair_auc(same_all, diff_all),
+            }
+        )
+    return out
 
 
 def main(argv=None) -> None:
@@ -91,7 +101,8 @@ def main(argv=None) -> None:
             results[f"{folder} {label}"] = r
             print(
                 f"{folder} [{label}]: {r['episodes']} episodes, {r['same_pairs']} same / {r['different_pairs']} "
-                f"different pairs; reward {r['reward_same']:.2f} vs {r['reward_different']:.2f}; AUC {r['auc']:.3f}"
+                f"different pairs; reward {r['reward_same']:.2f} vs {r['reward_different']:.2f}; AUC {r['auc']:.3f}; "
+                f"cosine {r['reward_same_cosine']:.2f} vs {r['reward_different_cosine']:.2f}, AUC {r['auc_cosine']:.3f}"
             )
     if args.out:
         write_json(args.out, results)

@@ -15,8 +15,10 @@ A suite is a YAML file under ``benchmarks/suites/`` (or any path)::
     regimes: [frozen, finetune, decoupled, joint]   # rows per method (default [frozen])
     method_regimes: {atc: [frozen, decoupled]}      # a method's own regimes, in place of `regimes`
     references: [random_encoder, state_sac, pixel_sac, dbc_joint, deepmdp_joint]
-    variants: {grasp2vec+aux: {method: grasp2vec, hyperparams: {imagined_goal_ratio: 0.3}}}
-                                     # a method's frozen row again, with RL hyper-parameters of its own
+    variants: {grasp2vec+aux: {method: grasp2vec, hyperparams: {imagined_goal_ratio: 0.3}},
+               grasp2vec-cos: {method: grasp2vec, goal_reward: cosine}}
+                                     # a method's frozen row again, with RL hyper-parameters (or a
+                                     # goal reward, as ssrl train --goal-reward) of its own
     rl: {algo: sac, env_steps: 16000, eval_every: 4000, eval_episodes: 5, hyperparams: {...},
          online: {every_episodes: 50, data: pretraining},  # RIG's online fine-tuning: decoupled
                                      # cells then start from the pretrained encoder (else from scratch, as ATC)
@@ -142,11 +144,13 @@ class PixelRLSpec:
 @dataclasses.dataclass
 class VariantSpec:
     """A row that is one of the suite's methods, frozen, with RL hyper-parameters of its own on
-    top of ``rl.hyperparams`` (grasp2vec with auxiliary goals beside grasp2vec): the same
-    pretrained model, another agent."""
+    top of ``rl.hyperparams`` (grasp2vec with auxiliary goals beside grasp2vec) and, on a goal
+    task, optionally another goal reward (``ssrl train --goal-reward``: grasp2vec's cosine
+    beside its product): the same pretrained model, another agent."""
 
     method: str
     hyperparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    goal_reward: str | None = None
 
 
 @dataclasses.dataclass
@@ -301,6 +305,14 @@ def _check_values(suite: Suite, where: str) -> None:
                 f"{where}: variants.{row}: a variant needs a row name of its own (not a method, a "
                 "reference row or METHOD:REGIME)"
             )
+        if variant.goal_reward is not None:
+            from ssrl.agents.run import GOAL_REWARDS
+
+            if variant.goal_reward not in GOAL_REWARDS:
+                raise SuiteError(
+                    f"{where}: variants.{row}: unknown goal_reward {variant.goal_reward!r}; valid: "
+                    f"{', '.join(GOAL_REWARDS)} (as ssrl train --goal-reward)"
+                )
     for row in suite.references:
         if row not in REFERENCE_ROWS:
             raise SuiteError(f"{where}: unknown reference row {row!r}; valid rows: {', '.join(REFERENCE_ROWS)}")

@@ -643,3 +643,17 @@ def test_a_variant_is_a_methods_frozen_row_again_with_its_own_rl_hyperparameters
     with pytest.raises(SuiteError, match="variants.state_sac: a variant needs a row name of its own"):
         plan(dict(TINY, variants={"state_sac": {"method": "tcn"}}))
     assert "grasp2vec+aux" in {c.row for c in plan(load_suite("grasping"))}
+
+
+def test_a_variant_may_change_the_goal_reward_and_only_that():
+    """grasp2vec's cosine beside its product: the same model and agent, the cell's goal reward (what
+    ``ssrl train --goal-reward`` sets) changed, so the two cells differ in identity by that alone."""
+    grasping = {c.row: c for c in plan(load_suite("grasping"), seeds=1)}
+    cos, dot = grasping["grasp2vec-cos"], grasping["grasp2vec"]
+    assert (cos.goal_reward, dot.goal_reward) == ("cosine", None)
+    assert (cos.data, cos.pretrain, cos.rl) == (dot.data, dot.pretrain, dot.rl)
+    differ = {k for k in cos.identity() if cos.identity().get(k) != dot.identity().get(k)}
+    assert differ == {"row", "goal_reward"}
+    assert grasping["grasp2vec-cos+aux"].rl == grasping["grasp2vec+aux"].rl
+    with pytest.raises(SuiteError, match=r"variants.x: unknown goal_reward 'ids'; valid: latent, cosine, env, any"):
+        plan(dict(TINY, variants={"x": {"method": "tcn", "goal_reward": "ids"}}))

@@ -87,6 +87,27 @@ def test_any_rewards_every_lift_and_oracle_only_the_goal_object(g2v):
     assert seen["goal"] >= 1 and seen["other"] >= 1  # both cases were exercised
 
 
+def test_cosine_reward_divides_out_the_norms_and_a_failed_grasp_pays_nothing(g2v):
+    env = grasp_env(g2v, "cosine")
+    achieved = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0], [2.0, 2.0]], np.float32)
+    desired = np.array([[6.0, 8.0], [1.0, 1.0], [0.0, 5.0], [-1.0, -1.0]], np.float32)
+    # By hand: the same direction (1), a failed grasp's zero embedding (0), orthogonal (0), opposite (-1).
+    np.testing.assert_allclose(env.compute_reward(achieved, desired), [1.0, 0.0, 0.0, -1.0], atol=1e-6)
+    # The product would pay the first pair 50 and rank it far above a unit-length exact match.
+    assert grasp_env(g2v).compute_reward(achieved[:1], desired[:1])[0] == pytest.approx(50.0)
+    lifted = 0
+    for target in range(3):  # a real grasp: the step's reward is the cosine of the stored embeddings
+        obs, _ = env.reset(seed=10 + target)
+        obs, reward, *_, info = env.step(centred_on(env, target))
+        if info["grasp_success"]:
+            a, d = embed(g2v, env.unwrapped._last_o), obs["desired_goal"]
+            assert reward == pytest.approx(float(a @ d / np.linalg.norm(a) / np.linalg.norm(d)), rel=1e-5)
+            lifted += 1
+        else:
+            assert reward == 0.0
+    assert lifted >= 1
+
+
 def test_auxiliary_goals_are_other_rows_goals_never_a_rows_own(g2v):
     env = grasp_env(g2v)
     like = np.arange(20, dtype=np.float32).reshape(10, 2)
