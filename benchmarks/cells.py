@@ -77,7 +77,8 @@ class Cell:
     state: bool = False  # RL on the true state (no pixels)
     regime: str | None = None  # how ``method`` serves the agent
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # a fresh method's config
-    goal_reward: str | None = None  # goal tasks seen through an encoder: None (the latent reward), "cosine", "env", "any"
+    # Goal tasks seen through an encoder: None (the latent reward), "cosine", "env" or "any".
+    goal_reward: str | None = None
 
     def __post_init__(self) -> None:
         if self.pretrain is not None and (self.method is None or self.data is None):
@@ -265,9 +266,8 @@ def plan(
                 rl = dataclasses.replace(suite.rl, hyperparams=hyper)
                 pre = _pretrain_spec(suite, variant.method)
                 reward = None if variant.goal_reward in (None, "latent") else variant.goal_reward
-                cells.append(
-                    Cell(row, task, seed, data, variant.method, pre, rl=rl, regime="frozen", goal_reward=reward, **rl_env)
-                )
+                frozen = dict(rl=rl, regime="frozen", goal_reward=reward)
+                cells.append(Cell(row, task, seed, data, variant.method, pre, **frozen, **rl_env))
             for row in rows["references"]:
                 if row == "random_encoder":
                     # The lower bound: the untrained encoder of the suite's first method.
