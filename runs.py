@@ -201,6 +201,22 @@ class RunFolder:
         write_json(self.finished_path, summary)
 
 
+@contextlib.contextmanager
+def one_at_a_time(path: str | pathlib.Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for the ``with`` block, waiting for it where
+    :meth:`RunFolder.locked` refuses: a second process blocks until the first is done, then does
+    the block itself (e.g. finds the model the first pretrained). The lock goes with the process,
+    so a killed holder frees it."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def read_evaluations(run_dir: str | pathlib.Path) -> list[dict[str, Any]]:
     """The evaluation records a run wrote to ``run_dir/metrics.jsonl``, in order: ``env_steps``,
     ``return_mean``, ``returns``, ``success_rate`` and ``final_*`` where the env has them (a metric

@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any
 
-from ssrl.runs import RunFolder, read_evaluations
+from ssrl.runs import RunFolder, one_at_a_time, read_evaluations
 from ssrl.utils import one_thread, write_json
 
 from .cells import Cell, DataSpec, _hash
@@ -68,22 +68,32 @@ def collect_data(out: pathlib.Path, spec: DataSpec) -> pathlib.Path:
 
 
 def pretrained_model(out: pathlib.Path, cell: Cell, data, progress: Progress) -> pathlib.Path:
-    """Pretrain (or reuse) the cell's representation; returns its checkpoint path."""
-    from ssrl.representations.pretrain import build, pretrain
-
+    """Pretrain (or reuse) the cell's representation; returns its checkpoint path. Cells that
+    share a model (a method and its variants, with the same seed) may start together on two
+    workers: the first pretrains it, the others wait and reuse it."""
     pre = cell.pretrain
     key = _hash([cell.method, cell.data.key, pre.identity(), cell.seed])
     folder = out / "models" / f"{cell.method}-{cell.task}-{key}-s{cell.seed}"
     if (folder / "final.json").exists():
         return folder / "model.pt"
+    progress.update(phase="pretrain", pretrain_steps=pre.steps)
+    with one_at_a_time(folder.with_name(folder.name + ".lock")):
+        if not (folder / "final.json").exists():  # (another cell may have pretrained it meanwhile)
+            _pretrain_model(folder, cell, data)
+    return folder / "model.pt"
+
+
+def _pretrain_model(folder: pathlib.Path, cell: Cell, data) -> None:
+    from ssrl.representations.pretrain import build, pretrain
+
+    pre = cell.pretrain
     if pre.steps == 0:  # the random-init lower bound: an untrained encoder of the same family
         import torch
 
         torch.manual_seed(cell.seed)
         build(cell.method, data, **pre.config).save(folder / "model.pt")
         write_json(folder / "final.json", {"steps": 0, "steps_per_s": None, "wall_time": 0.0})
-        return folder / "model.pt"
-    progress.update(phase="pretrain", pretrain_steps=pre.steps)
+        return
     pretrain(
         cell.method,
         data,
@@ -95,7 +105,6 @@ def pretrained_model(out: pathlib.Path, cell: Cell, data, progress: Progress) ->
         progress=False,
         precision=pre.precision,
     )
-    return folder / "model.pt"
 
 
 def probe_scores(

@@ -536,6 +536,44 @@ def test_collect_env_options_apply_to_collection_only_and_leave_earlier_data_key
     assert cell.env == cells["beta-vae__Push__s0"].env  # the RL env keeps its own options
 
 
+def test_cells_that_share_a_model_pretrain_it_once_when_they_start_together(tmp_path, monkeypatch):
+    """grasp2vec's variants on seed 0 share grasp2vec's model; on two workers they start at once.
+    The second cell waits for the first's pretraining and reuses its model (it used to find the
+    model folder locked and fail)."""
+    import threading
+    import time
+
+    import ssrl.representations.pretrain as pretrain_module
+    from ssrl.benchmarks.runner import pretrained_model
+
+    calls = []
+
+    def slow_pretrain(method, data, out, **kwargs):  # writes what a finished pretraining leaves
+        calls.append(out)
+        time.sleep(0.3)
+        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+        (pathlib.Path(out) / "final.json").write_text("{}")
+
+    monkeypatch.setattr(pretrain_module, "pretrain", slow_pretrain)
+    cells = {c.row: c for c in plan(load_suite("grasping"), seeds=1)}
+    quiet = type("Quiet", (), {"update": lambda *a, **k: None})()
+    paths, errors = [], []
+
+    def run(cell):
+        try:
+            paths.append(pretrained_model(tmp_path, cell, None, quiet))
+        except Exception as err:  # noqa: BLE001 - the test reports it below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(cells[row],)) for row in ("grasp2vec-cos", "grasp2vec-cos+aux")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1
+    assert paths[0] == paths[1] == pathlib.Path(calls[0]) / "model.pt"
+
+
 def test_pretraining_precision_is_a_suite_option_that_leaves_fp32_models_and_cells_as_they_were(tmp_path, monkeypatch):
     import ssrl.representations.pretrain as pretrain_module
     from ssrl.benchmarks.runner import pretrained_model
