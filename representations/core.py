@@ -210,6 +210,11 @@ class Representation(nn.Module, abc.ABC):
             if keep_images or observe_frames:
                 raise ValueError("instance grasping keeps no images behind its goals (no online fine-tuning)")
             return instance_grasping(env, self.goal_embedding(), reward)
+        if reward in ("cosine", "any"):
+            raise ValueError(
+                f"the goal reward {reward!r} is instance grasping's (ssrl/GraspGoal-v0); on "
+                f"{env.spec.id if env.spec else 'this env'} use 'latent' (the representation's reward) or 'env'"
+            )
         keep_images = keep_images or reward == "env"
 
         sampler = self.goal_sampler()

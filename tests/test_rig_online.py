@@ -317,9 +317,13 @@ def test_ssrl_train_takes_the_env_reward_for_a_frozen_encoder_and_records_it(tmp
               encoder=str(checkpoint), goal_reward="env", eval_every=50, eval_episodes=1, progress=False,
               tensorboard=False)  # fmt: skip
     assert json.loads((tmp_path / "run" / "run.json").read_text())["goal_reward"] == "env"
-    with pytest.raises(ValueError, match="unknown goal reward 'pixels'; use one of latent, env"):
+    with pytest.raises(ValueError, match="unknown goal reward 'pixels'; use one of latent, cosine, env, any"):
         train_run(tmp_path / "other", PUSH, env_steps=60, env_kwargs={"size": SIZE}, encoder=str(checkpoint),
                   goal_reward="pixels", progress=False, tensorboard=False)  # fmt: skip
+    for grasping_only in ("cosine", "any"):  # rewards of lifted objects: refused by name on Push
+        with pytest.raises(ValueError, match=f"the goal reward '{grasping_only}' is instance grasping's"):
+            train_run(tmp_path / grasping_only, PUSH, env_steps=60, env_kwargs={"size": SIZE}, encoder=str(checkpoint),
+                      goal_reward=grasping_only, progress=False, tensorboard=False)  # fmt: skip
 
 
 # -- the finetune regime: the critics train the agent's copy of the encoder; goals stay frozen ------
