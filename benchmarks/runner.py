@@ -141,13 +141,16 @@ def run_cell(cell: Cell, out: str | pathlib.Path) -> dict[str, Any]:
     """Run one cell to completion (or resume it); returns and writes its result.
 
     A cell that fails returns an ``error`` instead of raising, so the other cells go on; it
-    writes no result, so the next ``ssrl bench`` retries it (resuming what it had done).
+    writes no result, so the next ``ssrl bench`` retries it (resuming what it had done). A retry
+    that succeeds removes the failed try's ``error.txt``.
     """
     one_thread()
+    folder = pathlib.Path(out) / "cells" / cell.id
     try:
-        return _run_cell(cell, pathlib.Path(out))
+        result = _run_cell(cell, pathlib.Path(out))
+        (folder / "error.txt").unlink(missing_ok=True)
+        return result
     except Exception as err:  # noqa: BLE001 - reported in the summary, retried on the next run
-        folder = pathlib.Path(out) / "cells" / cell.id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "error.txt").write_text(traceback.format_exc())
         Progress(folder).update(phase="failed", error=str(err))

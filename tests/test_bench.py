@@ -574,6 +574,25 @@ def test_cells_that_share_a_model_pretrain_it_once_when_they_start_together(tmp_
     assert paths[0] == paths[1] == pathlib.Path(calls[0]) / "model.pt"
 
 
+def test_a_cell_that_fails_then_succeeds_keeps_no_stale_traceback(tmp_path, monkeypatch):
+    import ssrl.benchmarks.runner as runner
+
+    cell = plan(load_suite("grasping"), seeds=1, methods=["grasp2vec-cos"])[0]
+    tries = iter([RuntimeError("the model folder was locked"), {"cell": cell.id}])
+
+    def one_try(cell, out):
+        outcome = next(tries)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(runner, "_run_cell", one_try)
+    error = tmp_path / "cells" / cell.id / "error.txt"
+    failed = runner.run_cell(cell, tmp_path)
+    assert "locked" in failed["error"] and "RuntimeError" in error.read_text()
+    assert runner.run_cell(cell, tmp_path) == {"cell": cell.id} and not error.exists()
+
+
 def test_pretraining_precision_is_a_suite_option_that_leaves_fp32_models_and_cells_as_they_were(tmp_path, monkeypatch):
     import ssrl.representations.pretrain as pretrain_module
     from ssrl.benchmarks.runner import pretrained_model
